@@ -1,0 +1,154 @@
+"""The one exception hierarchy of firec.
+
+Every error firec raises derives from :class:`FirecError`, so one ``except``
+catches them all::
+
+    try:
+        client.put_drive(drive)
+    except firec.errors.APIError as exc:
+        print(exc.status_code, exc.fault_message)
+    except firec.errors.FirecError as exc:
+        print("firec failed:", exc)
+
+* :class:`APIError`: Firecracker answered, and refused (carries its own
+  ``fault_message`` intact).
+* :class:`ConnectError` / :class:`TimeoutError`: the socket could not be
+  reached or did not answer in time (both name the socket path).
+* :class:`ValidationError`: a value was refused before anything was sent
+  (names the field and the reason).
+* :class:`UnsupportedError`: the connected Firecracker version lacks a feature
+  (names the feature, the version that introduced it, and the connected one).
+* :class:`MachineError`: the VMM process or its set-up failed (see
+  :mod:`firec.machine`).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+
+__all__ = [
+    "APIError",
+    "ConfigError",
+    "ConnectError",
+    "FirecError",
+    "MachineError",
+    "TimeoutError",
+    "TransportError",
+    "UnsupportedError",
+    "ValidationError",
+]
+
+
+class FirecError(Exception):
+    """Base class of every error raised by firec."""
+
+
+class TransportError(FirecError):
+    """The API socket could not be used: unreachable, closed, or too slow."""
+
+    def __init__(self, message: str, *, socket_path: str) -> None:
+        super().__init__(message)
+        self.socket_path = socket_path
+
+
+class ConnectError(TransportError):
+    """Nothing answered on the API socket (missing socket, dead VMM)."""
+
+
+class TimeoutError(TransportError, builtins.TimeoutError):
+    """The VMM did not answer within the timeout."""
+
+
+class APIError(FirecError):
+    """Firecracker refused a request.
+
+    Attributes:
+        status_code: the HTTP status Firecracker answered with.
+        fault_message: Firecracker's own explanation, unchanged.
+        method: the HTTP method of the refused request.
+        path: the URL path of the refused request.
+    """
+
+    def __init__(self, status_code: int, fault_message: str, *, method: str, path: str) -> None:
+        super().__init__(f"{method} {path} failed with HTTP {status_code}: {fault_message}")
+        self.status_code = status_code
+        self.fault_message = fault_message
+        self.method = method
+        self.path = path
+
+
+class ValidationError(FirecError, ValueError):
+    """A value was refused before it was sent.
+
+    Attributes:
+        field: dotted path of the offending field (``"drives[0].path_on_host"``),
+            or ``""`` when the whole value is at fault.
+        reason: why it was refused.
+        errors: every ``(field, reason)`` pair found, the first one repeated in
+            :attr:`field` and :attr:`reason`.
+    """
+
+    def __init__(self, field: str, reason: str, *, errors: Sequence[tuple[str, str]] = ()) -> None:
+        self.field = field
+        self.reason = reason
+        self.errors: tuple[tuple[str, str], ...] = tuple(errors) or ((field, reason),)
+        lines = [f"{f}: {r}" if f else r for f, r in self.errors]
+        super().__init__("; ".join(lines))
+
+
+class ConfigError(ValidationError):
+    """A microVM configuration is inconsistent as a whole (duplicate ids, missing files...)."""
+
+
+class UnsupportedError(FirecError):
+    """The connected Firecracker version lacks a feature.
+
+    Attributes:
+        feature: what was asked for (an endpoint, a field, or a value).
+        introduced: the first Firecracker version that has it (``"1.14"``),
+            or ``None`` when no version has it any more.
+        removed: the first version that no longer has it, if any.
+        connected: the version of the Firecracker in front of us.
+    """
+
+    def __init__(
+        self,
+        feature: str,
+        *,
+        connected: str,
+        introduced: str | None = None,
+        removed: str | None = None,
+    ) -> None:
+        self.feature = feature
+        self.introduced = introduced
+        self.removed = removed
+        self.connected = connected
+        if removed is not None:
+            need = f"was removed in Firecracker {removed}"
+            if introduced is not None:
+                need = f"needs Firecracker {introduced} up to before {removed}"
+        elif introduced is not None:
+            need = f"needs Firecracker {introduced} or newer"
+        else:
+            need = "is not supported by any known Firecracker version"
+        super().__init__(f"{feature} {need}; the connected Firecracker is {connected}")
+
+
+class MachineError(FirecError):
+    """The VMM process, or the preparation around it, failed.
+
+    Attributes:
+        log_tail: Firecracker's last log/console lines, when there are any.
+        exit_code: the VMM's exit status, when it has exited.
+    """
+
+    def __init__(
+        self, message: str, *, log_tail: Sequence[str] = (), exit_code: int | None = None
+    ) -> None:
+        self.log_tail = tuple(log_tail)
+        self.exit_code = exit_code
+        text = message
+        if self.log_tail:
+            text += "\nlast lines from Firecracker:\n  " + "\n  ".join(self.log_tail)
+        super().__init__(text)
