@@ -1,0 +1,1 @@
+"""Test helpers for firec: a tiny guest kernel and a Firecracker emulator."""
