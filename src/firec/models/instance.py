@@ -1,0 +1,166 @@
+"""The instance as a whole: actions, run state, identity, version, errors, full configuration."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import AliasChoices, Field
+
+from firec.models.balloon import Balloon
+from firec.models.base import APIModel, ResponseModel, StrictStr
+from firec.models.boot import BootSource
+from firec.models.cpu import CpuConfig
+from firec.models.devices import EntropyDevice, MemoryHotplugConfig, Pmem
+from firec.models.drive import Drive
+from firec.models.logging import Logger, Metrics
+from firec.models.machine import MachineConfiguration
+from firec.models.mmds import MmdsConfig
+from firec.models.network import NetworkInterface
+from firec.models.vsock import Vsock
+
+__all__ = [
+    "ActionType",
+    "Error",
+    "FirecrackerVersion",
+    "FullVmConfiguration",
+    "InstanceActionInfo",
+    "InstanceInfo",
+    "InstanceState",
+    "Vm",
+    "VmState",
+]
+
+
+class ActionType(StrEnum):
+    """A synchronous action (``InstanceActionInfo.action_type``)."""
+
+    FLUSH_METRICS = "FlushMetrics"
+    INSTANCE_START = "InstanceStart"
+    SEND_CTRL_ALT_DEL = "SendCtrlAltDel"
+
+
+class InstanceActionInfo(APIModel):
+    """An action to perform now: start the guest, flush metrics, send Ctrl+Alt+Del.
+
+    Endpoint: ``PUT /actions``.
+    """
+
+    action_type: ActionType = Field(
+        description="Enumeration indicating what type of action is contained in the payload."
+    )
+
+
+class VmState(StrEnum):
+    """The requested run state of a booted microVM (``Vm.state``)."""
+
+    PAUSED = "Paused"
+    RESUMED = "Resumed"
+
+
+class Vm(APIModel):
+    """Pause or resume the microVM.
+
+    Endpoint: ``PATCH /vm``.
+    """
+
+    state: VmState = Field(description="Paused or Resumed.")
+
+
+class InstanceState(StrEnum):
+    """The state of a Firecracker instance (``InstanceInfo.state``)."""
+
+    NOT_STARTED = "Not started"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+
+
+class InstanceInfo(ResponseModel):
+    """Identity and state of the Firecracker instance.
+
+    Endpoint: ``GET /``.
+    """
+
+    app_name: StrictStr = Field(description="Application name.")
+    id: StrictStr = Field(description="MicroVM / instance ID.")
+    state: InstanceState = Field(
+        description="The current detailed state (Not started, Running, Paused) of the instance."
+    )
+    vmm_version: StrictStr = Field(description="MicroVM hypervisor build version.")
+
+
+class FirecrackerVersion(ResponseModel):
+    """The Firecracker build version.
+
+    Endpoint: ``GET /version``.
+    """
+
+    firecracker_version: StrictStr = Field(description="Firecracker build version.")
+
+
+class Error(ResponseModel):
+    """Firecracker's explanation of a refused request (the body of every 4xx answer)."""
+
+    fault_message: StrictStr | None = Field(
+        default=None, description="A description of the error condition."
+    )
+
+
+def _names(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class FullVmConfiguration(ResponseModel):
+    """The whole microVM configuration, as ``GET /vm/config`` exports it.
+
+    Endpoint: ``GET /vm/config``. The same shape is what ``firecracker
+    --config-file`` reads. Keys are hyphenated in JSON (``"boot-source"``);
+    the pre-1.1 specification's names (``boot_source``, ``block_devices``...)
+    are accepted too.
+    """
+
+    balloon: Balloon | None = Field(
+        default=None, validation_alias=_names("balloon", "balloon_device")
+    )
+    drives: list[Drive] | None = Field(
+        default=None,
+        validation_alias=_names("drives", "block_devices"),
+        description="Configurations for all block devices.",
+    )
+    boot_source: BootSource | None = Field(
+        default=None,
+        validation_alias=_names("boot-source", "boot_source"),
+        serialization_alias="boot-source",
+    )
+    cpu_config: CpuConfig | None = Field(
+        default=None,
+        validation_alias=_names("cpu-config", "cpu_config"),
+        serialization_alias="cpu-config",
+    )
+    logger: Logger | None = Field(default=None)
+    machine_config: MachineConfiguration | None = Field(
+        default=None,
+        validation_alias=_names("machine-config", "machine_config"),
+        serialization_alias="machine-config",
+    )
+    metrics: Metrics | None = Field(default=None)
+    memory_hotplug: MemoryHotplugConfig | None = Field(
+        default=None,
+        validation_alias=_names("memory-hotplug", "memory_hotplug"),
+        serialization_alias="memory-hotplug",
+    )
+    mmds_config: MmdsConfig | None = Field(
+        default=None,
+        validation_alias=_names("mmds-config", "mmds_config"),
+        serialization_alias="mmds-config",
+    )
+    network_interfaces: list[NetworkInterface] | None = Field(
+        default=None,
+        validation_alias=_names("network-interfaces", "network_interfaces", "net_devices"),
+        serialization_alias="network-interfaces",
+        description="Configurations for all net devices.",
+    )
+    pmem: list[Pmem] | None = Field(
+        default=None, description="Configurations for all pmem devices."
+    )
+    vsock: Vsock | None = Field(default=None, validation_alias=_names("vsock", "vsock_device"))
+    entropy: EntropyDevice | None = Field(default=None)

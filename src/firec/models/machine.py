@@ -1,0 +1,56 @@
+"""The machine shape: :class:`MachineConfiguration` and :class:`HugePages`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from firec.models.base import APIModel, StrictBool, StrictInt
+from firec.models.cpu import CpuTemplate
+
+__all__ = ["HugePages", "MachineConfiguration"]
+
+
+class HugePages(StrEnum):
+    """Huge pages backing the guest memory (``MachineConfiguration.huge_pages``, 1.7+)."""
+
+    NONE = "None"
+    HUGE_2M = "2M"
+
+
+class MachineConfiguration(APIModel):
+    """vCPUs, memory size, SMT, dirty page tracking, huge pages and static CPU template.
+
+    Endpoints: ``PUT``/``PATCH /machine-config`` (before boot; ``PATCH`` sends
+    only the fields to change) and ``GET /machine-config``.
+    """
+
+    vcpu_count: StrictInt = Field(
+        ge=1, le=32, description="Number of vCPUs (either 1 or an even number)."
+    )
+    mem_size_mib: StrictInt = Field(ge=1, description="Memory size of VM, in MiB.")
+    smt: StrictBool | None = Field(
+        default=None,
+        description=(
+            "Flag for enabling/disabling simultaneous multithreading. Can be enabled only on x86."
+        ),
+    )
+    track_dirty_pages: StrictBool | None = Field(
+        default=None,
+        description=(
+            "Enable dirty page tracking. If this is enabled, then incremental guest memory "
+            "snapshots (diff snapshots) can be created."
+        ),
+    )
+    cpu_template: CpuTemplate | None = Field(
+        default=None,
+        description="Static CPU template (deprecated by Firecracker; prefer PUT /cpu-config).",
+    )
+    huge_pages: HugePages | None = Field(
+        default=None,
+        description=(
+            "Which huge pages configuration (if any) should be used to back guest memory "
+            "(Firecracker 1.7+)."
+        ),
+    )
