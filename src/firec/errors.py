@@ -20,6 +20,8 @@ catches them all::
   (names the feature, the version that introduced it, and the connected one).
 * :class:`MachineError`: the VMM process or its set-up failed (see
   :mod:`firec.machine`).
+* :class:`NetworkError`: host networking could not be set up or torn down
+  (netlink, nft, CNI plugin, lease store; see :mod:`firec.network`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "ConnectError",
     "FirecError",
     "MachineError",
+    "NetworkError",
     "TimeoutError",
     "TransportError",
     "UnsupportedError",
@@ -152,3 +155,11 @@ class MachineError(FirecError):
         if self.log_tail:
             text += "\nlast lines from Firecracker:\n  " + "\n  ".join(self.log_tail)
         super().__init__(text)
+
+
+class NetworkError(FirecError):
+    """Host networking failed: a tap, namespace, nft rule, CNI plugin or lease.
+
+    The message names the object (link, namespace, table, subnet) and what to
+    do about it. Invalid values are refused earlier with :class:`ConfigError`.
+    """
