@@ -206,10 +206,11 @@ def _optional_since(definition: str, field: str, minor: str) -> str | None:
 class _Walker:
     """Checks one body against one version's tables."""
 
-    def __init__(self, version: Version, where: str) -> None:
+    def __init__(self, version: Version, where: str, partial: bool) -> None:
         self.version = version
         self.minor = _minor(version)
         self.where = where
+        self.partial = partial
 
     def label(self, path: str, owner: str) -> str:
         place = f"{self.where} {path}" if self.where and path else self.where or path
@@ -277,7 +278,7 @@ class _Walker:
             else:
                 self.value(nested, item, where, owner)
         for name in _required(definition, self.minor):
-            if body.get(name) is not None:
+            if body.get(name) is not None or (self.partial and not path):
                 continue
             where = f"{path}.{name}" if path else name
             later = _optional_since(definition, name, self.minor)
@@ -291,7 +292,12 @@ class _Walker:
 
 
 def check_body(
-    definition: str, body: Mapping[str, Any] | list[Any] | Any, version: Version, *, where: str = ""
+    definition: str,
+    body: Mapping[str, Any] | list[Any] | Any,
+    version: Version,
+    *,
+    where: str = "",
+    partial: bool = False,
 ) -> None:
     """Refuse a request body that Firecracker ``version`` cannot take.
 
@@ -299,15 +305,18 @@ def check_body(
     it, of the API definition ``definition`` (``"MachineConfiguration"``; see
     :func:`body_definition`). Nested definitions and arrays are followed.
     ``where`` prefixes field names in messages (e.g. ``"machine-config"``).
+    ``partial=True`` is for ``PATCH`` bodies: the top-level required fields
+    may then be left out (Firecracker takes partial updates there).
 
     Raises:
         firec.errors.UnsupportedError: the first field, enum value or
             omitted field the version does not accept, e.g. feature
             ``"field machine-config huge_pages (MachineConfiguration.huge_pages)"``,
             introduced ``"1.7"``.
-        firec.errors.ValidationError: a field every version requires is missing.
+        firec.errors.ValidationError: a field every version requires is missing
+            (not raised for the top level of a ``partial`` body).
     """
-    walker = _Walker(version, where)
+    walker = _Walker(version, where, partial)
     if isinstance(body, list):
         for index, element in enumerate(body):
             walker.value(definition, element, f"[{index}]")

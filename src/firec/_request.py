@@ -1,0 +1,115 @@
+"""What the sync and async clients share: encoding requests, decoding answers.
+
+Nothing here does I/O, so :class:`firec.Client` and :class:`firec.AsyncClient`
+differ only in how they wait.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeAlias
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from . import models, versions
+from .errors import APIError, ValidationError
+from .models.base import _convert as convert_error
+from .operations import Operation
+from .versions import Version
+
+__all__ = [
+    "DEFAULT",
+    "Default",
+    "TimeoutArg",
+    "check_request",
+    "decode",
+    "encode_body",
+    "partial_body",
+]
+
+
+class Default(enum.Enum):
+    """Marker for "use the client's own timeout"."""
+
+    DEFAULT = "DEFAULT"
+
+
+DEFAULT = Default.DEFAULT
+
+#: A per-call timeout: seconds, ``None`` for no timeout, or the client's default.
+TimeoutArg: TypeAlias = float | Default | None
+
+
+def encode_body(body: Any) -> Any:
+    """The JSON value sent for ``body`` (a model, or plain JSON data)."""
+    if isinstance(body, models.APIModel):
+        return body.to_api()
+    if isinstance(body, BaseModel):
+        return body.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return body
+
+
+def partial_body(model: type[models.APIModel], update: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON of a partial update: just the fields in ``update``, each validated.
+
+    Keys are the model's field names or their API aliases; an unknown key, or a
+    value the field refuses, raises :class:`ValidationError` naming it.
+    """
+    by_key = {name: name for name in model.model_fields}
+    by_key |= {f.alias: name for name, f in model.model_fields.items() if f.alias}
+    body: dict[str, Any] = {}
+    for key, value in update.items():
+        name = by_key.get(key)
+        if name is None:
+            known = ", ".join(sorted(model.model_fields))
+            raise ValidationError(key, f"is not a field of {model.api_name} (known: {known})")
+        info = model.model_fields[name]
+        adapter: TypeAdapter[Any] = TypeAdapter(Annotated[info.annotation, *info.metadata])
+        try:
+            validated = adapter.validate_python(value)
+        except PydanticValidationError as exc:
+            raise ValidationError(key, convert_error(exc).reason) from None
+        if validated is not None:
+            body[info.alias or name] = adapter.dump_python(validated, mode="json")
+    return body
+
+
+def check_request(op: Operation, body: Any, version: Version) -> None:
+    """Refuse, before sending, what Firecracker ``version`` lacks."""
+    versions.check_operation(op.method, op.path, version)
+    if op.body is not None and body is not None:
+        versions.check_body(op.body, body, version, partial=op.method == "PATCH")
+
+
+def decode(op: Operation, response: httpx.Response) -> Any:
+    """The parsed answer to ``op``, or :class:`APIError` carrying Firecracker's message."""
+    if response.status_code >= 300:
+        raise APIError(
+            response.status_code, _fault_message(response), method=op.method, path=response.url.path
+        )
+    if op.response is None or response.status_code == 204 or not response.content:
+        return None
+    try:
+        data = response.json()
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            "", f"{op} answered with a body that is not JSON: {response.text[:200]!r}"
+        ) from exc
+    if op.response == "object":
+        return data
+    model: type[models.APIModel] = getattr(models, op.response)
+    return model.from_api(data)
+
+
+def _fault_message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except json.JSONDecodeError:
+        return response.text.strip() or response.reason_phrase
+    if isinstance(data, Mapping) and isinstance(data.get("fault_message"), str):
+        return str(data["fault_message"])
+    return response.text.strip()

@@ -1,0 +1,113 @@
+"""Test backends: firec's emulator always, a real Firecracker where one is named.
+
+Every test that takes the ``vmm`` fixture runs twice: against the emulator
+(``[emulator]``), and against the binary named by ``FIRECRACKER_BIN``
+(``[firecracker]``), which skips with a reason when the variable is unset.
+``JAILER_BIN`` names the jailer for the jailed tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+BACKENDS = ("emulator", "firecracker")
+
+
+def firecracker_bin() -> str | None:
+    """The real Firecracker named by ``FIRECRACKER_BIN``, if any."""
+    return os.environ.get("FIRECRACKER_BIN") or None
+
+
+def vmm_command(backend: str) -> list[str]:
+    """The command that starts a VMM of ``backend`` (without its flags)."""
+    if backend == "emulator":
+        return [sys.executable, "-m", "firec.testing.emulator"]
+    path = firecracker_bin()
+    if path is None:
+        pytest.skip("FIRECRACKER_BIN is not set: no real Firecracker to run this test against")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"FIRECRACKER_BIN={path} is not executable")
+    return [path]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The name of the backend this test runs against."""
+    name: str = request.param
+    vmm_command(name)  # skips now, with the reason, when the backend is missing
+    return name
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary directory with a short path (a Unix socket path must fit 108 bytes)."""
+    directory = Path(tempfile.mkdtemp(prefix="firec-t-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class Vmm:
+    """A VMM process started for a test, with its API socket."""
+
+    backend: str
+    socket_path: str
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def start_vmm(backend: str, workdir: Path, *args: str) -> Vmm:
+    """Start a VMM of ``backend`` serving its API in ``workdir``, and wait for the socket."""
+    socket_path = str(workdir / "api.sock")
+    command = [*vmm_command(backend), "--api-sock", socket_path, "--id", "firec-test", *args]
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    vmm = Vmm(backend, socket_path, process, workdir)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(socket_path):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            _, err = process.communicate(timeout=10)
+            pytest.fail(f"{backend} did not create its API socket: {err.decode()}")
+        time.sleep(0.005)
+    return vmm
+
+
+@pytest.fixture
+def vmm(backend: str, short_tmp: Path) -> Iterator[Vmm]:
+    """A fresh VMM (emulator or real Firecracker), stopped after the test."""
+    started = start_vmm(backend, short_tmp)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="session")
+def guest_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """firec's tiny test guest, built once per session."""
+    from firec.testing.guest import build_test_guest
+
+    return build_test_guest(tmp_path_factory.mktemp("guest"))

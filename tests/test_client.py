@@ -1,0 +1,341 @@
+"""firec.Client and firec.AsyncClient against a live VMM (emulator and real Firecracker)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import firec
+from firec import models
+from firec.errors import (
+    APIError,
+    ConnectError,
+    FirecError,
+    TimeoutError,
+    UnsupportedError,
+    ValidationError,
+)
+from firec.testing.guest import BOOT_LINE
+from tests.conftest import Vmm
+
+
+def _boot_source(kernel: Path) -> models.BootSource:
+    return models.BootSource(kernel_image_path=str(kernel), boot_args="console=ttyS0")
+
+
+# -- against a live VMM --------------------------------------------------------
+
+
+def test_version_and_instance_info(vmm: Vmm) -> None:
+    with firec.Client(vmm.socket_path) as client:
+        version = client.firecracker_version()
+        assert version >= firec.versions.Version.parse("1.0")
+        assert (
+            client.get_version()
+            .firecracker_version.lstrip("v")
+            .startswith(f"{version.major}.{version.minor}")
+        )
+        info = client.get_instance_info()
+        assert info.id == "firec-test"
+        assert info.state == models.InstanceState.NOT_STARTED
+        assert info.app_name == "Firecracker"
+
+
+def test_configure_boot_pause_resume(vmm: Vmm, guest_kernel: Path) -> None:
+    with firec.Client(vmm.socket_path) as client:
+        client.put_machine_config(models.MachineConfiguration(vcpu_count=1, mem_size_mib=64))
+        client.patch_machine_config({"mem_size_mib": 32})
+        config = client.get_machine_config()
+        assert (config.vcpu_count, config.mem_size_mib) == (1, 32)
+        client.put_boot_source(_boot_source(guest_kernel))
+        client.create_action("InstanceStart")
+        assert client.get_instance_info().state == models.InstanceState.RUNNING
+        client.patch_vm("Paused")
+        assert client.get_instance_info().state == models.InstanceState.PAUSED
+        client.patch_vm(models.VmState.RESUMED)
+        assert client.get_instance_info().state == models.InstanceState.RUNNING
+        exported = client.get_vm_config()
+        assert exported.boot_source is not None
+        assert exported.boot_source.kernel_image_path == str(guest_kernel)
+        assert exported.machine_config is not None
+        assert exported.machine_config.mem_size_mib == 32
+    assert vmm.process.stdout is not None
+    assert vmm.process.poll() is None
+
+
+async def test_async_client_configures_and_boots(vmm: Vmm, guest_kernel: Path) -> None:
+    async with firec.AsyncClient(vmm.socket_path) as client:
+        await client.put_machine_config(models.MachineConfiguration(vcpu_count=1, mem_size_mib=64))
+        await client.put_boot_source(_boot_source(guest_kernel))
+        infos = await asyncio.gather(*(client.get_instance_info() for _ in range(5)))
+        assert {info.state for info in infos} == {models.InstanceState.NOT_STARTED}
+        await client.create_action(models.ActionType.INSTANCE_START)
+        assert (await client.get_instance_info()).state == models.InstanceState.RUNNING
+    assert vmm.process.stdout is not None
+    line = vmm.process.stdout.readline().decode()
+    assert BOOT_LINE in line
+
+
+def test_firecracker_refusal_is_api_error_with_its_message(vmm: Vmm, short_tmp: Path) -> None:
+    missing = short_tmp / "no-such-disk.ext4"
+    drive = models.Drive(
+        drive_id="rootfs", path_on_host=str(missing), is_root_device=True, is_read_only=False
+    )
+    with firec.Client(vmm.socket_path) as client, pytest.raises(APIError) as caught:
+        client.put_drive(drive)
+    assert caught.value.status_code == 400
+    assert caught.value.method == "PUT"
+    assert caught.value.path == "/drives/rootfs"
+    assert caught.value.fault_message  # Firecracker's own words, unchanged
+    assert caught.value.fault_message in str(caught.value)
+
+
+def test_instance_start_without_boot_source_is_refused(vmm: Vmm) -> None:
+    with firec.Client(vmm.socket_path) as client, pytest.raises(APIError) as caught:
+        client.create_action("InstanceStart")
+    assert caught.value.status_code == 400
+    assert "boot" in caught.value.fault_message.lower()
+
+
+def test_mmds_round_trip(vmm: Vmm) -> None:
+    with firec.Client(vmm.socket_path) as client:
+        client.put_mmds({"latest": {"meta-data": {"id": "vm-1"}}})
+        client.patch_mmds({"latest": {"meta-data": {"zone": "z1"}}})
+        assert client.get_mmds() == {"latest": {"meta-data": {"id": "vm-1", "zone": "z1"}}}
+
+
+def test_dead_vmm_gives_connect_error_quickly(vmm: Vmm) -> None:
+    client = firec.Client(vmm.socket_path)
+    client.get_instance_info()
+    vmm.stop()
+    started = time.monotonic()
+    with pytest.raises(ConnectError) as caught:
+        client.get_instance_info()
+    assert caught.value.socket_path == vmm.socket_path
+    assert vmm.socket_path in str(caught.value)
+    assert time.monotonic() - started < 5
+    client.close()
+
+
+# -- version awareness ---------------------------------------------------------
+
+
+class Recorder:
+    """An httpx mock transport that plays a given Firecracker version and records requests."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path == "/version":
+            return httpx.Response(200, json={"firecracker_version": self.version})
+        return httpx.Response(204)
+
+    def sent(self) -> list[str]:
+        return [f"{r.method} {r.url.path}" for r in self.requests]
+
+
+def test_unsupported_endpoint_refused_before_sending() -> None:
+    recorder = Recorder("1.0.0")
+    client = firec.Client("/nowhere.sock", transport=httpx.MockTransport(recorder))
+    with pytest.raises(UnsupportedError) as caught:
+        client.put_pmem(models.Pmem(id="pmem0", path_on_host="/tmp/pmem.img"))
+    assert caught.value.introduced == "1.14"
+    assert caught.value.connected == "1.0.0"
+    assert "1.14" in str(caught.value) and "1.0.0" in str(caught.value)
+    assert "/pmem" in caught.value.feature
+    assert recorder.sent() == ["GET /version"]  # asked the version, sent nothing else
+
+
+def test_unsupported_field_refused_before_sending() -> None:
+    recorder = Recorder("1.4.1")
+    client = firec.Client("/nowhere.sock", transport=httpx.MockTransport(recorder))
+    config = models.MachineConfiguration(vcpu_count=1, mem_size_mib=128, huge_pages="2M")
+    with pytest.raises(UnsupportedError) as caught:
+        client.put_machine_config(config)
+    assert "huge_pages" in caught.value.feature
+    assert caught.value.introduced is not None
+    assert recorder.sent() == ["GET /version"]
+    # the same body goes through once huge_pages exists
+    newer = Recorder("1.16.0")
+    firec.Client("/x.sock", transport=httpx.MockTransport(newer)).put_machine_config(config)
+    assert newer.sent() == ["GET /version", "PUT /machine-config"]
+
+
+def test_version_is_asked_once_and_can_be_given() -> None:
+    recorder = Recorder("1.14.2")
+    client = firec.Client("/x.sock", transport=httpx.MockTransport(recorder))
+    client.get_instance_info()
+    client.get_instance_info()
+    assert recorder.sent().count("GET /version") == 1
+    given = Recorder("1.14.2")
+    firec.Client("/x.sock", version="1.14.2", transport=httpx.MockTransport(given)).put_serial(
+        models.SerialDevice(serial_out_path="/tmp/serial.out")
+    )
+    assert given.sent() == ["PUT /serial"]
+
+
+def test_check_version_off_sends_anything() -> None:
+    recorder = Recorder("1.0.0")
+    client = firec.Client("/x.sock", check_version=False, transport=httpx.MockTransport(recorder))
+    client.put_pmem(models.Pmem(id="p0", path_on_host="/tmp/p.img"))
+    assert recorder.sent() == ["PUT /pmem/p0"]
+
+
+async def test_async_unsupported_refused_before_sending() -> None:
+    recorder = Recorder("1.3.0")
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return recorder(request)
+
+    async with firec.AsyncClient("/x.sock", transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(UnsupportedError) as caught:
+            await client.put_entropy(models.EntropyDevice())
+    assert caught.value.introduced == "1.4"
+    assert recorder.sent() == ["GET /version"]
+
+
+# -- bad input ----------------------------------------------------------------
+
+
+def test_invalid_value_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValidationError) as caught:
+        models.MachineConfiguration(vcpu_count=0, mem_size_mib=128)
+    assert caught.value.field == "vcpu_count"
+    assert isinstance(caught.value, FirecError)
+
+
+def test_invalid_patch_field_is_refused_before_sending() -> None:
+    recorder = Recorder("1.14.2")
+    client = firec.Client("/x.sock", transport=httpx.MockTransport(recorder))
+    with pytest.raises(ValidationError) as caught:
+        client.patch_machine_config({"vcpu_count": 99})
+    assert caught.value.field == "vcpu_count"
+    with pytest.raises(ValidationError) as unknown:
+        client.patch_machine_config({"vcpus": 2})
+    assert unknown.value.field == "vcpus"
+    assert "PATCH /machine-config" not in recorder.sent()
+
+
+def test_patch_machine_config_sends_only_the_given_fields() -> None:
+    recorder = Recorder("1.14.2")
+    client = firec.Client("/x.sock", transport=httpx.MockTransport(recorder))
+    client.patch_machine_config({"vcpu_count": 2})
+    patch = recorder.requests[-1]
+    assert patch.method == "PATCH"
+    assert patch.content == b'{"vcpu_count":2}' or patch.content == b'{"vcpu_count": 2}'
+
+
+# -- transport failures ----------------------------------------------------------
+
+
+def test_missing_socket_is_a_clear_connect_error(short_tmp: Path) -> None:
+    path = str(short_tmp / "absent.sock")
+    with pytest.raises(ConnectError) as caught:
+        firec.Client(path, version="1.14.2").get_instance_info()
+    assert caught.value.socket_path == path
+    assert "does not exist" in str(caught.value)
+
+
+def test_stale_socket_is_connection_refused(short_tmp: Path) -> None:
+    path = str(short_tmp / "stale.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.close()  # the file stays, nobody listens: a VMM that died uncleanly
+    with pytest.raises(ConnectError) as caught:
+        firec.Client(path, version="1.14.2").get_instance_info()
+    assert "refused" in str(caught.value)
+
+
+@pytest.fixture
+def silent_server(short_tmp: Path) -> Iterator[str]:
+    """A Unix socket that accepts connections and never answers."""
+    path = str(short_tmp / "silent.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+def test_silent_vmm_times_out_per_call(silent_server: str) -> None:
+    client = firec.Client(silent_server, version="1.14.2", timeout=30)
+    with pytest.raises(TimeoutError) as caught:
+        client.get_instance_info(timeout=0.2)
+    assert caught.value.socket_path == silent_server
+    assert isinstance(caught.value, FirecError)
+
+
+async def test_silent_vmm_times_out_per_client(silent_server: str) -> None:
+    async with firec.AsyncClient(silent_server, version="1.14.2", timeout=0.2) as client:
+        with pytest.raises(TimeoutError):
+            await client.get_instance_info()
+
+
+def test_connections_are_reused(short_tmp: Path) -> None:
+    """Many calls, one connection: the client keeps it alive."""
+    path = str(short_tmp / "counting.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(8)
+    connections: list[int] = []
+    body = b'{"id":"x","state":"Not started","vmm_version":"1.14.2","app_name":"Firecracker"}'
+    reply = (
+        b"HTTP/1.1 200 \r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        connections.append(1)
+        with conn:
+            buffer = b""
+            while True:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                buffer += chunk
+                while b"\r\n\r\n" in buffer:
+                    _, buffer = buffer.split(b"\r\n\r\n", 1)
+                    conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with firec.Client(path, version="1.14.2") as client:
+        for _ in range(20):
+            assert client.get_instance_info().vmm_version == "1.14.2"
+    thread.join(timeout=5)
+    listener.close()
+    assert connections == [1]
+    os.unlink(path)
