@@ -31,6 +31,7 @@ __all__ = [
     "StrictInt",
     "StrictStr",
     "UInt",
+    "explained_pattern",
 ]
 
 _FROM_API = "firec_from_api"
@@ -55,11 +56,27 @@ StrictStr = Annotated[str, Strict()]
 UInt = Annotated[int, Strict(), Field(ge=0)]
 """A non-negative integer (Firecracker reads it into an unsigned type)."""
 
-HostPath = Annotated[str, BeforeValidator(_fspath), Strict(), Field(min_length=1)]
-"""A path on the host: a non-empty string or an :class:`os.PathLike`."""
+HostPath = Annotated[str, BeforeValidator(_fspath), Strict()]
+"""A path on the host: a string or an :class:`os.PathLike`."""
+
+_PATTERN_REASONS: dict[str, str] = {}
+
+
+def explained_pattern(pattern: str, reason: str) -> str:
+    """Register the reason given when a value does not match ``pattern``; return ``pattern``."""
+    _PATTERN_REASONS[pattern] = reason
+    return pattern
+
 
 DeviceId = Annotated[
-    str, Strict(), Field(min_length=1, pattern=r"^\w+$", examples=["rootfs", "eth0"])
+    str,
+    Strict(),
+    Field(
+        pattern=explained_pattern(
+            r"^[A-Za-z0-9_]+$", "may only contain ASCII letters, digits and _ (and not be empty)"
+        ),
+        examples=["rootfs", "eth0"],
+    ),
 ]
 """A device id that also appears in a URL (``/drives/{drive_id}``): letters,
 digits and ``_`` only, as Firecracker requires."""
@@ -117,7 +134,8 @@ def _reason(error: pydantic_core.ErrorDetails) -> str:
     if kind == "string_too_long":
         return f"must have at most {ctx['max_length']} characters"
     if kind == "string_pattern_mismatch":
-        return f"must match the pattern {ctx['pattern']}"
+        pattern = str(ctx["pattern"])
+        return _PATTERN_REASONS.get(pattern, f"must match the pattern {pattern}")
     message = error["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from firec.models.base import APIModel, StrictStr, UInt
+from firec.models.base import APIModel, StrictStr, UInt, explained_pattern
 
 __all__ = [
     "ArmRegisterModifier",
@@ -21,8 +21,13 @@ __all__ = [
     "VcpuFeatures",
 ]
 
-_NUMBER = r"^(0x[0-9a-fA-F_]+|0b[01_]+|[0-9_]+)$"
-_KVM_CAPABILITY = r"^!?[0-9]+$"
+_NUMBER = explained_pattern(
+    r"^(0x[0-9a-fA-F_]+|0b[01_]+|[0-9_]+)$",
+    'must be a hex, binary or decimal number as a string ("0x1f", "0b101", "31")',
+)
+_KVM_CAPABILITY = explained_pattern(
+    r"^!?[0-9]+$", 'must be a KVM capability number, "!" first to remove it ("121", "!121")'
+)
 
 
 class CpuTemplate(StrEnum):

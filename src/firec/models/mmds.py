@@ -7,13 +7,16 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from firec.models.base import APIModel, DeviceId, StrictBool, StrictStr
+from firec.models.base import APIModel, DeviceId, StrictBool, StrictStr, explained_pattern
 
 __all__ = ["MMDS_IPV4_PATTERN", "MmdsConfig", "MmdsContentsObject", "MmdsVersion"]
 
 _BYTE_1_254 = r"([1-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-4])"
 _BYTE_0_255 = r"([0-9]|[1-9][0-9]|1[0-9][0-9]|2[0-4][0-9]|25[0-5])"
-MMDS_IPV4_PATTERN = rf"^169\.254\.{_BYTE_1_254}\.{_BYTE_0_255}$"
+MMDS_IPV4_PATTERN = explained_pattern(
+    rf"^169\.254\.{_BYTE_1_254}\.{_BYTE_0_255}$",
+    "must be a link-local IPv4 address 169.254.x.y (x from 1 to 254)",
+)
 """The link-local addresses the MMDS may listen on (from the API specification)."""
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from firec.models.base import APIModel, DeviceId, StrictInt, StrictStr
+from firec.models.base import APIModel, DeviceId, StrictInt, StrictStr, explained_pattern
 from firec.models.ratelimit import RateLimiter
 
 __all__ = ["MAC_PATTERN", "NetworkInterface", "PartialNetworkInterface"]
 
-MAC_PATTERN = r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$"
+MAC_PATTERN = explained_pattern(
+    r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$", "must be a MAC address such as 06:00:AC:10:00:02"
+)
 """What Firecracker accepts as ``guest_mac``: six colon-separated hex bytes."""
 
 
