@@ -9,6 +9,7 @@ Every test that takes the ``vmm`` fixture runs twice: against the emulator
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,22 @@ class Vmm:
     workdir: Path
     extra: dict[str, str] = field(default_factory=dict)
 
+    def read_stdout_until(self, text: str, timeout: float = 10.0) -> str:
+        """Read the VMM's stdout (serial console and log lines) until ``text`` shows up."""
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        seen = b""
+        deadline = time.monotonic() + timeout
+        while text.encode() not in seen:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                pytest.fail(f"{text!r} did not appear on stdout within {timeout}s: {seen!r}")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                pytest.fail(f"stdout ended before {text!r} appeared: {seen!r}")
+            seen += chunk
+        return seen.decode(errors="replace")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -80,7 +97,13 @@ class Vmm:
 def start_vmm(backend: str, workdir: Path, *args: str) -> Vmm:
     """Start a VMM of ``backend`` serving its API in ``workdir``, and wait for the socket."""
     socket_path = str(workdir / "api.sock")
-    command = [*vmm_command(backend), "--api-sock", socket_path, "--id", "firec-test", *args]
+    log_path = workdir / "vmm.log"  # keeps stdout for the serial console alone
+    log_path.touch()
+    command = [
+        *vmm_command(backend),
+        *("--api-sock", socket_path, "--id", "firec-test", "--log-path", str(log_path)),
+        *args,
+    ]
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
