@@ -591,3 +591,13 @@ def test_model_for() -> None:
     assert m.model_for("Drive") is m.Drive
     with pytest.raises(KeyError, match="Drivez"):
         m.model_for("Drivez")
+
+
+def test_the_documented_examples_run() -> None:
+    import doctest
+
+    import firec.models
+
+    result = doctest.testmod(firec.models)
+    assert result.attempted > 0
+    assert result.failed == 0

@@ -327,3 +327,13 @@ def test_always_required_field_missing_is_a_validation_error() -> None:
         check_body("Vsock", {"uds_path": "/v"}, V("1.14.2"), where="vsock")
     assert caught.value.field == "guest_cid"
     assert caught.value.reason == "is required by Firecracker 1.14.2"
+
+
+def test_the_documented_examples_run() -> None:
+    import doctest
+
+    import firec.versions
+
+    result = doctest.testmod(firec.versions)
+    assert result.attempted > 0
+    assert result.failed == 0

@@ -94,7 +94,10 @@ with warnings.catch_warnings():
 
 
 class CpuidLeafModifier(APIModel):
-    """Modifiers for one CPUID leaf and subleaf (x86_64). Part of :class:`CpuConfig`."""
+    """Modifiers for one CPUID leaf and subleaf (x86_64).
+
+    Part of :class:`CpuConfig` (``PUT /cpu-config``).
+    """
 
     leaf: StrictStr = Field(
         pattern=_NUMBER,
@@ -111,7 +114,10 @@ class CpuidLeafModifier(APIModel):
 
 
 class MsrModifier(APIModel):
-    """Bits to set or clear in one model specific register (x86_64). Part of :class:`CpuConfig`."""
+    """Bits to set or clear in one model specific register (x86_64).
+
+    Part of :class:`CpuConfig` (``PUT /cpu-config``).
+    """
 
     addr: StrictStr = Field(
         pattern=_NUMBER,
@@ -131,7 +137,10 @@ class MsrModifier(APIModel):
 
 
 class ArmRegisterModifier(APIModel):
-    """Bits to set or clear in one ARM register (aarch64). Part of :class:`CpuConfig`."""
+    """Bits to set or clear in one ARM register (aarch64).
+
+    Part of :class:`CpuConfig` (``PUT /cpu-config``).
+    """
 
     addr: StrictStr = Field(
         pattern=_NUMBER,
@@ -151,8 +160,10 @@ class ArmRegisterModifier(APIModel):
 
 
 class VcpuFeatures(APIModel):
-    """Bits to set or clear in one ``kvm_vcpu_init.features`` word (aarch64). Part of
-    :class:`CpuConfig`."""
+    """Bits to set or clear in one ``kvm_vcpu_init.features`` word (aarch64).
+
+    Part of :class:`CpuConfig` (``PUT /cpu-config``, Firecracker 1.11+).
+    """
 
     index: UInt = Field(description="Index in the kvm_vcpu_init.features array.")
     bitmap: StrictStr = Field(

@@ -113,13 +113,15 @@ class FullVmConfiguration(ResponseModel):
     """The whole microVM configuration, as ``GET /vm/config`` exports it.
 
     Endpoint: ``GET /vm/config``. The same shape is what ``firecracker
-    --config-file`` reads. Keys are hyphenated in JSON (``"boot-source"``);
-    the pre-1.1 specification's names (``boot_source``, ``block_devices``...)
-    are accepted too.
+    --config-file`` reads. Keys are hyphenated in JSON (``"boot-source"``), as
+    every Firecracker from 1.0.0 sends them; the names the 1.0 specification
+    wrongly documented (``boot_source``, ``block_devices``...) are accepted too.
     """
 
     balloon: Balloon | None = Field(
-        default=None, validation_alias=_names("balloon", "balloon_device")
+        default=None,
+        description="The balloon device.",
+        validation_alias=_names("balloon", "balloon_device"),
     )
     drives: list[Drive] | None = Field(
         default=None,
@@ -128,28 +130,33 @@ class FullVmConfiguration(ResponseModel):
     )
     boot_source: BootSource | None = Field(
         default=None,
+        description="The guest kernel.",
         validation_alias=_names("boot-source", "boot_source"),
         serialization_alias="boot-source",
     )
     cpu_config: CpuConfig | None = Field(
         default=None,
+        description="The custom CPU template.",
         validation_alias=_names("cpu-config", "cpu_config"),
         serialization_alias="cpu-config",
     )
-    logger: Logger | None = Field(default=None)
+    logger: Logger | None = Field(default=None, description="The logger.")
     machine_config: MachineConfiguration | None = Field(
         default=None,
+        description="vCPUs, memory and machine options.",
         validation_alias=_names("machine-config", "machine_config"),
         serialization_alias="machine-config",
     )
-    metrics: Metrics | None = Field(default=None)
+    metrics: Metrics | None = Field(default=None, description="The metrics output.")
     memory_hotplug: MemoryHotplugConfig | None = Field(
         default=None,
+        description="The hotpluggable memory device (1.14+).",
         validation_alias=_names("memory-hotplug", "memory_hotplug"),
         serialization_alias="memory-hotplug",
     )
     mmds_config: MmdsConfig | None = Field(
         default=None,
+        description="The MMDS configuration.",
         validation_alias=_names("mmds-config", "mmds_config"),
         serialization_alias="mmds-config",
     )
@@ -162,5 +169,9 @@ class FullVmConfiguration(ResponseModel):
     pmem: list[Pmem] | None = Field(
         default=None, description="Configurations for all pmem devices."
     )
-    vsock: Vsock | None = Field(default=None, validation_alias=_names("vsock", "vsock_device"))
-    entropy: EntropyDevice | None = Field(default=None)
+    vsock: Vsock | None = Field(
+        default=None,
+        description="The vsock device.",
+        validation_alias=_names("vsock", "vsock_device"),
+    )
+    entropy: EntropyDevice | None = Field(default=None, description="The entropy device.")

@@ -77,7 +77,10 @@ class SnapshotCreateParams(APIModel):
 
 
 class NetworkOverride(APIModel):
-    """A new backing tap device for a network interface, on snapshot load (Firecracker 1.12+)."""
+    """A new backing tap device for a network interface, on snapshot load.
+
+    Part of :class:`SnapshotLoadParams` (``PUT /snapshot/load``, Firecracker 1.12+).
+    """
 
     iface_id: DeviceId = Field(description="The name of the interface to modify.")
     host_dev_name: StrictStr = Field(
@@ -86,7 +89,10 @@ class NetworkOverride(APIModel):
 
 
 class VsockOverride(APIModel):
-    """A new backing Unix socket for the vsock device, on snapshot load (Firecracker 1.16+)."""
+    """A new backing Unix socket for the vsock device, on snapshot load.
+
+    Part of :class:`SnapshotLoadParams` (``PUT /snapshot/load``, Firecracker 1.16+).
+    """
 
     uds_path: HostPath = Field(description="The new path for the backing Unix Domain Socket.")
 
