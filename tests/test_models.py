@@ -132,6 +132,12 @@ def test_response_models_ignore_unknown_keys_request_models_refuse_them() -> Non
         ),
         (
             m.MachineConfiguration,
+            {"vcpu_count": True, "mem_size_mib": 1},
+            "vcpu_count",
+            "must be an integer",
+        ),
+        (
+            m.MachineConfiguration,
             {"vcpu_count": 1, "mem_size_mib": 0},
             "mem_size_mib",
             "must be at least 1",
