@@ -1,0 +1,63 @@
+"""The waiting primitives of :class:`firec.AsyncMachine`: asyncio, and no thread per VM.
+
+A process is watched through a pidfd registered with the event loop, so any
+number of microVMs run from one loop without a watcher thread each.
+``_sync_io`` has the same functions, blocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+__all__ = ["run_blocking", "sleep", "wait_pid"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def sleep(seconds: float) -> None:
+    """Wait ``seconds``."""
+    await asyncio.sleep(seconds)
+
+
+async def run_blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run slow file work (copying a disk image) off the event loop."""
+    return await asyncio.to_thread(func, *args, **kwargs)
+
+
+async def wait_pid(
+    pid: int, timeout: float | None, popen: subprocess.Popen[bytes] | None = None
+) -> bool:
+    """Wait until process ``pid`` has exited; ``False`` if ``timeout`` passed first.
+
+    ``popen``, when the process is our child, is reaped so that its
+    ``returncode`` is set.
+    """
+    if popen is not None and popen.poll() is not None:
+        return True
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
+    try:
+        await asyncio.wait_for(exited, timeout)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    if popen is not None:
+        popen.wait()
+    return True

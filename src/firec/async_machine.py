@@ -1,0 +1,456 @@
+"""A microVM's whole life, with asyncio: spawn, configure, boot, pause, stop, clean up.
+
+Example (runs as is: firec's emulator and its tiny test guest stand in for
+Firecracker and a kernel)::
+
+    import asyncio, firec
+    from firec.testing import emulator_binary
+    from firec.testing.guest import build_test_guest
+
+    async def main() -> None:
+        config = (
+            firec.Config.builder(None, build_test_guest())
+            .firecracker_binary(emulator_binary())
+            .build()
+        )
+        machine = await firec.AsyncMachine.create(config)
+        async with machine:
+            await machine.start()
+            print(await machine.state())  # MachineState.RUNNING
+            await machine.pause()
+            await machine.resume()
+        # leaving the block shut the VM down and removed everything it made
+
+    asyncio.run(main())
+"""
+
+# This file is the one source of both machines: machine.py (the synchronous
+# firec.Machine) is generated from it. Edit here, then run scripts/unasync.py.
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from . import _async_io as io
+from . import models
+from .async_client import AsyncClient
+from .config import BootMethod, Config
+from .errors import (
+    APIError,
+    ConnectError,
+    FirecError,
+    MachineError,
+    TimeoutError,
+    TransportError,
+)
+from .launch import Launch, api_calls, attached, cleanup, plan, prepare, spawn
+from .process import ExitStatus, VmmProcess
+
+__all__ = ["AsyncMachine", "MachineState"]
+
+#: Seconds to wait for the API socket to answer after spawning.
+READY_TIMEOUT = 10.0
+#: Seconds a guest gets to stop after SendCtrlAltDel, then Firecracker after SIGTERM.
+SHUTDOWN_TIMEOUT = 5.0
+TERM_TIMEOUT = 3.0
+#: How many of Firecracker's last lines an error shows.
+TAIL_LINES = 20
+
+
+class MachineState(enum.StrEnum):
+    """Where a microVM is in its life."""
+
+    NOT_STARTED = "Not started"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    EXITED = "Exited"
+
+
+_INSTANCE_STATES = {
+    models.InstanceState.NOT_STARTED: MachineState.NOT_STARTED,
+    models.InstanceState.RUNNING: MachineState.RUNNING,
+    models.InstanceState.PAUSED: MachineState.PAUSED,
+}
+
+
+class AsyncMachine:
+    """One microVM and its VMM process.
+
+    Make one with :meth:`create` (spawn a new VMM) or :meth:`connect` (attach
+    to a running one). As an async context manager it always cleans up:
+    leaving the block stops the VMM and removes everything firec made.
+
+    Attributes:
+        config: the configuration it was made from.
+        client: the low-level API client of its socket.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        launch: Launch | None = None,
+        client: AsyncClient | None = None,
+        process: VmmProcess | None = None,
+    ) -> None:
+        self.config = config
+        self._launch = launch or plan(config)
+        self.client = client or AsyncClient(self._launch.socket_path)
+        self._process = process
+        self._owned = False  # whether firec made this VM's files (create) or not (connect)
+        self._deleted = False
+        self._forwarded: dict[int, Any] = {}
+
+    # -- making one ------------------------------------------------------------------
+
+    @classmethod
+    async def create(cls, config: Config, *, ready_timeout: float = READY_TIMEOUT) -> Self:
+        """Spawn the VMM of ``config`` (plain or jailed) and wait until its API answers.
+
+        With :attr:`~firec.config.BootMethod.CONFIG_FILE` the VM boots right
+        away. Raises :class:`~firec.errors.ConfigError` for a bad config (before
+        anything is made) and :class:`~firec.errors.MachineError` when the VMM
+        does not come up, showing Firecracker's own last lines; either way
+        nothing is left behind.
+        """
+        config.validate()
+        machine = cls(config)
+        machine._owned = True
+        try:
+            await io.run_blocking(prepare, machine._launch)
+            await machine._spawn(ready_timeout)
+        except BaseException:
+            await machine.delete()
+            raise
+        return machine
+
+    @classmethod
+    async def connect(
+        cls,
+        socket_path: str | os.PathLike[str],
+        *,
+        pid: int | None = None,
+        timeout: float = READY_TIMEOUT,
+    ) -> Self:
+        """Attach to a VMM that is already running, by its API socket.
+
+        ``pid`` is found from the process table when not given. The returned
+        machine can do everything but :meth:`delete` removes only the socket:
+        firec did not make the rest.
+        """
+        client = AsyncClient(socket_path, timeout=timeout)
+        try:
+            info = await client.get_instance_info()
+        except FirecError:
+            await client.aclose()
+            raise
+        config = Config(vm_id=info.id, kernel_image=Path("/"), socket_path=Path(socket_path))
+        pid = pid or _find_pid(os.fspath(socket_path))
+        process = VmmProcess(pid) if pid is not None else None
+        return cls(config, launch=attached(config), client=client, process=process)
+
+    async def _spawn(self, ready_timeout: float) -> None:
+        popen, console = spawn(self._launch)
+        self._process = VmmProcess(popen.pid, popen)
+        self._console_pipe = console
+        deadline = time.monotonic() + ready_timeout
+        jailer = self.config.jailer
+        if jailer is not None and jailer.new_pid_ns:
+            await self._adopt_from_pidfile(popen, deadline)
+        await self._wait_ready(deadline, ready_timeout)
+
+    async def _adopt_from_pidfile(self, jailer: Any, deadline: float) -> None:
+        """Under ``--new-pid-ns`` the jailer exits; Firecracker's pid is in its pidfile."""
+        jail = self._launch.jail
+        assert jail is not None
+        pidfile = jail.pidfile(self.config.exec_file)
+        delay = 0.001
+        while True:
+            if pidfile.exists() and pidfile.read_text().strip().isdigit():
+                self._process = VmmProcess(int(pidfile.read_text()))
+                await io.wait_pid(jailer.pid, max(0.0, deadline - time.monotonic()), jailer)
+                return
+            code = jailer.poll()
+            if code not in (None, 0) or time.monotonic() > deadline:
+                raise self._failure(
+                    f"the jailer wrote no pidfile ({pidfile})",
+                    ExitStatus.from_returncode(code) if code is not None else None,
+                )
+            await io.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    async def _wait_ready(self, deadline: float, ready_timeout: float) -> None:
+        delay = 0.0005
+        socket_path = self._launch.socket_path
+        while True:
+            status = self._process.exit_status if self._process else None
+            if status is not None:
+                raise self._failure("Firecracker exited before its API was ready", status)
+            if socket_path.exists():
+                try:
+                    await self.client.get_instance_info(timeout=1.0)
+                    return
+                except TransportError:
+                    pass
+            if time.monotonic() > deadline:
+                raise self._failure(
+                    f"Firecracker's API socket {socket_path} was not ready "
+                    f"within {ready_timeout:g}s",
+                    None,
+                )
+            await io.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    def _failure(self, what: str, status: ExitStatus | None) -> MachineError:
+        message = f"microVM {self.config.vm_id}: {what}"
+        if status is not None:
+            message += f" ({status})"
+        code = status.code if status is not None else None
+        return MachineError(message, log_tail=self.last_lines(), exit_code=code)
+
+    # -- booting ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Configure the VM over the API in the order Firecracker needs, then InstanceStart.
+
+        For a config-file boot the VM is already running; this only checks
+        that it is. On failure the VMM is stopped (not deleted) and the error
+        raised names the step: :class:`~firec.errors.APIError` carries
+        Firecracker's message.
+        """
+        if self.config.boot_method is BootMethod.CONFIG_FILE:
+            state = await self.state()
+            if state is not MachineState.RUNNING and state is not MachineState.PAUSED:
+                raise self._failure(f"the config-file boot left the VM {state}", None)
+            return
+        try:
+            for method, argument in api_calls(self._launch):
+                await getattr(self.client, method)(argument)
+            await self.client.create_action(models.ActionType.INSTANCE_START)
+        except (APIError, TransportError) as exc:
+            status = await self._stop_after_failure()
+            if isinstance(exc, APIError):
+                raise
+            raise self._failure(
+                f"the VMM stopped answering while being configured: {exc}", status
+            ) from exc
+        except BaseException:
+            await self._stop_after_failure()
+            raise
+
+    async def _stop_after_failure(self) -> ExitStatus | None:
+        if self._process is None:
+            return None
+        return await self.force_shutdown()
+
+    async def pause(self) -> None:
+        """Pause the vCPUs (``PATCH /vm Paused``)."""
+        await self.client.patch_vm(models.VmState.PAUSED)
+
+    async def resume(self) -> None:
+        """Resume the vCPUs (``PATCH /vm Resumed``)."""
+        await self.client.patch_vm(models.VmState.RESUMED)
+
+    async def state(self) -> MachineState:
+        """The VM's state: asked from the API while the VMM runs, ``EXITED`` after."""
+        if self._process is not None and not self._process.running:
+            return MachineState.EXITED
+        try:
+            info = await self.client.get_instance_info()
+        except ConnectError:
+            if self._process is None or not self._process.running:
+                return MachineState.EXITED
+            raise
+        return _INSTANCE_STATES[info.state]
+
+    # -- facts -----------------------------------------------------------------------
+
+    @property
+    def vm_id(self) -> str:
+        """The microVM's id."""
+        return self.config.vm_id
+
+    @property
+    def pid(self) -> int | None:
+        """The Firecracker process id (from the jailer's pidfile under ``--new-pid-ns``)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def socket_path(self) -> Path:
+        """The API socket on the host."""
+        return self._launch.socket_path
+
+    @property
+    def exit_status(self) -> ExitStatus | None:
+        """How the VMM ended, or ``None`` while it runs."""
+        return self._process.exit_status if self._process is not None else None
+
+    @property
+    def console_path(self) -> Path | None:
+        """The file the serial console goes to, when it goes to a file."""
+        return self._launch.console_path
+
+    @property
+    def log_path(self) -> Path:
+        """Firecracker's log (a file, or a fifo) on the host."""
+        return self._launch.log_path
+
+    @property
+    def launch(self) -> Launch:
+        """Where everything of this VM is, and its command line."""
+        return self._launch
+
+    def last_lines(self, n: int = TAIL_LINES) -> list[str]:
+        """Firecracker's last lines: the last ``n`` of its log, its stderr and the console."""
+        lines: list[str] = []
+        for path in (self._launch.log_path, self._launch.stderr_path, self._launch.console_path):
+            if path is None or not path.is_file():
+                continue
+            lines += _tail(path, n)
+        return lines
+
+    # -- stopping --------------------------------------------------------------------
+
+    async def wait(self, timeout: float | None = None) -> ExitStatus:
+        """Wait until the VMM exits and return how it ended.
+
+        Raises :class:`~firec.errors.TimeoutError` if ``timeout`` passes first.
+        """
+        process = self._require_process()
+        if not await io.wait_pid(process.pid, timeout, process.popen):
+            raise TimeoutError(
+                f"microVM {self.vm_id} (pid {process.pid}) still runs after {timeout:g}s",
+                socket_path=str(self.socket_path),
+            )
+        status = process.exit_status
+        assert status is not None
+        return status
+
+    async def shutdown(
+        self, *, timeout: float = SHUTDOWN_TIMEOUT, term_timeout: float = TERM_TIMEOUT
+    ) -> ExitStatus:
+        """Stop the VM, escalating: SendCtrlAltDel, then SIGTERM, then SIGKILL.
+
+        The guest gets ``timeout`` seconds to stop after SendCtrlAltDel (sent
+        only where Firecracker supports it, x86_64, while the VM runs);
+        Firecracker gets ``term_timeout`` after SIGTERM. Returns the exit status.
+        """
+        process = self._require_process()
+        if process.running and os.uname().machine == "x86_64":
+            try:
+                if await self.state() is MachineState.RUNNING:
+                    await self.client.create_action(
+                        models.ActionType.SEND_CTRL_ALT_DEL, timeout=1.0
+                    )
+                    if await io.wait_pid(process.pid, timeout, process.popen):
+                        return await self.wait()
+            except (APIError, TransportError):
+                pass  # not booted, or already going: escalate
+        if process.signal(signal.SIGTERM) and await io.wait_pid(
+            process.pid, term_timeout, process.popen
+        ):
+            return await self.wait()
+        return await self.force_shutdown()
+
+    async def force_shutdown(self) -> ExitStatus:
+        """Kill the VMM at once (SIGKILL) and return its exit status."""
+        process = self._require_process()
+        process.signal(signal.SIGKILL)
+        return await self.wait(timeout=10.0)
+
+    def _require_process(self) -> VmmProcess:
+        if self._process is None:
+            raise MachineError(f"microVM {self.vm_id}: its VMM process is not known")
+        return self._process
+
+    def forward_signals(self, *signals: int) -> None:
+        """Forward these signals (default: SIGINT, SIGTERM, SIGHUP) to the VMM.
+
+        Handlers are restored by :meth:`delete`. Only from the main thread.
+        """
+        for sig in signals or (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._forwarded[sig] = signal.signal(sig, self._forward)
+
+    def _forward(self, sig: int, frame: object) -> None:
+        if self._process is not None:
+            self._process.signal(sig)
+
+    async def delete(self) -> None:
+        """Stop the VMM if it runs and remove everything firec made for it.
+
+        The socket, fifos, console and error files, the config file, the jail
+        (chroot tree) and the cgroups the jailer made. Safe to call twice.
+        Raises :class:`~firec.errors.MachineError` naming what could not be removed.
+        """
+        if self._deleted:
+            return
+        self._deleted = True
+        for sig, handler in self._forwarded.items():
+            signal.signal(sig, handler)
+        self._forwarded.clear()
+        try:
+            if self._process is not None and self._process.running:
+                await self.force_shutdown()
+        finally:
+            await self.client.aclose()
+            left = cleanup(self._launch) if self._owned else _remove_socket(self)
+        if left:
+            raise MachineError(f"microVM {self.vm_id}: could not remove " + "; ".join(left))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.delete()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.vm_id} pid={self.pid}>"
+
+
+def _tail(path: Path, n: int) -> list[str]:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 64 * 1024))
+        data = f.read()
+    return [line for line in data.decode(errors="replace").splitlines() if line.strip()][-n:]
+
+
+def _find_pid(socket_path: str) -> int | None:
+    """The pid of the Firecracker serving ``socket_path``, from the process table."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"--api-sock" in argv:
+            index = argv.index(b"--api-sock")
+            if index + 1 < len(argv) and argv[index + 1].decode(errors="replace") == socket_path:
+                return int(entry.name)
+    return None
+
+
+def _remove_socket(machine: AsyncMachine) -> list[str]:
+    if machine.exit_status is None:
+        return []
+    try:
+        machine.socket_path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        return [f"{machine.socket_path}: {exc.strerror}"]
+    return []

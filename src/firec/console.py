@@ -1,0 +1,71 @@
+"""Where a microVM's serial console goes.
+
+Firecracker writes the guest's serial console (``ttyS0``) to its standard
+output. firec sends it to one of:
+
+* :meth:`Console.file`: a file (the default: ``console.log`` in the VM's
+  directory). No reader runs; read the file whenever you like.
+* :meth:`Console.callback`: a function called with each line.
+* :meth:`Console.terminal`: the caller's own standard output.
+* :meth:`Console.discard`: nowhere.
+
+Example::
+
+    import firec
+    from firec.console import Console
+
+    lines: list[str] = []
+    config = (
+        firec.Config.builder("vm-1", "/srv/images/vmlinux")
+        .console(Console.callback(lines.append))
+        .build()
+    )
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Console", "ConsoleKind"]
+
+
+class ConsoleKind(enum.StrEnum):
+    """The destinations of the serial console."""
+
+    FILE = "file"
+    CALLBACK = "callback"
+    TERMINAL = "terminal"
+    DISCARD = "discard"
+
+
+@dataclass(frozen=True)
+class Console:
+    """A destination for the serial console; make one with the class methods."""
+
+    kind: ConsoleKind
+    path: Path | None = None
+    on_line: Callable[[str], None] | None = None
+
+    @classmethod
+    def file(cls, path: str | os.PathLike[str]) -> Console:
+        """Append the console to the file at ``path``."""
+        return cls(ConsoleKind.FILE, path=Path(path))
+
+    @classmethod
+    def callback(cls, on_line: Callable[[str], None]) -> Console:
+        """Call ``on_line`` with each console line (without its newline)."""
+        return cls(ConsoleKind.CALLBACK, on_line=on_line)
+
+    @classmethod
+    def terminal(cls) -> Console:
+        """Show the console on the caller's standard output."""
+        return cls(ConsoleKind.TERMINAL)
+
+    @classmethod
+    def discard(cls) -> Console:
+        """Throw the console away."""
+        return cls(ConsoleKind.DISCARD)

@@ -1,0 +1,401 @@
+"""Running Firecracker under its jailer: the jailer's settings and the jail on disk.
+
+The jailer chroots Firecracker into
+``<chroot_base_dir>/<exec file name>/<id>/root``, switches to ``uid``/``gid``,
+puts it in cgroups and (optionally) a network and a PID namespace. Firecracker
+then sees only what is inside the chroot, so every host path firec gives it
+(kernel, initrd, drives, fifos, log and metrics files, sockets) must be
+brought in and translated. :class:`Jail` is the one place where that happens.
+
+Example::
+
+    import firec
+
+    config = (
+        firec.Config.builder("vm-1", "/srv/images/vmlinux")
+        .jailer_cfg()
+            .jailer_binary("/usr/local/bin/jailer")
+            .exec_file("/usr/local/bin/firecracker")
+            .uid(1234).gid(1234)
+            .cgroup_version(1)
+            .build()
+        .build()
+    )
+    jail = config.jail
+    jail.root                                    # /srv/jailer/firecracker/vm-1/root
+    jail.inside("/srv/images/vmlinux")           # /vmlinux (as Firecracker sees it)
+    jail.on_host("/run/firecracker.socket")      # .../vm-1/root/run/firecracker.socket
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Literal
+
+from .errors import ConfigError, MachineError
+
+if TYPE_CHECKING:
+    from .config import Builder
+
+__all__ = ["Jail", "JailerBuilder", "JailerConfig", "JailerMode", "validate_id"]
+
+DEFAULT_CHROOT_BASE = Path("/srv/jailer")
+_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_CGROUP_ARG = re.compile(r"^[a-z_]+\.[a-zA-Z0-9_.]+=.+$")
+_RLIMITS = ("fsize", "no-file")
+
+
+def validate_id(vm_id: str, *, field_name: str = "vm_id") -> str:
+    """Check a microVM id against the jailer's and Firecracker's rules.
+
+    Both accept 1 to 64 ASCII letters, digits and hyphens.
+    """
+    if not _ID.match(vm_id):
+        raise ConfigError(
+            field_name,
+            f"{vm_id!r} is not a valid id: use 1 to 64 ASCII letters, digits and hyphens",
+        )
+    return vm_id
+
+
+class JailerMode(enum.StrEnum):
+    """How the jailer process relates to the caller.
+
+    * ``ATTACHED``: firec supervises it; the serial console is captured.
+    * ``DAEMON``: ``--daemonize``: setsid() and stdio to ``/dev/null``; the
+      console is lost unless a ``serial`` output path is set (Firecracker 1.14+).
+    """
+
+    ATTACHED = "attached"
+    DAEMON = "daemon"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JailerConfig:
+    """Every flag of the jailer.
+
+    Attributes:
+        jailer_binary: the jailer executable (default: ``JAILER_BIN``, then
+            ``jailer`` on ``PATH``).
+        exec_file: the Firecracker executable the jailer copies in and runs
+            (default: ``FIRECRACKER_BIN``, then ``firecracker`` on ``PATH``).
+        uid, gid: whom Firecracker runs as (``--uid``/``--gid``).
+        chroot_base_dir: ``--chroot-base-dir``.
+        numa_node: pin to a NUMA node (turned into ``cpuset`` cgroup values).
+        mode: :class:`JailerMode` (``--daemonize`` when ``DAEMON``).
+        new_pid_ns: ``--new-pid-ns``; the pid then comes from the jailer's pidfile.
+        netns: ``--netns``: path of a network namespace to join.
+        cgroups: ``--cgroup`` values, ``"<file>=<value>"`` (``"cpu.shares=10"``).
+        cgroup_version: ``--cgroup-version`` (1 or 2).
+        parent_cgroup: ``--parent-cgroup``.
+        resource_limits: ``--resource-limit`` values (``"no-file=1024"``).
+        extra_args: further Firecracker arguments, passed after ``--``.
+    """
+
+    jailer_binary: Path | None = None
+    exec_file: Path | None = None
+    uid: int = 0
+    gid: int = 0
+    chroot_base_dir: Path = DEFAULT_CHROOT_BASE
+    numa_node: int | None = None
+    mode: JailerMode = JailerMode.ATTACHED
+    new_pid_ns: bool = False
+    netns: Path | None = None
+    cgroups: tuple[str, ...] = ()
+    cgroup_version: Literal[1, 2] | None = None
+    parent_cgroup: str | None = None
+    resource_limits: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        """Refuse values the jailer would refuse, naming the field."""
+        for name in ("uid", "gid"):
+            value = getattr(self, name)
+            if not 0 <= value < 2**32:
+                raise ConfigError(f"jailer.{name}", f"{value} is not a valid {name}")
+        for arg in self.cgroups:
+            if not _CGROUP_ARG.match(arg):
+                raise ConfigError(
+                    "jailer.cgroups", f"{arg!r} is not <cgroup_file>=<value> (e.g. cpu.shares=10)"
+                )
+        for arg in self.resource_limits:
+            name, sep, value = arg.partition("=")
+            if not sep or name not in _RLIMITS or not value.isdigit():
+                raise ConfigError(
+                    "jailer.resource_limits",
+                    f"{arg!r} is not <resource>=<number>, resource one of {', '.join(_RLIMITS)}",
+                )
+        if self.cgroup_version not in (None, 1, 2):
+            raise ConfigError("jailer.cgroup_version", "must be 1 or 2")
+        if self.numa_node is not None and not _numa_cpus_path(self.numa_node).exists():
+            raise ConfigError("jailer.numa_node", f"this host has no NUMA node {self.numa_node}")
+
+    def all_cgroups(self) -> tuple[str, ...]:
+        """The ``--cgroup`` values, including those implied by :attr:`numa_node`."""
+        if self.numa_node is None:
+            return self.cgroups
+        cpus = _numa_cpus_path(self.numa_node).read_text().strip()
+        return (f"cpuset.mems={self.numa_node}", f"cpuset.cpus={cpus}", *self.cgroups)
+
+
+def _numa_cpus_path(node: int) -> Path:
+    return Path(f"/sys/devices/system/node/node{node}/cpulist")
+
+
+def resolve_binary(explicit: Path | None, env: str, name: str) -> Path:
+    """``explicit``, else ``$env``, else ``name`` on ``PATH``; refused when none exists."""
+    if explicit is not None:
+        candidate = explicit
+    elif os.environ.get(env):
+        candidate = Path(os.environ[env])
+    else:
+        found = shutil.which(name)
+        if found is None:
+            raise ConfigError(
+                name,
+                f"no {name} binary: pass its path, set {env}, or put {name} on PATH "
+                "(`firec install` fetches a release)",
+            )
+        candidate = Path(found)
+    if not os.access(candidate, os.X_OK) or not candidate.is_file():
+        raise ConfigError(name, f"{candidate} is not an executable file")
+    return candidate
+
+
+@dataclass(frozen=True)
+class Jail:
+    """A jailer chroot, and the translation of paths into and out of it.
+
+    Attributes:
+        base: ``<chroot_base_dir>/<exec file name>/<id>``; the jailer makes it.
+        uid, gid: the owner of what firec brings in.
+    """
+
+    base: Path
+    uid: int
+    gid: int
+
+    @classmethod
+    def for_vm(cls, vm_id: str, jailer: JailerConfig, exec_file: Path) -> Jail:
+        """The jail the jailer will make for ``vm_id``."""
+        return cls(jailer.chroot_base_dir / exec_file.name / vm_id, jailer.uid, jailer.gid)
+
+    @property
+    def root(self) -> Path:
+        """The chroot: what Firecracker sees as ``/``."""
+        return self.base / "root"
+
+    def inside(self, host_path: str | os.PathLike[str]) -> str:
+        """Where a file brought in from ``host_path`` appears to Firecracker (``/<name>``)."""
+        return str(PurePosixPath("/") / Path(host_path).name)
+
+    def on_host(self, jail_path: str | os.PathLike[str]) -> Path:
+        """The host path of ``jail_path`` (a path as Firecracker sees it)."""
+        relative = PurePosixPath(os.fspath(jail_path))
+        if not relative.is_absolute():
+            relative = PurePosixPath("/") / relative
+        if ".." in relative.parts:
+            raise ConfigError("path", f"{jail_path} escapes the jail")
+        return self.root / relative.relative_to("/")
+
+    def bring_in(self, host_path: str | os.PathLike[str]) -> str:
+        """Hard-link (or, across filesystems, copy) a file into the jail.
+
+        The file is owned by the jail's uid/gid. Returns its path as
+        Firecracker sees it.
+        """
+        source = Path(host_path)
+        inside = self.inside(source)
+        target = self.on_host(inside)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            if target.samefile(source):
+                return inside
+            raise MachineError(f"cannot bring {source} into the jail: {target} already exists")
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+        else:
+            # a hard link shares the inode: hand over a copy if we may not chown it
+            if self.uid != os.geteuid() and os.geteuid() != 0:
+                target.unlink()
+                shutil.copy2(source, target)
+        os.chown(target, self.uid, self.gid)
+        return inside
+
+    def make_fifo(self, jail_path: str) -> Path:
+        """Create a fifo at ``jail_path`` inside the jail, owned by the jail's user."""
+        host = self.on_host(jail_path)
+        host.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(host, 0o600)
+        os.chown(host, self.uid, self.gid)
+        return host
+
+    def make_dirs(self, jail_path: str) -> Path:
+        """Create a directory (and parents) inside the jail, owned by the jail's user."""
+        host = self.on_host(jail_path)
+        host.mkdir(parents=True, exist_ok=True)
+        os.chown(host, self.uid, self.gid)
+        return host
+
+    def pidfile(self, exec_file: Path) -> Path:
+        """The jailer's pidfile: ``<root>/<exec file name>.pid``."""
+        return self.root / f"{exec_file.name}.pid"
+
+    def remove(self) -> None:
+        """Remove the whole jail directory (``base``), and ``<exec name>/`` if now empty."""
+        shutil.rmtree(self.base, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.base.parent.rmdir()
+
+
+def jailer_argv(
+    jailer: JailerConfig,
+    *,
+    jailer_binary: Path,
+    exec_file: Path,
+    vm_id: str,
+    firecracker_args: Sequence[str],
+) -> list[str]:
+    """The jailer command line for ``vm_id``, with Firecracker's arguments after ``--``."""
+    argv = [
+        str(jailer_binary),
+        "--id",
+        vm_id,
+        "--exec-file",
+        str(exec_file),
+        "--uid",
+        str(jailer.uid),
+        "--gid",
+        str(jailer.gid),
+        "--chroot-base-dir",
+        str(jailer.chroot_base_dir),
+    ]
+    if jailer.netns is not None:
+        argv += ["--netns", str(jailer.netns)]
+    if jailer.mode is JailerMode.DAEMON:
+        argv.append("--daemonize")
+    if jailer.new_pid_ns:
+        argv.append("--new-pid-ns")
+    for cgroup in jailer.all_cgroups():
+        argv += ["--cgroup", cgroup]
+    if jailer.cgroup_version is not None:
+        argv += ["--cgroup-version", str(jailer.cgroup_version)]
+    if jailer.parent_cgroup is not None:
+        argv += ["--parent-cgroup", jailer.parent_cgroup]
+    for limit in jailer.resource_limits:
+        argv += ["--resource-limit", limit]
+    return [*argv, "--", *firecracker_args, *jailer.extra_args]
+
+
+def cgroup_dirs(jailer: JailerConfig, vm_id: str, exec_file: Path) -> list[Path]:
+    """The cgroup directories the jailer creates for ``vm_id`` (to remove on cleanup).
+
+    With cgroup v1 there is one per controller named in :meth:`JailerConfig.all_cgroups`,
+    ``/sys/fs/cgroup/<controller>/<parent>/<id>``; with v2 one,
+    ``/sys/fs/cgroup/<parent>/<id>``. The parent defaults to the exec file's name.
+    """
+    parent = jailer.parent_cgroup or exec_file.name
+    version = jailer.cgroup_version or 1
+    root = Path("/sys/fs/cgroup")
+    if version == 2:
+        return [root / parent / vm_id] if jailer.all_cgroups() else []
+    controllers = {arg.split(".", 1)[0] for arg in jailer.all_cgroups()}
+    return [root / controller / parent / vm_id for controller in sorted(controllers)]
+
+
+def remove_cgroups(directories: Iterable[Path]) -> list[str]:
+    """Remove cgroup directories (deepest first); return those that could not be removed."""
+    left = []
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            left.append(f"{directory}: {exc.strerror}")
+    return left
+
+
+@dataclass
+class JailerBuilder:
+    """Sets the jailer's flags; :meth:`build` returns to the :class:`~firec.config.Builder`."""
+
+    _parent: Builder
+    _config: JailerConfig = field(default_factory=JailerConfig)
+
+    def _set(self, **changes: object) -> JailerBuilder:
+        self._config = replace(self._config, **changes)  # type: ignore[arg-type]
+        return self
+
+    def uid(self, uid: int) -> JailerBuilder:
+        """``--uid``: the user Firecracker runs as."""
+        return self._set(uid=uid)
+
+    def gid(self, gid: int) -> JailerBuilder:
+        """``--gid``: the group Firecracker runs as."""
+        return self._set(gid=gid)
+
+    def numa_node(self, node: int) -> JailerBuilder:
+        """Pin Firecracker to NUMA node ``node`` (through cpuset cgroups)."""
+        return self._set(numa_node=node)
+
+    def exec_file(self, path: str | os.PathLike[str]) -> JailerBuilder:
+        """``--exec-file``: the Firecracker binary."""
+        return self._set(exec_file=Path(path))
+
+    def jailer_binary(self, path: str | os.PathLike[str]) -> JailerBuilder:
+        """The jailer binary."""
+        return self._set(jailer_binary=Path(path))
+
+    def chroot_base_dir(self, path: str | os.PathLike[str]) -> JailerBuilder:
+        """``--chroot-base-dir``."""
+        return self._set(chroot_base_dir=Path(path))
+
+    def mode(self, mode: JailerMode | str) -> JailerBuilder:
+        """Attached (supervised, the default) or daemon (``--daemonize``)."""
+        return self._set(mode=JailerMode(mode))
+
+    def daemonize(self, daemonize: bool = True) -> JailerBuilder:
+        """``--daemonize``: the same as ``mode(JailerMode.DAEMON)``."""
+        return self._set(mode=JailerMode.DAEMON if daemonize else JailerMode.ATTACHED)
+
+    def new_pid_ns(self, new_pid_ns: bool = True) -> JailerBuilder:
+        """``--new-pid-ns``."""
+        return self._set(new_pid_ns=new_pid_ns)
+
+    def netns(self, path: str | os.PathLike[str]) -> JailerBuilder:
+        """``--netns``: the network namespace to join (``/var/run/netns/<name>``)."""
+        return self._set(netns=Path(path))
+
+    def cgroup(self, value: str) -> JailerBuilder:
+        """``--cgroup <file>=<value>`` (repeatable)."""
+        return self._set(cgroups=(*self._config.cgroups, value))
+
+    def cgroup_version(self, version: Literal[1, 2]) -> JailerBuilder:
+        """``--cgroup-version``."""
+        return self._set(cgroup_version=version)
+
+    def parent_cgroup(self, name: str) -> JailerBuilder:
+        """``--parent-cgroup``."""
+        return self._set(parent_cgroup=name)
+
+    def resource_limit(self, value: str) -> JailerBuilder:
+        """``--resource-limit <resource>=<value>`` (repeatable)."""
+        return self._set(resource_limits=(*self._config.resource_limits, value))
+
+    def extra_args(self, *args: str) -> JailerBuilder:
+        """More Firecracker arguments, passed after ``--``."""
+        return self._set(extra_args=(*self._config.extra_args, *args))
+
+    def build(self) -> Builder:
+        """Finish the jailer settings and go back to the config builder."""
+        return self._parent._with(jailer=self._config)
