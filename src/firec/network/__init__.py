@@ -1,0 +1,66 @@
+"""Host-side networking for Firecracker VMs: taps, namespaces, leases, NAT, CNI.
+
+The pieces, each usable on its own:
+
+* :mod:`~firec.network.tap`: tap devices (owner, namespace, bridge or address);
+* :mod:`~firec.network.netns`: one network namespace per VM, and running code
+  or processes inside it;
+* :mod:`~firec.network.mac`: deterministic guest MACs;
+* :mod:`~firec.network.leases`: IPv4 leases from a subnet, persisted and locked;
+* :mod:`~firec.network.guest_ip`: the guest's ``ip=`` boot argument and MMDS document;
+* :mod:`~firec.network.nat`: masquerade, port forwards and egress allow-lists
+  in firec's own nftables table;
+* :mod:`~firec.network.cni`: running CNI plugins for a VM's namespace;
+* :mod:`~firec.network.setup`: all of it in order, with rollback and teardown.
+
+Example::
+
+    >>> import firec.network as fn
+    >>> nic = fn.Interface("eth0", "tap0", network=fn.RoutedNetwork(
+    ...     subnet="172.30.0.0/16", nameservers=("1.1.1.1",),
+    ...     port_forwards=(fn.PortForward(2222, 22),)))
+    >>> net = fn.setup_network("vm1", [nic], state_dir="/var/lib/firec")   # doctest: +SKIP
+    >>> net.netns_path, net.kernel_ip_arg()                                # doctest: +SKIP
+    (PosixPath('/var/run/netns/fc-vm1'), 'ip=172.30.0.2::172.30.0.1:255.255.0.0::eth0:off:1.1.1.1')
+    >>> net.teardown()                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from firec.network.cni import CNIConfList, CNIResult
+from firec.network.guest_ip import GuestIPConfig
+from firec.network.interface import (
+    BridgedNetwork,
+    CNINetwork,
+    Interface,
+    NetworkPlan,
+    RoutedNetwork,
+)
+from firec.network.leases import Lease, LeaseStore
+from firec.network.mac import derive_mac
+from firec.network.nat import PortForward
+from firec.network.setup import (
+    AttachedInterface,
+    VMNetwork,
+    setup_network,
+    teardown_network,
+)
+
+__all__ = [
+    "AttachedInterface",
+    "BridgedNetwork",
+    "CNIConfList",
+    "CNINetwork",
+    "CNIResult",
+    "GuestIPConfig",
+    "Interface",
+    "Lease",
+    "LeaseStore",
+    "NetworkPlan",
+    "PortForward",
+    "RoutedNetwork",
+    "VMNetwork",
+    "derive_mac",
+    "setup_network",
+    "teardown_network",
+]
