@@ -1,5 +1,24 @@
 """firec: the Python SDK and command line for Firecracker microVMs.
 
+A microVM's whole life, in the shape of the ``firec`` Rust crate::
+
+    import firec
+
+    config = (
+        firec.Config.builder(None, "/srv/images/vmlinux")
+        .kernel_args("console=ttyS0 reboot=k panic=1")
+        .machine_cfg().vcpu_count(2).mem_size_mib(512).build()
+        .add_drive("root", "/srv/images/rootfs.ext4").is_root_device(True).build()
+        .build()
+    )
+    with firec.Machine.create(config) as machine:   # spawn, wait until ready
+        machine.start()                             # configure, InstanceStart
+        machine.pause(); machine.resume()
+        machine.shutdown()
+    # everything the VM needed is gone again
+
+:class:`AsyncMachine` is the asyncio twin.
+
 The low-level clients speak every endpoint of the Firecracker API, typed,
 and refuse what the connected Firecracker version lacks::
 
@@ -17,8 +36,15 @@ from __future__ import annotations
 
 from firec import errors, models, versions
 from firec.async_client import AsyncClient
+from firec.async_machine import AsyncMachine
 from firec.client import Client
+from firec.config import BootMethod, Builder, Config
+from firec.console import Console
 from firec.errors import APIError, FirecError
+from firec.jailer import JailerConfig, JailerMode
+from firec.machine import Machine
+from firec.process import ExitStatus
+from firec.state import MachineState
 from firec.versions import Version
 
 __version__ = "0.1.0"
@@ -26,8 +52,18 @@ __version__ = "0.1.0"
 __all__ = [
     "APIError",
     "AsyncClient",
+    "AsyncMachine",
+    "BootMethod",
+    "Builder",
     "Client",
+    "Config",
+    "Console",
+    "ExitStatus",
     "FirecError",
+    "JailerConfig",
+    "JailerMode",
+    "Machine",
+    "MachineState",
     "Version",
     "__version__",
     "errors",

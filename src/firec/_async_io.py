@@ -8,12 +8,15 @@ number of microVMs run from one loop without a watcher thread each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-__all__ = ["run_blocking", "sleep", "wait_pid"]
+from .streams import AsyncLineReader
+
+__all__ = ["drain", "run_blocking", "sleep", "wait_pid"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -61,3 +64,9 @@ async def wait_pid(
     if popen is not None:
         popen.wait()
     return True
+
+
+async def drain(reader: AsyncLineReader, timeout: float) -> None:
+    """Give ``reader`` up to ``timeout`` seconds to deliver what is left in its pipe."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(reader.wait(), timeout)

@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-__all__ = ["run_blocking", "sleep", "wait_pid"]
+from .streams import LineReader
+
+__all__ = ["drain", "run_blocking", "sleep", "wait_pid"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -45,3 +47,8 @@ def wait_pid(pid: int, timeout: float | None, popen: subprocess.Popen[bytes] | N
         return bool(select.select([pidfd], [], [], timeout)[0])
     finally:
         os.close(pidfd)
+
+
+def drain(reader: LineReader, timeout: float) -> None:
+    """Give ``reader`` up to ``timeout`` seconds to deliver what is left in its pipe."""
+    reader.wait(timeout)

@@ -29,7 +29,6 @@ Firecracker and a kernel)::
 
 from __future__ import annotations
 
-import enum
 import os
 import signal
 import time
@@ -50,9 +49,11 @@ from .errors import (
     TransportError,
 )
 from .launch import Launch, api_calls, attached, cleanup, plan, prepare, spawn
-from .process import ExitStatus, VmmProcess
+from .process import ExitStatus, VmmProcess, find_vmm_pid
+from .state import MachineState
+from .streams import AsyncLineReader, tail_lines
 
-__all__ = ["AsyncMachine", "MachineState"]
+__all__ = ["AsyncMachine"]
 
 #: Seconds to wait for the API socket to answer after spawning.
 READY_TIMEOUT = 10.0
@@ -61,22 +62,6 @@ SHUTDOWN_TIMEOUT = 5.0
 TERM_TIMEOUT = 3.0
 #: How many of Firecracker's last lines an error shows.
 TAIL_LINES = 20
-
-
-class MachineState(enum.StrEnum):
-    """Where a microVM is in its life."""
-
-    NOT_STARTED = "Not started"
-    RUNNING = "Running"
-    PAUSED = "Paused"
-    EXITED = "Exited"
-
-
-_INSTANCE_STATES = {
-    models.InstanceState.NOT_STARTED: MachineState.NOT_STARTED,
-    models.InstanceState.RUNNING: MachineState.RUNNING,
-    models.InstanceState.PAUSED: MachineState.PAUSED,
-}
 
 
 class AsyncMachine:
@@ -104,6 +89,7 @@ class AsyncMachine:
         self.client = client or AsyncClient(self._launch.socket_path)
         self._process = process
         self._owned = False  # whether firec made this VM's files (create) or not (connect)
+        self._console_reader: AsyncLineReader | None = None
         self._deleted = False
         self._forwarded: dict[int, Any] = {}
 
@@ -151,14 +137,21 @@ class AsyncMachine:
             await client.aclose()
             raise
         config = Config(vm_id=info.id, kernel_image=Path("/"), socket_path=Path(socket_path))
-        pid = pid or _find_pid(os.fspath(socket_path))
+        pid = pid or find_vmm_pid(os.fspath(socket_path))
         process = VmmProcess(pid) if pid is not None else None
         return cls(config, launch=attached(config), client=client, process=process)
 
     async def _spawn(self, ready_timeout: float) -> None:
         popen, console = spawn(self._launch)
         self._process = VmmProcess(popen.pid, popen)
-        self._console_pipe = console
+        if console is not None:
+            on_line = self._launch.console.on_line
+            assert on_line is not None
+            self._console_reader = AsyncLineReader(console.fileno(), on_line, follow=False)
+            try:
+                self._console_reader.start()
+            finally:
+                console.close()  # the reader has its own copy
         deadline = time.monotonic() + ready_timeout
         jailer = self.config.jailer
         if jailer is not None and jailer.new_pid_ns:
@@ -267,7 +260,7 @@ class AsyncMachine:
             if self._process is None or not self._process.running:
                 return MachineState.EXITED
             raise
-        return _INSTANCE_STATES[info.state]
+        return MachineState.from_instance(info.state)
 
     # -- facts -----------------------------------------------------------------------
 
@@ -312,7 +305,7 @@ class AsyncMachine:
         for path in (self._launch.log_path, self._launch.stderr_path, self._launch.console_path):
             if path is None or not path.is_file():
                 continue
-            lines += _tail(path, n)
+            lines += tail_lines(path, n)
         return lines
 
     # -- stopping --------------------------------------------------------------------
@@ -328,6 +321,8 @@ class AsyncMachine:
                 f"microVM {self.vm_id} (pid {process.pid}) still runs after {timeout:g}s",
                 socket_path=str(self.socket_path),
             )
+        if self._console_reader is not None:
+            await io.drain(self._console_reader, 1.0)
         status = process.exit_status
         assert status is not None
         return status
@@ -398,10 +393,22 @@ class AsyncMachine:
             if self._process is not None and self._process.running:
                 await self.force_shutdown()
         finally:
+            if self._console_reader is not None:
+                await self._console_reader.stop()
             await self.client.aclose()
-            left = cleanup(self._launch) if self._owned else _remove_socket(self)
+            left = cleanup(self._launch) if self._owned else self._remove_stale_socket()
         if left:
             raise MachineError(f"microVM {self.vm_id}: could not remove " + "; ".join(left))
+
+    def _remove_stale_socket(self) -> list[str]:
+        """For a connected VM: remove its socket once the VMM is gone (it never does)."""
+        if self.exit_status is None:
+            return []
+        try:
+            self.socket_path.unlink(missing_ok=True)
+        except OSError as exc:
+            return [f"{self.socket_path}: {exc.strerror}"]
+        return []
 
     async def __aenter__(self) -> Self:
         return self
@@ -416,41 +423,3 @@ class AsyncMachine:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.vm_id} pid={self.pid}>"
-
-
-def _tail(path: Path, n: int) -> list[str]:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - 64 * 1024))
-        data = f.read()
-    return [line for line in data.decode(errors="replace").splitlines() if line.strip()][-n:]
-
-
-def _find_pid(socket_path: str) -> int | None:
-    """The pid of the Firecracker serving ``socket_path``, from the process table."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if b"--api-sock" in argv:
-            index = argv.index(b"--api-sock")
-            if index + 1 < len(argv) and argv[index + 1].decode(errors="replace") == socket_path:
-                return int(entry.name)
-    return None
-
-
-def _remove_socket(machine: AsyncMachine) -> list[str]:
-    if machine.exit_status is None:
-        return []
-    try:
-        machine.socket_path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        return [f"{machine.socket_path}: {exc.strerror}"]
-    return []

@@ -293,15 +293,18 @@ def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
     return Path(value) if value is not None else None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Builder:
-    """Builds a :class:`Config` step by step. Start with :meth:`Config.builder`."""
+    """Builds a :class:`Config` step by step. Start with :meth:`Config.builder`.
+
+    Every setter returns a new builder, so a partly set builder can be the
+    common start of several configs.
+    """
 
     _config: Config
 
     def _with(self, **changes: Any) -> Self:
-        self._config = self._config.replace(**changes)
-        return self
+        return dataclasses.replace(self, _config=self._config.replace(**changes))
 
     def socket_path(self, path: str | os.PathLike[str]) -> Self:
         """The API socket (inside the jail when jailed)."""
@@ -466,7 +469,7 @@ class Builder:
         return self._config
 
 
-@dataclass
+@dataclass(frozen=True)
 class DriveBuilder:
     """Sets a drive's options; :meth:`build` adds it and returns to the :class:`Builder`."""
 
@@ -476,8 +479,7 @@ class DriveBuilder:
     _fields: dict[str, Any] = field(default_factory=dict)
 
     def _set(self, **changes: Any) -> Self:
-        self._fields.update(changes)
-        return self
+        return dataclasses.replace(self, _fields={**self._fields, **changes})
 
     def is_read_only(self, read_only: bool) -> Self:
         """Attach read-only."""
@@ -516,7 +518,7 @@ class DriveBuilder:
         return parent._with(drives=(*parent._config.drives, drive))
 
 
-@dataclass
+@dataclass(frozen=True)
 class MachineBuilder:
     """Sets vCPUs, memory and the rest; :meth:`build` returns to the :class:`Builder`."""
 
@@ -524,8 +526,7 @@ class MachineBuilder:
     _fields: dict[str, Any]
 
     def _set(self, **changes: Any) -> Self:
-        self._fields.update(changes)
-        return self
+        return dataclasses.replace(self, _fields={**self._fields, **changes})
 
     def vcpu_count(self, count: int) -> Self:
         """Number of vCPUs (1 to 32)."""

@@ -313,7 +313,11 @@ def cgroup_dirs(jailer: JailerConfig, vm_id: str, exec_file: Path) -> list[Path]
 
 
 def remove_cgroups(directories: Iterable[Path]) -> list[str]:
-    """Remove cgroup directories (deepest first); return those that could not be removed."""
+    """Remove a VM's cgroup directories; return those that could not be removed.
+
+    Each parent (the jailer's ``--parent-cgroup``, shared by VMs) goes too when
+    no other VM uses it any more.
+    """
     left = []
     for directory in directories:
         try:
@@ -322,10 +326,13 @@ def remove_cgroups(directories: Iterable[Path]) -> list[str]:
             continue
         except OSError as exc:
             left.append(f"{directory}: {exc.strerror}")
+            continue
+        with contextlib.suppress(OSError):
+            directory.parent.rmdir()  # busy while another VM is in it: fine
     return left
 
 
-@dataclass
+@dataclass(frozen=True)
 class JailerBuilder:
     """Sets the jailer's flags; :meth:`build` returns to the :class:`~firec.config.Builder`."""
 
@@ -333,8 +340,7 @@ class JailerBuilder:
     _config: JailerConfig = field(default_factory=JailerConfig)
 
     def _set(self, **changes: object) -> JailerBuilder:
-        self._config = replace(self._config, **changes)  # type: ignore[arg-type]
-        return self
+        return replace(self, _config=replace(self._config, **changes))  # type: ignore[arg-type]
 
     def uid(self, uid: int) -> JailerBuilder:
         """``--uid``: the user Firecracker runs as."""

@@ -44,6 +44,7 @@ class Launch:
         log_is_fifo: whether the log is a fifo firec reads.
         metrics_path: the metrics file or fifo on the host, if any.
         metrics_is_fifo: whether the metrics go to a fifo firec reads.
+        console: where the serial console goes.
         console_path: the console file, when the console goes to a file.
         stderr_path: where Firecracker's standard error goes.
         config_file_path: the ``--config-file`` on the host, for config-file boots.
@@ -60,6 +61,7 @@ class Launch:
     log_is_fifo: bool
     metrics_path: Path | None
     metrics_is_fifo: bool
+    console: Console
     console_path: Path | None
     stderr_path: Path
     config_file_path: Path | None
@@ -116,6 +118,7 @@ def plan(config: Config) -> Launch:
         log_is_fifo=config.log_fifo is not None,
         metrics_path=metrics_path,
         metrics_is_fifo=config.metrics_fifo is not None,
+        console=console,
         console_path=console.path if console.kind is ConsoleKind.FILE else None,
         stderr_path=vm_dir / "firecracker.stderr",
         config_file_path=config_path,
@@ -152,6 +155,7 @@ def attached(config: Config) -> Launch:
         log_is_fifo=False,
         metrics_path=None,
         metrics_is_fifo=False,
+        console=Console.discard(),
         console_path=None,
         stderr_path=socket_path.parent / "firecracker.stderr",
         config_file_path=None,
@@ -343,7 +347,7 @@ def spawn(launch: Launch) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
     Returns the process and, when the console goes to a callback, the pipe
     to read it from (the caller owns it).
     """
-    console = launch.config.console or Console.file(launch.vm_dir / "console.log")
+    console = launch.console
     stdout: Any
     opened: list[IO[bytes]] = []
     if console.kind is ConsoleKind.FILE:

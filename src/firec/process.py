@@ -9,12 +9,13 @@ in ``_sync_io`` / ``_async_io``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 from dataclasses import dataclass
 
-__all__ = ["FIRECRACKER_EXIT_CODES", "ExitStatus", "VmmProcess"]
+__all__ = ["FIRECRACKER_EXIT_CODES", "ExitStatus", "VmmProcess", "find_vmm_pid"]
 
 #: Firecracker's own exit codes (``FcExitCode`` in its source) and what they mean.
 FIRECRACKER_EXIT_CODES: dict[int, str] = {
@@ -119,3 +120,20 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return state not in (b"Z", b"X")
+
+
+def find_vmm_pid(socket_path: str) -> int | None:
+    """The pid of the VMM started with ``--api-sock socket_path``, from the process table."""
+    wanted = os.fsencode(socket_path)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        for flag, value in itertools.pairwise(argv):
+            if flag == b"--api-sock" and value == wanted:
+                return int(entry.name)
+    return None

@@ -1,0 +1,334 @@
+"""The microVM lifecycle, on the emulator and (with FIRECRACKER_BIN) on real Firecracker.
+
+Every test boots firec's tiny test guest and checks that whatever happens,
+nothing is left behind: no process, socket, directory, jail, cgroup or fifo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import firec
+from firec.config import BootMethod, Config
+from firec.console import Console
+from firec.errors import APIError, ConfigError, MachineError, TimeoutError
+from firec.launch import Launch
+from firec.state import MachineState
+from firec.testing.guest import BOOT_LINE, echo_line, guest_args
+from tests.conftest import firecracker_bin
+
+
+@pytest.fixture
+def vmm_binary(backend: str, short_tmp: Path) -> Path:
+    """The Firecracker executable of the backend: the real one, or the emulator."""
+    if backend == "firecracker":
+        path = firecracker_bin()
+        assert path is not None
+        return Path(path)
+    wrapper = short_tmp / "firecracker-emulator"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.emulator "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+@pytest.fixture
+def builder(vmm_binary: Path, guest_kernel: Path, short_tmp: Path) -> firec.config.Builder:
+    """A config builder for the test guest, keeping firec's files under a temp dir."""
+    return (
+        Config.builder(None, guest_kernel)
+        .firecracker_binary(vmm_binary)
+        .workdir(short_tmp / "vms")
+        .machine_cfg()
+        .mem_size_mib(64)
+        .build()
+    )
+
+
+def assert_nothing_left(launch: Launch, pid: int | None) -> None:
+    """Nothing of the VM survives: process, socket, firec's directory, jail, cgroups, fifos."""
+    if pid is not None:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} still runs"
+    assert not launch.socket_path.exists(), launch.socket_path
+    assert not launch.vm_dir.exists(), launch.vm_dir
+    if launch.jail is not None:
+        assert not launch.jail.base.exists(), launch.jail.base
+    for cgroup in launch.cgroups:
+        assert not cgroup.exists(), cgroup
+    if launch.log_is_fifo:
+        assert not launch.log_path.exists(), launch.log_path
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def console_text(machine: firec.Machine | firec.AsyncMachine, want: str) -> str:
+    """The console file once ``want`` is in it (the guest prints asynchronously)."""
+    assert machine.console_path is not None
+    deadline = time.monotonic() + 10
+    while True:
+        text = machine.console_path.read_text()
+        if want in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.01)
+
+
+# -- booting -------------------------------------------------------------------------
+
+
+def test_boot_print_and_clean_exit(builder: firec.config.Builder) -> None:
+    config = builder.kernel_args(f"console=ttyS0 {guest_args(exit=True, echo=['hi'])}").build()
+    with firec.Machine.create(config) as machine:
+        assert machine.pid is not None
+        machine.start()
+        status = machine.wait(timeout=10)
+        assert status.ok, status
+        assert status.code == 0
+        text = machine.console_path.read_text() if machine.console_path else ""
+        assert BOOT_LINE in text
+        assert echo_line("hi") in text
+        assert machine.state() is MachineState.EXITED
+        launch, pid = machine.launch, machine.pid
+    assert_nothing_left(launch, pid)
+
+
+def test_boot_park_pause_resume_and_stop(builder: firec.config.Builder) -> None:
+    config = builder.kernel_args("console=ttyS0").build()
+    machine = firec.Machine.create(config)
+    try:
+        assert machine.state() is MachineState.NOT_STARTED
+        machine.start()
+        assert machine.state() is MachineState.RUNNING
+        assert BOOT_LINE in console_text(machine, BOOT_LINE)
+        machine.pause()
+        assert machine.state() is MachineState.PAUSED
+        machine.resume()
+        assert machine.state() is MachineState.RUNNING
+        assert machine.exit_status is None
+        status = machine.shutdown(timeout=0.2, term_timeout=5)
+        assert not status.ok  # the tiny guest ignores Ctrl+Alt+Del: SIGTERM stopped it
+        assert machine.exit_status == status
+    finally:
+        machine.delete()
+    assert_nothing_left(machine.launch, machine.pid)
+
+
+def test_config_file_boot(builder: firec.config.Builder) -> None:
+    config = (
+        builder.kernel_args(f"console=ttyS0 {guest_args(echo=['from-file'])}")
+        .boot_method(BootMethod.CONFIG_FILE)
+        .build()
+    )
+    with firec.Machine.create(config) as machine:
+        machine.start()  # already booted: checks it runs
+        assert machine.state() is MachineState.RUNNING
+        assert echo_line("from-file") in console_text(machine, echo_line("from-file"))
+        exported = machine.client.get_vm_config()
+        assert exported.machine_config is not None
+        assert exported.machine_config.mem_size_mib == 64
+        launch = machine.launch
+    assert_nothing_left(launch, machine.pid)
+
+
+def test_config_file_and_api_boot_give_the_same_vm(builder: firec.config.Builder) -> None:
+    exported = {}
+    for method in BootMethod:
+        config = builder.kernel_args("console=ttyS0").boot_method(method).build()
+        with firec.Machine.create(config) as machine:
+            machine.start()
+            exported[method] = machine.client.get_vm_config().to_api()
+    assert exported[BootMethod.API] == exported[BootMethod.CONFIG_FILE]
+
+
+async def test_async_machines_boot_concurrently(builder: firec.config.Builder) -> None:
+    configs = [
+        builder.kernel_args(f"console=ttyS0 {guest_args(echo=[f'vm{i}'])}").build()
+        for i in range(4)
+    ]
+    configs = [c.replace(vm_id=f"async-{i}") for i, c in enumerate(configs)]
+    machines = await asyncio.gather(*(firec.AsyncMachine.create(c) for c in configs))
+    try:
+        await asyncio.gather(*(m.start() for m in machines))
+        states = await asyncio.gather(*(m.state() for m in machines))
+        assert set(states) == {MachineState.RUNNING}
+        for i, machine in enumerate(machines):
+            assert echo_line(f"vm{i}") in console_text(machine, echo_line(f"vm{i}"))
+    finally:
+        await asyncio.gather(*(m.delete() for m in machines))
+    for machine in machines:
+        assert_nothing_left(machine.launch, machine.pid)
+
+
+async def test_async_clean_exit(builder: firec.config.Builder) -> None:
+    config = builder.kernel_args(f"console=ttyS0 {guest_args(exit=True)}").build()
+    machine = await firec.AsyncMachine.create(config)
+    async with machine:
+        await machine.start()
+        status = await machine.wait(timeout=10)
+        assert status.code == 0
+    assert_nothing_left(machine.launch, machine.pid)
+
+
+def test_console_to_a_callback(builder: firec.config.Builder) -> None:
+    lines: list[str] = []
+    config = (
+        builder.kernel_args(f"console=ttyS0 {guest_args(exit=True, echo=['cb'])}")
+        .console(Console.callback(lines.append))
+        .build()
+    )
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        machine.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while echo_line("cb") not in lines and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert lines[:2] == [BOOT_LINE, echo_line("cb")]
+
+
+def test_connect_to_a_running_vm(builder: firec.config.Builder) -> None:
+    config = builder.kernel_args("console=ttyS0").build()
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        other = firec.Machine.connect(machine.socket_path)
+        assert other.vm_id == config.vm_id
+        assert other.pid == machine.pid
+        other.pause()
+        assert machine.state() is MachineState.PAUSED
+        other.client.close()
+
+
+def test_wait_times_out_while_the_vm_runs(builder: firec.config.Builder) -> None:
+    with firec.Machine.create(builder.kernel_args("console=ttyS0").build()) as machine:
+        machine.start()
+        with pytest.raises(TimeoutError) as caught:
+            machine.wait(timeout=0.1)
+        assert str(machine.pid) in str(caught.value)
+
+
+def test_forwarded_signal_reaches_the_vmm(builder: firec.config.Builder) -> None:
+    with firec.Machine.create(builder.kernel_args("console=ttyS0").build()) as machine:
+        machine.start()
+        previous = signal.getsignal(signal.SIGHUP)
+        machine.forward_signals(signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGHUP)
+        status = machine.wait(timeout=10)
+        assert status.signal == signal.SIGHUP or status.code is not None
+    assert signal.getsignal(signal.SIGHUP) == previous
+
+
+# -- failures leave nothing behind ----------------------------------------------------
+
+
+def test_missing_kernel_is_refused_before_anything_is_made(
+    builder: firec.config.Builder, short_tmp: Path
+) -> None:
+    config = builder.build().replace(kernel_image=short_tmp / "no-such-vmlinux")
+    with pytest.raises(ConfigError) as caught:
+        firec.Machine.create(config)
+    assert caught.value.field == "kernel_image"
+    assert "no-such-vmlinux" in str(caught.value)
+    assert not config.vm_dir.exists()
+
+
+def test_bad_drive_path_is_refused_naming_the_drive(
+    builder: firec.config.Builder, short_tmp: Path
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        builder.add_drive("rootfs", short_tmp / "missing.ext4").is_root_device(True).build().build()
+    assert "drives[0]" in caught.value.field and "rootfs" in caught.value.field
+    assert "missing.ext4" in str(caught.value)
+
+
+def test_duplicate_drive_ids_and_two_roots_are_refused(
+    builder: firec.config.Builder, short_tmp: Path
+) -> None:
+    disk = short_tmp / "disk.img"
+    disk.write_bytes(b"\0" * 4096)
+    with pytest.raises(ConfigError) as duplicate:
+        builder.add_drive("d", disk).build().add_drive("d", disk).build().build()
+    assert duplicate.value.field == "drives[1].drive_id"
+    with pytest.raises(ConfigError) as roots:
+        (
+            builder.add_drive("a", disk)
+            .is_root_device(True)
+            .build()
+            .add_drive("b", disk)
+            .is_root_device(True)
+            .build()
+            .build()
+        )
+    assert "a" in roots.value.reason and "b" in roots.value.reason
+
+
+def test_firecracker_refusal_during_start_stops_and_cleans(
+    builder: firec.config.Builder, short_tmp: Path
+) -> None:
+    not_a_kernel = short_tmp / "not-a-kernel"
+    not_a_kernel.write_bytes(b"this is not an ELF file\n" * 100)
+    config = builder.build().replace(kernel_image=not_a_kernel)
+    machine = firec.Machine.create(config)
+    with pytest.raises(APIError) as caught:
+        machine.start()
+    assert caught.value.fault_message
+    assert machine.exit_status is not None  # the VMM was stopped
+    machine.delete()
+    assert_nothing_left(machine.launch, machine.pid)
+
+
+def test_vmm_dying_during_configuration(builder: firec.config.Builder) -> None:
+    machine = firec.Machine.create(builder.kernel_args("console=ttyS0").build())
+    assert machine.pid is not None
+    os.kill(machine.pid, signal.SIGKILL)
+    with pytest.raises(MachineError) as caught:
+        machine.start()
+    assert "SIGKILL" in str(caught.value) or "answer" in str(caught.value)
+    machine.delete()
+    assert_nothing_left(machine.launch, machine.pid)
+
+
+def _fake_vmm(directory: Path, script: str) -> Path:
+    path = directory / "fake-firecracker"
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_vmm_exiting_early_shows_its_last_lines(
+    builder: firec.config.Builder, short_tmp: Path
+) -> None:
+    fake = _fake_vmm(
+        short_tmp, 'echo "Error: cannot open /dev/kvm: Permission denied" >&2\nexit 1\n'
+    )
+    config = builder.firecracker_binary(fake).build()
+    with pytest.raises(MachineError) as caught:
+        firec.Machine.create(config)
+    assert caught.value.exit_code == 1
+    assert any("/dev/kvm" in line for line in caught.value.log_tail)
+    assert "/dev/kvm" in str(caught.value)
+    assert not config.vm_dir.exists()
+
+
+def test_vmm_never_ready_times_out_and_is_killed(
+    builder: firec.config.Builder, short_tmp: Path
+) -> None:
+    fake = _fake_vmm(short_tmp, 'echo $$ > "$(dirname "$0")/fake.pid"\nexec sleep 60\n')
+    config = builder.firecracker_binary(fake).build()
+    started = time.monotonic()
+    with pytest.raises(MachineError) as caught:
+        firec.Machine.create(config, ready_timeout=0.5)
+    assert "not ready within 0.5s" in str(caught.value)
+    assert time.monotonic() - started < 10
+    pid = int((short_tmp / "fake.pid").read_text())
+    assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+    assert not config.vm_dir.exists()
