@@ -39,17 +39,24 @@ def vmm_binary(backend: str, short_tmp: Path) -> Path:
     return wrapper
 
 
-@pytest.fixture
-def builder(vmm_binary: Path, guest_kernel: Path, short_tmp: Path) -> firec.config.Builder:
+def guest_builder(
+    vm_id: str | None, vmm_binary: Path, guest_kernel: Path, short_tmp: Path
+) -> firec.config.Builder:
     """A config builder for the test guest, keeping firec's files under a temp dir."""
     return (
-        Config.builder(None, guest_kernel)
+        Config.builder(vm_id, guest_kernel)
         .firecracker_binary(vmm_binary)
         .workdir(short_tmp / "vms")
         .machine_cfg()
         .mem_size_mib(64)
         .build()
     )
+
+
+@pytest.fixture
+def builder(vmm_binary: Path, guest_kernel: Path, short_tmp: Path) -> firec.config.Builder:
+    """A config builder for the test guest with a random id."""
+    return guest_builder(None, vmm_binary, guest_kernel, short_tmp)
 
 
 def assert_nothing_left(launch: Launch, pid: int | None) -> None:
@@ -332,3 +339,74 @@ def test_vmm_never_ready_times_out_and_is_killed(
     pid = int((short_tmp / "fake.pid").read_text())
     assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
     assert not config.vm_dir.exists()
+
+
+# -- the jailer ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def jailer_binary(backend: str, short_tmp: Path) -> Path:
+    """The jailer of the backend: ``JAILER_BIN``, or firec's emulated jailer."""
+    if backend == "firecracker":
+        path = os.environ.get("JAILER_BIN")
+        if not path:
+            pytest.skip("JAILER_BIN is not set: no real jailer to run this test with")
+        return Path(path)
+    wrapper = short_tmp / "jailer-emulator"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.jailer "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def _status_ids(pid: int) -> tuple[int, int]:
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["Uid"].split()[0]), int(fields["Gid"].split()[0])
+
+
+@pytest.mark.parametrize("new_pid_ns", [False, True], ids=["same-pid-ns", "new-pid-ns"])
+def test_jailed_boot_as_non_root_in_cgroup_v1(
+    jailer_binary: Path,
+    vmm_binary: Path,
+    guest_kernel: Path,
+    short_tmp: Path,
+    new_pid_ns: bool,
+) -> None:
+    if not Path("/sys/fs/cgroup/cpu/cpu.shares").exists():
+        pytest.skip("this host has no cgroup v1 cpu controller")
+    config = (
+        guest_builder("jailed-vm", vmm_binary, guest_kernel, short_tmp)
+        .kernel_args(f"console=ttyS0 {guest_args(echo=['jailed'])}")
+        .jailer_cfg()
+        .jailer_binary(jailer_binary)
+        .exec_file(vmm_binary)
+        .chroot_base_dir(short_tmp / "jail")
+        .uid(1234)
+        .gid(1235)
+        .cgroup_version(1)
+        .cgroup("cpu.shares=100")
+        .new_pid_ns(new_pid_ns)
+        .build()
+        .build()
+    )
+    jail = config.jail
+    assert jail is not None
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        assert machine.state() is MachineState.RUNNING
+        pid = machine.pid
+        assert pid is not None
+        assert _status_ids(pid) == (1234, 1235)
+        cgroup = Path(f"/proc/{pid}/cgroup").read_text()
+        assert f"/{vmm_binary.name}/jailed-vm" in cgroup
+        assert (
+            Path("/sys/fs/cgroup/cpu") / vmm_binary.name / "jailed-vm" / "cpu.shares"
+        ).read_text().strip() == "100"
+        kernel_in_jail = jail.root / config.kernel_image.name
+        assert kernel_in_jail.stat().st_uid == 1234
+        assert machine.socket_path.is_relative_to(jail.root)
+        assert echo_line("jailed") in console_text(machine, echo_line("jailed"))
+        launch = machine.launch
+    assert_nothing_left(launch, pid)
+    assert not (short_tmp / "jail" / vmm_binary.name).exists()

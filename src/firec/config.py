@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 
 __all__ = ["BootMethod", "Builder", "Config", "DriveBuilder", "MachineBuilder"]
 
+#: The longest Unix socket path Linux accepts (sun_path is 108 bytes, NUL included).
+MAX_SOCKET_PATH = 107
+
 #: The socket path Firecracker is told to use inside a jail.
 JAILED_SOCKET_PATH = "/run/firecracker.socket"
 
@@ -245,6 +248,13 @@ class Config:
             raise ConfigError("mmds_data", "MMDS data needs an mmds_config (which interfaces)")
         if self.jailer is not None:
             self.jailer.validate()
+        socket_bytes = len(os.fsencode(self.host_socket_path))
+        if socket_bytes > MAX_SOCKET_PATH:
+            raise ConfigError(
+                "socket_path",
+                f"{self.host_socket_path} is {socket_bytes} bytes; a Unix socket path takes at "
+                f"most {MAX_SOCKET_PATH}: use a shorter vm_id, workdir or chroot_base_dir",
+            )
         if check_files:
             self._check_files()
 
