@@ -1,0 +1,57 @@
+"""The simulated guest: what firec's tiny test guest prints and does on real Firecracker.
+
+See :mod:`firec.testing.guest` for the protocol: ``firec-guest: booted``, one
+``firec-guest: echo WORD`` line per ``firec.echo=WORD`` token, and a reset (the
+VMM exits 0) when the command line holds the token ``firec.exit``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+__all__ = ["check_kernel", "run", "write_stdout"]
+
+BOOT_LINE = "firec-guest: booted\n"
+ECHO_TOKEN = "firec.echo="
+EXIT_TOKEN = "firec.exit"
+
+
+def run(boot_args: str) -> tuple[str, bool]:
+    """The serial output of the guest for ``boot_args`` and whether it resets the VM."""
+    lines = [BOOT_LINE]
+    wants_exit = False
+    for token in boot_args.split():
+        if token == EXIT_TOKEN:
+            wants_exit = True
+        elif token.startswith(ECHO_TOKEN):
+            lines.append(f"firec-guest: echo {token[len(ECHO_TOKEN) :]}\n")
+    return "".join(lines), wants_exit
+
+
+def check_kernel(path: str) -> str | None:
+    """Firecracker's ELF loader complaint about ``path``, or None when it would load."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(64)
+    except IsADirectoryError:
+        return "Unable to read elf header"
+    except OSError:
+        return "Unable to read elf header"
+    if len(header) < 64:
+        return "Unable to read elf header"
+    if header[:4] != b"\x7fELF":
+        return "Invalid Elf magic number"
+    if header[4] != 2:
+        return "Invalid Elf format"
+    return None
+
+
+def write_stdout(text: str) -> None:
+    """Serial console output goes to Firecracker's stdout."""
+    data = text.encode()
+    try:
+        sys.stdout.flush()
+        os.write(sys.stdout.fileno(), data)
+    except (OSError, ValueError):
+        pass
