@@ -75,6 +75,21 @@ class Netlink:
         msg = self._call(f"reading link {name!r}", self._ipr.link, "get", index=self.require(name))
         return int(msg[0].get("mtu"))
 
+    def tun_info(self, name: str) -> dict[str, int]:
+        """A tap's tun attributes: ``owner``, ``group``, ``type``, ``pi``, ``vnet_hdr``, ``persist``.
+
+        ``owner``/``group`` are absent when not set. Empty for links that are not tun/tap.
+        """
+        msg = self._call(f"reading link {name!r}", self._ipr.link, "get", index=self.require(name))
+        data = msg[0].get(("linkinfo", "data"))
+        attrs = data.get("attrs", []) if isinstance(data, dict) else []
+        prefix = "IFLA_TUN_"
+        return {
+            key[len(prefix) :].lower(): int(value)
+            for key, value in attrs
+            if isinstance(key, str) and key.startswith(prefix) and isinstance(value, int)
+        }
+
     def add_tap(self, name: str, *, uid: int | None = None, gid: int | None = None) -> None:
         """Create a persistent tap (no packet info, vnet header) owned by ``uid``/``gid``."""
         kwargs: dict[str, Any] = {

@@ -167,6 +167,9 @@ class LeaseStore:
         self.path = self.directory / f"{stem}.json"
         self._lock = filelock.FileLock(str(self.directory / f"{stem}.lock"), timeout=_LOCK_TIMEOUT)
         self._explicit_gateway = gateway is not None
+        if self.path.exists():
+            with self._locked():
+                pass  # reads the file: its gateway wins, or a conflicting one is refused
 
     # -- public API --------------------------------------------------------------------------
 

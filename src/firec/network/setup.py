@@ -287,7 +287,7 @@ def _undo_step(step: dict[str, Any], state_dir: Path) -> None:
     if kind in ("link", "nft", "cni") and where is not None and not _netns.netns_exists(where):
         return  # the namespace is gone, and all it held with it
     if kind == "lease":
-        LeaseStore(state_dir, step["subnet"], gateway=step["gateway"]).release(step["owner"])
+        LeaseStore(state_dir, step["subnet"]).release(step["owner"])
     elif kind == "netns":
         _netns.delete_netns(step["name"])
     elif kind == "link":
@@ -669,8 +669,7 @@ def _build(plan: _Plan, record: _Record) -> tuple[AttachedInterface, ...]:
     # 5. nft rules
     if plan.routed:
         rules = _nft_rules(plan, [(r, leased[i][0].ip) for i, _, r in plan.routed])
-        table = _nat.NatTable(netns=plan.host_netns, lock_dir=plan.state_dir)
-        table.add(rules)
+        # recorded first: removal only touches this VM's chain, links and leased addresses
         record.add(
             {
                 "kind": "nft",
@@ -680,6 +679,7 @@ def _build(plan: _Plan, record: _Record) -> tuple[AttachedInterface, ...]:
                 "addresses": [str(g.address) for g in rules.guests],
             }
         )
+        _nat.NatTable(netns=plan.host_netns, lock_dir=plan.state_dir).add(rules)
     return tuple(attached)
 
 
