@@ -410,3 +410,50 @@ def test_jailed_boot_as_non_root_in_cgroup_v1(
         launch = machine.launch
     assert_nothing_left(launch, pid)
     assert not (short_tmp / "jail" / vmm_binary.name).exists()
+
+
+# -- logs and metrics ---------------------------------------------------------------------
+
+
+def test_log_fifo_goes_to_python_logging(
+    builder: firec.config.Builder, short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = (
+        builder.kernel_args("console=ttyS0")
+        .logger(fifo=short_tmp / "vmm.log.fifo", level="Info", show_level=True)
+        .build()
+    )
+    caplog.set_level("DEBUG", logger="firec.vmm")
+    with firec.Machine.create(config) as machine:
+        assert stat.S_ISFIFO(machine.log_path.stat().st_mode)
+        machine.start()
+        deadline = time.monotonic() + 10
+        while len(caplog.records) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        launch = machine.launch
+    ours = [r for r in caplog.records if r.name == f"firec.vmm.{config.vm_id}"]
+    assert ours, "no Firecracker log record reached Python logging"
+    assert all(r.getMessage() for r in ours)
+    assert not (short_tmp / "vmm.log.fifo").exists()
+    assert_nothing_left(launch, machine.pid)
+
+
+def test_flush_metrics_returns_a_fresh_snapshot(
+    builder: firec.config.Builder, short_tmp: Path
+) -> None:
+    config = builder.kernel_args("console=ttyS0").metrics(fifo=short_tmp / "metrics.fifo").build()
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        first = machine.flush_metrics()
+        second = machine.flush_metrics()
+        assert second.utc_timestamp_ms >= first.utc_timestamp_ms
+        assert machine.metrics == second
+        assert "api_server" in second.groups
+    assert not (short_tmp / "metrics.fifo").exists()
+
+
+def test_flush_metrics_without_a_metrics_path_says_so(builder: firec.config.Builder) -> None:
+    with firec.Machine.create(builder.kernel_args("console=ttyS0").build()) as machine:
+        machine.start()
+        with pytest.raises(MachineError, match="metrics_path or metrics_fifo"):
+            machine.flush_metrics()

@@ -29,6 +29,7 @@ Firecracker and a kernel)::
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -49,6 +50,8 @@ from .errors import (
     TransportError,
 )
 from .launch import Launch, api_calls, attached, cleanup, plan, prepare, spawn
+from .logs import LogForwarder
+from .metrics import MetricsForwarder, MetricsSnapshot
 from .process import ExitStatus, VmmProcess, find_vmm_pid
 from .state import MachineState
 from .streams import AsyncLineReader, tail_lines
@@ -90,6 +93,9 @@ class AsyncMachine:
         self._process = process
         self._owned = False  # whether firec made this VM's files (create) or not (connect)
         self._console_reader: AsyncLineReader | None = None
+        self._readers: list[AsyncLineReader] = []
+        self._log: LogForwarder | None = None
+        self._metrics: MetricsForwarder | None = None
         self._deleted = False
         self._forwarded: dict[int, Any] = {}
 
@@ -152,11 +158,26 @@ class AsyncMachine:
                 self._console_reader.start()
             finally:
                 console.close()  # the reader has its own copy
+            self._readers.append(self._console_reader)
+        self._follow_outputs()
         deadline = time.monotonic() + ready_timeout
         jailer = self.config.jailer
         if jailer is not None and jailer.new_pid_ns:
             await self._adopt_from_pidfile(popen, deadline)
         await self._wait_ready(deadline, ready_timeout)
+
+    def _follow_outputs(self) -> None:
+        """Forward the log (when the caller chose where it goes) and the metrics."""
+        launch, config = self._launch, self.config
+        if config.log_path is not None or config.log_fifo is not None:
+            self._log = LogForwarder(logging.getLogger(f"firec.vmm.{self.vm_id}"))
+            self._readers.append(AsyncLineReader(launch.log_path, self._log))
+        if launch.metrics_path is not None:
+            self._metrics = MetricsForwarder()
+            self._readers.append(AsyncLineReader(launch.metrics_path, self._metrics))
+        for reader in self._readers:
+            if reader is not self._console_reader:
+                reader.start()
 
     async def _adopt_from_pidfile(self, jailer: Any, deadline: float) -> None:
         """Under ``--new-pid-ns`` the jailer exits; Firecracker's pid is in its pidfile."""
@@ -301,12 +322,33 @@ class AsyncMachine:
 
     def last_lines(self, n: int = TAIL_LINES) -> list[str]:
         """Firecracker's last lines: the last ``n`` of its log, its stderr and the console."""
-        lines: list[str] = []
+        lines: list[str] = self._log.recent(n) if self._launch.log_is_fifo and self._log else []
         for path in (self._launch.log_path, self._launch.stderr_path, self._launch.console_path):
-            if path is None or not path.is_file():
-                continue
-            lines += tail_lines(path, n)
+            if path is not None and path.is_file():
+                lines += tail_lines(path, n)
         return lines
+
+    @property
+    def metrics(self) -> MetricsSnapshot | None:
+        """The latest metrics Firecracker wrote, when a metrics path or fifo is set."""
+        return self._metrics.latest if self._metrics is not None else None
+
+    async def flush_metrics(self, timeout: float = 5.0) -> MetricsSnapshot:
+        """Ask Firecracker to write its metrics now (FlushMetrics) and return them."""
+        if self._metrics is None:
+            raise MachineError(
+                f"microVM {self.vm_id} has no metrics path: set metrics_path or metrics_fifo"
+            )
+        seen = self._metrics.snapshots_seen
+        await self.client.create_action(models.ActionType.FLUSH_METRICS)
+        deadline = time.monotonic() + timeout
+        while self._metrics.snapshots_seen == seen:
+            if time.monotonic() > deadline:
+                raise MachineError(f"microVM {self.vm_id}: no metrics arrived within {timeout:g}s")
+            await io.sleep(0.005)
+        latest = self._metrics.latest
+        assert latest is not None
+        return latest
 
     # -- stopping --------------------------------------------------------------------
 
@@ -393,8 +435,8 @@ class AsyncMachine:
             if self._process is not None and self._process.running:
                 await self.force_shutdown()
         finally:
-            if self._console_reader is not None:
-                await self._console_reader.stop()
+            for reader in self._readers:
+                await reader.stop()
             await self.client.aclose()
             left = cleanup(self._launch) if self._owned else self._remove_stale_socket()
         if left:
