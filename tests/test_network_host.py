@@ -23,19 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_network_support import (
-    GuestPump,
-    TCPServer,
-    apply_ip_arg,
-    default_route,
-    enable_forwarding,
-    link_pair,
-    links_in,
-    namespaces,
-    ping,
-    tcp_hello,
-    unique,
-)
 
 import firec.network as fn
 from firec.errors import ConfigError, NetworkError
@@ -54,6 +41,19 @@ from firec.network.netns import (
 )
 from firec.network.setup import host_link_name, netns_name, record_path
 from firec.network.tap import create_tap, delete_link, link_exists
+from test_network_support import (
+    GuestPump,
+    TCPServer,
+    apply_ip_arg,
+    default_route,
+    enable_forwarding,
+    link_pair,
+    links_in,
+    namespaces,
+    ping,
+    tcp_hello,
+    unique,
+)
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_NET_ADMIN) for links and netns"),
@@ -451,9 +451,7 @@ def test_teardown_works_from_another_process(world: World) -> None:
 
 
 def test_refusals_change_nothing(world: World) -> None:
-    holder = world.setup(
-        [_routed(address="10.77.0.50", port_forwards=(fn.PortForward(8080, 80),))]
-    )
+    holder = world.setup([_routed(address="10.77.0.50", port_forwards=(fn.PortForward(8080, 80),))])
     small = world.setup([fn.Interface("eth0", "tap0", network=fn.RoutedNetwork("10.78.0.0/30"))])
     candidate = world.vm_id()
     before = world.snapshot(holder.vm_id, small.vm_id, candidate)
@@ -491,7 +489,7 @@ def test_refusals_change_nothing(world: World) -> None:
         assert world.snapshot(holder.vm_id, small.vm_id, candidate) == before, words
 
     # invalid values never get as far as set-up
-    with pytest.raises(ConfigError, match="did you mean 10.77.0.0/24"):
+    with pytest.raises(ConfigError, match=r"did you mean 10\.77\.0\.0/24"):
         fn.RoutedNetwork("10.77.0.1/24")
     with pytest.raises(ConfigError, match="at most 15"):
         fn.Interface("eth0", "tap-name-too-long")

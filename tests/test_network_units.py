@@ -137,7 +137,10 @@ def test_interface_is_immutable() -> None:
         ({"iface_id": "eth0", "host_dev_name": "tap-name-too-long"}, "host_dev_name"),
         ({"iface_id": "eth 0", "host_dev_name": "tap0"}, "iface_id"),
         ({"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "nope"}, "guest_mac"),
-        ({"iface_id": "eth0", "host_dev_name": "tap0", "rx_rate_limiter": {"x": 1}}, "rx_rate_limiter"),
+        (
+            {"iface_id": "eth0", "host_dev_name": "tap0", "rx_rate_limiter": {"x": 1}},
+            "rx_rate_limiter",
+        ),
         ({"iface_id": "eth0", "host_dev_name": "tap0", "network": "routed"}, "network"),
     ],
 )
@@ -225,7 +228,7 @@ def test_missing_cni_plugin_is_named(tmp_path: Path) -> None:
     conf = CNIConfList.from_dict(
         {"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "no-such-plugin"}]}
     )
-    with pytest.raises(NetworkError, match="'no-such-plugin'.*not found"):
+    with pytest.raises(NetworkError, match=r"'no-such-plugin'.*not found"):
         conf.find_plugins([tmp_path])
 
 
@@ -344,7 +347,7 @@ def test_exhausted_subnet_is_refused_clearly(tmp_path: Path) -> None:
     store = LeaseStore(tmp_path, "10.5.0.0/30")
     assert store.free() == 1
     store.allocate("vm1/eth0")
-    with pytest.raises(NetworkError, match="10.5.0.0/30 is exhausted"):
+    with pytest.raises(NetworkError, match=r"10\.5\.0\.0/30 is exhausted"):
         store.allocate("vm2/eth0")
     with pytest.raises(NetworkError, match="exhausted"):
         store.check("vm2/eth0")
@@ -388,16 +391,14 @@ def test_reclaim_frees_leases_whose_owner_is_gone(tmp_path: Path) -> None:
         store.allocate(f"{name}/eth0")
     gone = store.reclaim(lambda lease: lease.owner.startswith("alive"))
     assert sorted(lease.owner for lease in gone) == ["dead1/eth0", "dead2/eth0"]
-    assert [lease.owner for lease in LeaseStore(tmp_path, "10.5.0.0/24").leases()] == [
-        "alive/eth0"
-    ]
+    assert [lease.owner for lease in LeaseStore(tmp_path, "10.5.0.0/24").leases()] == ["alive/eth0"]
     assert store.reclaim(lambda lease: True) == []
 
 
 def test_gateway_is_fixed_by_the_lease_file(tmp_path: Path) -> None:
     LeaseStore(tmp_path, "10.5.0.0/24", gateway="10.5.0.254").allocate("vm1/eth0")
     assert LeaseStore(tmp_path, "10.5.0.0/24").gateway == IPv4Address("10.5.0.254")
-    with pytest.raises(ConfigError, match="already uses gateway 10.5.0.254"):
+    with pytest.raises(ConfigError, match=r"already uses gateway 10\.5\.0\.254"):
         LeaseStore(tmp_path, "10.5.0.0/24", gateway="10.5.0.1").allocate("vm2/eth0")
     with pytest.raises(ConfigError, match="not a host address"):
         LeaseStore(tmp_path, "10.5.0.0/24", gateway="10.6.0.1")

@@ -76,7 +76,7 @@ class Netlink:
         return int(msg[0].get("mtu"))
 
     def tun_info(self, name: str) -> dict[str, int]:
-        """A tap's tun attributes: ``owner``, ``group``, ``type``, ``pi``, ``vnet_hdr``, ``persist``.
+        """A tap's tun attributes: ``owner``, ``group``, ``type``, ``pi``, ``vnet_hdr``...
 
         ``owner``/``group`` are absent when not set. Empty for links that are not tun/tap.
         """
