@@ -332,6 +332,13 @@ def test_not_an_image_is_refused(tmp_path: Path) -> None:
 
 # -- image layers ------------------------------------------------------------------------
 
+# cap_net_raw+ep as Debian's iputils-ping carries it, and a user xattr
+CAP_NET_RAW = bytes.fromhex("0100000200200000000000000000000000000000")
+PING_XATTRS = {
+    "SCHILY.xattr.security.capability": CAP_NET_RAW.decode("utf-8", "surrogateescape"),
+    "SCHILY.xattr.user.origin": "firec-test",
+}
+
 BASE = layer(
     ("dir", "etc"),
     ("file", "etc/passwd", b"root:x:0:0::/root:/bin/sh\n"),
@@ -346,6 +353,7 @@ BASE = layer(
     ("dir", "usr/bin"),
     ("file", "usr/bin/su", b"\x7fELF...", {"mode": 0o4755}),
     ("link", "usr/bin/su-again", "usr/bin/su"),
+    ("file", "usr/bin/ping", b"\x7fELF.", {"mode": 0o755, "pax_headers": PING_XATTRS}),
     ("dir", "home"),
     ("dir", "home/user", {"uid": 1000, "gid": 1000, "mode": 0o700}),
     ("file", "home/user/secret", b"s3cret", {"uid": 1000, "gid": 1000, "mode": 0o600}),
@@ -380,6 +388,9 @@ def check_layered_image(image: Path) -> None:
     assert "run-fifo" not in listing(image, "/")
     bins = listing(image, "/usr/bin")
     assert bins["su"] == (0o104755, 0, 0)
+    xattrs = debugfs(image, "ea_list /usr/bin/ping")
+    assert "security.capability (20) = 01 00 00 02 00 20 00 00" in xattrs
+    assert 'user.origin (10) = "firec-test"' in xattrs
     assert "Links: 2" in debugfs(image, "stat /usr/bin/su")
     assert listing(image, "/home")["user"] == (0o40700, 1000, 1000)
     assert listing(image, "/home/user")["secret"] == (0o100600, 1000, 1000)

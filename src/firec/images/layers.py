@@ -29,7 +29,7 @@ import tarfile
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -56,6 +56,7 @@ class Wanted:
         gid: owner group id.
         mtime: modification time, seconds since the epoch.
         device: ``(major, minor)`` for a character or block device, else ``None``.
+        xattrs: extended attributes (``security.capability``...) from the layer.
     """
 
     mode: int
@@ -63,6 +64,7 @@ class Wanted:
     gid: int
     mtime: int = 0
     device: tuple[int, int] | None = None
+    xattrs: dict[str, bytes] = field(default_factory=dict)
 
 
 def clean_name(name: str, *, where: str) -> str:
@@ -154,7 +156,11 @@ class StagingTree:
 
     def _extract(self, member: tarfile.TarInfo, rel: str, tar: tarfile.TarFile, where: str) -> None:
         wanted = Wanted(
-            _type_bits(member) | (member.mode & 0o7777), member.uid, member.gid, int(member.mtime)
+            _type_bits(member) | (member.mode & 0o7777),
+            member.uid,
+            member.gid,
+            int(member.mtime),
+            xattrs=_xattrs(member),
         )
         if rel == "":
             if member.isdir():
@@ -315,6 +321,16 @@ def _type_bits(member: tarfile.TarInfo) -> int:
     if member.isfifo():
         return stat.S_IFIFO
     return stat.S_IFREG
+
+
+def _xattrs(member: tarfile.TarInfo) -> dict[str, bytes]:
+    """Extended attributes recorded in PAX headers (GNU tar, Docker, BuildKit)."""
+    prefix = "SCHILY.xattr."
+    return {
+        key[len(prefix) :]: value.encode("utf-8", "surrogateescape")
+        for key, value in member.pax_headers.items()
+        if key.startswith(prefix)
+    }
 
 
 def _wanted_from(st: os.stat_result) -> Wanted:

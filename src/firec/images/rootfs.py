@@ -321,6 +321,14 @@ def _last_line(text: str) -> str:
 
 def _apply_fixups(image: Path, tree: Path, wanted: dict[str, Wanted]) -> None:
     """Set in the image what the staging copy could not hold."""
+    with tempfile.TemporaryDirectory(prefix="firec-xattrs-") as values:
+        commands = _fixup_commands(tree, wanted, Path(values))
+        if commands:
+            e2fs.run_debugfs(image, commands, write=True)
+
+
+def _fixup_commands(tree: Path, wanted: dict[str, Wanted], values: Path) -> list[str]:
+    """debugfs commands for owners, modes, device nodes and xattrs (values go to files)."""
     q = e2fs.debugfs_quote
     commands: list[str] = []
     root_mode = wanted[""].mode
@@ -354,8 +362,11 @@ def _apply_fixups(image: Path, tree: Path, wanted: dict[str, Wanted]) -> None:
             commands.append(f"sif {q(path)} uid {want.uid}")
         if st is None or st.st_gid != want.gid:
             commands.append(f"sif {q(path)} gid {want.gid}")
-    if commands:
-        e2fs.run_debugfs(image, commands, write=True)
+        for name, value in want.xattrs.items():
+            value_file = values / str(len(commands))
+            value_file.write_bytes(value)
+            commands.append(f"ea_set -f {q(str(value_file))} {q(path)} {q(name)}")
+    return commands
 
 
 def _wanted_from(st: os.stat_result) -> Wanted:
