@@ -575,3 +575,16 @@ def test_build_without_capabilities_still_sets_owners_and_devices(tmp_path: Path
     )
     assert proc.returncode == 0, proc.stderr
     check_layered_image(dest)
+
+
+def test_layer_link_to_a_missing_member_is_refused(tmp_path: Path) -> None:
+    archive = tmp_path / "saved.tar"
+    with tarfile.open(archive, "w") as tar:
+        link = tarfile.TarInfo("abc/layer.tar")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "../missing.tar"
+        tar.addfile(link)
+        add_bytes(tar, "manifest.json", json.dumps([{"Layers": ["abc/layer.tar"]}]).encode())
+    with pytest.raises(FirecError, match=r"names 'abc/layer\.tar', which the archive lacks"):
+        build_rootfs(archive, tmp_path / "rootfs.ext4")
+    assert not (tmp_path / "rootfs.ext4").exists()

@@ -67,7 +67,7 @@ class _TarSource:
         self._members: dict[str, tarfile.TarInfo] = {}
         for member in tar.getmembers():
             name = "/".join(p for p in member.name.split("/") if p not in ("", "."))
-            if member.isfile():
+            if member.isfile() or member.issym() or member.islnk():  # docker save links layers
                 self._members[name] = member
 
     def has(self, name: str) -> bool:
@@ -75,7 +75,10 @@ class _TarSource:
 
     def open(self, name: str) -> IO[bytes]:
         member = self._members.get(name)
-        stream = self._tar.extractfile(member) if member is not None else None
+        try:
+            stream = self._tar.extractfile(member) if member is not None else None
+        except KeyError:  # a link to a member the archive lacks
+            stream = None
         if stream is None:
             raise FirecError(f"{self._path}: the image names {name!r}, which the archive lacks")
         return stream
