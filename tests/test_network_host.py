@@ -27,6 +27,7 @@ import pytest
 import firec.network as fn
 from firec.errors import ConfigError, NetworkError
 from firec.network import setup as net_setup
+from firec.network import tap as tap_module
 from firec.network._netlink import netlink
 from firec.network._sysctl import write_sysctl
 from firec.network.leases import LeaseStore
@@ -550,7 +551,7 @@ def test_injected_failure_mid_setup_rolls_back(
         def fail_tap(*args: Any, **kwargs: Any) -> None:
             raise Injected("tap")
 
-        monkeypatch.setattr(net_setup._tap, "create_tap", fail_tap)
+        monkeypatch.setattr(tap_module, "create_tap", fail_tap)
     elif where == "sysctl":
         calls = []
 
@@ -570,13 +571,13 @@ def test_injected_failure_mid_setup_rolls_back(
 
         monkeypatch.setattr(NatTable, "add", add_then_fail)
     else:
-        real_create = net_setup._tap.create_tap
+        real_create = tap_module.create_tap
 
         def interrupt(*args: Any, **kwargs: Any) -> None:
             real_create(*args, **kwargs)
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(net_setup._tap, "create_tap", interrupt)
+        monkeypatch.setattr(tap_module, "create_tap", interrupt)
 
     expected: type[BaseException] = KeyboardInterrupt if where == "interrupt" else Injected
     with pytest.raises(expected):

@@ -13,6 +13,7 @@ import json
 import multiprocessing
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,9 +195,14 @@ def test_routed_network_refuses_bad_values(
 def test_port_forward_defaults_and_refusals() -> None:
     assert PortForward(2222).target_port == 2222
     assert PortForward(8080, 80, "udp").target_port == 80
-    for bad in ({"host_port": 0}, {"host_port": 70000}, {"host_port": 80, "protocol": "sctp"}):
+    bad_values: list[dict[str, Any]] = [
+        {"host_port": 0},
+        {"host_port": 70000},
+        {"host_port": 80, "protocol": "sctp"},
+    ]
+    for bad in bad_values:
         with pytest.raises(ConfigError):
-            PortForward(**bad)  # type: ignore[arg-type]
+            PortForward(**bad)
     with pytest.raises(ConfigError, match="forwarded twice"):
         VMRules(
             key="abc",

@@ -222,14 +222,19 @@ class Netlink:
         idx = self.require(src)
         to = self.require(dst)
         self._call(f"adding an ingress qdisc to {src!r}", self._ipr.tc, "add", "ingress", idx)
+        # u32 "match everything" rather than matchall: kernels built without
+        # CONFIG_NET_CLS_MATCHALL (like this project's CI host) still have u32
         self._call(
             f"redirecting {src!r} to {dst!r}",
             self._ipr.tc,
             "add-filter",
-            "matchall",
+            "u32",
             idx,
             parent=_INGRESS_PARENT,
             protocol=_ETH_P_ALL,
+            prio=1,
+            keys=["0x0/0x0+0"],
+            target=0x10001,
             action={"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": to},
         )
 
