@@ -292,3 +292,22 @@ def test_bad_arguments_are_refused_before_any_download(
         install_firecracker(base_url=server.base_url, **kwargs)  # type: ignore[arg-type]
     assert info.value.field == field_name
     assert server.requests == []
+
+
+def test_refuses_to_install_over_an_unrelated_directory(
+    server: ReleaseServer, tmp_path: Path
+) -> None:
+    server.publish(release_archive())
+    precious = tmp_path / "bin"
+    precious.mkdir()
+    (precious / "my-tool").write_text("keep me")
+    with pytest.raises(FirecError, match="is not a firec install"):
+        install_firecracker(VERSION, arch=ARCH, base_url=server.base_url, dest=precious)
+    assert [p.name for p in precious.iterdir()] == ["my-tool"]
+    assert server.requests == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (
+        install_firecracker(VERSION, arch=ARCH, base_url=server.base_url, dest=empty).directory
+        == empty
+    )

@@ -233,6 +233,7 @@ def install_firecracker(
     ):
         return existing
 
+    _check_replaceable(target)
     name = f"firecracker-{version}-{arch}.tgz"
     archive_url = f"{base_url.rstrip('/')}/{version}/{name}"
     try:
@@ -347,6 +348,22 @@ def _extract_binaries(archive: Path, staging: Path, version: str, arch: str, url
     missing = [name for name, installed in wanted.items() if not (staging / installed).exists()]
     if missing:
         raise FirecError(f"{url}: the archive lacks {', '.join(missing)}")
+
+
+def _check_replaceable(target: Path) -> None:
+    """Refuse to install over anything but nothing, or a (possibly broken) firec install."""
+    if not target.exists() and not target.is_symlink():
+        return
+    ours = {"firecracker", "jailer", _RECORD}
+    try:
+        names = {p.name for p in target.iterdir()} if target.is_dir() else None
+    except OSError as exc:
+        raise FirecError(f"cannot read {target}: {exc.strerror or exc}") from exc
+    if target.is_symlink() or names is None or not names <= ours:
+        raise FirecError(
+            f"{target} exists and is not a firec install of Firecracker; "
+            "give a new or empty directory to install into"
+        )
 
 
 def _replace_dir(staging: Path, target: Path) -> None:
