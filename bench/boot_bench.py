@@ -1,0 +1,231 @@
+"""Time from spawn, through InstanceStart, to the guest's first serial byte.
+
+Three paths boot firec's tiny test guest on the same VMM binary in the same
+run (firec's emulator, or the real Firecracker named by FIRECRACKER_BIN):
+
+* raw API: ``subprocess.Popen`` + a bare ``http.client`` over AF_UNIX
+  (PUT /machine-config, PUT /boot-source, PUT /actions), then read stdout;
+* raw config file: one ``--config-file`` spawn, then read stdout;
+* firec: ``Machine.create(config)`` + ``machine.start()``, the console to a callback.
+
+Target: firec at most 1.10x the raw API path. Then 50 concurrent boots from
+one ``AsyncMachine`` event loop, counting the threads while they run.
+
+    python bench/boot_bench.py [--rounds 20] [--concurrent 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import select
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import firec
+from firec.console import Console
+from firec.testing.guest import build_test_guest
+
+TARGET = 1.10
+BOOT_ARGS = "console=ttyS0"
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost")
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def vmm_binary(workdir: Path) -> tuple[str, str]:
+    real = os.environ.get("FIRECRACKER_BIN")
+    if real:
+        return real, "Firecracker"
+    wrapper = workdir / "firecracker-emulator"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.emulator "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper), "firec emulator"
+
+
+def first_byte(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    assert process.stdout is not None
+    if not select.select([process.stdout], [], [], timeout)[0]:
+        raise SystemExit("the guest printed nothing")
+    os.read(process.stdout.fileno(), 1)
+
+
+def raw_api(binary: str, kernel: Path, workdir: Path) -> float:
+    sock, log = workdir / "raw.sock", workdir / "raw.log"
+    log.touch()
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [binary, "--api-sock", str(sock), "--log-path", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not sock.exists():
+            time.sleep(0.0005)
+        connection = UnixHTTPConnection(str(sock))
+        for path, body in (
+            ("/machine-config", {"vcpu_count": 1, "mem_size_mib": 64}),
+            ("/boot-source", {"kernel_image_path": str(kernel), "boot_args": BOOT_ARGS}),
+            ("/actions", {"action_type": "InstanceStart"}),
+        ):
+            for _ in range(1000):  # the socket file exists a moment before it accepts
+                try:
+                    connection.request(
+                        "PUT", path, json.dumps(body), {"Accept": "application/json"}
+                    )
+                    break
+                except (ConnectionRefusedError, FileNotFoundError):
+                    connection.close()
+                    time.sleep(0.0005)
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 204, (path, response.status)
+        first_byte(process)
+        return time.perf_counter() - started
+    finally:
+        process.kill()
+        process.wait()
+        sock.unlink(missing_ok=True)
+
+
+def raw_config_file(binary: str, kernel: Path, workdir: Path) -> float:
+    sock, log, config = workdir / "cf.sock", workdir / "cf.log", workdir / "cf.json"
+    log.touch()
+    config.write_text(
+        json.dumps(
+            {
+                "boot-source": {"kernel_image_path": str(kernel), "boot_args": BOOT_ARGS},
+                "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
+                "drives": [],
+            }
+        )
+    )
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [binary, "--api-sock", str(sock), "--log-path", str(log), "--config-file", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        first_byte(process)
+        return time.perf_counter() - started
+    finally:
+        process.kill()
+        process.wait()
+        sock.unlink(missing_ok=True)
+
+
+def sdk_config(
+    binary: str, kernel: Path, workdir: Path, on_line: Callable[[str], None]
+) -> firec.Config:
+    return (
+        firec.Config.builder(None, kernel)
+        .kernel_args(BOOT_ARGS)
+        .firecracker_binary(binary)
+        .workdir(workdir / "vms")
+        .console(Console.callback(on_line))
+        .machine_cfg()
+        .mem_size_mib(64)
+        .build()
+        .build()
+    )
+
+
+def sdk(binary: str, kernel: Path, workdir: Path) -> float:
+    printed = threading.Event()
+    config = sdk_config(binary, kernel, workdir, lambda line: printed.set())
+    started = time.perf_counter()
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        if not printed.wait(10):
+            raise SystemExit("the guest printed nothing")
+        return time.perf_counter() - started
+
+
+async def concurrent_boots(
+    binary: str, kernel: Path, workdir: Path, count: int
+) -> tuple[float, int]:
+    loop = asyncio.get_running_loop()
+    booted = 0
+    all_booted = loop.create_future()
+
+    def on_line(line: str) -> None:
+        nonlocal booted
+        booted += 1
+        if booted == count and not all_booted.done():
+            all_booted.set_result(None)
+
+    configs = [
+        sdk_config(binary, kernel, workdir, on_line).replace(vm_id=f"bench-{i}")
+        for i in range(count)
+    ]
+    threads = threading.active_count()
+    started = time.perf_counter()
+    machines = await asyncio.gather(*(firec.AsyncMachine.create(c) for c in configs))
+    try:
+        await asyncio.gather(*(m.start() for m in machines))
+        await asyncio.wait_for(all_booted, 60)
+        elapsed = time.perf_counter() - started
+        extra_threads = threading.active_count() - threads
+    finally:
+        await asyncio.gather(*(m.delete() for m in machines))
+    return elapsed, extra_threads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--concurrent", type=int, default=50)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="firec-bb-"))
+    try:
+        binary, name = vmm_binary(workdir)
+        kernel = build_test_guest()
+        paths: dict[str, Callable[[str, Path, Path], float]] = {
+            "raw API (http.client)": raw_api,
+            "raw --config-file": raw_config_file,
+            "firec Machine": sdk,
+        }
+        timings: dict[str, list[float]] = {label: [] for label in paths}
+        for _ in range(args.rounds):  # interleaved, so drift hits every path alike
+            for label, run in paths.items():
+                timings[label].append(run(binary, kernel, workdir))
+        baseline = statistics.median(timings["raw API (http.client)"])
+        print(f"spawn -> InstanceStart -> first serial byte, {name}, median of {args.rounds}:")
+        for label, values in timings.items():
+            value = statistics.median(values)
+            ratio = value / baseline
+            note = ""
+            if label == "firec Machine":
+                note = "ok" if ratio <= TARGET else f"over the {TARGET}x target"
+            print(f"  {label:<24} {value * 1e3:8.2f} ms  {ratio:5.2f}x  {note}")
+        elapsed, extra = asyncio.run(concurrent_boots(binary, kernel, workdir, args.concurrent))
+        print(
+            f"{args.concurrent} concurrent boots from one AsyncMachine loop: "
+            f"{elapsed * 1e3:.0f} ms wall, {elapsed / args.concurrent * 1e3:.1f} ms per VM, "
+            f"{extra} extra threads"
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
