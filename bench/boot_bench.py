@@ -38,6 +38,7 @@ from firec.console import Console
 from firec.testing.guest import build_test_guest
 
 TARGET = 1.10
+HEADERS = {"Accept": "application/json"}
 BOOT_ARGS = "console=ttyS0"
 
 
