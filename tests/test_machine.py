@@ -215,6 +215,23 @@ def test_connect_to_a_running_vm(builder: firec.config.Builder) -> None:
         other.client.close()
 
 
+def test_connect_by_vm_id(vmm_binary: Path, guest_kernel: Path, short_tmp: Path) -> None:
+    config = (
+        Config.builder("connect-by-id", guest_kernel)
+        .firecracker_binary(vmm_binary)
+        .kernel_args("console=ttyS0")
+        .build()
+    )  # the default place, where connect looks
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        other = firec.Machine.connect("connect-by-id")
+        assert other.socket_path == machine.socket_path
+        assert other.state() is MachineState.RUNNING
+        other.client.close()
+    with pytest.raises(MachineError, match="no running microVM connect-by-id"):
+        firec.Machine.connect("connect-by-id")
+
+
 def test_wait_times_out_while_the_vm_runs(builder: firec.config.Builder) -> None:
     with firec.Machine.create(builder.kernel_args("console=ttyS0").build()) as machine:
         machine.start()

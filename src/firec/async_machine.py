@@ -49,7 +49,7 @@ from .errors import (
     TimeoutError,
     TransportError,
 )
-from .launch import Launch, api_calls, attached, cleanup, plan, prepare, spawn
+from .launch import Launch, api_calls, attached, cleanup, find_socket, plan, prepare, spawn
 from .logs import LogForwarder
 from .metrics import MetricsForwarder, MetricsSnapshot
 from .process import ExitStatus, VmmProcess, find_vmm_pid
@@ -125,24 +125,27 @@ class AsyncMachine:
     @classmethod
     async def connect(
         cls,
-        socket_path: str | os.PathLike[str],
+        target: str | os.PathLike[str],
         *,
         pid: int | None = None,
         timeout: float = READY_TIMEOUT,
     ) -> Self:
-        """Attach to a VMM that is already running, by its API socket.
+        """Attach to a VMM that is already running, by its API socket or its vm id.
 
-        ``pid`` is found from the process table when not given. The returned
-        machine can do everything but :meth:`delete` removes only the socket:
+        An id is looked up where firec puts sockets: ``<runtime dir>/<id>/``
+        for plain VMs, ``/srv/jailer/*/<id>/root/run/`` for jailed ones.
+        ``pid`` is found from the process table when not given. :meth:`delete`
+        on a connected machine stops the VMM but removes only its socket:
         firec did not make the rest.
         """
+        socket_path = find_socket(target)
         client = AsyncClient(socket_path, timeout=timeout)
         try:
             info = await client.get_instance_info()
         except FirecError:
             await client.aclose()
             raise
-        config = Config(vm_id=info.id, kernel_image=Path("/"), socket_path=Path(socket_path))
+        config = Config(vm_id=info.id, kernel_image=Path("/"), socket_path=socket_path)
         pid = pid or find_vmm_pid(os.fspath(socket_path))
         process = VmmProcess(pid) if pid is not None else None
         return cls(config, launch=attached(config), client=client, process=process)

@@ -20,12 +20,22 @@ from pathlib import Path
 from typing import IO, Any
 
 from . import models
-from .config import BootMethod, Config
+from .config import JAILED_SOCKET_PATH, BootMethod, Config, runtime_dir
 from .console import Console, ConsoleKind
 from .errors import ConfigError, MachineError
-from .jailer import Jail, cgroup_dirs, jailer_argv, remove_cgroups
+from .jailer import DEFAULT_CHROOT_BASE, Jail, cgroup_dirs, jailer_argv, remove_cgroups
 
-__all__ = ["Launch", "api_calls", "attached", "cleanup", "config_file", "plan", "prepare", "spawn"]
+__all__ = [
+    "Launch",
+    "api_calls",
+    "attached",
+    "cleanup",
+    "config_file",
+    "find_socket",
+    "plan",
+    "prepare",
+    "spawn",
+]
 
 CLONE_NEWNET = 0x40000000
 
@@ -160,6 +170,22 @@ def attached(config: Config) -> Launch:
         stderr_path=socket_path.parent / "firecracker.stderr",
         config_file_path=None,
         metadata_path=None,
+    )
+
+
+def find_socket(target: str | os.PathLike[str]) -> Path:
+    """The API socket of ``target``: a socket path, or the id of a VM firec started."""
+    path = Path(target)
+    if path.is_socket() or os.sep in os.fspath(target):
+        return path
+    candidates = [runtime_dir() / path.name / "firecracker.socket"]
+    candidates += sorted(DEFAULT_CHROOT_BASE.glob(f"*/{path.name}/root{JAILED_SOCKET_PATH}"))
+    for candidate in candidates:
+        if candidate.is_socket():
+            return candidate
+    raise MachineError(
+        f"no running microVM {path.name}: no API socket at "
+        + " or ".join(str(c) for c in candidates[:2])
     )
 
 
