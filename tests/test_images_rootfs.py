@@ -588,3 +588,10 @@ def test_layer_link_to_a_missing_member_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FirecError, match=r"names 'abc/layer\.tar', which the archive lacks"):
         build_rootfs(archive, tmp_path / "rootfs.ext4")
     assert not (tmp_path / "rootfs.ext4").exists()
+
+
+def test_host_errors_become_firec_errors(tmp_path: Path) -> None:
+    src = tmp_path / "root"
+    src.mkdir()
+    with pytest.raises(FirecError, match=r"building .*rootfs\.ext4 from .* failed: No such file"):
+        build_rootfs(src, tmp_path / "missing-dir" / "rootfs.ext4")

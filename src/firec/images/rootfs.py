@@ -130,6 +130,17 @@ def build_rootfs(
         raise FirecError(f"{out}: is a directory; give the image file's path")
 
     parent = out.parent if str(out.parent) else Path(".")
+    try:
+        _build(src, out, parent, mkfs, wanted_size, label)
+    except OSError as exc:  # the host's side: disk full, permissions, a missing directory
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise FirecError(f"building {out} from {src} failed: {exc.strerror or exc}{where}") from exc
+    return out
+
+
+def _build(
+    src: Path, out: Path, parent: Path, mkfs: Path, wanted_size: int | None, label: str | None
+) -> None:
     with contextlib.ExitStack() as cleanup:
         if src.is_dir() and not is_oci_layout_dir(src):
             tree_root = src
@@ -163,7 +174,6 @@ def build_rootfs(
         _apply_fixups(tmp, tree_root, fixups)
         os.chmod(tmp, 0o644)
         os.replace(tmp, out)
-    return out
 
 
 # -- sizing ---------------------------------------------------------------------------
