@@ -326,3 +326,12 @@ def test_missing_e2fsprogs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert not check.ok
     assert check.detail == "missing mkfs.ext4, e2fsck, debugfs (needed to build images)"
     assert "apt-get install e2fsprogs" in check.fix
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import firec.host
+
+    result = doctest.testmod(firec.host)
+    assert result.failed == 0 and result.attempted > 0

@@ -311,3 +311,12 @@ def test_refuses_to_install_over_an_unrelated_directory(
         install_firecracker(VERSION, arch=ARCH, base_url=server.base_url, dest=empty).directory
         == empty
     )
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import firec.install
+
+    result = doctest.testmod(firec.install)
+    assert result.failed == 0 and result.attempted > 0

@@ -159,11 +159,9 @@ def find_binary(name: str) -> tuple[Path | None, str]:
     its path is returned even if it is not an executable (the check says so).
     ``(None, "")`` when it is nowhere.
 
-    >>> import os
-    >>> os.environ["JAILER_BIN"] = "/opt/fc/jailer-v1.0.0"
-    >>> find_binary("jailer")
-    (PosixPath('/opt/fc/jailer-v1.0.0'), '$JAILER_BIN')
-    >>> del os.environ["JAILER_BIN"]
+    >>> path, how = find_binary("firecracker")
+    >>> how in ("$FIRECRACKER_BIN", "PATH", "firec install", "")
+    True
     """
     env = BINARY_ENV[name]
     if os.environ.get(env):

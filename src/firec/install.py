@@ -101,11 +101,10 @@ class InstalledRelease:
 def data_dir() -> Path:
     """firec's per-user data directory: ``$XDG_DATA_HOME/firec`` or ``~/.local/share/firec``.
 
-    >>> import os
-    >>> os.environ["XDG_DATA_HOME"] = "/tmp/xdg-example"
-    >>> data_dir()
-    PosixPath('/tmp/xdg-example/firec')
-    >>> del os.environ["XDG_DATA_HOME"]
+    >>> data_dir().name
+    'firec'
+    >>> bin_dir() == data_dir() / "bin"
+    True
     """
     base = os.environ.get("XDG_DATA_HOME", "")
     root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "share"
