@@ -28,6 +28,7 @@ Firecracker and a kernel)::
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import signal
@@ -172,7 +173,9 @@ class Machine:
         """Forward the log (when the caller chose where it goes) and the metrics."""
         launch, config = self._launch, self.config
         if config.log_path is not None or config.log_fifo is not None:
-            self._log = LogForwarder(logging.getLogger(f"firec.vmm.{self.vm_id}"))
+            # Firecracker logs local time; in a jail (no /etc/localtime) that is UTC
+            zone = datetime.UTC if launch.jail is not None else None
+            self._log = LogForwarder(logging.getLogger(f"firec.vmm.{self.vm_id}"), tz=zone)
             self._readers.append(LineReader(launch.log_path, self._log))
         if launch.metrics_path is not None:
             self._metrics = MetricsForwarder()
