@@ -1,1 +1,32 @@
-"""Test helpers for firec: a tiny guest kernel and a Firecracker emulator."""
+"""Test helpers for firec: a tiny guest kernel and a Firecracker emulator.
+
+* :mod:`firec.testing.guest`: firec's tiny test guest (built with the host's C compiler).
+* :class:`Emulator` (from :mod:`firec.testing.emulator`): a Firecracker stand-in
+  that needs no KVM, started on a private socket::
+
+      from firec.testing import Emulator
+
+      with Emulator(version="1.14") as emu:
+          ...  # talk to emu.socket_path
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from firec.testing.emulator._spawn import Emulator
+
+__all__ = ["Emulator", "guest"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Emulator":
+        from firec.testing.emulator._spawn import Emulator
+
+        return Emulator
+    if name == "guest":
+        import importlib
+
+        return importlib.import_module("firec.testing.guest")
+    raise AttributeError(name)

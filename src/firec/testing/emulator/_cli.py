@@ -726,6 +726,7 @@ class Process:
 
     def loop(self) -> NoReturn:
         while True:
+            self.check_exit()
             timeout = None
             if self.next_flush is not None:
                 timeout = max(0.0, self.next_flush - time.monotonic())

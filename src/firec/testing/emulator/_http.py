@@ -8,6 +8,7 @@ refused request whose body was not read poisons its connection, as in Firecracke
 
 from __future__ import annotations
 
+import errno
 import os
 import selectors
 import socket
@@ -73,10 +74,7 @@ class HttpServer:
         self.payload_limit = payload_limit
         self.methods = methods
         self.sel = selectors.DefaultSelector()
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen(64)
-        self.listener.setblocking(False)
+        self.listener = _listen(path)
         self.sel.register(self.listener, selectors.EVENT_READ, None)
         self.conns: dict[int, _Conn] = {}
 
@@ -202,10 +200,34 @@ class HttpServer:
         self.listener.close()
 
 
-def remove_stale(path: str) -> None:
-    """Nothing: Firecracker refuses an existing socket path instead of replacing it."""
-    del path
+def _listen(path: str) -> socket.socket:
+    """Bind and listen, then publish the socket at ``path`` atomically.
+
+    Clients wait for the socket file to appear; it must accept connections from
+    that moment on, so it is bound under a temporary name and hard-linked into
+    place (which fails with EADDRINUSE-like EEXIST if ``path`` exists).
+    Raises OSError (errno EADDRINUSE when ``path`` is taken).
+    """
+    tmp = f"{path}.{os.getpid()}.tmp"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if os.path.lexists(path):
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
+        direct = len(tmp.encode()) > 107
+        sock.bind(path if direct else tmp)
+        sock.listen(64)
+        if not direct:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)) from None
+            finally:
+                os.unlink(tmp)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
-__all__ += ["reply", "remove_stale"]
-_ = os
+__all__ += ["reply"]

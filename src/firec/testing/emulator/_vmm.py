@@ -312,6 +312,8 @@ class Vmm:
                     "number when SMT is enabled."
                 )
             if new["mem_size_mib"] == 0:
+                # 1.0-1.5 applied the vCPU settings before refusing the memory size.
+                self.machine.update(vcpu_count=vcpus, smt=new["smt"])
                 raise ActionError("The memory size (MiB) is invalid.")
         if self.balloon is not None and new["mem_size_mib"] < self.balloon["amount_mib"]:
             raise self._err(
