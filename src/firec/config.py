@@ -170,13 +170,13 @@ class Config:
     def exec_file(self) -> Path:
         """The Firecracker executable (the jailer's ``--exec-file`` when jailed)."""
         explicit = self.jailer.exec_file if self.jailer else None
-        return resolve_binary(explicit or self.firecracker_binary, "FIRECRACKER_BIN", "firecracker")
+        return resolve_binary(explicit or self.firecracker_binary, "firecracker")
 
     @property
     def jailer_binary(self) -> Path:
         """The jailer executable."""
         explicit = self.jailer.jailer_binary if self.jailer else None
-        return resolve_binary(explicit, "JAILER_BIN", "jailer")
+        return resolve_binary(explicit, "jailer")
 
     @property
     def vm_dir(self) -> Path:

@@ -149,21 +149,21 @@ def _numa_cpus_path(node: int) -> Path:
     return Path(f"/sys/devices/system/node/node{node}/cpulist")
 
 
-def resolve_binary(explicit: Path | None, env: str, name: str) -> Path:
-    """``explicit``, else ``$env``, else ``name`` on ``PATH``; refused when none exists."""
-    if explicit is not None:
-        candidate = explicit
-    elif os.environ.get(env):
-        candidate = Path(os.environ[env])
-    else:
-        found = shutil.which(name)
-        if found is None:
-            raise ConfigError(
-                name,
-                f"no {name} binary: pass its path, set {env}, or put {name} on PATH "
-                "(`firec install` fetches a release)",
-            )
-        candidate = Path(found)
+def resolve_binary(explicit: Path | None, name: str) -> Path:
+    """``explicit``, else where :func:`firec.host.find_binary` finds ``name``.
+
+    That is ``$FIRECRACKER_BIN`` / ``$JAILER_BIN``, then ``PATH``, then what
+    ``firec install`` installed. Refused when it is nowhere or not executable.
+    """
+    from .host import BINARY_ENV, find_binary
+
+    candidate = explicit if explicit is not None else find_binary(name)[0]
+    if candidate is None:
+        raise ConfigError(
+            name,
+            f"no {name} binary: pass its path, set {BINARY_ENV[name]}, put {name} on PATH, "
+            "or run `firec install`",
+        )
     if not os.access(candidate, os.X_OK) or not candidate.is_file():
         raise ConfigError(name, f"{candidate} is not an executable file")
     return candidate
