@@ -24,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
@@ -125,12 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                 fn.teardown_network(vm, state_dir=state)
                 teardowns.append(time.perf_counter() - start)
         finally:
-            cleanup: list[Callable[[], object]] = [
-                lambda vm=vm: fn.teardown_network(vm, state_dir=state) for vm in vm_ids
-            ]
-            for step in cleanup:
+            for vm in vm_ids:  # after an error: remove what is left
                 try:
-                    step()
+                    fn.teardown_network(vm, state_dir=state)
                 except Exception as exc:  # keep cleaning
                     print(f"cleanup: {exc}", file=sys.stderr)
             for vm in vm_ids:

@@ -223,7 +223,9 @@ class NatTable:
 
     # -- running nft -------------------------------------------------------------------------
 
-    def _nft(self, args: Sequence[str], script: str | None = None) -> str:
+    def _nft(
+        self, args: Sequence[str], script: str | None = None, *, missing_ok: bool = False
+    ) -> str | None:
         binary = shutil.which("nft") or "/usr/sbin/nft"
         if not os.path.exists(binary):
             raise NetworkError("nft not found: install the nftables package")
@@ -236,8 +238,10 @@ class NatTable:
 
         done = run_in_netns(self.netns, run)
         if done.returncode != 0:
-            where = "" if self.netns is None else f" in network namespace {self.netns!r}"
             detail = done.stderr.strip() or done.stdout.strip()
+            if missing_ok and "No such file or directory" in detail:
+                return None
+            where = "" if self.netns is None else f" in network namespace {self.netns!r}"
             raise NetworkError(f"nft {' '.join(args)} failed{where}: {detail}")
         return done.stdout
 
@@ -246,15 +250,10 @@ class NatTable:
 
     def state(self) -> dict[str, Any] | None:
         """The table as ``nft -j`` lists it, or ``None`` when it does not exist."""
-        out = self._nft(["-j", "list", "tables", FAMILY])
-        tables = [
-            item["table"]["name"]
-            for item in json.loads(out or '{"nftables": []}')["nftables"]
-            if "table" in item
-        ]
-        if TABLE not in tables:
+        out = self._nft(["-j", "list", "table", FAMILY, TABLE], missing_ok=True)
+        if out is None:
             return None
-        data: dict[str, Any] = json.loads(self._nft(["-j", "list", "table", FAMILY, TABLE]))
+        data: dict[str, Any] = json.loads(out)
         return data
 
     def exists(self) -> bool:

@@ -263,13 +263,13 @@ class _Record:
         self.write()
 
     def write(self) -> None:
+        # replaced atomically, not fsynced: what it records (links, namespaces, rules)
+        # does not survive a power loss either, only a crash of this process
         text = json.dumps(self.data, indent=2, sort_keys=True) + "\n"
         fd, tmp = tempfile.mkstemp(prefix=".net-", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w") as out:
                 out.write(text)
-                out.flush()
-                os.fsync(out.fileno())
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
