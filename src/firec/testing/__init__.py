@@ -12,12 +12,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from firec.testing.emulator._spawn import Emulator
 
-__all__ = ["Emulator", "guest"]
+__all__ = ["Emulator", "emulator_binary", "guest"]
+
+
+def emulator_binary() -> Path:
+    """The path of an executable that runs firec's Firecracker emulator (see :mod:`.binaries`)."""
+    from firec.testing.binaries import emulator_binary as find
+
+    return find()
 
 
 def __getattr__(name: str) -> Any:
