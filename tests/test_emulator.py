@@ -216,12 +216,12 @@ def test_boot_guest_output_and_state_transitions(spawn, kernel):  # type: ignore
 def test_guest_exit_stops_firecracker_with_status_0(spawn, kernel):  # type: ignore[no-untyped-def]
     vmm = spawn(*QUIET)
     boot(vmm, kernel, "firec.echo=bye firec.exit")
-    assert vmm.proc.wait(10) == 0
+    assert vmm.proc.wait(10) == 0, vmm.output
     assert "firec-guest: echo bye\n" in vmm.output
     assert os.path.exists(vmm.sock), "Firecracker leaves its socket file behind"
     vmm = spawn()
     boot(vmm, kernel, "firec.exit")
-    assert vmm.proc.wait(10) == 0
+    assert vmm.proc.wait(10) == 0, vmm.output
     if MODERN:
         assert vmm.output.rstrip().endswith("Firecracker exiting successfully. exit_code=0")
 
@@ -305,7 +305,7 @@ def test_bad_flag_and_version(spawn):  # type: ignore[no-untyped-def]
     assert vmm.proc.wait(10) == 153
     assert "Found argument 'bogus' which wasn't expected" in vmm.output
     vmm = spawn("--version", api=False)
-    assert vmm.proc.wait(10) == 0
+    assert vmm.proc.wait(10) == 0, vmm.output
     assert vmm.out.read_text().startswith(f"Firecracker v1.{MINOR}.")
 
 
@@ -318,7 +318,7 @@ def test_config_file_boot(spawn, kernel, tmp_path):  # type: ignore[no-untyped-d
     }
     good.write_text(json.dumps(cfg))
     vmm = spawn("--no-api", "--config-file", str(good), *QUIET, api=False)
-    assert vmm.proc.wait(10) == 0
+    assert vmm.proc.wait(10) == 0, vmm.output
     assert "firec-guest: echo cfg\n" in vmm.output
     del cfg["drives"]
     bad = tmp_path / "bad.json"

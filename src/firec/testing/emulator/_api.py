@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._serde import SerdeError, Struct, from_text
 from ._schema import schema
+from ._serde import SerdeError, Struct, from_text
 from ._vmm import NOT_STARTED, PAUSED, POSTBOOT_ONLY, PREBOOT_ONLY, ActionError, Vmm
 
 __all__ = ["Response", "dispatch"]

@@ -15,8 +15,8 @@ from ._http import HttpServer, Request, reply
 from ._log import LEVELS, Logger
 from ._metrics import FLUSH_PERIOD_S, Metrics
 from ._release import Release, parse_release
-from ._serde import SerdeError, from_text
 from ._schema import schema
+from ._serde import SerdeError, from_text
 from ._vmm import ActionError, Vmm
 
 __all__ = ["main"]
@@ -417,7 +417,8 @@ class Process:
                     _Fatal(
                         "Could not initialize metrics: Cannot initialize the metrics system due "
                         f"to bad user input: {os.strerror(exc.errno or 0)} (os error {exc.errno})",
-                        f'MetricsInitialization(InitializationFailure("{os.strerror(exc.errno or 0)} '
+                        "MetricsInitialization(InitializationFailure("
+                        f'"{os.strerror(exc.errno or 0)} '
                         f'(os error {exc.errno})"))',
                         1,
                     )
@@ -593,7 +594,9 @@ class Process:
         try:
             cfg = from_text(config_json, s.vmm_config)
         except SerdeError as err:
-            text = f"Configuration for VMM from one single json failed: Invalid JSON: {err.render(config_json)}"
+            text = "Configuration for VMM from one single json failed: Invalid JSON: " + err.render(
+                config_json
+            )
             self._config_failed(where, text, debug_where)
         try:
             self.apply_config(cfg)

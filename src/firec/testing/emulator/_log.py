@@ -109,7 +109,10 @@ class Logger:
         module: str = "vmm",
         force: bool = False,
     ) -> None:
-        """Write one line if ``level`` passes the filter (``force``: Firecracker's *_unrestricted)."""
+        """Write one line if ``level`` passes the filter.
+
+        ``force`` is Firecracker's ``*_unrestricted`` macros: written whatever the level.
+        """
         lvl = LEVELS[level]
         if not force and not self.enabled(lvl):
             return

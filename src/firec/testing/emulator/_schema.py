@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from ._release import Release
 from ._serde import (
@@ -132,7 +132,7 @@ class Schema:
     mmds_value: Any_
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema(rel: Release) -> Schema:
     """The structs of ``rel``."""
     m = rel.minor

@@ -10,6 +10,7 @@ and position real Firecracker reports.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import json.decoder
 from collections.abc import Callable, Sequence
@@ -32,6 +33,9 @@ __all__ = [
     "from_text",
     "parse_any",
 ]
+
+
+_scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
 
 class SerdeError(Exception):
@@ -98,7 +102,7 @@ def _parse_string(r: Reader) -> str:
     """Parse a string whose opening quote is the next character."""
     start = r.i
     try:
-        value, end = json.decoder.scanstring(r.s, start + 1)
+        value, end = _scanstring(r.s, start + 1)
     except json.JSONDecodeError as exc:
         if exc.msg.startswith("Unterminated"):
             r.i = len(r.s)
@@ -592,10 +596,8 @@ def _copy(value: Any) -> Any:
 
 def _try_end(r: Reader, end: Callable[[Reader], None]) -> None:
     """serde_json runs end_map/end_seq even after a failure; only its consumption matters."""
-    try:
+    with contextlib.suppress(SerdeError):
         end(r)
-    except SerdeError:
-        pass
 
 
 def _one_of(names: Sequence[str]) -> str:

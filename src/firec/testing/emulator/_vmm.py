@@ -331,12 +331,12 @@ class Vmm:
         drive = dict(cfg)
         drive.pop("__present__", None)
         path = drive.get("path_on_host")
-        if self.rel.at_least(6):
-            if (path is None) == (drive.get("socket") is None) or drive.get("socket") is not None:
-                raise self._err(
-                    "Drive config error",
-                    "Unable to create the virtio block device: Invalid block config.",
-                )
+        if self.rel.at_least(6) and (path is None or drive.get("socket") is not None):
+            # vhost-user drives (``socket``) need a vhost-user backend the emulator lacks.
+            raise self._err(
+                "Drive config error",
+                "Unable to create the virtio block device: Invalid block config.",
+            )
         existing = next(
             (i for i, d in enumerate(self.drives) if d["drive_id"] == cfg["drive_id"]), None
         )
