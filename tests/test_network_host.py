@@ -432,6 +432,56 @@ def test_bridged_and_plain_taps(world: World) -> None:
     assert links_in(world.host) == {"lo", "up0", "fctbr0"}
 
 
+def test_clones_keep_their_guest_address_side_by_side(world: World) -> None:
+    # two clones of one snapshot: same guest address and MAC, each with its own lease
+    mac = fn.derive_mac("the-original", "eth0")
+    clones = [
+        world.setup(
+            [
+                fn.Interface(
+                    "eth0",
+                    "tap0",
+                    guest_mac=mac,
+                    network=fn.RoutedNetwork(
+                        SUBNET,
+                        guest_address="10.77.0.2",
+                        port_forwards=(fn.PortForward(8080 + n, 80),),
+                    ),
+                )
+            ]
+        )
+        for n in range(2)
+    ]
+    guests = []
+    for clone in clones:
+        attached = clone.interfaces[0]
+        assert attached.guest is not None
+        assert attached.guest.kernel_ip_arg() == "ip=10.77.0.2::10.77.0.1:255.255.255.0::eth0:off"
+        assert attached.interface.guest_mac == mac
+        guests.append(world.guest(clone))
+    leases = sorted(str(lease.address) for lease in LeaseStore(world.state_dir, SUBNET).leases())
+    assert leases == ["10.77.0.2", "10.77.0.3"]  # both clones' own addresses, outside
+    server = TCPServer(world.outside, str(OUTSIDE.ip), 5000)
+    services = [TCPServer(g, "0.0.0.0", 80, tag=f"clone{n}") for n, g in enumerate(guests)]
+    try:
+        for n, guest in enumerate(guests):
+            assert ping(guest, str(OUTSIDE.ip))
+            assert tcp_hello(guest, str(OUTSIDE.ip), 5000) == f"hello {UPLINK.ip}"
+            reply = tcp_hello(world.outside, str(UPLINK.ip), 8080 + n)
+            assert reply == f"hello {OUTSIDE.ip} clone{n}"
+    finally:
+        server.close()
+        for service in services:
+            service.close()
+    for clone in clones:
+        clone.teardown()
+    assert links_in(world.host) == {"lo", "up0"}
+    assert NatTable(netns=world.host, lock_dir=world.state_dir).state() is None
+    with pytest.raises(ConfigError, match="needs the VM's namespace"):
+        plan = fn.RoutedNetwork(SUBNET, guest_address="10.77.0.9")
+        world.setup([fn.Interface("eth0", "fcttap9", network=plan)], netns=False)
+
+
 def test_teardown_works_from_another_process(world: World) -> None:
     net = world.setup([_routed(port_forwards=(fn.PortForward(2222, 22),))])
     code = (

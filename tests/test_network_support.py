@@ -200,9 +200,11 @@ def ping(ns: str, address: str, *, timeout: float = 3.0, count: int = 3) -> bool
 
 
 class TCPServer:
-    """A TCP server in a namespace: answers each connection with ``hello <peer ip>``."""
+    """A TCP server in a namespace: answers each connection with ``hello <peer ip>[ <tag>]``."""
 
-    def __init__(self, ns: str, address: str, port: int) -> None:
+    def __init__(self, ns: str, address: str, port: int, tag: str = "") -> None:
+        self.tag = f" {tag}" if tag else ""
+
         def make() -> socket.socket:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -223,7 +225,7 @@ class TCPServer:
                 return
             with conn:
                 self.peers.append(peer[0])
-                conn.sendall(f"hello {peer[0]}".encode())
+                conn.sendall(f"hello {peer[0]}{self.tag}".encode())
 
     def close(self) -> None:
         """Stop serving."""

@@ -102,6 +102,13 @@ class RoutedNetwork:
     ``None``; nothing but replies when empty). Host ports in ``port_forwards``
     reach the guest. IPv4 only.
 
+    Clones: a VM restored from a snapshot keeps the address (and MAC) of the VM
+    the snapshot was taken from. Give that address as ``guest_address`` (and
+    the original ``guest_mac`` to the :class:`Interface`): firec then leases a
+    fresh address as usual and translates between the two inside the clone's
+    own namespace (1:1 NAT), so any number of clones of one snapshot run side
+    by side, each reachable at its own leased address.
+
     Attributes:
         subnet: the subnet leases come from (CIDR; at most /30).
         address: a specific guest address to lease.
@@ -111,6 +118,8 @@ class RoutedNetwork:
         port_forwards: host ports forwarded to the guest.
         egress_allow: CIDRs the guest may connect to (``None``: anywhere).
         mtu: MTU of the tap (and of the guest, through MMDS).
+        guest_address: the address the guest itself uses, when it is not its
+            lease (a clone); needs the VM's namespace.
     """
 
     subnet: str | IPv4Network
@@ -121,12 +130,11 @@ class RoutedNetwork:
     port_forwards: Sequence[PortForward] = ()
     egress_allow: Sequence[str | IPv4Network] | None = None
     mtu: int | None = None
+    guest_address: str | IPv4Address | None = None
 
     def __post_init__(self) -> None:
         net = parse_subnet(self.subnet)
         object.__setattr__(self, "subnet", net)
-        if self.address is not None:
-            object.__setattr__(self, "address", parse_address(self.address, "address"))
         if self.gateway is not None:
             object.__setattr__(self, "gateway", parse_address(self.gateway, "gateway"))
         object.__setattr__(self, "nameservers", _parse_nameservers(self.nameservers))
@@ -141,6 +149,21 @@ class RoutedNetwork:
             raise ConfigError("masquerade", f"{self.masquerade!r} is not a bool")
         if self.mtu is not None and not (isinstance(self.mtu, int) and 68 <= self.mtu <= 65535):
             raise ConfigError("mtu", f"{self.mtu!r} is not an MTU between 68 and 65535")
+        gateway = self.gateway_address or net.network_address + 1
+        for name in ("address", "guest_address"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            value = parse_address(value, name)
+            object.__setattr__(self, name, value)
+            if value not in net:
+                raise ConfigError(name, f"{value} is not in subnet {net}")
+            if value in (net.network_address, net.broadcast_address):
+                raise ConfigError(name, f"{value} is the network or broadcast address of {net}")
+            if value == gateway:
+                raise ConfigError(name, f"{value} is the gateway of {net}")
+        if gateway not in net or gateway in (net.network_address, net.broadcast_address):
+            raise ConfigError("gateway", f"{gateway} is not a host address of subnet {net}")
 
     @property
     def network(self) -> IPv4Network:
@@ -151,6 +174,13 @@ class RoutedNetwork:
     def wanted_address(self) -> IPv4Address | None:
         """``address`` as an :class:`~ipaddress.IPv4Address`."""
         return None if self.address is None else parse_address(self.address, "address")
+
+    @property
+    def inner_address(self) -> IPv4Address | None:
+        """``guest_address`` as an :class:`~ipaddress.IPv4Address`."""
+        if self.guest_address is None:
+            return None
+        return parse_address(self.guest_address, "guest_address")
 
     @property
     def gateway_address(self) -> IPv4Address | None:

@@ -77,6 +77,8 @@ __all__ = [
     "NatTable",
     "PortForward",
     "VMRules",
+    "add_clone_nat",
+    "run_nft",
     "uplinks_without_forwarding",
 ]
 
@@ -203,6 +205,40 @@ def _q(name: str) -> str:
     return json.dumps(name)
 
 
+def run_nft(
+    args: Sequence[str],
+    script: str | None = None,
+    *,
+    netns: str | None = None,
+    missing_ok: bool = False,
+) -> str | None:
+    """Run ``nft args`` (``script`` on stdin) in ``netns``; return its output.
+
+    Returns ``None`` when ``missing_ok`` and nft says the object does not exist.
+
+    Raises:
+        NetworkError: nft is missing, or failed (with its message).
+    """
+    binary = shutil.which("nft") or "/usr/sbin/nft"
+    if not os.path.exists(binary):
+        raise NetworkError("nft not found: install the nftables package")
+    cmd = [binary, *args]
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cmd, input=script, capture_output=True, text=True, check=False, timeout=30
+        )
+
+    done = run_in_netns(netns, run)
+    if done.returncode != 0:
+        detail = done.stderr.strip() or done.stdout.strip()
+        if missing_ok and "No such file or directory" in detail:
+            return None
+        where = "" if netns is None else f" in network namespace {netns!r}"
+        raise NetworkError(f"nft {' '.join(args)} failed{where}: {detail}")
+    return done.stdout
+
+
 class NatTable:
     """The firec table in one network namespace.
 
@@ -226,24 +262,7 @@ class NatTable:
     def _nft(
         self, args: Sequence[str], script: str | None = None, *, missing_ok: bool = False
     ) -> str | None:
-        binary = shutil.which("nft") or "/usr/sbin/nft"
-        if not os.path.exists(binary):
-            raise NetworkError("nft not found: install the nftables package")
-        cmd = [binary, *args]
-
-        def run() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                cmd, input=script, capture_output=True, text=True, check=False, timeout=30
-            )
-
-        done = run_in_netns(self.netns, run)
-        if done.returncode != 0:
-            detail = done.stderr.strip() or done.stdout.strip()
-            if missing_ok and "No such file or directory" in detail:
-                return None
-            where = "" if self.netns is None else f" in network namespace {self.netns!r}"
-            raise NetworkError(f"nft {' '.join(args)} failed{where}: {detail}")
-        return done.stdout
+        return run_nft(args, script, netns=self.netns, missing_ok=missing_ok)
 
     def _apply(self, script: str) -> None:
         self._nft(["-f", "-"], script + "\n")
@@ -421,3 +440,31 @@ def uplinks_without_forwarding(netns: str | None = None) -> list[str]:
         return [u for u in uplinks if read_sysctl(f"net/ipv4/conf/{u}/forwarding") != "1"]
 
     return run_in_netns(netns, scan)
+
+
+def add_clone_nat(
+    netns: str, uplink: str, pairs: Sequence[tuple[IPv4Address, IPv4Address]]
+) -> None:
+    """Translate 1:1 between each ``(outside, inside)`` address pair in a VM's namespace.
+
+    Traffic arriving on ``uplink`` for ``outside`` goes to ``inside``; traffic
+    from ``inside`` leaving through ``uplink`` comes from ``outside``. It lets
+    clones of one snapshot keep the guest address baked into them while each
+    is reached at its own leased address. The rules live in ``table ip firec``
+    of the VM's own namespace and go away with it.
+    """
+    t = "ip firec"
+    lines = [
+        f"add table {t}",
+        f"add chain {t} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}",
+        f"add chain {t} postrouting {{ type nat hook postrouting priority srcnat; "
+        "policy accept; }",
+    ]
+    for outside, inside in pairs:
+        lines.append(
+            f"add rule {t} prerouting iifname {_q(uplink)} ip daddr {outside} dnat to {inside}"
+        )
+        lines.append(
+            f"add rule {t} postrouting oifname {_q(uplink)} ip saddr {inside} snat to {outside}"
+        )
+    run_nft(["-f", "-"], "\n".join(lines) + "\n", netns=netns)

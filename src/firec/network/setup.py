@@ -457,8 +457,20 @@ def _make_plan(
                     f"interfaces[{i}].guest_mac",
                     "with CNI the guest uses the MAC of the CNI interface; leave guest_mac unset",
                 )
+        if isinstance(plan, RoutedNetwork) and plan.guest_address is not None and not netns:
+            raise ConfigError(
+                f"interfaces[{i}].network.guest_address",
+                "translating a guest address needs the VM's namespace (netns=True)",
+            )
         if netns and nic.host_dev_name == NS_UPLINK:
             raise ConfigError(f"interfaces[{i}].host_dev_name", f"{NS_UPLINK!r} is reserved")
+    inner = [
+        n.network.inner_address
+        for n in nics
+        if isinstance(n.network, RoutedNetwork) and n.network.inner_address is not None
+    ]
+    if len(set(inner)) != len(inner):
+        raise ConfigError("interfaces.network.guest_address", "used by several interfaces")
     for name, value in (("uid", uid), ("gid", gid)):
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ConfigError(name, f"{value!r} is not a uid/gid (a non-negative integer)")
@@ -666,6 +678,16 @@ def _build(plan: _Plan, record: _Record) -> tuple[AttachedInterface, ...]:
         device = f"eth{i}"
         attached.append(_attach(plan, record, i, nic, device, leased.get(i)))
 
+    # clones: the guest's own address <-> its lease, inside its namespace
+    pairs = [
+        (leased[i][0].ip, r.inner_address)
+        for i, _, r in plan.routed
+        if r.inner_address is not None and r.inner_address != leased[i][0].ip
+    ]
+    if pairs:
+        assert plan.netns is not None
+        _nat.add_clone_nat(plan.netns, NS_UPLINK, pairs)
+
     # 5. nft rules
     if plan.routed:
         rules = _nft_rules(plan, [(r, leased[i][0].ip) for i, _, r in plan.routed])
@@ -761,7 +783,9 @@ def _attach(
 
     if isinstance(network, RoutedNetwork):
         assert lease is not None
-        address, gateway = lease
+        leased, gateway = lease
+        inner = network.inner_address
+        address = leased if inner is None else IPv4Interface(f"{inner}/{leased.network.prefixlen}")
         _tap.create_tap(
             nic.host_dev_name,
             netns=tap_ns,
