@@ -482,6 +482,20 @@ def test_clones_keep_their_guest_address_side_by_side(world: World) -> None:
         world.setup([fn.Interface("eth0", "fcttap9", network=plan)], netns=False)
 
 
+def test_reclaim_frees_leases_of_vms_without_a_record(world: World) -> None:
+    net = world.setup([_routed()])
+    # a crashed process leased an address and never recorded a network for it
+    LeaseStore(world.state_dir, SUBNET).allocate("fct-crashed/eth0")
+    LeaseStore(world.state_dir, "10.60.0.0/24").allocate("fct-crashed2/eth0")
+    freed = fn.reclaim_leases(world.state_dir)
+    assert sorted(lease.owner for lease in freed) == ["fct-crashed/eth0", "fct-crashed2/eth0"]
+    assert [lease.owner for lease in LeaseStore(world.state_dir, SUBNET).leases()] == [
+        f"{net.vm_id}/eth0"
+    ]
+    assert fn.reclaim_leases(world.state_dir, lambda lease: False)[0].owner == f"{net.vm_id}/eth0"
+    net.teardown()  # releasing an already reclaimed lease is fine
+
+
 def test_teardown_works_from_another_process(world: World) -> None:
     net = world.setup([_routed(port_forwards=(fn.PortForward(2222, 22),))])
     code = (

@@ -42,6 +42,7 @@ from firec.network.nat import PortForward
 from firec.network.setup import (
     AttachedInterface,
     VMNetwork,
+    reclaim_leases,
     setup_network,
     teardown_network,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "RoutedNetwork",
     "VMNetwork",
     "derive_mac",
+    "reclaim_leases",
     "setup_network",
     "teardown_network",
 ]

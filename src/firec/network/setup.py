@@ -67,7 +67,7 @@ from firec.network._netlink import netlink
 from firec.network._sysctl import write_sysctl
 from firec.network.guest_ip import GuestIPConfig, validate_hostname
 from firec.network.interface import BridgedNetwork, CNINetwork, Interface, RoutedNetwork
-from firec.network.leases import LeaseStore
+from firec.network.leases import Lease, LeaseStore
 from firec.network.mac import derive_mac
 
 __all__ = [
@@ -77,6 +77,7 @@ __all__ = [
     "VMNetwork",
     "host_link_name",
     "netns_name",
+    "reclaim_leases",
     "record_path",
     "setup_network",
     "teardown_network",
@@ -367,6 +368,38 @@ def teardown_network(vm_id: str, *, state_dir: str | os.PathLike[str]) -> bool:
         return False
     _undo(record, Path(state_dir))
     return True
+
+
+def reclaim_leases(
+    state_dir: str | os.PathLike[str], is_alive: Callable[[Lease], bool] | None = None
+) -> list[Lease]:
+    """Free the leases of every subnet whose VM is gone; return them.
+
+    By default a lease is alive while its VM has a network record (set-up
+    writes it before leasing, teardown removes it after releasing), so this
+    frees what a crashed process leased without recording. Pass ``is_alive``
+    to decide otherwise (e.g. whether the VM's process still runs); it gets
+    each :class:`~firec.network.leases.Lease` (``owner`` is
+    ``"<vm_id>/<iface_id>"``).
+    """
+    root = Path(state_dir)
+
+    def has_record(lease: Lease) -> bool:
+        vm_id = lease.owner.split("/", 1)[0]
+        try:
+            return record_path(root, vm_id).exists()
+        except ConfigError:
+            return False  # not a firec VM id: not one of ours to keep
+
+    check = is_alive or has_record
+    freed: list[Lease] = []
+    for path in sorted((root / "leases").glob("*.json")):
+        try:
+            subnet = json.loads(path.read_text())["subnet"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise NetworkError(f"could not read lease file {path}: {exc}") from exc
+        freed += LeaseStore(root, subnet).reclaim(check)
+    return freed
 
 
 # -- planning and checks ------------------------------------------------------------------------
