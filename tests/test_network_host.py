@@ -545,6 +545,15 @@ def test_refusals_change_nothing(world: World) -> None:
             "netns=False",
         ),
         ([_routed(), _routed()], {}, ConfigError, "used by several interfaces"),
+        (
+            [
+                _routed(),
+                fn.Interface("eth1", "tap1", network=fn.RoutedNetwork(SUBNET, masquerade=False)),
+            ],
+            {},
+            ConfigError,
+            "agree on masquerade",
+        ),
         ([_routed()], {"host_netns": "fct-no-such-ns"}, NetworkError, "does not exist"),
         ([_routed()], {"hostname": "no_underscores"}, ConfigError, "host name"),
     ]

@@ -300,12 +300,12 @@ class NatTable:
                 f"nft chain {rules.chain} already exists in table {FAMILY} {TABLE}; the VM's "
                 "previous network was not torn down"
             )
-        for fwd, guest in rules.port_forwards:
+        for fwd, _ in rules.port_forwards:
             taken = view.ports.get((fwd.protocol, fwd.host_port))
             if taken is not None:
                 raise NetworkError(
                     f"host {fwd.protocol} port {fwd.host_port} is already forwarded to "
-                    f"{taken[0]}:{taken[1]}; choose another host port for {guest}"
+                    f"{taken[0]}:{taken[1]} (another VM); choose another host port"
                 )
         for link in rules.links:
             if link in view.links:

@@ -15,7 +15,9 @@ values and does everything their plans ask for:
 5. creates each tap, owned by ``uid``/``gid``, in the namespace (routed: with
    the gateway address and a route to the guest; CNI: after the plugins' ADD,
    coupled to their interface; bridged: on the host, in the bridge);
-6. adds the VM's nft rules (:mod:`~firec.network.nat`).
+6. for clones (``RoutedNetwork.guest_address``), translates between the
+   guest's own address and its lease inside the namespace;
+7. adds the VM's nft rules (:mod:`~firec.network.nat`).
 
 Each step is written to a record (``<state_dir>/networks/<vm_id>.json``)
 as it is taken. If a step fails, everything done so far is undone in reverse
@@ -438,9 +440,6 @@ class _Plan:
     def store(self, plan: RoutedNetwork) -> LeaseStore:
         return LeaseStore(self.state_dir, plan.network, gateway=plan.gateway_address)
 
-    def needs_nft(self) -> bool:
-        return bool(self.routed)
-
 
 def _make_plan(
     vm_id: str,
@@ -497,6 +496,12 @@ def _make_plan(
             )
         if netns and nic.host_dev_name == NS_UPLINK:
             raise ConfigError(f"interfaces[{i}].host_dev_name", f"{NS_UPLINK!r} is reserved")
+    if len({n.network.masquerade for n in nics if isinstance(n.network, RoutedNetwork)}) > 1:
+        raise ConfigError(
+            "interfaces.network.masquerade",
+            "the routed interfaces of one VM share its link to the host: they must agree on "
+            "masquerade",
+        )
     inner = [
         n.network.inner_address
         for n in nics
@@ -607,7 +612,7 @@ def _nft_rules(plan: _Plan, guests: Sequence[tuple[RoutedNetwork, IPv4Address]])
         key=plan.key,
         links=links,
         guests=tuple(_nat.GuestRule(address, routed.allow) for routed, address in guests),
-        masquerade=any(routed.masquerade for routed, _ in guests),
+        masquerade=all(routed.masquerade for routed, _ in guests),
         port_forwards=tuple(
             (fwd, address) for routed, address in guests for fwd in routed.port_forwards
         ),
@@ -705,13 +710,13 @@ def _build(plan: _Plan, record: _Record) -> tuple[AttachedInterface, ...]:
     if plan.uplink is not None and plan.netns is not None:
         _link_namespace(plan, record, [leased[i][0].ip for i, _, _ in plan.routed])
 
-    # 4. taps
+    # 4.-5. taps
     attached: list[AttachedInterface] = []
     for i, nic in enumerate(plan.interfaces):
         device = f"eth{i}"
-        attached.append(_attach(plan, record, i, nic, device, leased.get(i)))
+        attached.append(_attach(plan, record, nic, device, leased.get(i)))
 
-    # clones: the guest's own address <-> its lease, inside its namespace
+    # 6. clones: the guest's own address <-> its lease, inside its namespace
     pairs = [
         (leased[i][0].ip, r.inner_address)
         for i, _, r in plan.routed
@@ -721,7 +726,7 @@ def _build(plan: _Plan, record: _Record) -> tuple[AttachedInterface, ...]:
         assert plan.netns is not None
         _nat.add_clone_nat(plan.netns, NS_UPLINK, pairs)
 
-    # 5. nft rules
+    # 7. nft rules
     if plan.routed:
         rules = _nft_rules(plan, [(r, leased[i][0].ip) for i, _, r in plan.routed])
         # recorded first: removal only touches this VM's chain, links and leased addresses
@@ -771,7 +776,6 @@ def _link_namespace(plan: _Plan, record: _Record, guests: Sequence[IPv4Address])
 def _attach(
     plan: _Plan,
     record: _Record,
-    index: int,
     nic: Interface,
     device: str,
     lease: tuple[IPv4Interface, IPv4Address] | None,
