@@ -34,20 +34,45 @@ Models of every API body: :mod:`firec.models`. Versions: :mod:`firec.versions`.
 
 from __future__ import annotations
 
-from firec import errors, models, versions
-from firec.async_client import AsyncClient
-from firec.async_machine import AsyncMachine
-from firec.client import Client
-from firec.config import BootMethod, Builder, Config
-from firec.console import Console
-from firec.errors import APIError, FirecError
-from firec.jailer import JailerConfig, JailerMode
-from firec.machine import Machine
-from firec.process import ExitStatus
-from firec.state import MachineState
-from firec.versions import Version
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from firec import errors, models, versions
+    from firec.async_client import AsyncClient
+    from firec.async_machine import AsyncMachine
+    from firec.client import Client
+    from firec.config import BootMethod, Builder, Config
+    from firec.console import Console
+    from firec.errors import APIError, FirecError
+    from firec.jailer import JailerConfig, JailerMode
+    from firec.machine import Machine
+    from firec.process import ExitStatus
+    from firec.state import MachineState
+    from firec.versions import Version
 
 __version__ = "0.1.0"
+
+# Names are imported on first use: `import firec` stays cheap for programs
+# (the emulator, the CLI) that need only a corner of it.
+_HOMES = {
+    "APIError": "firec.errors",
+    "AsyncClient": "firec.async_client",
+    "AsyncMachine": "firec.async_machine",
+    "BootMethod": "firec.config",
+    "Builder": "firec.config",
+    "Client": "firec.client",
+    "Config": "firec.config",
+    "Console": "firec.console",
+    "ExitStatus": "firec.process",
+    "FirecError": "firec.errors",
+    "JailerConfig": "firec.jailer",
+    "JailerMode": "firec.jailer",
+    "Machine": "firec.machine",
+    "MachineState": "firec.state",
+    "Version": "firec.versions",
+}
+_SUBMODULES = {"errors", "models", "versions"}
 
 __all__ = [
     "APIError",
@@ -70,3 +95,18 @@ __all__ = [
     "models",
     "versions",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"firec.{name}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'firec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
