@@ -27,25 +27,50 @@ Example::
 
 from __future__ import annotations
 
-from firec.network.cni import CNIConfList, CNIResult
-from firec.network.guest_ip import GuestIPConfig
-from firec.network.interface import (
-    BridgedNetwork,
-    CNINetwork,
-    Interface,
-    NetworkPlan,
-    RoutedNetwork,
-)
-from firec.network.leases import Lease, LeaseStore
-from firec.network.mac import derive_mac
-from firec.network.nat import PortForward
-from firec.network.setup import (
-    AttachedInterface,
-    VMNetwork,
-    reclaim_leases,
-    setup_network,
-    teardown_network,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from firec.network.cni import CNIConfList, CNIResult
+    from firec.network.guest_ip import GuestIPConfig
+    from firec.network.interface import (
+        BridgedNetwork,
+        CNINetwork,
+        Interface,
+        NetworkPlan,
+        RoutedNetwork,
+    )
+    from firec.network.leases import Lease, LeaseStore
+    from firec.network.mac import derive_mac
+    from firec.network.nat import PortForward
+    from firec.network.setup import (
+        AttachedInterface,
+        VMNetwork,
+        reclaim_leases,
+        setup_network,
+        teardown_network,
+    )
+
+# Imported on first use: describing an Interface must not load netlink.
+_HOMES = {
+    "AttachedInterface": "setup",
+    "BridgedNetwork": "interface",
+    "CNIConfList": "cni",
+    "CNINetwork": "interface",
+    "CNIResult": "cni",
+    "GuestIPConfig": "guest_ip",
+    "Interface": "interface",
+    "Lease": "leases",
+    "LeaseStore": "leases",
+    "NetworkPlan": "interface",
+    "PortForward": "nat",
+    "RoutedNetwork": "interface",
+    "VMNetwork": "setup",
+    "derive_mac": "mac",
+    "reclaim_leases": "setup",
+    "setup_network": "setup",
+    "teardown_network": "setup",
+}
 
 __all__ = [
     "AttachedInterface",
@@ -66,3 +91,12 @@ __all__ = [
     "setup_network",
     "teardown_network",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'firec.network' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"firec.network.{home}"), name)
+    globals()[name] = value
+    return value

@@ -15,9 +15,6 @@ from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_interface
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from firec.errors import NetworkError
 
 __all__ = ["Netlink", "netlink"]
@@ -31,13 +28,18 @@ class Netlink:
     """Typed rtnetlink operations in one namespace (the one it was opened in)."""
 
     def __init__(self, ipr: Any) -> None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
         self._ipr = ipr
+        self._error: type[Exception] = NetlinkError
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except NetlinkError as exc:
-            raise NetworkError(f"{what} failed: {exc.args[-1]} (errno {exc.code})") from exc
+        except self._error as exc:
+            raise NetworkError(
+                f"{what} failed: {exc.args[-1]} (errno {getattr(exc, 'code', '?')})"
+            ) from exc
         except OSError as exc:
             raise NetworkError(f"{what} failed: {exc.strerror or exc}") from exc
 
@@ -127,8 +129,8 @@ class Netlink:
             return False
         try:
             self._ipr.link("del", index=idx)
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
+        except self._error as exc:
+            if getattr(exc, "code", None) == errno.ENODEV:
                 return False
             raise NetworkError(f"deleting link {name!r} failed: {exc.args[-1]}") from exc
         return True
@@ -242,6 +244,8 @@ class Netlink:
 @contextmanager
 def netlink() -> Iterator[Netlink]:
     """A :class:`Netlink` on a fresh socket in the current thread's namespace."""
+    from pyroute2 import IPRoute  # imported here: loading pyroute2 takes ~80 ms
+
     try:
         ipr = IPRoute()
     except OSError as exc:

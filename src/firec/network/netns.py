@@ -36,8 +36,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from pyroute2 import netns as _pyroute2_netns
-
 from firec.errors import ConfigError, NetworkError
 
 __all__ = [
@@ -103,6 +101,13 @@ def netns_exists(name: str) -> bool:
     return os.path.ismount(netns_path(name))
 
 
+def _pyroute2_netns() -> Any:
+    """:mod:`pyroute2.netns`, imported on first use (pyroute2 takes ~80 ms to load)."""
+    from pyroute2 import netns
+
+    return netns
+
+
 def list_netns() -> list[str]:
     """The names of every named namespace on the host, sorted."""
     try:
@@ -124,7 +129,7 @@ def create_netns(name: str) -> Path:
             f"(`ip netns delete {name}`) if nothing uses it"
         )
     try:
-        _pyroute2_netns.create(name)
+        _pyroute2_netns().create(name)
     except Exception as exc:
         _remove_quietly(name)
         raise NetworkError(f"could not create network namespace {name!r}: {exc}") from exc
@@ -146,7 +151,7 @@ def delete_netns(name: str) -> bool:
     if not path.exists():
         return False
     try:
-        _pyroute2_netns.remove(name)
+        _pyroute2_netns().remove(name)
     except FileNotFoundError:
         return False
     except OSError as exc:
@@ -157,7 +162,7 @@ def delete_netns(name: str) -> bool:
 def _remove_quietly(name: str) -> None:
     try:
         if netns_path(name).exists():
-            _pyroute2_netns.remove(name)
+            _pyroute2_netns().remove(name)
     except OSError:
         pass
 
