@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _guest, _snapshot
+from . import _guest, _snapshot, _vsock
 from ._log import Logger
 from ._metrics import Metrics
 from ._release import Release
@@ -427,6 +427,7 @@ class Vmm:
             self.vsock_socket.close()
         self.vsock_socket = sock
         self.vsock = {"guest_cid": cfg["guest_cid"], "uds_path": uds}
+        _vsock.serve(self, sock)
 
     def set_balloon(self, cfg: dict[str, Any]) -> None:
         self.boot_path = True
@@ -628,6 +629,8 @@ class Vmm:
             _guest.write_stdout(output)
         if wants_exit:
             self.exit = Exit(0)
+        else:
+            _vsock.guest_boot(self)
         self.metrics.write()
 
     def pause(self) -> None:
