@@ -134,3 +134,16 @@ def guest_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from firec.testing.guest import build_test_guest
 
     return build_test_guest(tmp_path_factory.mktemp("guest"))
+
+
+@pytest.fixture
+def vmm_binary(backend: str, short_tmp: Path) -> Path:
+    """The Firecracker executable of the backend: the real one, or the emulator."""
+    if backend == "firecracker":
+        path = firecracker_bin()
+        assert path is not None
+        return Path(path)
+    wrapper = short_tmp / "firecracker-emulator"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.emulator "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper

@@ -23,20 +23,6 @@ from firec.errors import APIError, ConfigError, MachineError, TimeoutError
 from firec.launch import Launch
 from firec.state import MachineState
 from firec.testing.guest import BOOT_LINE, echo_line, guest_args
-from tests.conftest import firecracker_bin
-
-
-@pytest.fixture
-def vmm_binary(backend: str, short_tmp: Path) -> Path:
-    """The Firecracker executable of the backend: the real one, or the emulator."""
-    if backend == "firecracker":
-        path = firecracker_bin()
-        assert path is not None
-        return Path(path)
-    wrapper = short_tmp / "firecracker-emulator"
-    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.emulator "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper
 
 
 def guest_builder(

@@ -36,26 +36,40 @@ import signal
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from . import _async_io as io
-from . import models
+from . import models, vsock
 from .async_client import AsyncClient
 from .config import BootMethod, Config
 from .errors import (
     APIError,
+    ConfigError,
     ConnectError,
     FirecError,
     MachineError,
     TimeoutError,
     TransportError,
 )
-from .launch import Launch, api_calls, attached, cleanup, find_socket, plan, prepare, spawn
+from .launch import (
+    Launch,
+    api_calls,
+    attach_network,
+    attached,
+    cleanup,
+    find_socket,
+    plan,
+    prepare,
+    spawn,
+)
 from .logs import LogForwarder
 from .metrics import MetricsForwarder, MetricsSnapshot
 from .process import ExitStatus, VmmProcess, find_vmm_pid
 from .state import MachineState
 from .streams import AsyncLineReader, tail_lines
+
+if TYPE_CHECKING:
+    from .network import VMNetwork
 
 __all__ = ["AsyncMachine"]
 
@@ -95,9 +109,11 @@ class AsyncMachine:
         self._owned = False  # whether firec made this VM's files (create) or not (connect)
         self._console_reader: AsyncLineReader | None = None
         self._readers: list[AsyncLineReader] = []
+        self._network: VMNetwork | None = None
         self._log: LogForwarder | None = None
         self._metrics: MetricsForwarder | None = None
         self._deleted = False
+        self._vsock_listeners: list[io.VsockListener] = []
         self._forwarded: dict[int, Any] = {}
 
     # -- making one ------------------------------------------------------------------
@@ -113,8 +129,15 @@ class AsyncMachine:
         nothing is left behind.
         """
         config.validate()
-        machine = cls(config)
+        config, network = await io.run_blocking(attach_network, config)
+        try:
+            machine = cls(config)
+        except BaseException:
+            if network is not None:
+                await io.run_blocking(network.teardown)
+            raise
         machine._owned = True
+        machine._network = network
         try:
             await io.run_blocking(prepare, machine._launch)
             await machine._spawn(ready_timeout)
@@ -356,6 +379,81 @@ class AsyncMachine:
         assert latest is not None
         return latest
 
+    # -- devices ---------------------------------------------------------------------
+    #
+    # Everything else a device can do after boot is one client call away, e.g.
+    # machine.client.patch_balloon(models.BalloonUpdate(amount_mib=64)),
+    # machine.client.patch_network_interface(models.PartialNetworkInterface(...)),
+    # machine.client.put_mmds({...}) / patch_mmds / get_mmds,
+    # machine.client.patch_memory_hotplug(models.MemoryHotplugSizeUpdate(...)).
+
+    @property
+    def vsock_path(self) -> Path | None:
+        """The vsock device's Unix socket on the host (inside the jail when jailed), if any."""
+        return self._launch.vsock_path
+
+    def _require_vsock(self) -> Path:
+        path = self._launch.vsock_path
+        if path is None:
+            raise MachineError(
+                f"microVM {self.vm_id} has no vsock device: give the config one "
+                "(Config.vsock, or Builder.vsock(guest_cid, uds_path))"
+            )
+        return path
+
+    async def vsock_connect(
+        self, port: int, *, timeout: float | None = vsock.DEFAULT_TIMEOUT
+    ) -> io.VsockConnection:
+        """Connect to vsock ``port`` in the guest (Firecracker's ``CONNECT``/``OK`` handshake).
+
+        Returns what :func:`firec.vsock.connect` returns (a socket); the async
+        machine returns a ``(reader, writer)`` pair as
+        :func:`firec.vsock.open_connection` does. Raises
+        :class:`~firec.errors.ConnectError` / :class:`~firec.errors.TimeoutError`
+        saying ``nothing listens on vsock port N in the guest`` when the guest
+        does not accept the connection within ``timeout`` seconds.
+        """
+        return await io.vsock_connect(self._require_vsock(), port, timeout)
+
+    async def vsock_listen(self, port: int) -> io.VsockListener:
+        """Listen for guest connections to host vsock ``port`` (CID 2).
+
+        The socket is made at ``<uds_path>_<port>`` on the host side of the
+        jail, owned by the jail's user. Take connections with
+        ``accept_within(timeout)``; :meth:`delete` closes the listener and
+        removes its socket file if it is still open.
+        """
+        jail = self._launch.jail
+        owner = (jail.uid, jail.gid) if jail is not None else None
+        listener = await io.vsock_listen(self._require_vsock(), port, owner)
+        self._vsock_listeners.append(listener)
+        return listener
+
+    async def update_drive(
+        self,
+        drive_id: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        rate_limiter: models.RateLimiter | None = None,
+    ) -> None:
+        """Swap a running VM's drive to another backing file, or change its rate limiter.
+
+        ``path`` is a host path; a jailed VM gets the file brought into its
+        jail (hard-linked) first. A ``rate_limiter`` replaces the buckets it
+        gives and keeps the others; a bucket of size 0 turns that limit off.
+        ``PATCH /drives/{drive_id}``: Firecracker's refusal (unknown drive, not
+        booted yet) is an :class:`~firec.errors.APIError`.
+        """
+        seen: str | None = None
+        if path is not None:
+            if not Path(path).is_file() and not Path(path).is_block_device():
+                raise ConfigError(f"drives.{drive_id}.path_on_host", f"{path} is not a file")
+            jail = self._launch.jail
+            seen = await io.run_blocking(jail.bring_in, path) if jail else os.fspath(path)
+        await self.client.patch_drive(
+            models.PartialDrive(drive_id=drive_id, path_on_host=seen, rate_limiter=rate_limiter)
+        )
+
     # -- stopping --------------------------------------------------------------------
 
     async def wait(self, timeout: float | None = None) -> ExitStatus:
@@ -443,8 +541,12 @@ class AsyncMachine:
         finally:
             for reader in self._readers:
                 await reader.stop()
+            for listener in self._vsock_listeners:
+                listener.close()
             await self.client.aclose()
             left = cleanup(self._launch) if self._owned else self._remove_stale_socket()
+            if self._network is not None:
+                await io.run_blocking(self._network.teardown)
         if left:
             raise MachineError(f"microVM {self.vm_id}: could not remove " + "; ".join(left))
 

@@ -38,11 +38,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from . import models
 from .errors import ConfigError, ValidationError
 from .jailer import Jail, JailerBuilder, JailerConfig, resolve_binary, validate_id
+from .network.interface import Interface
 
 if TYPE_CHECKING:
     from .console import Console
@@ -67,10 +68,16 @@ class BootMethod(enum.StrEnum):
     CONFIG_FILE = "config-file"
 
 
-class NetworkInterfaceLike(Protocol):
-    """Anything that can say which API network interface it is (``firec.network.Interface``)."""
+def state_dir() -> Path:
+    """Where firec keeps what must outlive a process (leases, network records).
 
-    def to_model(self) -> models.NetworkInterface: ...
+    ``/var/lib/firec`` for root, ``$XDG_STATE_HOME/firec`` (or
+    ``~/.local/state/firec``) for others.
+    """
+    if os.geteuid() == 0:
+        return Path("/var/lib/firec")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "firec"
 
 
 def runtime_dir() -> Path:
@@ -92,7 +99,8 @@ class Config:
         initrd: an initrd on the host.
         machine: vCPUs, memory, SMT, dirty-page tracking, CPU template, huge pages.
         drives: block devices (``path_on_host`` on the host).
-        network_interfaces: virtio-net devices.
+        network_interfaces: virtio-net devices and, for those with a network
+            plan, how firec connects them (taps, namespace, NAT, CNI).
         vsock, balloon, entropy, serial, cpu_config, memory_hotplug, mmds_config:
             the optional devices and settings, each an API model.
         pmem: virtio-pmem devices.
@@ -109,6 +117,8 @@ class Config:
         boot_method: :class:`BootMethod`.
         console: where the serial console goes (:mod:`firec.console`).
         workdir: where firec keeps this VM's files when not jailed.
+        state_dir: where firec keeps leases and network records (default:
+            :func:`state_dir`); every process managing VMs on a host must share it.
     """
 
     vm_id: str
@@ -119,7 +129,7 @@ class Config:
         default_factory=lambda: models.MachineConfiguration(vcpu_count=1, mem_size_mib=128)
     )
     drives: tuple[models.Drive, ...] = ()
-    network_interfaces: tuple[models.NetworkInterface, ...] = ()
+    network_interfaces: tuple[Interface, ...] = ()
     vsock: models.Vsock | None = None
     balloon: models.Balloon | None = None
     entropy: models.EntropyDevice | None = None
@@ -144,6 +154,7 @@ class Config:
     boot_method: BootMethod = BootMethod.API
     console: Console | None = None
     workdir: Path | None = None
+    state_dir: Path | None = None
 
     @staticmethod
     def builder(
@@ -352,14 +363,21 @@ class Builder:
         """Run in this network namespace (a name under ``/var/run/netns``, or a path)."""
         return self._with(net_ns=name_or_path)
 
-    def add_network_interface(
-        self, interface: NetworkInterfaceLike | models.NetworkInterface
-    ) -> Self:
-        """Add a virtio-net device (a :class:`firec.network.Interface` or an API model)."""
-        model = (
-            interface if isinstance(interface, models.NetworkInterface) else interface.to_model()
-        )
-        return self._with(network_interfaces=(*self._config.network_interfaces, model))
+    def add_network_interface(self, interface: Interface | models.NetworkInterface) -> Self:
+        """Add a virtio-net device: a :class:`firec.network.Interface` or an API model.
+
+        An interface with a ``network`` plan gets its tap, namespace, address
+        and NAT set up by the machine, and torn down with it.
+        """
+        if isinstance(interface, models.NetworkInterface):
+            interface = Interface(
+                interface.iface_id,
+                interface.host_dev_name,
+                guest_mac=interface.guest_mac,
+                rx_rate_limiter=interface.rx_rate_limiter,
+                tx_rate_limiter=interface.tx_rate_limiter,
+            )
+        return self._with(network_interfaces=(*self._config.network_interfaces, interface))
 
     def add_drive(self, drive_id: str, src_path: str | os.PathLike[str]) -> DriveBuilder:
         """Add a block device backed by ``src_path``; :meth:`DriveBuilder.build` comes back here."""
@@ -472,6 +490,10 @@ class Builder:
     def workdir(self, path: str | os.PathLike[str]) -> Self:
         """Where firec keeps this VM's sockets and fifos (plain runs)."""
         return self._with(workdir=Path(path))
+
+    def state_dir(self, path: str | os.PathLike[str]) -> Self:
+        """Where firec keeps leases and network records (shared by every VM of the host)."""
+        return self._with(state_dir=Path(path))
 
     def build(self, *, check_files: bool = True) -> Config:
         """Finish: validate the whole config and return it."""

@@ -17,13 +17,17 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import models
-from .config import JAILED_SOCKET_PATH, BootMethod, Config, runtime_dir
+from .config import JAILED_SOCKET_PATH, BootMethod, Config, runtime_dir, state_dir
 from .console import Console, ConsoleKind
 from .errors import ConfigError, MachineError
 from .jailer import DEFAULT_CHROOT_BASE, Jail, cgroup_dirs, jailer_argv, remove_cgroups
+from .vsock import remove_stale_socket
+
+if TYPE_CHECKING:
+    from .network import VMNetwork
 
 __all__ = [
     "Launch",
@@ -85,15 +89,32 @@ class Launch:
             return str(host_path)
         return "/" + str(host_path.relative_to(self.jail.root))
 
+    @property
+    def vsock_path(self) -> Path | None:
+        """The vsock device's Unix socket on the host (inside the jail when jailed), if any.
+
+        Guest connections to host port ``P`` go to ``<vsock_path>_<P>``
+        (:mod:`firec.vsock`).
+        """
+        device = self.config.vsock
+        if device is None:
+            return None
+        if self.jail is not None:
+            return self.jail.on_host(self.jail.inside(device.uds_path))
+        path = Path(device.uds_path)
+        return path if path.is_absolute() else self.vm_dir / path  # the VMM runs in vm_dir
+
     def firec_files(self) -> list[Path]:
         """Files firec or the VMM make outside the VM directory and the jail.
 
-        The API socket and the fifos; log and metrics *files* the caller named
-        are kept.
+        The API socket, the vsock socket and the fifos; log and metrics
+        *files* the caller named are kept.
         """
         if self.jail is not None:
             return []
         made = [self.socket_path]
+        if self.vsock_path is not None:
+            made.append(self.vsock_path)
         if self.log_is_fifo:
             made.append(self.log_path)
         if self.metrics_is_fifo and self.metrics_path is not None:
@@ -151,6 +172,46 @@ def plan(config: Config) -> Launch:
     else:
         argv = [str(config.exec_file), *argv]
     return Launch(**{**launch.__dict__, "argv": argv, "cgroups": cgroups})
+
+
+def attach_network(config: Config) -> tuple[Config, VMNetwork | None]:
+    """Set up the network of ``config``'s interfaces that have a plan.
+
+    Returns the config as the VMM must see it (taps with their MACs, the
+    namespace to run in, the guest's ``ip=`` argument added to the kernel
+    command line, the network document merged into the MMDS data) and the
+    :class:`~firec.network.VMNetwork` to tear down after the VM, or ``config``
+    and ``None`` when no interface has a plan. Nothing is left on failure.
+    """
+    if not any(i.network is not None for i in config.network_interfaces):
+        return config, None
+    if config.net_ns is not None:
+        raise ConfigError("net_ns", "give either net_ns or interfaces with a network plan")
+    from .network import setup_network
+
+    owner = config.jailer
+    network = setup_network(
+        config.vm_id,
+        config.network_interfaces,
+        state_dir=config.state_dir or state_dir(),
+        uid=owner.uid if owner else None,
+        gid=owner.gid if owner else None,
+    )
+    try:
+        ip_arg = network.kernel_ip_arg()
+        mmds = config.mmds_data
+        if config.mmds_config is not None:
+            mmds = {**network.mmds(), **(config.mmds_data or {})}
+        attached = config.replace(
+            kernel_args=" ".join(a for a in (config.kernel_args, ip_arg) if a) or None,
+            network_interfaces=tuple(a.interface for a in network.interfaces),
+            net_ns=network.netns,
+            mmds_data=mmds,
+        )
+    except BaseException:
+        network.teardown()
+        raise
+    return attached, network
 
 
 def attached(config: Config) -> Launch:
@@ -238,7 +299,7 @@ def api_calls(launch: Launch) -> list[tuple[str, Any]]:
     calls.append(("put_boot_source", boot_source(launch)))
     calls += [("put_drive", drive) for drive in drives(launch)]
     calls += [("put_pmem", pmem) for pmem in pmems(launch)]
-    calls += [("put_network_interface", iface) for iface in config.network_interfaces]
+    calls += [("put_network_interface", i.to_model()) for i in config.network_interfaces]
     if config.vsock is not None:
         calls.append(("put_vsock", vsock(launch)))
     if config.entropy is not None:
@@ -306,7 +367,7 @@ def config_file(launch: Launch) -> dict[str, Any]:
         "boot-source": boot_source(launch).to_api(),
         "machine-config": config.machine.to_api(),
         "drives": [d.to_api() for d in drives(launch)],
-        "network-interfaces": [i.to_api() for i in config.network_interfaces],
+        "network-interfaces": [i.to_model().to_api() for i in config.network_interfaces],
     }
     if config.pmem:
         document["pmem"] = [p.to_api() for p in pmems(launch)]
@@ -340,6 +401,8 @@ def prepare(launch: Launch) -> None:
             jail.make_dirs(str(Path(jail.inside(config.vsock.uds_path)).parent))
     else:
         launch.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        if launch.vsock_path is not None:
+            remove_stale_socket(launch.vsock_path)  # Firecracker will not bind over it
     _make_output(launch, launch.log_path, fifo=launch.log_is_fifo)
     if launch.metrics_path is not None:
         _make_output(launch, launch.metrics_path, fifo=launch.metrics_is_fifo)

@@ -1,0 +1,87 @@
+"""A microVM whose interface has a network plan: firec sets up tap, namespace and lease, and
+removes them with the VM. On the emulator and, with FIRECRACKER_BIN, on real Firecracker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import firec
+import firec.network as fn
+from firec.errors import NetworkError
+from firec.network.mac import derive_mac
+from firec.network.netns import netns_exists
+from tests.test_machine import assert_nothing_left, guest_builder
+from tests.test_network_support import links_in, unique
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root (CAP_NET_ADMIN) for taps and namespaces"
+)
+
+
+def _firec_table() -> dict[str, object] | None:
+    result = subprocess.run(["nft", "-j", "list", "table", "inet", "firec"], capture_output=True)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def test_routed_interface_is_set_up_and_torn_down(
+    vmm_binary: Path, guest_kernel: Path, short_tmp: Path
+) -> None:
+    tap = unique("fctap")
+    vm_id = unique("netvm")
+    nic = fn.Interface(
+        "eth0", tap, network=fn.RoutedNetwork(subnet="10.213.7.0/24", masquerade=False)
+    )
+    config = (
+        guest_builder(vm_id, vmm_binary, guest_kernel, short_tmp)
+        .kernel_args("console=ttyS0")
+        .add_network_interface(nic)
+        .state_dir(short_tmp / "state")
+        .build()
+    )
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        assert machine.state() is firec.MachineState.RUNNING
+        netns = machine.config.net_ns
+        assert netns is not None and netns_exists(netns)
+        assert tap in links_in(netns)
+        assert tap not in links_in(None)
+        kernel_args = machine.config.kernel_args or ""
+        assert "ip=10.213.7." in kernel_args and ":eth0:off" in kernel_args
+        (iface,) = machine.client.get_vm_config().network_interfaces or []
+        assert iface.host_dev_name == tap
+        assert iface.guest_mac == derive_mac(vm_id, "eth0")
+        leases = fn.LeaseStore(short_tmp / "state", "10.213.7.0/24").leases()
+        assert [lease.owner for lease in leases] == [vm_id] or len(leases) == 1
+        launch, pid = machine.launch, machine.pid
+    assert_nothing_left(launch, pid)
+    assert not netns_exists(netns)
+    assert tap not in links_in(None)
+    assert fn.LeaseStore(short_tmp / "state", "10.213.7.0/24").leases() == []
+    table = _firec_table()
+    assert table is None or vm_id not in json.dumps(table)
+
+
+def test_network_refusal_changes_nothing(
+    vmm_binary: Path, guest_kernel: Path, short_tmp: Path
+) -> None:
+    tap = unique("fctap")
+    taken = fn.Interface("eth0", tap, network=fn.RoutedNetwork(subnet="10.213.8.0/30"))
+    config = (
+        guest_builder(unique("netvm"), vmm_binary, guest_kernel, short_tmp)
+        .add_network_interface(taken)
+        .add_network_interface(
+            fn.Interface("eth1", unique("fctap"), network=fn.RoutedNetwork(subnet="10.213.8.0/30"))
+        )
+        .state_dir(short_tmp / "state")
+        .build()
+    )
+    before = links_in(None)
+    with pytest.raises((NetworkError, firec.errors.ConfigError)):
+        firec.Machine.create(config)
+    assert links_in(None) == before
+    assert not config.vm_dir.exists()
