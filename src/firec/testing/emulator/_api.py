@@ -393,7 +393,7 @@ def perform(vmm: Vmm, action: Action) -> Response:
         "UpdateBalloon": lambda: _balloon_update(vmm),
         "UpdateBalloonStatistics": lambda: _balloon_stats_update(vmm, p),
         "StartFreePageHinting": lambda: _hinting(vmm),
-        "GetFreePageHintingStatus": lambda: _hinting(vmm),
+        "GetFreePageHintingStatus": lambda: _hinting(vmm, status=True),
         "StopFreePageHinting": lambda: _hinting(vmm),
         "ConfigureBootSource": lambda: vmm.set_boot_source(p),
         "ConfigureLogger": lambda: vmm.configure_logger(p),
@@ -416,7 +416,7 @@ def perform(vmm: Vmm, action: Action) -> Response:
         "SetEntropyDevice": lambda: vmm.set_entropy(p),
         "SetMemoryHotplugDevice": lambda: vmm.set_memory_hotplug(p),
         "GetMemoryHotplugStatus": lambda: _memory_hotplug_status(vmm),
-        "UpdateMemoryHotplugSize": lambda: _memory_hotplug_status(vmm) and None,
+        "UpdateMemoryHotplugSize": lambda: _memory_hotplug_update(vmm),
         "StartMicroVm": vmm.start,
         "Pause": vmm.pause,
         "Resume": vmm.resume,
@@ -492,16 +492,45 @@ def _balloon_stats_update(vmm: Vmm, cfg: dict[str, Any]) -> None:
     vmm.balloon["stats_polling_interval_s"] = new
 
 
-def _hinting(vmm: Vmm) -> None:
+def _hinting(vmm: Vmm, *, status: bool = False) -> Response | None:
     if vmm.balloon is None:
         raise _device_not_found(vmm, "Balloon update error")
-    raise ActionError("Balloon update error: Balloon: Attempting to use hinting when not enabled")
+    if not vmm.balloon.get("free_page_hinting"):
+        raise ActionError(
+            "Balloon update error: Balloon: Attempting to use hinting when not enabled"
+        )
+    if status:  # the status is kept by the VMM, whether or not the guest's driver is there
+        return _json({"host_cmd": 0, "guest_cmd": None})
+    raise ActionError("Balloon update error: Balloon: Device not activated yet.")
 
 
 def _memory_hotplug_status(vmm: Vmm) -> Response:
     if vmm.memory_hotplug is None:
         raise _device_not_found(vmm, "Internal VMM error")
-    raise ActionError("Internal VMM error: Memory hotplug: Device not activated yet.")
+    sizes = {
+        k: vmm.memory_hotplug[k] for k in ("block_size_mib", "total_size_mib", "slot_size_mib")
+    }
+    return _json({**sizes, "plugged_size_mib": 0, "requested_size_mib": 0})
+
+
+def _memory_hotplug_update(vmm: Vmm) -> None:
+    if vmm.memory_hotplug is None:
+        raise _device_not_found(vmm, "Memory hotplug update error")
+    # firec's test guest has no virtio-mem driver: the device never activates.
+    raise ActionError(
+        "Memory hotplug update error: Failed to create memory hotplug device: Device is not active"
+    )
+
+
+def _update_rate_limiter(current: dict[str, Any] | None, update: dict[str, Any]) -> dict[str, Any]:
+    """A PATCH replaces the buckets it names (size or refill_time 0: no limit), keeps the rest."""
+    merged = dict(current or {"bandwidth": None, "ops": None})
+    for key in ("bandwidth", "ops"):
+        bucket = update.get(key)
+        if bucket is not None:
+            enabled = bucket["size"] and bucket["refill_time"]
+            merged[key] = bucket if enabled else None
+    return merged
 
 
 def _flush(vmm: Vmm) -> None:
@@ -520,6 +549,10 @@ def _update_drive(vmm: Vmm, cfg: dict[str, Any]) -> None:
             raise ActionError("Error during drive update (patch): the device couldn't be found")
         raise ActionError("Unable to patch the block device: Failed to find the device on the bus.")
     if cfg["path_on_host"] is None and cfg["rate_limiter"] is None:
+        if not vmm.rel.modern:  # measured on 1.0; 1.14 answers below (between: a guess)
+            raise ActionError(
+                "Please specify at least one property to patch: path_on_host, rate_limiter."
+            )
         raise ActionError(
             "Drive config error: Unable to patch the block device: Block: Running method "
             "expected different backend. Please verify the request arguments."
@@ -540,7 +573,7 @@ def _update_drive(vmm: Vmm, cfg: dict[str, Any]) -> None:
             ) from None
         drive["path_on_host"] = cfg["path_on_host"]
     if cfg["rate_limiter"] is not None:
-        drive["rate_limiter"] = cfg["rate_limiter"]
+        drive["rate_limiter"] = _update_rate_limiter(drive["rate_limiter"], cfg["rate_limiter"])
 
 
 def _update_net(vmm: Vmm, cfg: dict[str, Any]) -> None:
@@ -553,7 +586,7 @@ def _update_net(vmm: Vmm, cfg: dict[str, Any]) -> None:
         )
     for key in ("rx_rate_limiter", "tx_rate_limiter"):
         if cfg[key] is not None:
-            net[key] = cfg[key]
+            net[key] = _update_rate_limiter(net[key], cfg[key])
 
 
 def _update_pmem(vmm: Vmm, cfg: dict[str, Any]) -> None:
