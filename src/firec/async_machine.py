@@ -34,6 +34,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -48,6 +49,7 @@ from .errors import (
     ConnectError,
     FirecError,
     MachineError,
+    SnapshotError,
     TimeoutError,
     TransportError,
 )
@@ -65,11 +67,14 @@ from .launch import (
 from .logs import LogForwarder
 from .metrics import MetricsForwarder, MetricsSnapshot
 from .process import ExitStatus, VmmProcess, find_vmm_pid
+from .restore import plan_restore, prepare_restore
+from .snapshot import Snapshot, SnapshotTarget
 from .state import MachineState
 from .streams import AsyncLineReader, tail_lines
 
 if TYPE_CHECKING:
     from .network import VMNetwork
+    from .uffd import UffdHandler
 
 __all__ = ["AsyncMachine"]
 
@@ -115,6 +120,8 @@ class AsyncMachine:
         self._deleted = False
         self._vsock_listeners: list[io.VsockListener] = []
         self._forwarded: dict[int, Any] = {}
+        self._snapshot_base: Snapshot | None = None  # what a diff snapshot applies to
+        self._uffd: UffdHandler | None = None  # firec's page-fault handler of a Uffd restore
 
     # -- making one ------------------------------------------------------------------
 
@@ -173,6 +180,76 @@ class AsyncMachine:
         pid = pid or find_vmm_pid(os.fspath(socket_path))
         process = VmmProcess(pid) if pid is not None else None
         return cls(config, launch=attached(config), client=client, process=process)
+
+    @classmethod
+    async def restore(
+        cls,
+        snapshot: Snapshot,
+        config: Config | None = None,
+        *,
+        resume: bool = True,
+        backend: models.MemoryBackendType | str = models.MemoryBackendType.FILE,
+        uffd_handler: UffdHandler | str | os.PathLike[str] | None = None,
+        network_overrides: Mapping[str, str] | None = None,
+        vsock_override: str | os.PathLike[str] | None = None,
+        track_dirty_pages: bool | None = None,
+        ready_timeout: float = READY_TIMEOUT,
+    ) -> Self:
+        """Spawn a new VMM (plain or jailed) and load ``snapshot`` into it.
+
+        ``config`` gives the new VM's id and how to run it (binary, jailer,
+        workdir, logs, console); its devices come from the snapshot. Without
+        one, :meth:`Snapshot.config` derives one with a new id. Example::
+
+            snap = machine.snapshot("/srv/snaps/base")
+            copy = await AsyncMachine.restore(snap, network_overrides={"eth0": "tap7"})
+
+        Args:
+            snapshot: what to load (its files are only read; in a jail they are
+                hard-linked in).
+            resume: resume the VM in the same request (otherwise it stays Paused).
+            backend: ``"File"`` (Firecracker maps the memory file) or ``"Uffd"``
+                (a page-fault handler serves it: firec's own
+                :class:`~firec.uffd.UffdHandler` unless ``uffd_handler`` names
+                one, a handler object or its socket path as Firecracker sees it).
+            network_overrides: ``iface_id`` -> tap to use instead (Firecracker 1.12+).
+            vsock_override: a new vsock socket path (Firecracker 1.16+).
+            track_dirty_pages: track dirty pages after the load (for diff snapshots).
+
+        Raises:
+            SnapshotError: before spawning: the snapshot is from a Firecracker
+                this one cannot load (both versions named), or its memory file
+                is missing or truncated.
+            ConfigError, UnsupportedError: before spawning: overrides naming
+                unknown interfaces, options this Firecracker lacks.
+            APIError: Firecracker refused the load (it then exits); nothing
+                is left behind.
+        """
+        checked = await io.run_blocking(
+            plan_restore,
+            snapshot,
+            config,
+            resume=resume,
+            backend=backend,
+            uffd_handler=uffd_handler,
+            network_overrides=network_overrides,
+            vsock_override=vsock_override,
+            track_dirty_pages=track_dirty_pages,
+        )
+        launch = plan(checked.config)
+        client = AsyncClient(launch.socket_path, version=checked.version)
+        machine = cls(checked.config, launch=launch, client=client)
+        machine._owned = True
+        try:
+            setup = await io.run_blocking(prepare_restore, launch, checked)
+            machine._uffd = setup.handler
+            await machine._spawn(ready_timeout)
+            await machine.client.load_snapshot(setup.params)
+        except BaseException:
+            await machine.delete()
+            raise
+        machine._snapshot_base = snapshot
+        return machine
 
     async def _spawn(self, ready_timeout: float) -> None:
         popen, console = spawn(self._launch)
@@ -311,6 +388,62 @@ class AsyncMachine:
                 return MachineState.EXITED
             raise
         return MachineState.from_instance(info.state)
+
+    # -- snapshots -------------------------------------------------------------------
+
+    async def snapshot(
+        self, directory: str | os.PathLike[str], *, diff: bool = False, resume: bool = False
+    ) -> Snapshot:
+        """Take a snapshot into ``directory`` (new, or empty) and return it.
+
+        The VM is paused first if it runs; afterwards it stays paused unless
+        ``resume``. A diff snapshot (``diff=True``) holds the pages written
+        since this VM's previous snapshot (or the snapshot it was restored
+        from), which becomes its parent. In a jail Firecracker writes inside
+        the jail and the files are then moved out to ``directory``. Example::
+
+            snap = machine.snapshot("/srv/snaps/base", resume=True)
+            later = machine.snapshot("/srv/snaps/step1", diff=True)
+            later.flatten("/srv/snaps/step1-full")
+
+        Raises:
+            SnapshotError: ``directory`` already holds a snapshot, or a diff
+                has no base to apply to.
+            APIError: Firecracker refused (e.g. a diff on 1.0 without dirty
+                page tracking). The VM is then resumed if it was running.
+        """
+        parent = self._snapshot_base if diff else None
+        if diff and parent is None:
+            raise SnapshotError(
+                f"microVM {self.vm_id}: a diff snapshot needs a base: take a full "
+                "snapshot first (or restore the VM from one)"
+            )
+        target = await io.run_blocking(SnapshotTarget.for_launch, self._launch, directory)
+        was_running = False
+        try:
+            was_running = await self.state() is MachineState.RUNNING
+            if was_running:
+                await self.pause()
+            await self.client.create_snapshot(target.params(diff))
+            exported = await self.client.get_vm_config()
+            version = await self.client.firecracker_version()
+            taken = await io.run_blocking(
+                target.finish,
+                diff=diff,
+                version=version,
+                vm_config=exported.to_api(),
+                parent=parent,
+                previous=self._snapshot_base,
+            )
+        except BaseException:
+            await io.run_blocking(target.discard)
+            if was_running and self.exit_status is None:
+                await self.resume()
+            raise
+        if resume:
+            await self.resume()
+        self._snapshot_base = taken
+        return taken
 
     # -- facts -----------------------------------------------------------------------
 
@@ -543,6 +676,8 @@ class AsyncMachine:
                 await reader.stop()
             for listener in self._vsock_listeners:
                 listener.close()
+            if self._uffd is not None:
+                await io.run_blocking(self._uffd.close)
             await self.client.aclose()
             left = cleanup(self._launch) if self._owned else self._remove_stale_socket()
             if self._network is not None:

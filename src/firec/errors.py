@@ -22,6 +22,9 @@ catches them all::
   :mod:`firec.machine`).
 * :class:`NetworkError`: host networking could not be set up or torn down
   (netlink, nft, CNI plugin, lease store; see :mod:`firec.network`).
+* :class:`SnapshotError`: a snapshot cannot be taken or restored as asked
+  (missing or truncated files, a Firecracker version that cannot load it; see
+  :mod:`firec.snapshot`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ __all__ = [
     "FirecError",
     "MachineError",
     "NetworkError",
+    "SnapshotError",
     "TimeoutError",
     "TransportError",
     "UnsupportedError",
@@ -163,3 +167,30 @@ class NetworkError(FirecError):
     The message names the object (link, namespace, table, subnet) and what to
     do about it. Invalid values are refused earlier with :class:`ConfigError`.
     """
+
+
+class SnapshotError(FirecError):
+    """A snapshot cannot be taken or restored as asked.
+
+    Raised before any VMM is spawned for a restore: a missing or truncated
+    memory file, a snapshot from a Firecracker that the target cannot load,
+    a directory that already holds a snapshot.
+
+    Attributes:
+        path: the snapshot file or directory at fault, when one is.
+        snapshot_version: the Firecracker version the snapshot was taken with, when relevant.
+        target_version: the Firecracker version asked to load it, when relevant.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        snapshot_version: str | None = None,
+        target_version: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.snapshot_version = snapshot_version
+        self.target_version = target_version

@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _guest, _snapshot, _vsock
+from . import _guest, _snapshot, _uffd, _vsock
 from ._log import Logger
 from ._metrics import Metrics
 from ._release import Release
@@ -679,8 +679,10 @@ class Vmm:
         backend = cfg.get("mem_backend")
         if backend is not None:
             mem_path = backend["backend_path"]
+        uffd = backend is not None and backend["backend_type"] == "Uffd"
         try:
-            saved = _snapshot.load(self.rel, cfg["snapshot_path"], str(mem_path))
+            load = _uffd.load if uffd else _snapshot.load
+            saved = load(self.rel, cfg["snapshot_path"], str(mem_path))
         except _snapshot.SnapshotFileError as exc:
             self.exit = Exit(1 if self.rel.modern else 152, "Loading snapshot failed.")
             if self.rel.modern:

@@ -1,0 +1,470 @@
+"""Restoring snapshots: the checks before spawning, the files a restore needs, and clones.
+
+:meth:`firec.AsyncMachine.restore` (and :meth:`firec.Machine.restore`) use
+:func:`plan_restore` to refuse, before any VMM is spawned, what cannot work:
+a Firecracker that cannot load the snapshot, a missing or truncated memory
+file, overrides naming unknown interfaces, options the Firecracker lacks.
+:func:`prepare_restore` then makes the VM's directory (and jail), links the
+snapshot files in without ever writing to them, and starts the page-fault
+handler for the ``Uffd`` backend. :func:`aclone` / :func:`clone` start many
+VMs from one snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import models
+from .config import Config
+from .errors import ConfigError, SnapshotError, UnsupportedError
+from .jailer import Jail
+from .launch import Launch, _make_output
+from .snapshot import PerClone, Snapshot
+from .snapshot_format import probe
+from .sparse import copy_sparse
+from .uffd import UffdHandler
+from .versions import Version, has_field
+
+if TYPE_CHECKING:
+    from .async_machine import AsyncMachine
+    from .machine import Machine
+
+__all__ = ["RestorePlan", "RestoreSetup", "aclone", "clone", "plan_restore", "prepare_restore"]
+
+_LOAD = "SnapshotLoadParams"
+#: Where firec's own page-fault handler listens, as a jailed Firecracker sees it.
+JAILED_UFFD_SOCKET = "/uffd.sock"
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """A restore that passed every check: what to spawn and how to load.
+
+    Attributes:
+        snapshot: the snapshot.
+        config: the restored VM's config (runtime settings from the caller's
+            config, devices from the snapshot).
+        version: the Firecracker version that will load it.
+        backend: the memory backend.
+        uffd_handler: a page-fault handler the caller runs (its socket path as
+            Firecracker sees it, or a :class:`UffdHandler`); ``None``: firec's own.
+        network_overrides: ``iface_id`` -> new tap name.
+        vsock_override: the new vsock socket (host path).
+        track_dirty_pages: dirty page tracking after the load.
+        resume: resume the VM in the load request.
+    """
+
+    snapshot: Snapshot
+    config: Config
+    version: Version
+    backend: models.MemoryBackendType
+    uffd_handler: UffdHandler | str | None
+    network_overrides: Mapping[str, str]
+    vsock_override: str | None
+    track_dirty_pages: bool | None
+    resume: bool
+
+
+@dataclass(frozen=True)
+class RestoreSetup:
+    """What :func:`prepare_restore` made: the load request, and firec's handler to stop later."""
+
+    params: models.SnapshotLoadParams
+    handler: UffdHandler | None = None
+
+
+def plan_restore(
+    snapshot: Snapshot,
+    config: Config | None,
+    *,
+    resume: bool,
+    backend: models.MemoryBackendType | str,
+    uffd_handler: UffdHandler | str | os.PathLike[str] | None,
+    network_overrides: Mapping[str, str] | None,
+    vsock_override: str | os.PathLike[str] | None,
+    track_dirty_pages: bool | None,
+) -> RestorePlan:
+    """Check everything a restore needs, without making anything.
+
+    Raises:
+        SnapshotError: the target Firecracker cannot load the snapshot, or a
+            snapshot file (or a drive it names) is missing or truncated.
+        ConfigError: overrides naming interfaces the snapshot lacks, a vsock
+            override without a vsock device, a bad config.
+        UnsupportedError: an option the target Firecracker does not have
+            (network overrides before 1.12, vsock override before 1.16,
+            the Uffd backend on 1.0).
+    """
+    kind = models.MemoryBackendType(backend)
+    base = config if config is not None else snapshot.config()
+    binary = probe(base.exec_file)
+    version = binary.version
+    snapshot.check_compatible(version, binary.snapshot_format)
+    snapshot.check_files(memory=kind is models.MemoryBackendType.FILE or uffd_handler is None)
+    overrides = dict(network_overrides or {})
+    if overrides:
+        if not has_field(_LOAD, "network_overrides", version):
+            raise UnsupportedError(
+                "network_overrides of a snapshot load", introduced="1.12", connected=str(version)
+            )
+        known = snapshot.interfaces
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ConfigError(
+                "network_overrides",
+                f"the snapshot has no interface {', '.join(map(repr, unknown))}; "
+                f"its interfaces: {', '.join(sorted(known)) or 'none'}",
+            )
+    vsock = os.fspath(vsock_override) if vsock_override is not None else None
+    if vsock is not None:
+        if not has_field(_LOAD, "vsock_override", version):
+            raise UnsupportedError(
+                "vsock_override of a snapshot load", introduced="1.16", connected=str(version)
+            )
+        if not snapshot.vm_config.get("vsock"):
+            raise ConfigError("vsock_override", "the snapshot has no vsock device to override")
+    if kind is models.MemoryBackendType.UFFD and not has_field(_LOAD, "mem_backend", version):
+        raise UnsupportedError(
+            "the Uffd memory backend (mem_backend of a snapshot load)",
+            introduced="1.1",
+            connected=str(version),
+        )
+    restored = _restored_config(snapshot, base, config is not None, overrides, vsock)
+    if track_dirty_pages is not None:
+        machine = restored.machine.model_copy(update={"track_dirty_pages": track_dirty_pages})
+        restored = restored.replace(machine=machine)
+    restored.validate(check_files=False)
+    for name, host in _device_files(snapshot, restored).items():
+        if not Path(host).exists():
+            raise SnapshotError(
+                f"snapshot {snapshot.directory}: {name} {host} does not exist; Firecracker "
+                "reopens the VM's drives when it loads a snapshot",
+                path=host,
+            )
+    handler = uffd_handler if isinstance(uffd_handler, UffdHandler) else None
+    external = os.fspath(uffd_handler) if isinstance(uffd_handler, str | os.PathLike) else None
+    return RestorePlan(
+        snapshot=snapshot,
+        config=restored,
+        version=version,
+        backend=kind,
+        uffd_handler=handler or external,
+        network_overrides=overrides,
+        vsock_override=vsock,
+        track_dirty_pages=track_dirty_pages,
+        resume=resume,
+    )
+
+
+def _restored_config(
+    snapshot: Snapshot,
+    base: Config,
+    given: bool,
+    overrides: Mapping[str, str],
+    vsock_override: str | None,
+) -> Config:
+    """The caller's runtime settings with the snapshot's devices."""
+    derived = snapshot.config(base.vm_id)
+    own = {d.drive_id: d for d in base.drives} if given else {}
+    drives = tuple(
+        d.model_copy(update={"path_on_host": own[d.drive_id].path_on_host})
+        if d.drive_id in own
+        else d
+        for d in derived.drives
+    )
+    interfaces = tuple(
+        dataclasses.replace(i, host_dev_name=overrides[i.iface_id])
+        if i.iface_id in overrides
+        else i
+        for i in derived.network_interfaces
+    )
+    vsock = derived.vsock
+    if vsock is not None and vsock_override is not None:
+        vsock = vsock.model_copy(update={"uds_path": vsock_override})
+    changes: dict[str, Any] = {
+        "machine": derived.machine,
+        "drives": drives,
+        "network_interfaces": interfaces,
+        "vsock": vsock,
+        "balloon": derived.balloon,
+        "entropy": derived.entropy,
+        "pmem": derived.pmem,
+    }
+    if not given:
+        changes["firecracker_binary"] = base.firecracker_binary
+    return base.replace(**changes)
+
+
+def _device_files(snapshot: Snapshot, config: Config) -> dict[str, str]:
+    """The files Firecracker reopens at load: ``"drive <id>"`` -> host path."""
+    files: dict[str, str] = {}
+    seen = {d["drive_id"]: d.get("path_on_host") for d in snapshot.vm_config.get("drives") or []}
+    for drive in config.drives:
+        if drive.path_on_host is None:
+            continue
+        if config.jailer is None:
+            files[f"drive {drive.drive_id}"] = seen.get(drive.drive_id) or drive.path_on_host
+        else:
+            files[f"drive {drive.drive_id}"] = drive.path_on_host
+    seen_pmem = {p["id"]: p["path_on_host"] for p in snapshot.vm_config.get("pmem") or []}
+    for pmem in config.pmem:
+        where = seen_pmem.get(pmem.id, pmem.path_on_host) if config.jailer is None else None
+        files[f"pmem {pmem.id}"] = where or pmem.path_on_host
+    return files
+
+
+def _readable_by(path: Path, uid: int, gid: int) -> bool:
+    stat = path.stat()
+    if uid == 0:
+        return True
+    if stat.st_uid == uid:
+        return bool(stat.st_mode & 0o400)
+    if stat.st_gid == gid:
+        return bool(stat.st_mode & 0o040)
+    return bool(stat.st_mode & 0o004)
+
+
+def _link_in(jail: Jail, host: Path, seen: str, *, owned: bool) -> Path:
+    """Hard-link ``host`` into the jail at ``seen`` (Firecracker's path).
+
+    ``owned``: give it to the jail's user (a writable drive). Otherwise the
+    original is left untouched, and only copied when the jail's user could
+    not read it.
+    """
+    target = jail.on_host(seen)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if owned:
+        if seen == jail.inside(host):
+            jail.bring_in(host)
+            return target
+        try:
+            os.link(host, target)
+        except OSError:
+            copy_sparse(host, target)
+        os.chown(target, jail.uid, jail.gid)
+        return target
+    if _readable_by(host, jail.uid, jail.gid):
+        try:
+            os.link(host, target)
+            return target
+        except OSError:
+            pass  # another filesystem
+    copy_sparse(host, target)
+    os.chown(target, jail.uid, jail.gid)
+    return target
+
+
+def prepare_restore(launch: Launch, plan: RestorePlan) -> RestoreSetup:
+    """Make what the restore needs; everything lands in the VM directory or the jail.
+
+    In a jail the state file, the memory file and the drives are hard-linked
+    in (the snapshot files keep their owner and mode; a copy is made only
+    when the jail's user could not read them). A page-fault handler is
+    started for the Uffd backend unless the caller runs one.
+    """
+    snapshot, config = plan.snapshot, launch.config
+    launch.vm_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    jail = launch.jail
+    uffd = plan.backend is models.MemoryBackendType.UFFD
+    if jail is not None:
+        jail.root.mkdir(parents=True, exist_ok=True)
+        state = _link_in(jail, snapshot.state_file, "/" + snapshot.state_file.name, owned=False)
+        memory = None
+        if not uffd:
+            memory = _link_in(
+                jail, snapshot.memory_file, "/" + snapshot.memory_file.name, owned=False
+            )
+        seen_drives = {
+            d["drive_id"]: d.get("path_on_host") for d in snapshot.vm_config.get("drives") or []
+        }
+        for drive in config.drives:
+            seen = seen_drives.get(drive.drive_id)
+            if drive.path_on_host and seen:
+                _link_in(jail, Path(drive.path_on_host), seen, owned=True)
+        seen_pmem = {p["id"]: p["path_on_host"] for p in snapshot.vm_config.get("pmem") or []}
+        for pmem in config.pmem:
+            if pmem.id in seen_pmem:
+                _link_in(jail, Path(pmem.path_on_host), seen_pmem[pmem.id], owned=True)
+        jail.make_dirs(str(Path(config.api_socket_path).parent))
+        vsock = plan.vsock_override or (snapshot.vm_config.get("vsock") or {}).get("uds_path")
+        if vsock:
+            seen_vsock = jail.inside(vsock) if plan.vsock_override else vsock
+            jail.make_dirs(str(Path(seen_vsock).parent))
+        seen_state = launch.seen(state)
+        seen_memory = launch.seen(memory) if memory is not None else None
+        vsock_seen = jail.inside(plan.vsock_override) if plan.vsock_override else None
+    else:
+        launch.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        seen_state = str(snapshot.state_file)
+        seen_memory = None if uffd else str(snapshot.memory_file)
+        vsock_seen = plan.vsock_override
+        if vsock_seen is not None:
+            Path(vsock_seen).parent.mkdir(parents=True, exist_ok=True)
+    _make_output(launch, launch.log_path, fifo=launch.log_is_fifo)
+    if launch.metrics_path is not None:
+        _make_output(launch, launch.metrics_path, fifo=launch.metrics_is_fifo)
+    handler = None
+    if uffd:
+        backend_path, handler = _uffd_backend(launch, plan)
+    else:
+        assert seen_memory is not None
+        backend_path = seen_memory
+    return RestoreSetup(_load_params(plan, seen_state, backend_path, vsock_seen), handler)
+
+
+def _uffd_backend(launch: Launch, plan: RestorePlan) -> tuple[str, UffdHandler | None]:
+    given = plan.uffd_handler
+    if isinstance(given, UffdHandler):
+        return launch.seen(given.socket_path) if launch.jail else str(given.socket_path), None
+    if given is not None:
+        return given, None
+    jail = launch.jail
+    if jail is not None:
+        path, seen = jail.on_host(JAILED_UFFD_SOCKET), JAILED_UFFD_SOCKET
+        handler = UffdHandler(path, plan.snapshot.memory_file, owner=(jail.uid, jail.gid))
+    else:
+        path = launch.vm_dir / "uffd.sock"
+        seen = str(path)
+        handler = UffdHandler(path, plan.snapshot.memory_file)
+    return seen, handler.start()
+
+
+def _load_params(
+    plan: RestorePlan, state: str, backend_path: str, vsock: str | None
+) -> models.SnapshotLoadParams:
+    version = plan.version
+    fields: dict[str, Any] = {"snapshot_path": state, "resume_vm": plan.resume}
+    if has_field(_LOAD, "mem_backend", version):
+        fields["mem_backend"] = models.MemoryBackend(
+            backend_type=plan.backend, backend_path=backend_path
+        )
+    else:
+        fields["mem_file_path"] = backend_path
+    if plan.track_dirty_pages is not None:
+        name = "track_dirty_pages" if has_field(_LOAD, "track_dirty_pages", version) else None
+        fields[name or "enable_diff_snapshots"] = plan.track_dirty_pages
+    if plan.network_overrides:
+        fields["network_overrides"] = [
+            models.NetworkOverride(iface_id=i, host_dev_name=tap)
+            for i, tap in plan.network_overrides.items()
+        ]
+    if vsock is not None:
+        fields["vsock_override"] = models.VsockOverride(uds_path=vsock)
+    return models.SnapshotLoadParams(**fields)
+
+
+# -- clones -----------------------------------------------------------------------------------
+
+
+def _per_clone(value: PerClone | None, index: int) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if callable(value):
+        return dict(value(index))
+    return {key: template.format(i=index) for key, template in value.items()}
+
+
+def _clone_args(
+    snapshot: Snapshot,
+    n: int,
+    config: Config | None,
+    configure: Callable[[int, Config], Config] | None,
+    network_overrides: PerClone | None,
+    vsock_override: str | Callable[[int], str] | None,
+) -> list[tuple[Config, dict[str, Any]]]:
+    if n < 1:
+        raise ConfigError("n", f"must be at least 1, got {n}")
+    base = config if config is not None else snapshot.config()
+    result = []
+    for i in range(n):
+        clone_config = base.replace(vm_id=f"{base.vm_id[: 64 - len(str(i)) - 1]}-{i}")
+        if configure is not None:
+            clone_config = configure(i, clone_config)
+        vsock = vsock_override(i) if callable(vsock_override) else vsock_override
+        if isinstance(vsock, str):
+            vsock = vsock.format(i=i)
+        kwargs: dict[str, Any] = {
+            "network_overrides": _per_clone(network_overrides, i),
+            "vsock_override": vsock,
+        }
+        result.append((clone_config, kwargs))
+    ids = [c.vm_id for c, _ in result]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("vm_id", "two clones would get the same vm_id; give each its own")
+    return result
+
+
+async def aclone(
+    snapshot: Snapshot,
+    n: int,
+    config: Config | None = None,
+    *,
+    configure: Callable[[int, Config], Config] | None = None,
+    network_overrides: PerClone | None = None,
+    vsock_override: str | Callable[[int], str] | None = None,
+    **restore: Any,
+) -> list[AsyncMachine]:
+    """Restore ``n`` VMs from ``snapshot`` concurrently (see :meth:`Snapshot.aclone`)."""
+    from .async_machine import AsyncMachine
+
+    plans = _clone_args(snapshot, n, config, configure, network_overrides, vsock_override)
+    results = await asyncio.gather(
+        *(AsyncMachine.restore(snapshot, c, **kw, **restore) for c, kw in plans),
+        return_exceptions=True,
+    )
+    started = [r for r in results if isinstance(r, AsyncMachine)]
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        await asyncio.gather(*(m.delete() for m in started), return_exceptions=True)
+        raise _first(failures, n)
+    return started
+
+
+def clone(
+    snapshot: Snapshot,
+    n: int,
+    config: Config | None = None,
+    *,
+    configure: Callable[[int, Config], Config] | None = None,
+    network_overrides: PerClone | None = None,
+    vsock_override: str | Callable[[int], str] | None = None,
+    **restore: Any,
+) -> list[Machine]:
+    """Restore ``n`` synchronous machines concurrently (see :meth:`Snapshot.clone`)."""
+    from .machine import Machine
+
+    plans = _clone_args(snapshot, n, config, configure, network_overrides, vsock_override)
+
+    async def run() -> list[Machine | BaseException]:
+        return await asyncio.gather(
+            *(asyncio.to_thread(Machine.restore, snapshot, c, **kw, **restore) for c, kw in plans),
+            return_exceptions=True,
+        )
+
+    results = asyncio.run(run())
+    started = [r for r in results if isinstance(r, Machine)]
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        for machine in started:
+            try:
+                machine.delete()
+            except Exception as exc:  # keep tearing the others down
+                failures.append(exc)
+        raise _first(failures, n)
+    return started
+
+
+def _first(failures: list[BaseException], n: int) -> BaseException:
+    first = failures[0]
+    if len(failures) > 1 or n > 1:
+        first.add_note(
+            f"{len(failures)} of {n} clones failed; the clones already started were "
+            "stopped and deleted"
+        )
+    return first
