@@ -12,11 +12,18 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from pathlib import Path
+from typing import ParamSpec, TypeAlias, TypeVar
 
+from . import vsock
 from .streams import AsyncLineReader
 
-__all__ = ["drain", "run_blocking", "sleep", "wait_pid"]
+__all__ = ["drain", "run_blocking", "sleep", "vsock_connect", "vsock_listen", "wait_pid"]
+
+#: A connection to a guest vsock port.
+VsockConnection: TypeAlias = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+#: A listener for guest connections to a host vsock port.
+VsockListener: TypeAlias = vsock.AsyncVsockListener
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -70,3 +77,13 @@ async def drain(reader: AsyncLineReader, timeout: float) -> None:
     """Give ``reader`` up to ``timeout`` seconds to deliver what is left in its pipe."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(reader.wait(), timeout)
+
+
+async def vsock_connect(uds_path: Path, port: int, timeout: float | None) -> VsockConnection:
+    """Connect to guest vsock ``port`` (see :func:`firec.vsock.open_connection`)."""
+    return await vsock.open_connection(uds_path, port, timeout=timeout)
+
+
+async def vsock_listen(uds_path: Path, port: int, owner: tuple[int, int] | None) -> VsockListener:
+    """Listen for guest connections to host ``port`` (see :func:`firec.vsock.open_listener`)."""
+    return await vsock.open_listener(uds_path, port, owner=owner)

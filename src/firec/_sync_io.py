@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import os
 import select
+import socket
 import subprocess
 import time
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from pathlib import Path
+from typing import ParamSpec, TypeAlias, TypeVar
 
+from . import vsock
 from .streams import LineReader
 
-__all__ = ["drain", "run_blocking", "sleep", "wait_pid"]
+__all__ = ["drain", "run_blocking", "sleep", "vsock_connect", "vsock_listen", "wait_pid"]
+
+#: A connection to a guest vsock port.
+VsockConnection: TypeAlias = socket.socket
+#: A listener for guest connections to a host vsock port.
+VsockListener: TypeAlias = vsock.VsockListener
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -52,3 +60,13 @@ def wait_pid(pid: int, timeout: float | None, popen: subprocess.Popen[bytes] | N
 def drain(reader: LineReader, timeout: float) -> None:
     """Give ``reader`` up to ``timeout`` seconds to deliver what is left in its pipe."""
     reader.wait(timeout)
+
+
+def vsock_connect(uds_path: Path, port: int, timeout: float | None) -> VsockConnection:
+    """Connect to guest vsock ``port`` (see :func:`firec.vsock.connect`)."""
+    return vsock.connect(uds_path, port, timeout=timeout)
+
+
+def vsock_listen(uds_path: Path, port: int, owner: tuple[int, int] | None) -> VsockListener:
+    """Listen for guest connections to host vsock ``port`` (see :func:`firec.vsock.listen`)."""
+    return vsock.listen(uds_path, port, owner=owner)

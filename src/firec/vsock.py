@@ -71,6 +71,7 @@ __all__ = [
     "listener_path",
     "open_connection",
     "open_listener",
+    "remove_stale_socket",
     "start_server",
 ]
 
@@ -279,7 +280,7 @@ def _bind(
             f"{path} is {size} bytes; a Unix socket path takes at most {MAX_SOCKET_PATH}: "
             "use a shorter vsock uds_path",
         )
-    _remove_stale(path)
+    remove_stale_socket(path)
     sock = sock if sock is not None else socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(os.fspath(path))
@@ -297,7 +298,12 @@ def _bind(
     return sock, inode
 
 
-def _remove_stale(path: Path) -> None:
+def remove_stale_socket(path: Path) -> None:
+    """Remove a socket file nobody listens on any more; refuse a live one or a non-socket.
+
+    Raises:
+        firec.errors.MachineError: something listens there, or the file is not a socket.
+    """
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
