@@ -1,0 +1,508 @@
+"""Snapshots, restores and clones of the tiny guest, on the emulator and on real Firecracker.
+
+Run against a real Firecracker with ``FIRECRACKER_BIN=/opt/fc/firecracker-v1.14.2``
+(or v1.0.0; the jailed test also needs ``JAILER_BIN``). Every test checks
+that nothing is left behind and that the snapshot's files are never written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import firec
+from firec.config import Config
+from firec.errors import ConfigError, MachineError, SnapshotError, UnsupportedError
+from firec.models import SnapshotType
+from firec.snapshot import MANIFEST, Snapshot
+from firec.snapshot_format import probe
+from firec.sparse import data_extents
+from firec.state import MachineState
+from firec.testing.guest import BOOT_LINE
+from firec.versions import Version
+from tests.conftest import firecracker_bin
+from tests.test_machine import assert_nothing_left, console_text
+
+MEM_MIB = 32
+
+
+def _emulator_wrapper(directory: Path, version: str | None = None) -> Path:
+    pinned = f"--emulate-version {version} " if version else ""
+    path = directory / f"firecracker-emulator{'-' + version if version else ''}"
+    path.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.emulator {pinned}"$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def vmm_binary(backend: str, short_tmp: Path) -> Path:
+    """The Firecracker executable of the backend: the real one, or the emulator."""
+    if backend == "firecracker":
+        path = firecracker_bin()
+        assert path is not None
+        return Path(path)
+    return _emulator_wrapper(short_tmp)
+
+
+@pytest.fixture
+def version(vmm_binary: Path) -> Version:
+    """The release of the backend's Firecracker."""
+    return probe(vmm_binary).version
+
+
+def _builder(vm_id: str | None, binary: Path, kernel: Path, tmp: Path) -> firec.Builder:
+    return (
+        Config.builder(vm_id, kernel)
+        .firecracker_binary(binary)
+        .workdir(tmp / "vms")
+        .kernel_args("console=ttyS0")
+        .machine_cfg()
+        .mem_size_mib(MEM_MIB)
+        .build()
+    )
+
+
+@pytest.fixture
+def builder(vmm_binary: Path, guest_kernel: Path, short_tmp: Path) -> firec.Builder:
+    return _builder(None, vmm_binary, guest_kernel, short_tmp)
+
+
+def fingerprint(snapshot: Snapshot) -> dict[str, tuple[str, int, int, int, int]]:
+    """Content hash, mtime, owner, mode and link count of the snapshot's files."""
+    result = {}
+    for path in (*snapshot.files, snapshot.directory / MANIFEST):
+        stat = path.stat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        result[path.name] = (digest, stat.st_mtime_ns, stat.st_uid, stat.st_mode, stat.st_nlink)
+    return result
+
+
+def take(builder: firec.Builder, directory: Path, **config: object) -> Snapshot:
+    """Boot the guest, snapshot it into ``directory``, and stop it."""
+    with firec.Machine.create(builder.build().replace(**config)) as machine:
+        machine.start()
+        assert BOOT_LINE in console_text(machine, BOOT_LINE)
+        snap = machine.snapshot(directory)
+        assert machine.state() is MachineState.PAUSED
+        launch = machine.launch
+    assert_nothing_left(launch, machine.pid)
+    return snap
+
+
+def _comparable(vm_config: dict[str, object]) -> dict[str, object]:
+    machine = dict(vm_config["machine-config"])  # type: ignore[call-overload]
+    machine.pop("track_dirty_pages", None)  # set by the load, not by the snapshot
+    return {"machine-config": machine, "boot-source": vm_config.get("boot-source")}
+
+
+# -- snapshot, kill, restore -------------------------------------------------------------
+
+
+def test_snapshot_kill_restore_runs_again(
+    builder: firec.Builder, short_tmp: Path, version: Version
+) -> None:
+    config = builder.build()
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        snap = machine.snapshot(short_tmp / "snap", resume=True)
+        assert machine.state() is MachineState.RUNNING
+        pid = machine.pid
+    assert_nothing_left(machine.launch, pid)  # the original is gone
+
+    assert snap.type is SnapshotType.FULL
+    assert snap.firecracker_version == version
+    assert snap.memory_file.stat().st_size == MEM_MIB << 20
+    assert snap.mem_size_mib == MEM_MIB
+    reopened = Snapshot.open(short_tmp / "snap")
+    assert reopened == snap
+    before = fingerprint(snap)
+
+    restored_config = config.replace(vm_id="restored-1")
+    with firec.Machine.restore(reopened, restored_config) as restored:
+        assert restored.pid != pid
+        assert restored.state() is MachineState.RUNNING
+        exported = restored.client.get_vm_config().to_api()
+        if version >= Version(1, 1, 0):  # 1.0 forgets the restored VM's configuration
+            assert _comparable(exported) == _comparable(snap.vm_config)
+        restored.pause()
+        restored.resume()
+        assert restored.state() is MachineState.RUNNING
+        launch = restored.launch
+    assert_nothing_left(launch, restored.pid)
+    assert fingerprint(snap) == before
+
+
+def test_restore_without_resume_stays_paused(builder: firec.Builder, short_tmp: Path) -> None:
+    snap = take(builder, short_tmp / "snap")
+    with firec.Machine.restore(snap, builder.build(), resume=False) as restored:
+        assert restored.state() is MachineState.PAUSED
+        restored.resume()
+        assert restored.state() is MachineState.RUNNING
+
+
+async def test_async_restore_from_a_derived_config(
+    builder: firec.Builder, short_tmp: Path
+) -> None:
+    snap = take(builder, short_tmp / "snap", workdir=None)
+    derived = snap.config()
+    assert derived.vm_id != snap.vm_id
+    assert derived.machine.mem_size_mib == MEM_MIB
+    assert derived.firecracker_binary == snap.firecracker_binary
+    machine = await firec.AsyncMachine.restore(snap)
+    async with machine:
+        assert await machine.state() is MachineState.RUNNING
+        assert machine.vm_id != snap.vm_id
+    assert_nothing_left(machine.launch, machine.pid)
+
+
+def test_snapshot_of_a_restored_vm_restores_too(builder: firec.Builder, short_tmp: Path) -> None:
+    first = take(builder, short_tmp / "first")
+    with firec.Machine.restore(first, builder.build()) as restored:
+        second = restored.snapshot(short_tmp / "second")
+    assert second.mem_size_mib == MEM_MIB
+    assert second.kernel_image == first.kernel_image
+    with firec.Machine.restore(second, builder.build()) as again:
+        assert again.state() is MachineState.RUNNING
+
+
+# -- clones ------------------------------------------------------------------------------
+
+
+async def test_ten_clones_share_the_memory_file(builder: firec.Builder, short_tmp: Path) -> None:
+    snap = take(builder, short_tmp / "snap")
+    before = fingerprint(snap)
+    started = time.monotonic()
+    clones = await snap.aclone(10, builder.build().replace(vm_id="clone"))
+    elapsed = time.monotonic() - started
+    try:
+        assert len(clones) == 10
+        assert sorted(c.vm_id for c in clones) == sorted(f"clone-{i}" for i in range(10))
+        assert len({c.pid for c in clones}) == 10
+        assert len({c.socket_path for c in clones}) == 10
+        states = await asyncio.gather(*(c.state() for c in clones))
+        assert set(states) == {MachineState.RUNNING}
+        # one memory file, mapped by every clone: never copied
+        assert snap.memory_file.stat().st_nlink == 1
+        for clone in clones:
+            assert clone.pid is not None
+            maps = Path(f"/proc/{clone.pid}/maps").read_text()
+            if "emulator" not in str(snap.firecracker_binary):
+                assert str(snap.memory_file) in maps
+    finally:
+        await asyncio.gather(*(c.delete() for c in clones))
+    for clone in clones:
+        assert_nothing_left(clone.launch, clone.pid)
+    assert fingerprint(snap) == before
+    print(f"10 clones started in {elapsed * 1000:.0f} ms")
+
+
+def test_sync_clone(builder: firec.Builder, short_tmp: Path) -> None:
+    snap = take(builder, short_tmp / "snap")
+    clones = snap.clone(3, builder.build().replace(vm_id="sync"))
+    try:
+        assert [c.state() for c in clones] == [MachineState.RUNNING] * 3
+        assert all(isinstance(c, firec.Machine) for c in clones)
+    finally:
+        for clone in clones:
+            clone.delete()
+    for clone in clones:
+        assert_nothing_left(clone.launch, clone.pid)
+
+
+def _processes_with(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_clone_failing_halfway_tears_down_the_others(
+    builder: firec.Builder, vmm_binary: Path, short_tmp: Path
+) -> None:
+    snap = take(builder, short_tmp / "snap")
+    broken = short_tmp / "broken-firecracker"
+    broken.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in --version|--snapshot-version) exec {vmm_binary} "$@";; esac\n'
+        "sleep 0.3\necho 'Error: the broken clone gives up' >&2\nexit 1\n"
+    )
+    broken.chmod(0o755)
+    configs: list[Config] = []
+
+    def configure(i: int, config: Config) -> Config:
+        if i == 5:
+            config = config.replace(firecracker_binary=broken)
+        configs.append(config)
+        return config
+
+    with pytest.raises(MachineError) as caught:
+        await snap.aclone(8, builder.build().replace(vm_id="half"), configure=configure)
+    assert "half-5" in str(caught.value)
+    assert any("8 clones failed" in note or "of 8 clones" in note for note in caught.value.__notes__)
+    assert len(configs) == 8
+    for config in configs:
+        assert not config.vm_dir.exists(), config.vm_dir
+        assert not config.host_socket_path.exists()
+        assert _processes_with(f"--id {config.vm_id} ") == []
+
+
+# -- refusals before spawning ------------------------------------------------------------
+
+
+def _copy_snapshot(snap: Snapshot, directory: Path) -> Path:
+    shutil.copytree(snap.directory, directory)
+    return directory
+
+
+def _edit_manifest(directory: Path, **changes: object) -> None:
+    path = directory / MANIFEST
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def test_incompatible_version_is_refused_naming_both(
+    builder: firec.Builder, short_tmp: Path, version: Version
+) -> None:
+    snap = take(builder, short_tmp / "snap")
+    other = _copy_snapshot(snap, short_tmp / "other")
+    if version >= Version(1, 7, 0):
+        claimed, claimed_format = "1.0.0", "1.0.0"  # a versionize-era snapshot
+    else:
+        claimed, claimed_format = "1.14.2", "8.0.0"
+    _edit_manifest(other, firecracker_version=claimed, snapshot_format=claimed_format)
+    config = builder.build().replace(vm_id="refused")
+    assert not Snapshot.open(other).compatible_with(version)
+    with pytest.raises(SnapshotError) as caught:
+        firec.Machine.restore(Snapshot.open(other), config)
+    assert claimed in str(caught.value) and str(version) in str(caught.value)
+    assert caught.value.snapshot_version == claimed
+    assert caught.value.target_version == str(version)
+    assert not config.vm_dir.exists()
+
+
+def test_truncated_or_missing_memory_file_is_refused(
+    builder: firec.Builder, short_tmp: Path
+) -> None:
+    snap = take(builder, short_tmp / "snap")
+    before = fingerprint(snap)
+    truncated = _copy_snapshot(snap, short_tmp / "truncated")
+    with open(truncated / "memory", "r+b") as memory:
+        memory.truncate((MEM_MIB << 20) // 2)
+    config = builder.build().replace(vm_id="truncated")
+    with pytest.raises(SnapshotError) as caught:
+        firec.Machine.restore(Snapshot.open(truncated), config)
+    assert f"{(MEM_MIB << 20) // 2} bytes" in str(caught.value)
+    assert str(MEM_MIB << 20) in str(caught.value)
+    assert caught.value.path == str(truncated / "memory")
+    (truncated / "memory").unlink()
+    with pytest.raises(SnapshotError, match="memory file .* cannot be used"):
+        firec.Machine.restore(Snapshot.open(truncated), config)
+    assert not config.vm_dir.exists()
+    assert fingerprint(snap) == before
+
+
+def test_unknown_override_is_refused(
+    builder: firec.Builder, short_tmp: Path, version: Version
+) -> None:
+    snap = take(builder, short_tmp / "snap")
+    config = builder.build().replace(vm_id="override")
+    if version < Version(1, 12, 0):
+        with pytest.raises(UnsupportedError) as unsupported:
+            firec.Machine.restore(snap, config, network_overrides={"eth9": "tap-x"})
+        assert unsupported.value.introduced == "1.12"
+    else:
+        with pytest.raises(ConfigError) as caught:
+            firec.Machine.restore(snap, config, network_overrides={"eth9": "tap-x"})
+        assert caught.value.field == "network_overrides"
+        assert "'eth9'" in caught.value.reason
+    assert not config.vm_dir.exists()
+
+
+def test_vsock_override_needs_a_vsock_and_1_16(
+    backend: str, guest_kernel: Path, short_tmp: Path, vmm_binary: Path, version: Version
+) -> None:
+    binaries = [vmm_binary]
+    if backend == "emulator":
+        binaries.append(_emulator_wrapper(short_tmp, "1.14"))
+    for binary in binaries:
+        builder = _builder(None, binary, guest_kernel, short_tmp)
+        snap = take(builder, short_tmp / f"snap-{binary.name}")
+        config = builder.build().replace(vm_id="vsock")
+        target = probe(binary).version
+        if target < Version(1, 16, 0):
+            with pytest.raises(UnsupportedError) as caught:
+                firec.Machine.restore(snap, config, vsock_override=short_tmp / "v.sock")
+            assert caught.value.introduced == "1.16"
+            assert caught.value.connected == str(target)
+        else:
+            with pytest.raises(ConfigError, match="no vsock device"):
+                firec.Machine.restore(snap, config, vsock_override=short_tmp / "v.sock")
+        assert not config.vm_dir.exists()
+
+
+def test_snapshot_refuses_a_used_directory_and_a_diff_without_base(
+    builder: firec.Builder, short_tmp: Path
+) -> None:
+    with firec.Machine.create(builder.build()) as machine:
+        machine.start()
+        with pytest.raises(SnapshotError, match="needs a base"):
+            machine.snapshot(short_tmp / "diff", diff=True)
+        machine.snapshot(short_tmp / "snap", resume=True)
+        with pytest.raises(SnapshotError, match="already holds a snapshot"):
+            machine.snapshot(short_tmp / "snap")
+        assert machine.state() is MachineState.RUNNING
+
+
+def test_failed_load_leaves_nothing(builder: firec.Builder, short_tmp: Path) -> None:
+    snap = take(builder, short_tmp / "snap")
+    broken = _copy_snapshot(snap, short_tmp / "broken")
+    (broken / "vmstate").write_bytes(b"not a snapshot state at all" * 10)
+    config = builder.build().replace(vm_id="failed-load")
+    with pytest.raises(firec.APIError) as caught:
+        firec.Machine.restore(Snapshot.open(broken), config)
+    assert "snapshot" in caught.value.fault_message.lower()
+    assert not config.vm_dir.exists()
+    assert _processes_with(f"--id {config.vm_id} ") == []
+
+
+# -- the Uffd backend --------------------------------------------------------------------------
+
+
+def test_uffd_restore_serves_pages_and_keeps_running(
+    builder: firec.Builder, short_tmp: Path, version: Version
+) -> None:
+    snap = take(builder, short_tmp / "snap")
+    before = fingerprint(snap)
+    config = builder.build().replace(vm_id="uffd")
+    if version < Version(1, 1, 0):
+        with pytest.raises(UnsupportedError, match="Uffd"):
+            firec.Machine.restore(snap, config, backend="Uffd")
+        return
+    with firec.Machine.restore(snap, config, backend="Uffd") as restored:
+        handler = restored._uffd
+        assert handler is not None
+        assert handler.wait_connected(5)
+        assert handler.peer_pid == restored.pid
+        assert handler.pages_served >= 1
+        assert handler.regions[0].size == MEM_MIB << 20
+        time.sleep(0.3)
+        assert restored.state() is MachineState.RUNNING
+        restored.pause()
+        restored.resume()
+        assert restored.state() is MachineState.RUNNING
+        assert handler.error is None
+        socket_path = handler.socket_path
+        assert socket_path.is_socket()
+        launch = restored.launch
+    assert not socket_path.exists()
+    assert_nothing_left(launch, restored.pid)
+    assert fingerprint(snap) == before
+
+
+# -- diff snapshots ------------------------------------------------------------------------------
+
+
+def test_diff_snapshot_flattens_and_restores(
+    builder: firec.Builder, short_tmp: Path, version: Version
+) -> None:
+    config = builder.machine_cfg().track_dirty_pages(True).build().build()
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        base = machine.snapshot(short_tmp / "base", resume=True)
+        diff = machine.snapshot(short_tmp / "diff", diff=True)
+    assert diff.type is SnapshotType.DIFF
+    assert diff.parent == base.directory
+    assert [s.directory for s in diff.chain()] == [base.directory, diff.directory]
+    assert diff.memory_file.stat().st_size == base.memory_file.stat().st_size
+    before = {**fingerprint(base), **{f"diff-{k}": v for k, v in fingerprint(diff).items()}}
+
+    flat = diff.flatten(short_tmp / "flat")
+    assert flat.type is SnapshotType.FULL and flat.parent is None
+    merged = flat.memory_file.read_bytes()
+    expected = bytearray(base.memory_file.read_bytes())
+    with open(diff.memory_file, "rb") as handle:
+        for start, end in data_extents(handle.fileno()):
+            expected[start:end] = os.pread(handle.fileno(), end - start, start)
+    assert merged == bytes(expected)
+    assert {**fingerprint(base), **{f"diff-{k}": v for k, v in fingerprint(diff).items()}} == before
+    with firec.Machine.restore(Snapshot.open(flat.directory), config.replace(vm_id="flat")) as r:
+        assert r.state() is MachineState.RUNNING
+
+
+# -- jailed ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def jailer_binary(backend: str) -> Path:
+    """The real jailer (``JAILER_BIN``), for the real Firecracker backend only."""
+    if backend == "emulator":
+        pytest.skip("no emulated jailer exists yet: the jailed restore runs with JAILER_BIN")
+    path = os.environ.get("JAILER_BIN")
+    if not path:
+        pytest.skip("JAILER_BIN is not set: no real jailer to run this test with")
+    return Path(path)
+
+
+def test_jailed_snapshot_and_restore(
+    jailer_binary: Path, vmm_binary: Path, guest_kernel: Path, short_tmp: Path
+) -> None:
+    if not Path("/sys/fs/cgroup/cpu/cpu.shares").exists():
+        pytest.skip("this host has no cgroup v1 cpu controller")
+    disk = short_tmp / "data.img"
+    disk.write_bytes(b"\0" * (1 << 20))
+
+    def jailed(vm_id: str) -> Config:
+        return (
+            _builder(vm_id, vmm_binary, guest_kernel, short_tmp)
+            .add_drive("data", disk)
+            .build()
+            .jailer_cfg()
+            .jailer_binary(jailer_binary)
+            .exec_file(vmm_binary)
+            .chroot_base_dir(short_tmp / "jail")
+            .uid(1234)
+            .gid(1235)
+            .cgroup_version(1)
+            .cgroup("cpu.shares=100")
+            .build()
+            .build()
+        )
+
+    with firec.Machine.create(jailed("jsource")) as machine:
+        machine.start()
+        snap = machine.snapshot(short_tmp / "snap", resume=True)
+        assert machine.state() is MachineState.RUNNING
+        source_launch = machine.launch
+    assert_nothing_left(source_launch, machine.pid)
+    assert snap.jailed
+    assert snap.vm_config["drives"][0]["path_on_host"] == "/data.img"
+    before = fingerprint(snap)
+
+    with firec.Machine.restore(snap, jailed("jrestored")) as restored:
+        assert restored.state() is MachineState.RUNNING
+        jail = restored.launch.jail
+        assert jail is not None
+        inside = jail.root / snap.memory_file.name
+        assert inside.samefile(snap.memory_file)  # a hard link, not a copy
+        assert (jail.root / "data.img").samefile(disk)
+        assert restored.socket_path.is_relative_to(jail.root)
+        launch = restored.launch
+    assert_nothing_left(launch, restored.pid)
+    assert fingerprint(snap) == before
+    assert not (short_tmp / "jail" / vmm_binary.name).exists()
