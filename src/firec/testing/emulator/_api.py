@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._jail import host_path
 from ._schema import schema
 from ._serde import SerdeError, Struct, from_text
 from ._vmm import NOT_STARTED, PAUSED, POSTBOOT_ONLY, PREBOOT_ONLY, ActionError, Vmm
@@ -559,7 +560,7 @@ def _update_drive(vmm: Vmm, cfg: dict[str, Any]) -> None:
         )
     if cfg["path_on_host"] is not None:
         try:
-            with open(cfg["path_on_host"], "rb"):
+            with open(host_path(cfg["path_on_host"]), "rb"):
                 pass
         except OSError as exc:
             from ._vmm import _os_error

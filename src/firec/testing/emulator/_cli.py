@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import _snapshot
+from . import _jail, _snapshot
 from ._api import dispatch
 from ._http import HttpServer, Request, reply
 from ._log import LEVELS, Logger
@@ -426,7 +426,7 @@ class Process:
         if "seccomp-filter" in args:
             path = str(args["seccomp-filter"])
             try:
-                with open(path, "rb"):
+                with open(_jail.host_path(path), "rb"):
                     pass
             except OSError as exc:
                 self.fail(
@@ -555,7 +555,7 @@ class Process:
         if name not in args:
             return None
         try:
-            with open(str(args[name]), encoding="utf-8") as f:
+            with open(_jail.host_path(str(args[name])), encoding="utf-8") as f:
                 return f.read()
         except (OSError, UnicodeDecodeError) as exc:
             detail = _io_debug(exc) if isinstance(exc, OSError) else "InvalidData"
@@ -566,7 +566,7 @@ class Process:
 
     def describe(self, path: str) -> NoReturn:
         try:
-            sys.stdout.write(_snapshot.describe(path) + "\n")
+            sys.stdout.write(_snapshot.describe(_jail.host_path(path)) + "\n")
         except _snapshot.SnapshotFileError as exc:
             self.fail(
                 _Fatal(
@@ -661,7 +661,7 @@ class Process:
         )
         try:
             self.server = HttpServer(
-                path, self.handle, payload_limit=payload_limit, methods=methods
+                _jail.host_path(path), self.handle, payload_limit=payload_limit, methods=methods
             )
         except OSError as exc:
             if exc.errno == 98:  # EADDRINUSE
@@ -743,22 +743,40 @@ class Process:
                 self.next_flush = time.monotonic() + FLUSH_PERIOD_S
 
 
+def _take(args: list[str], flag: str, what: str) -> str | None:
+    """Remove ``flag VALUE`` from ``args`` and return VALUE (exit 153 when it is missing)."""
+    if flag not in args:
+        return None
+    i = args.index(flag)
+    if i + 1 >= len(args):
+        sys.stderr.write(f"firec-emulator: {flag} needs {what}\n")
+        raise SystemExit(153)
+    value = args[i + 1]
+    del args[i : i + 2]
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Run the emulator with Firecracker's command line (plus ``--emulate-version``)."""
+    """Run the emulator with Firecracker's command line.
+
+    Plus the emulator's own flags: ``--emulate-version``, and the jailer
+    emulator's ``--emulate-chroot`` and ``--emulate-user`` (see :mod:`._jail`).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
-    wanted: str | None = None
-    if EMULATE_FLAG in args:
-        i = args.index(EMULATE_FLAG)
-        if i + 1 >= len(args):
-            sys.stderr.write(f"firec-emulator: {EMULATE_FLAG} needs a version such as 1.14\n")
-            raise SystemExit(153)
-        wanted = args[i + 1]
-        del args[i : i + 2]
+    wanted = _take(args, EMULATE_FLAG, "a version such as 1.14")
+    root = _take(args, _jail.CHROOT_FLAG, "a directory")
+    user_text = _take(args, _jail.USER_FLAG, "UID:GID")
     try:
         rel = parse_release(wanted)
+        user = _jail.parse_user(user_text) if user_text is not None else None
     except ValueError as exc:
         sys.stderr.write(f"firec-emulator: {exc}\n")
         raise SystemExit(153) from None
+    try:
+        _jail.enter(root, user)
+    except OSError as exc:
+        sys.stderr.write(f"firec-emulator: cannot enter the emulated jail {root}: {exc}\n")
+        raise SystemExit(1) from None
     Process(rel).run(args)
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from ._jail import host_path
 from ._release import Release
 
 __all__ = ["LEVELS", "Logger", "open_nonblocking", "timestamp"]
@@ -35,7 +36,7 @@ def open_nonblocking(path: str, *, create: bool) -> int:
     Read-write is what lets a fifo open without a reader. Raises OSError.
     """
     flags = os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_CREAT if create else 0)
-    return os.open(path, flags, 0o644)
+    return os.open(host_path(path), flags, 0o644)
 
 
 class Logger:

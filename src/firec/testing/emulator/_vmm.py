@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _guest, _snapshot, _uffd, _vsock
+from ._jail import host_path
 from ._log import Logger
 from ._metrics import Metrics
 from ._release import Release
@@ -263,7 +264,7 @@ class Vmm:
     def set_boot_source(self, cfg: dict[str, Any]) -> None:
         self.boot_path = True
         try:
-            with open(cfg["kernel_image_path"], "rb"):
+            with open(host_path(cfg["kernel_image_path"]), "rb"):
                 pass
         except OSError as exc:
             raise self._err(
@@ -271,7 +272,7 @@ class Vmm:
             ) from None
         if cfg["initrd_path"] is not None:
             try:
-                with open(cfg["initrd_path"], "rb"):
+                with open(host_path(cfg["initrd_path"]), "rb"):
                     pass
             except OSError as exc:
                 raise self._err(
@@ -354,7 +355,7 @@ class Vmm:
                 )
         try:
             flags = os.O_RDONLY if drive.get("is_read_only") else os.O_RDWR
-            os.close(os.open(str(path), flags))
+            os.close(os.open(host_path(str(path)), flags))
         except OSError as exc:
             if self.rel.modern:
                 raise ActionError(
@@ -363,7 +364,7 @@ class Vmm:
                     f"{_os_error(exc)} {path}"
                 ) from None
             raise ActionError(f"Invalid block device path: {path}") from None
-        size = os.stat(str(path)).st_size
+        size = os.stat(host_path(str(path))).st_size
         if size % 512:
             self.log.warn(
                 f"Disk size {size} is not a multiple of sector size 512; the remainder will "
@@ -413,7 +414,7 @@ class Vmm:
         uds = cfg["uds_path"]
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(uds)
+            sock.bind(host_path(uds))
             sock.listen(8)
         except OSError as exc:
             sock.close()
@@ -474,7 +475,7 @@ class Vmm:
     def insert_pmem(self, cfg: dict[str, Any]) -> None:
         self.boot_path = True
         try:
-            os.close(os.open(cfg["path_on_host"], os.O_RDONLY))
+            os.close(os.open(host_path(cfg["path_on_host"]), os.O_RDONLY))
         except OSError as exc:
             raise ActionError(
                 "Pmem device error: Unable to create the virtio-pmem device: Error accessing "
@@ -588,7 +589,7 @@ class Vmm:
             raise self._err(
                 "Start microvm error", "Cannot start microvm without kernel configuration."
             )
-        problem = _guest.check_kernel(self.boot_source["kernel_image_path"])
+        problem = _guest.check_kernel(host_path(self.boot_source["kernel_image_path"]))
         if problem:
             raise self._err(
                 "Start microvm error",
@@ -602,7 +603,7 @@ class Vmm:
         if self.serial_out_path is not None:
             try:
                 serial_fd = os.open(
-                    self.serial_out_path,
+                    host_path(self.serial_out_path),
                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK,
                     0o644,
                 )
@@ -661,8 +662,8 @@ class Vmm:
         try:
             _snapshot.save(
                 self,
-                cfg["snapshot_path"],
-                cfg["mem_file_path"],
+                host_path(cfg["snapshot_path"]),
+                host_path(cfg["mem_file_path"]),
                 diff=cfg["snapshot_type"] == "Diff",
             )
         except _snapshot.SnapshotFileError as exc:
@@ -682,7 +683,7 @@ class Vmm:
         uffd = backend is not None and backend["backend_type"] == "Uffd"
         try:
             load = _uffd.load if uffd else _snapshot.load
-            saved = load(self.rel, cfg["snapshot_path"], str(mem_path))
+            saved = load(self.rel, host_path(cfg["snapshot_path"]), host_path(str(mem_path)))
         except _snapshot.SnapshotFileError as exc:
             self.exit = Exit(1 if self.rel.modern else 152, "Loading snapshot failed.")
             if self.rel.modern:

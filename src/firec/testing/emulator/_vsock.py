@@ -30,6 +30,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from ._jail import host_path
+
 if TYPE_CHECKING:
     from ._vmm import Vmm
 
@@ -138,7 +140,7 @@ def guest_boot(vmm: Vmm) -> None:
     if vmm.vsock is None:
         return
     for port in _ports_of(_boot_args(vmm), CONNECT_TOKEN):
-        _start(_guest_connection, f"{vmm.vsock['uds_path']}_{port}", port)
+        _start(_guest_connection, host_path(f"{vmm.vsock['uds_path']}_{port}"), port)
 
 
 def _guest_connection(path: str, port: int) -> None:
