@@ -43,6 +43,8 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncBaseTransport\b", "BaseTransport"),
     (r"\basync_unix_transport\b", "unix_transport"),
     (r"\baclose\b", "close"),
+    (r"\bhandle_async_request\b", "handle_request"),
+    (r"\baread\b", "read"),
     (r"__aenter__", "__enter__"),
     (r"__aexit__", "__exit__"),
     (r"\bThe low-level asyncio client\b", "The low-level synchronous client"),

@@ -7,6 +7,7 @@ differ only in how they wait.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeAlias
@@ -19,16 +20,19 @@ from . import models, versions
 from .errors import APIError, ValidationError
 from .models.base import _convert as convert_error
 from .operations import Operation
+from .transport import BASE_URL
 from .versions import Version
 
 __all__ = [
     "DEFAULT",
     "Default",
     "TimeoutArg",
+    "build_request",
     "check_request",
     "decode",
     "encode_body",
     "partial_body",
+    "timeout_extension",
 ]
 
 
@@ -78,6 +82,56 @@ def partial_body(model: type[models.APIModel], update: Mapping[str, Any]) -> dic
     return body
 
 
+#: Headers of a request without a body, and the first ones of a request with one.
+_HEADERS = ((b"Host", b"localhost"), (b"Accept", b"application/json"))
+_BODYLESS = httpx.Headers(list(_HEADERS))
+_EMPTY_PUT = httpx.Headers([*_HEADERS, (b"Content-Length", b"0")])
+_EMPTY = httpx.ByteStream(b"")
+#: How many request URLs a client remembers (paths with ids vary a little).
+_URL_CACHE_SIZE = 256
+
+
+@functools.lru_cache(maxsize=64)
+def timeout_extension(timeout: float | None) -> dict[str, float | None]:
+    """httpx's ``timeout`` request extension for ``timeout`` seconds on every phase.
+
+    Shared, so never mutate the result.
+    """
+    return {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+
+
+def build_request(
+    method: str, path: str, data: Any, timeout: float | None, urls: dict[str, httpx.URL]
+) -> httpx.Request:
+    """The :class:`httpx.Request` of one API call: ``data`` (JSON) sent to ``path``.
+
+    ``urls`` caches the parsed URL of each path; the caller owns it. The
+    request carries every header itself (no client adds any), and its
+    ``timeout`` extension.
+    """
+    url = urls.get(path)
+    if url is None:
+        url = httpx.URL(BASE_URL + path)
+        if len(urls) >= _URL_CACHE_SIZE:
+            urls.clear()
+        urls[path] = url
+    extensions = {"timeout": timeout_extension(timeout)}
+    if data is None:
+        headers = _BODYLESS if method == "GET" else _EMPTY_PUT
+        return httpx.Request(method, url, headers=headers, stream=_EMPTY, extensions=extensions)
+    content = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    headers = httpx.Headers(
+        [
+            *_HEADERS,
+            (b"Content-Type", b"application/json"),
+            (b"Content-Length", b"%d" % len(content)),
+        ]
+    )
+    return httpx.Request(
+        method, url, headers=headers, stream=httpx.ByteStream(content), extensions=extensions
+    )
+
+
 def check_request(op: Operation, body: Any, version: Version) -> None:
     """Refuse, before sending, what Firecracker ``version`` lacks."""
     versions.check_operation(op.method, op.path, version)
@@ -106,10 +160,18 @@ def decode(op: Operation, response: httpx.Response) -> Any:
 
 
 def _fault_message(response: httpx.Response) -> str:
+    """Firecracker's explanation: the API layer's ``fault_message``, or micro_http's ``error``.
+
+    micro_http's ``{ "error": "...\nAll previous ..." }`` has a raw newline in
+    its string, so it is parsed leniently.
+    """
+    text = response.text
     try:
-        data = response.json()
+        data = json.loads(text, strict=False)
     except json.JSONDecodeError:
-        return response.text.strip() or response.reason_phrase
-    if isinstance(data, Mapping) and isinstance(data.get("fault_message"), str):
-        return str(data["fault_message"])
-    return response.text.strip()
+        return text.strip() or response.reason_phrase or f"HTTP {response.status_code}"
+    if isinstance(data, Mapping):
+        for key in ("fault_message", "error"):
+            if isinstance(data.get(key), str):
+                return str(data[key])
+    return text.strip()

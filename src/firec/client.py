@@ -30,9 +30,17 @@ from typing import Any, Self
 import httpx
 
 from . import models
-from ._request import DEFAULT, TimeoutArg, check_request, decode, encode_body, partial_body
+from ._request import (
+    DEFAULT,
+    TimeoutArg,
+    build_request,
+    check_request,
+    decode,
+    encode_body,
+    partial_body,
+)
 from .operations import OPERATIONS_BY_ID, Operation
-from .transport import BASE_URL, transport_error, unix_transport
+from .transport import transport_error, unix_transport
 from .versions import Version
 
 __all__ = ["Client"]
@@ -78,16 +86,17 @@ class Client:
         self.slow_timeout = slow_timeout
         self.check_version = check_version
         self._version = Version.parse(version) if isinstance(version, str) else version
-        self._http = httpx.Client(
-            transport=transport or unix_transport(self.socket_path),
-            base_url=BASE_URL,
-            timeout=timeout,
-            headers={"Accept": "application/json"},
-        )
+        self._transport = transport or unix_transport(self.socket_path)
+        self._closed = False
+        self._urls: dict[str, httpx.URL] = {}
+        #: bodiless operations the version check already let through
+        self._checked: set[str] = set()
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self._http.close()
+        if not self._closed:
+            self._closed = True
+            self._transport.close()
 
     def __enter__(self) -> Self:
         return self
@@ -120,12 +129,25 @@ class Client:
     ) -> Any:
         op: Operation = OPERATIONS_BY_ID[operation_id]
         data = encode_body(body)
-        if self.check_version and operation_id != "getFirecrackerVersion":
-            check_request(op, data, self.firecracker_version())
+        if (
+            self.check_version
+            and operation_id != "getFirecrackerVersion"
+            and (data is not None or operation_id not in self._checked)
+        ):
+            check_request(op, data, self._version or self.firecracker_version())
+            if data is None:
+                self._checked.add(operation_id)
         if timeout is DEFAULT:
             timeout = self.slow_timeout if op.slow else self.timeout
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed: make a new client")
+        request = build_request(
+            op.method, op.url(**params) if params else op.path, data, timeout, self._urls
+        )
         try:
-            response = self._http.request(op.method, op.url(**params), json=data, timeout=timeout)
+            response = self._transport.handle_request(request)
+            response.request = request
+            response.read()
         except httpx.TransportError as exc:
             raise transport_error(exc, self.socket_path) from exc
         return decode(op, response)
