@@ -1,9 +1,11 @@
-"""Executables that stand in for ``firecracker`` (and, later, ``jailer``).
+"""Executables that stand in for ``firecracker`` and ``jailer``.
 
 Anything that runs a Firecracker binary by path (firec's own ``Config``,
 your scripts, other tools) can run firec's emulator instead:
 :func:`emulator_binary` returns the path of a small executable that starts it
-with this Python interpreter.
+with this Python interpreter. :func:`jailer_emulator_binary` does the same for
+firec's jailer emulator (:mod:`firec.testing.jailer`), which runs the emulator
+as if jailed (give it :func:`emulator_binary` as the exec file).
 
 Example::
 
@@ -26,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["emulator_binary"]
+__all__ = ["emulator_binary", "jailer_emulator_binary"]
 
 
 def _cache_dir() -> Path:
@@ -56,3 +58,12 @@ def emulator_binary() -> Path:
     and ``--emulate-version``.
     """
     return _wrapper("firecracker-emulator", "firec.testing.emulator")
+
+
+def jailer_emulator_binary() -> Path:
+    """The path of an executable that runs firec's jailer emulator.
+
+    It takes the jailer's flags; its ``--exec-file`` must be
+    :func:`emulator_binary` (or another executable running firec's emulator).
+    """
+    return _wrapper("jailer-emulator", "firec.testing.jailer")
