@@ -358,7 +358,7 @@ def vsock(launch: Launch) -> models.Vsock:
 def config_file(launch: Launch) -> dict[str, Any]:
     """The ``--config-file`` document equivalent to :func:`api_calls`."""
     config = launch.config
-    for name in ("serial", "cpu_config", "memory_hotplug"):
+    for name in ("serial", "cpu_config"):  # 1.14.2 ignores a "serial" key in the file
         if getattr(config, name) is not None:
             raise ConfigError(
                 name, "cannot be given in a --config-file boot; use the API boot method"
@@ -381,6 +381,8 @@ def config_file(launch: Launch) -> dict[str, Any]:
         document["balloon"] = config.balloon.to_api()
     if config.mmds_config is not None:
         document["mmds-config"] = config.mmds_config.to_api()
+    if config.memory_hotplug is not None:
+        document["memory-hotplug"] = config.memory_hotplug.to_api()
     return document
 
 
