@@ -566,7 +566,8 @@ class _Jail:
             self._own_dir(inside)
         if reused or os.path.lexists(os.path.join(self.root, "dev/net/tun")):
             raise _jailer_error(
-                "Failed to create /dev/net/tun  via mknod inside the jail: "
+                # the jailer prints the C string of the path, NUL byte included
+                "Failed to create /dev/net/tun\x00 via mknod inside the jail: "
                 + _io(FileExistsError(17, os.strerror(17)))
             )
         if self.daemonize:
