@@ -200,6 +200,15 @@ def _left_behind(jailer: Jailer) -> list[Path]:
     ]
 
 
+def _cgroup2_controllers() -> list[str]:
+    """The controllers of the (first) cgroup2 mount: ``--cgroup-version 2`` uses it."""
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[2] == "cgroup2":
+            return (Path(fields[1]) / "cgroup.controllers").read_text().split()
+    return []
+
+
 def _answers(socket_path: Path) -> bool:
     if not socket_path.exists():
         return False
@@ -354,6 +363,10 @@ REFUSALS = {
     "cgroup-unknown-controller": Refusal(
         ("--cgroup", "nosuch.file=1"), jailer_error("Controller nosuch is unavailable")
     ),
+    "cgroup-v2-controller": Refusal(
+        ("--cgroup-version", "2", "--cgroup", "cpu.max=max"),
+        jailer_error("Controller cpu is unavailable"),
+    ),
     "limit-format": Refusal(
         ("--resource-limit", "no-file"),
         jailer_error("Invalid format for resources limits: no-file"),
@@ -426,6 +439,8 @@ REFUSALS = {
 @pytest.mark.parametrize("case", list(REFUSALS))
 def test_refusals(jailer: Jailer, case: str) -> None:
     refusal = REFUSALS[case]
+    if case == "cgroup-v2-controller" and "cpu" in _cgroup2_controllers():
+        pytest.skip("this host's cgroup2 hierarchy has the cpu controller")
     if refusal.leaves_cgroups and not (CGROUP_V1 / "cpuset" / "cpuset.mems").exists():
         pytest.skip("this host has no cgroup v1 cpu and cpuset controllers")
     parent = f"firec-jt-{uuid.uuid4().hex[:8]}"

@@ -54,7 +54,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
-__all__ = ["VERSION", "main"]
+__all__ = ["VERSION", "formatted_help", "main", "parse_args"]
 
 VERSION = "1.0.0"
 """The jailer release this emulates."""
@@ -369,7 +369,6 @@ class _Cgroup:
     """One ``--cgroup <file>=<value>`` of a VM: where it goes and how it is set."""
 
     version: int
-    mount: str
     controller: str
     file: str
     value: str
@@ -441,7 +440,7 @@ def _cgroups(specs: list[str], version_text: str, vm_id: str, parent: str) -> li
         if mount is None:
             raise _jailer_error(f"Controller {controller} is unavailable")
         directory = os.path.join(mount, parent, vm_id)
-        cgroups.append(_Cgroup(version, mount, controller, file, value, directory))
+        cgroups.append(_Cgroup(version, controller, file, value, directory))
     return cgroups
 
 
