@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import os
 import socket
 import threading
@@ -122,9 +123,9 @@ def serialize_request(request: httpx.Request, body: bytes) -> bytes:
 
 
 class _Head:
-    """The parsed status line and headers of one response."""
+    """The parsed status line and headers of one response (shared: never mutated)."""
 
-    __slots__ = ("headers", "keep_alive", "length", "reason", "status", "version")
+    __slots__ = ("extensions", "headers", "keep_alive", "length", "status")
 
     def __init__(
         self,
@@ -135,12 +136,16 @@ class _Head:
         length: int,
         keep_alive: bool,
     ) -> None:
-        self.version = version
         self.status = status
-        self.reason = reason
-        self.headers = headers
+        self.headers = httpx.Headers(headers)  # each Response copies it
+        self.extensions = {"http_version": version, "reason_phrase": reason}
         self.length = length
         self.keep_alive = keep_alive
+
+    @property
+    def reason(self) -> bytes:
+        reason: bytes = self.extensions["reason_phrase"]
+        return reason
 
 
 def _check_partial_head(data: bytes) -> None:
@@ -151,10 +156,12 @@ def _check_partial_head(data: bytes) -> None:
         raise httpx.RemoteProtocolError(f"response head larger than {_MAX_HEAD} bytes")
 
 
+@functools.lru_cache(maxsize=256)
 def parse_head(head: bytes, method: str) -> _Head:
     """Parse a response head (without its final blank line) sent for ``method``.
 
     Raises :class:`httpx.RemoteProtocolError` for anything not exactly framed.
+    Remembered: Firecracker sends the same few heads over and over.
     """
     lines = head.split(b"\r\n")
     status_line = lines[0]
@@ -268,7 +275,7 @@ def _response(head: _Head, body: bytes, request: httpx.Request) -> httpx.Respons
         head.status,
         headers=head.headers,
         stream=httpx.ByteStream(body),
-        extensions={"http_version": head.version, "reason_phrase": head.reason},
+        extensions=head.extensions,
         request=request,
     )
     # The body is already in memory: store it where Response.read() keeps what
@@ -488,34 +495,67 @@ def _settle(future: asyncio.Future[bool], ready: bool) -> None:
         future.set_result(ready)
 
 
-async def _wait(sock: socket.socket, *, writing: bool, timeout: float | None) -> bool:
-    """Wait until ``sock`` is readable (or writable): False when ``timeout`` ran out."""
+async def _writable(sock: socket.socket, timeout: float | None) -> bool:
+    """Wait until ``sock`` can take more bytes: False when ``timeout`` ran out."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[bool] = loop.create_future()
     fd = sock.fileno()
-    if writing:
-        loop.add_writer(fd, _settle, future, True)
-    else:
-        loop.add_reader(fd, _settle, future, True)
+    loop.add_writer(fd, _settle, future, True)
     timer = None if timeout is None else loop.call_later(timeout, _settle, future, False)
     try:
         return await future
     finally:
-        if writing:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
+        loop.remove_writer(fd)
         if timer is not None:
             timer.cancel()
 
 
 class _AsyncConnection:
-    """One kept-alive non-blocking socket, driven by the running event loop."""
+    """One kept-alive non-blocking socket, watched by an event loop.
 
-    __slots__ = ("sock",)
+    Adding and removing an event loop reader costs two ``epoll_ctl`` calls and
+    some bookkeeping (~6 us), so the socket stays registered, for its whole
+    life, with the loop that last used it. Readable while idle means the server
+    closed it (or sent what nobody asked for): it is then marked ``stale``.
+    """
+
+    __slots__ = ("busy", "fd", "loop", "sock", "stale", "waiter")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.fd = sock.fileno()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.waiter: asyncio.Future[bool] | None = None
+        self.busy = True
+        self.stale = False
+
+    def _readable(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(True)
+        elif not self.busy:
+            # Often a late echo of the response the last request just read.
+            try:
+                self.sock.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                return
+            except OSError:
+                pass
+            self.stale = True
+            self._unwatch()
+        # busy and not waiting yet: the request reads it when it gets there
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.loop is not loop:
+            self._unwatch()
+            loop.add_reader(self.fd, self._readable)
+            self.loop = loop
+
+    def _unwatch(self) -> None:
+        loop, self.loop = self.loop, None
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self.fd)
 
     async def send(self, payload: bytes, timeout: float | None) -> None:
         view = memoryview(payload)
@@ -529,7 +569,7 @@ class _AsyncConnection:
                 raise _NothingReceived from exc
             except OSError as exc:
                 raise httpx.WriteError(f"cannot send the request: {exc}") from exc
-            if not await _wait(self.sock, writing=True, timeout=timeout):
+            if not await _writable(self.sock, timeout):
                 raise httpx.WriteTimeout("timed out sending the request")
 
     async def recv(self, size: int, timeout: float | None) -> bytes:
@@ -542,7 +582,17 @@ class _AsyncConnection:
                 return b""
             except OSError as exc:
                 raise httpx.ReadError(f"cannot read the response: {exc}") from exc
-            if not await _wait(self.sock, writing=False, timeout=timeout):
+            loop = asyncio.get_running_loop()
+            self._watch(loop)
+            waiter = self.waiter = loop.create_future()
+            timer = None if timeout is None else loop.call_later(timeout, _settle, waiter, False)
+            try:
+                ready = await waiter
+            finally:
+                self.waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not ready:
                 raise httpx.ReadTimeout("timed out waiting for the response")
 
     def pending(self) -> bytes:
@@ -573,6 +623,7 @@ class _AsyncConnection:
         return incoming.result()
 
     def close(self) -> None:
+        self._unwatch()
         self.sock.close()
 
 
@@ -623,9 +674,7 @@ class AsyncUnixSocketTransport(httpx.AsyncBaseTransport):
             raise
 
     async def _acquire(self, timeout: float | None) -> None:
-        if self._busy < self.max_connections and not self._waiters:
-            self._busy += 1
-            return
+        """Wait up to ``timeout`` for a connection slot (all are busy)."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
@@ -659,7 +708,10 @@ class AsyncUnixSocketTransport(httpx.AsyncBaseTransport):
             content = await request.aread()
         payload = serialize_request(request, content)
         timeouts = _timeouts(request)
-        await self._acquire(timeouts.get("pool"))
+        if self._busy < self.max_connections and not self._waiters:
+            self._busy += 1  # the common case, without a coroutine
+        else:
+            await self._acquire(timeouts.get("pool"))
         try:
             return await self._send(request, payload, timeouts)
         finally:
@@ -673,7 +725,10 @@ class AsyncUnixSocketTransport(httpx.AsyncBaseTransport):
         while True:
             if self._idle:
                 conn = self._idle.pop()
-                reused = True
+                if conn.stale:  # closed by the server while idle: never used
+                    conn.close()
+                    continue
+                conn.busy = reused = True
             else:
                 conn = await self._connect(timeouts.get("connect"))
                 reused = False
@@ -690,6 +745,7 @@ class AsyncUnixSocketTransport(httpx.AsyncBaseTransport):
                 conn.close()
                 raise
             if reusable and not self._closed:
+                conn.busy = False
                 self._idle.append(conn)
             else:
                 conn.close()
