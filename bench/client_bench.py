@@ -1,11 +1,19 @@
 """Per-call latency of firec.Client and firec.AsyncClient against a bare http.client.
 
-All three talk to the same VMM in the same run: firec's emulator, or the real
+All of them talk to the same VMM in the same run: firec's emulator, or the real
 Firecracker named by FIRECRACKER_BIN. The baseline is the leanest possible
 client: ``http.client`` over an AF_UNIX socket with a kept-alive connection,
 no parsing beyond reading the body. Target: firec at most 1.2x the baseline.
 
-    python bench/client_bench.py [--calls 2000]
+Two reference rows are not judged: httpx's own client over its Unix-socket
+transport (what firec used before), and a bare asyncio round trip
+(``loop.sock_sendall`` + ``loop.sock_recv``, bytes only), the floor any asyncio
+client pays for waking the event loop.
+
+Rounds of the variants are interleaved (A B C.. A B C..), so that a change in
+the machine's load during the run hits every variant alike.
+
+    python bench/client_bench.py [--calls 2000] [--rounds 7]
 """
 
 from __future__ import annotations
@@ -21,12 +29,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import httpx
 
 import firec
 
 TARGET = 1.2
+REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\r\n"
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -59,23 +70,36 @@ def start_vmm(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     return process, socket_path, "Firecracker" if binary else "firec emulator"
 
 
-def per_call(func: Callable[[], object], calls: int) -> float:
-    """Median seconds per call over 5 rounds of ``calls`` calls."""
-    rounds = []
-    for _ in range(5):
+def sync_round(func: Callable[[], object], calls: int) -> Callable[[], float]:
+    def run() -> float:
         started = time.perf_counter()
         for _ in range(calls):
             func()
-        rounds.append((time.perf_counter() - started) / calls)
-    return statistics.median(rounds)
+        return (time.perf_counter() - started) / calls
+
+    return run
+
+
+def async_round(
+    loop: asyncio.AbstractEventLoop, func: Callable[[], Awaitable[object]], calls: int
+) -> Callable[[], float]:
+    async def many() -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            await func()
+        return (time.perf_counter() - started) / calls
+
+    return lambda: loop.run_until_complete(many())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="firec-bench-"))
     process, socket_path, name = start_vmm(workdir)
+    loop = asyncio.new_event_loop()
     try:
         raw = UnixHTTPConnection(socket_path)
 
@@ -85,35 +109,62 @@ def main() -> None:
 
         client = firec.Client(socket_path)
         client.get_instance_info()  # learn the version once, as every user does
+        aclient = firec.AsyncClient(socket_path)
+        loop.run_until_complete(aclient.get_instance_info())
+        reference = httpx.Client(
+            transport=httpx.HTTPTransport(uds=socket_path), base_url="http://localhost"
+        )
 
-        async def async_calls(calls: int) -> float:
-            async with firec.AsyncClient(socket_path) as aclient:
-                await aclient.get_instance_info()
-                rounds = []
-                for _ in range(5):
-                    started = time.perf_counter()
-                    for _ in range(calls):
-                        await aclient.get_instance_info()
-                    rounds.append((time.perf_counter() - started) / calls)
-                return statistics.median(rounds)
+        def via_httpx() -> object:
+            return reference.get("/", headers={"Accept": "application/json"}).json()
 
-        per_call(bare, 200)  # warm up
-        baseline = per_call(bare, args.calls)
-        sync = per_call(client.get_instance_info, args.calls)
-        asynchronous = asyncio.run(async_calls(args.calls))
+        floor_socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        floor_socket.connect(socket_path)
+        floor_socket.setblocking(False)
+
+        async def asyncio_floor() -> bytes:
+            await loop.sock_sendall(floor_socket, REQUEST)
+            return await loop.sock_recv(floor_socket, 65536)
+
+        variants = {
+            "bare http.client over AF_UNIX": sync_round(bare, args.calls),
+            "firec.Client": sync_round(client.get_instance_info, args.calls),
+            "firec.AsyncClient": async_round(loop, aclient.get_instance_info, args.calls),
+            "httpx.Client over HTTPTransport(uds)": sync_round(via_httpx, args.calls),
+            "asyncio loop.sock_* bytes only": async_round(loop, asyncio_floor, args.calls),
+        }
+        for run in variants.values():  # warm up
+            run()
+        times: dict[str, list[float]] = {label: [] for label in variants}
+        for _ in range(args.rounds):
+            for label, run in variants.items():
+                times[label].append(run())
+        loop.run_until_complete(aclient.aclose())
         client.close()
+        reference.close()
+        floor_socket.close()
         raw.close()
     finally:
+        loop.close()
         process.kill()
         process.wait()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    print(f"GET / against {name}, {args.calls} calls x 5 rounds, median per call:")
-    print(f"  bare http.client over AF_UNIX  {baseline * 1e6:8.1f} us  (baseline)")
-    for label, value in (("firec.Client", sync), ("firec.AsyncClient", asynchronous)):
+    median = {label: statistics.median(values) for label, values in times.items()}
+    baseline = median["bare http.client over AF_UNIX"]
+    print(
+        f"GET / against {name}, {args.calls} calls x {args.rounds} interleaved rounds, "
+        "median per call:"
+    )
+    for label, value in median.items():
         ratio = value / baseline
-        verdict = "ok" if ratio <= TARGET else f"over the {TARGET}x target"
-        print(f"  {label:<30} {value * 1e6:8.1f} us  {ratio:5.2f}x  {verdict}")
+        if label.startswith("bare"):
+            verdict = "(baseline)"
+        elif label.startswith("firec"):
+            verdict = "ok" if ratio <= TARGET else f"over the {TARGET}x target"
+        else:
+            verdict = "(reference)"
+        print(f"  {label:<38} {value * 1e6:8.1f} us  {ratio:5.2f}x  {verdict}")
 
 
 if __name__ == "__main__":
