@@ -245,6 +245,14 @@ def test_serialize_frames_the_body_itself() -> None:
     )
 
 
+def test_docstring_examples() -> None:
+    import doctest
+
+    import firec.transport
+
+    assert doctest.testmod(firec.transport).failed == 0
+
+
 def test_serialize_refuses_header_injection() -> None:
     request = httpx.Request("GET", BASE_URL + "/", headers={"X-A": "a\r\nEvil: 1"})
     with pytest.raises(httpx.LocalProtocolError, match="X-A"):

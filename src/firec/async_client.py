@@ -128,6 +128,8 @@ class AsyncClient:
         timeout: TimeoutArg,
         **params: str,
     ) -> Any:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed: make a new client")
         op: Operation = OPERATIONS_BY_ID[operation_id]
         data = encode_body(body)
         if (
@@ -140,8 +142,6 @@ class AsyncClient:
                 self._checked.add(operation_id)
         if timeout is DEFAULT:
             timeout = self.slow_timeout if op.slow else self.timeout
-        if self._closed:
-            raise RuntimeError(f"{self!r} is closed: make a new client")
         request = build_request(
             op.method, op.url(**params) if params else op.path, data, timeout, self._urls
         )

@@ -127,6 +127,8 @@ class Client:
         timeout: TimeoutArg,
         **params: str,
     ) -> Any:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed: make a new client")
         op: Operation = OPERATIONS_BY_ID[operation_id]
         data = encode_body(body)
         if (
@@ -139,8 +141,6 @@ class Client:
                 self._checked.add(operation_id)
         if timeout is DEFAULT:
             timeout = self.slow_timeout if op.slow else self.timeout
-        if self._closed:
-            raise RuntimeError(f"{self!r} is closed: make a new client")
         request = build_request(
             op.method, op.url(**params) if params else op.path, data, timeout, self._urls
         )

@@ -3,7 +3,7 @@
 Firecracker serves its API as HTTP/1.1 on a Unix domain socket, with a fixed
 dialect (micro_http): every response is framed by ``Content-Length`` (or has
 no body), connections are kept alive, and the server serves at most 10
-connections at a time. :class:`UnixSocketTransport` and
+connections at a time (an 11th gets a 503 and is closed). :class:`UnixSocketTransport` and
 :class:`AsyncUnixSocketTransport` speak just that dialect, straight from bytes
 to :class:`httpx.Response`, as httpx transports. Any other
 :class:`httpx.BaseTransport` (or :class:`httpx.AsyncBaseTransport`) can be
@@ -28,9 +28,12 @@ What the transports do, and refuse:
   ``__cause__`` is the :class:`OSError` (:class:`FileNotFoundError`,
   :class:`ConnectionRefusedError`, :class:`PermissionError`...).
 * A connection the server closes before answering raises
-  :class:`httpx.RemoteProtocolError`; but a kept-alive connection found closed
-  before anything was received is retried once on a new connection (every
-  method Firecracker's API has, GET, PUT and PATCH, is idempotent).
+  :class:`httpx.RemoteProtocolError` (unless it said something first, like
+  Firecracker's 503 ``Too many open connections``: that is the response); but a
+  kept-alive connection found closed before anything was received is retried
+  once on a new connection (every method Firecracker's API has, GET, PUT and
+  PATCH, is idempotent). The asyncio transport also notices idle connections
+  the server closes, and never uses them.
 * A response the transport cannot frame exactly (``Transfer-Encoding``, a bad
   status line, a missing or contradictory ``Content-Length``, a head over
   64 KiB) raises :class:`httpx.RemoteProtocolError`; nothing is guessed.
@@ -68,8 +71,8 @@ __all__ = [
 BASE_URL = "http://localhost"
 
 #: Connections one transport opens at most, by default. Firecracker serves 10
-#: at a time (it closes the 11th at once) and answers them one by one, so more
-#: would only take connections away from other clients of the same VMM.
+#: at a time (an 11th gets a 503 and is closed) and answers them one by one, so
+#: more would only take connections away from other clients of the same VMM.
 MAX_CONNECTIONS = 4
 
 #: Methods retried on a fresh connection when a kept-alive one turns out to be
@@ -292,8 +295,8 @@ def _timeouts(request: httpx.Request) -> dict[str, float | None]:
 
 def _closed_early(path: str) -> httpx.RemoteProtocolError:
     return httpx.RemoteProtocolError(
-        f"{path}: the server closed the connection without answering (the VMM is exiting, "
-        "or has too many API connections open: Firecracker serves at most 10)"
+        f"{path}: the server closed the connection without answering (is the VMM exiting? "
+        "or it has too many API connections open: Firecracker serves at most 10)"
     )
 
 
