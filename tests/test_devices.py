@@ -12,6 +12,8 @@ releases.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import re
 import subprocess
@@ -69,16 +71,26 @@ def require(binary: Path, minor: int, device: str) -> Version:
     return version
 
 
-def skip_if_api_may_hang_with_a_network(binary: Path) -> None:
-    """Firecracker 1.0.0 sometimes stops answering after boot when it has a network interface.
+def known_1_0_hang(test: Callable[..., None]) -> Callable[..., None]:
+    """Turn Firecracker 1.0.0's lost API request into an expected failure, nothing else.
 
-    Measured here (about 1 boot in 20 to 50): the API thread waits for the VMM
-    thread, which sits in epoll_wait and never takes the request; no retry
-    recovers. 1.4.0 and 1.14.2 never did it in 80 boots each.
+    Measured here: after InstanceStart, 1.0.0 sometimes never answers an API
+    request the VMM thread must handle (about 1 boot in 160 without devices,
+    1 in 20 to 70 with a drive or a tap): the API thread waits on a futex, the
+    VMM thread sits in epoll_wait, for good. 1.4.0 and 1.14.2 never did it.
     """
-    version = binary_version(binary)
-    if version < Version(1, 1):
-        pytest.skip(f"Firecracker {version} may stop answering its API after boot with a tap")
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            test(*args, **kwargs)
+        except firec.errors.TimeoutError as exc:
+            version = binary_version(kwargs["vmm_binary"])
+            if version < Version(1, 1):
+                pytest.xfail(f"Firecracker {version} lost an API request after boot: {exc}")
+            raise
+
+    return run
 
 
 @pytest.fixture
@@ -122,6 +134,7 @@ RATE = models.RateLimiter(
 # -- balloon ---------------------------------------------------------------------------
 
 
+@known_1_0_hang
 def test_balloon_config_statistics_and_updates(builder: Builder, vmm_binary: Path) -> None:
     version = binary_version(vmm_binary)
     hinting = version >= Version(1, 14)
@@ -149,19 +162,21 @@ def test_balloon_config_statistics_and_updates(builder: Builder, vmm_binary: Pat
         if hinting:
             status = client.get_balloon_hinting()
             assert (status.host_cmd, status.guest_cmd) == (0, None)
-            for call in (
+            calls: list[Callable[[], None]] = [
                 lambda: client.start_balloon_hinting(
                     models.BalloonStartCmd(acknowledge_on_stop=True)
                 ),
                 client.stop_balloon_hinting,
-            ):
+            ]
+            for call in calls:
                 with pytest.raises(APIError) as refused:
                     call()
                 assert _not_activated(refused.value), refused.value
         assert machine.state() is firec.MachineState.RUNNING
 
 
-def test_balloon_without_statistics_says_so(builder: Builder) -> None:
+@known_1_0_hang
+def test_balloon_without_statistics_says_so(builder: Builder, vmm_binary: Path) -> None:
     with firec.Machine.create(builder.balloon(4).build()) as machine:
         _boots(machine)
         with pytest.raises(APIError, match=r"[Ss]tat"):
@@ -172,10 +187,10 @@ def test_balloon_without_statistics_says_so(builder: Builder) -> None:
 
 
 @pytest.mark.parametrize("mmds_version", ["V1", "V2"])
+@known_1_0_hang
 def test_mmds_config_and_data(
     builder: Builder, vmm_binary: Path, tap_name: str, mmds_version: str
 ) -> None:
-    skip_if_api_may_hang_with_a_network(vmm_binary)
     version = binary_version(vmm_binary)
     imds = True if mmds_version == "V2" and version >= Version(1, 13) else None
     data = {"latest": {"meta-data": {"instance-id": "i-1"}}}
@@ -206,6 +221,7 @@ def test_mmds_config_and_data(
 # -- entropy, serial, pmem, memory hotplug ---------------------------------------------
 
 
+@known_1_0_hang
 def test_entropy_with_rate_limiter(builder: Builder, vmm_binary: Path) -> None:
     require(vmm_binary, 4, "entropy device")
     with firec.Machine.create(builder.entropy(RATE).build()) as machine:
@@ -218,6 +234,7 @@ def test_entropy_with_rate_limiter(builder: Builder, vmm_binary: Path) -> None:
             machine.client.put_entropy(models.EntropyDevice())
 
 
+@known_1_0_hang
 def test_serial_output_path(builder: Builder, vmm_binary: Path, short_tmp: Path) -> None:
     require(vmm_binary, 14, "serial device")
     serial = short_tmp / "serial.out"
@@ -232,6 +249,7 @@ def test_serial_output_path(builder: Builder, vmm_binary: Path, short_tmp: Path)
         assert BOOT_LINE not in console.read_text()  # it went to the serial file instead
 
 
+@known_1_0_hang
 def test_pmem_device(builder: Builder, vmm_binary: Path, short_tmp: Path) -> None:
     require(vmm_binary, 14, "pmem devices")
     backing = short_tmp / "pmem.img"
@@ -246,6 +264,7 @@ def test_pmem_device(builder: Builder, vmm_binary: Path, short_tmp: Path) -> Non
         ]
 
 
+@known_1_0_hang
 def test_memory_hotplug(builder: Builder, vmm_binary: Path) -> None:
     require(vmm_binary, 14, "memory hotplug")
     hotplug = models.MemoryHotplugConfig(total_size_mib=256)
@@ -260,6 +279,7 @@ def test_memory_hotplug(builder: Builder, vmm_binary: Path) -> None:
             )
 
 
+@known_1_0_hang
 def test_memory_hotplug_in_a_config_file_boot(builder: Builder, vmm_binary: Path) -> None:
     require(vmm_binary, 14, "memory hotplug")
     hotplug = models.MemoryHotplugConfig(total_size_mib=256)
@@ -272,7 +292,10 @@ def test_memory_hotplug_in_a_config_file_boot(builder: Builder, vmm_binary: Path
 # -- drives and network interfaces: rate limiters and hot swaps -------------------------
 
 
-def test_drive_rate_limiter_and_backing_file_swap(builder: Builder, short_tmp: Path) -> None:
+@known_1_0_hang
+def test_drive_rate_limiter_and_backing_file_swap(
+    builder: Builder, vmm_binary: Path, short_tmp: Path
+) -> None:
     first, second = short_tmp / "first.img", short_tmp / "second.img"
     first.write_bytes(b"\0" * (1 << 20))
     second.write_bytes(b"\1" * (1 << 20))
@@ -297,10 +320,10 @@ def test_drive_rate_limiter_and_backing_file_swap(builder: Builder, short_tmp: P
             machine.update_drive("nope", path=first)
 
 
+@known_1_0_hang
 def test_network_interface_rate_limiters_and_their_patch(
     builder: Builder, vmm_binary: Path, tap_name: str
 ) -> None:
-    skip_if_api_may_hang_with_a_network(vmm_binary)
     iface = models.NetworkInterface(iface_id="eth0", host_dev_name=tap_name, rx_rate_limiter=RATE)
     with firec.Machine.create(builder.add_network_interface(iface).build()) as machine:
         _boots(machine)
@@ -461,3 +484,57 @@ def test_machine_start_refuses_a_device_the_vmm_lacks(
         machine.delete()
     assert not machine.launch.vm_dir.exists()
     assert not machine.socket_path.exists()
+
+
+# -- in a jail ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def jailer_binary(backend: str, short_tmp: Path) -> Path:
+    """The jailer of the backend: ``JAILER_BIN``, or firec's emulated jailer when there is one."""
+    if backend == "firecracker":
+        path = os.environ.get("JAILER_BIN")
+        if not path:
+            pytest.skip("JAILER_BIN is not set: no real jailer to run this test with")
+        return Path(path)
+    if importlib.util.find_spec("firec.testing.jailer") is None:
+        pytest.skip("firec has no emulated jailer (firec.testing.jailer) yet")
+    wrapper = short_tmp / "jailer"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.jailer "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+@known_1_0_hang
+def test_jailed_drive_swap_brings_the_new_file_into_the_jail(
+    jailer_binary: Path, vmm_binary: Path, guest_kernel: Path, short_tmp: Path
+) -> None:
+    first, second = short_tmp / "first.img", short_tmp / "second.img"
+    first.write_bytes(b"\0" * 4096)
+    second.write_bytes(b"\1" * 4096)
+    config = (
+        Config.builder("drive-swap", guest_kernel)
+        .kernel_args("console=ttyS0")
+        .workdir(short_tmp / "vms")
+        .add_drive("data", first)
+        .build()
+        .jailer_cfg()
+        .jailer_binary(jailer_binary)
+        .exec_file(vmm_binary)
+        .chroot_base_dir(short_tmp / "jail")
+        .uid(1234)
+        .gid(1235)
+        .build()
+        .build()
+    )
+    jail = config.jail
+    assert jail is not None
+    with firec.Machine.create(config) as machine:
+        _boots(machine)
+        machine.update_drive("data", path=second)
+        inside = jail.root / "second.img"
+        assert inside.samefile(second)  # hard-linked, not copied
+        assert (inside.stat().st_uid, inside.stat().st_gid) == (1234, 1235)
+        drives = machine.client.get_vm_config().drives or []
+        assert [d.path_on_host for d in drives] == ["/second.img"]
+    assert not jail.base.exists()

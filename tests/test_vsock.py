@@ -9,6 +9,7 @@ Firecracker (``FIRECRACKER_BIN``), whose tiny test guest has no vsock driver.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import socket
 import sys
@@ -61,8 +62,11 @@ class FakeRelay:
         self._thread.join(timeout=5)
 
 
+Relay = Callable[[Answer], FakeRelay]
+
+
 @pytest.fixture
-def relay(short_tmp: Path) -> Iterator[Callable[[Answer], FakeRelay]]:
+def relay(short_tmp: Path) -> Iterator[Relay]:
     """Makes the scripted Firecracker side at ``<short_tmp>/v.sock``."""
     made: list[FakeRelay] = []
 
@@ -81,7 +85,7 @@ def _ok_then_guest_data(conn: socket.socket, line: bytes) -> None:
     conn.recv(100)
 
 
-def test_connect_does_the_handshake_and_leaves_guest_bytes_unread(relay: Callable) -> None:
+def test_connect_does_the_handshake_and_leaves_guest_bytes_unread(relay: Relay) -> None:
     fake = relay(_ok_then_guest_data)
     with vsock.connect(fake.path, 5000, timeout=5) as conn:
         assert conn.gettimeout() is None
@@ -90,7 +94,7 @@ def test_connect_does_the_handshake_and_leaves_guest_bytes_unread(relay: Callabl
     assert fake.requests == [b"CONNECT 5000\n"]
 
 
-async def test_open_connection_does_the_handshake(relay: Callable) -> None:
+async def test_open_connection_does_the_handshake(relay: Relay) -> None:
     fake = relay(_ok_then_guest_data)
     reader, writer = await vsock.open_connection(fake.path, 52, timeout=5)
     try:
@@ -104,7 +108,7 @@ def _close_at_once(conn: socket.socket, line: bytes) -> None:
     pass  # Firecracker closes the host connection when the guest resets it
 
 
-def test_connection_closed_by_firecracker_means_nothing_listens(relay: Callable) -> None:
+def test_connection_closed_by_firecracker_means_nothing_listens(relay: Relay) -> None:
     fake = relay(_close_at_once)
     with pytest.raises(ConnectError) as caught:
         vsock.connect(fake.path, 5000, timeout=5)
@@ -113,7 +117,7 @@ def test_connection_closed_by_firecracker_means_nothing_listens(relay: Callable)
 
 
 async def test_async_connection_closed_by_firecracker_means_nothing_listens(
-    relay: Callable,
+    relay: Relay,
 ) -> None:
     fake = relay(_close_at_once)
     with pytest.raises(ConnectError, match="nothing listens on vsock port 7 in the guest"):
@@ -124,7 +128,7 @@ def _silence(conn: socket.socket, line: bytes) -> None:
     conn.recv(100)  # wait for the client to give up
 
 
-def test_no_answer_within_the_timeout(relay: Callable) -> None:
+def test_no_answer_within_the_timeout(relay: Relay) -> None:
     fake = relay(_silence)
     with pytest.raises(TimeoutError) as caught:
         vsock.connect(fake.path, 9, timeout=0.2)
@@ -132,7 +136,7 @@ def test_no_answer_within_the_timeout(relay: Callable) -> None:
     assert "within 0.2s" in str(caught.value)
 
 
-async def test_async_no_answer_within_the_timeout(relay: Callable) -> None:
+async def test_async_no_answer_within_the_timeout(relay: Relay) -> None:
     fake = relay(_silence)
     with pytest.raises(TimeoutError, match="nothing listens on vsock port 9 in the guest"):
         await vsock.open_connection(fake.path, 9, timeout=0.2)
@@ -142,7 +146,7 @@ def _garbage(conn: socket.socket, line: bytes) -> None:
     conn.sendall(b"HELLO there\n")
 
 
-def test_an_answer_other_than_ok_is_refused(relay: Callable) -> None:
+def test_an_answer_other_than_ok_is_refused(relay: Relay) -> None:
     fake = relay(_garbage)
     with pytest.raises(ConnectError, match="unexpected answer to CONNECT 1"):
         vsock.connect(fake.path, 1, timeout=5)
@@ -430,9 +434,7 @@ def jailer_binary(backend: str, short_tmp: Path) -> Path:
         if not path:
             pytest.skip("JAILER_BIN is not set: no real jailer to run this test with")
         return Path(path)
-    try:
-        import firec.testing.jailer  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("firec.testing.jailer") is None:
         pytest.skip("firec has no emulated jailer (firec.testing.jailer) yet")
     return _wrapper(short_tmp, "firec.testing.jailer")
 
