@@ -1,0 +1,121 @@
+"""The ``firec`` command: its commands, global options and error handling."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import click
+import typer
+
+from firec.errors import FirecError
+from firec.registry import Registry
+
+from . import follow, hostcmds, manage, run, snapshots
+from .imagecmds import image_app, kernel_app
+from .output import CliError, ExitCode, report
+from .run import NETWORK_STATE
+
+__all__ = ["app", "main"]
+
+EPILOG = (
+    "Exit status: 0 ok, 1 error, 2 usage (bad options or config), 3 host not ready "
+    "(see firec doctor), 4 no such microVM, 5 wrong state (e.g. rm of a running VM), "
+    "6 the VM failed (VMM exited with an error), 7 timeout, 130 interrupted."
+)
+
+app = typer.Typer(
+    name="firec",
+    help="Run and manage Firecracker microVMs.",
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(func: F) -> F:
+    """Turn firec's errors into a message on stderr and the documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (CliError, FirecError) as exc:
+            raise typer.Exit(int(report(exc))) from exc
+        except KeyboardInterrupt:
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except OSError as exc:
+            raise typer.Exit(int(report(exc))) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _add(target: typer.Typer, func: Callable[..., Any], name: str) -> None:
+    target.command(name, epilog=EPILOG)(handle_errors(func))
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FIREC_STATE_DIR",
+            help="Where firec records its microVMs (default: /run/firec/state for root, "
+            "else ~/.local/state/firec) and, when given, their network leases.",
+        ),
+    ] = None,
+) -> None:
+    """Run and manage Firecracker microVMs."""
+    ctx.obj = Registry(state_dir)
+    # an explicit state directory holds the network state (leases, records) too
+    ctx.meta[NETWORK_STATE] = ctx.obj.network_dir if state_dir is not None else None
+
+
+_add(app, run.run, "run")
+_add(app, manage.ls, "ls")
+_add(app, manage.inspect, "inspect")
+_add(app, manage.stop_command, "stop")
+_add(app, manage.kill, "kill")
+_add(app, manage.pause, "pause")
+_add(app, manage.resume, "resume")
+_add(app, snapshots.snapshot, "snapshot")
+_add(app, snapshots.restore, "restore")
+_add(app, snapshots.clone, "clone")
+_add(app, follow.console, "console")
+_add(app, follow.logs, "logs")
+_add(app, follow.metrics, "metrics")
+_add(app, manage.rm, "rm")
+_add(app, manage.gc, "gc")
+_add(app, hostcmds.doctor, "doctor")
+_add(app, hostcmds.install_command, "install")
+_add(app, hostcmds.version, "version")
+for _command in image_app.registered_commands + kernel_app.registered_commands:
+    assert _command.callback is not None
+    _command.callback = handle_errors(_command.callback)
+app.add_typer(image_app, name="image")
+app.add_typer(kernel_app, name="kernel")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``firec`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(
+            args=list(argv) if argv is not None else sys.argv[1:],
+            prog_name="firec",
+            standalone_mode=False,
+        )
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return int(ExitCode.INTERRUPTED)
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,141 @@
+"""What the command line prints, and how it ends: exit codes, errors, tables, JSON."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from firec.errors import (
+    APIError,
+    ConfigError,
+    ConnectError,
+    FirecError,
+    MachineError,
+    TimeoutError,
+    ValidationError,
+)
+
+__all__ = [
+    "CliError",
+    "ExitCode",
+    "err",
+    "exit_code_of",
+    "fail",
+    "out",
+    "print_json",
+    "report",
+    "table",
+]
+
+#: Standard output (tables, results) and standard error (errors, progress).
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class ExitCode(enum.IntEnum):
+    """The exit status of ``firec``.
+
+    * ``OK`` (0): done.
+    * ``ERROR`` (1): something failed that none of the codes below names
+      (Firecracker refused a request, a file could not be written...).
+    * ``USAGE`` (2): the command line, or the VM it describes, is invalid
+      (unknown option, missing kernel file, bad size, ambiguous VM id).
+    * ``HOST_NOT_READY`` (3): this host lacks something required (no
+      Firecracker, no usable ``/dev/kvm``): ``firec doctor`` says what.
+    * ``NO_SUCH_VM`` (4): no microVM has that id.
+    * ``WRONG_STATE`` (5): the VM is not in a state that allows it (``rm`` of a
+      running VM without ``-f``, ``pause`` of one that exited, an id taken).
+    * ``VM_FAILED`` (6): the VMM did not come up, or exited with an error or
+      a signal (``firec run`` in the foreground).
+    * ``TIMEOUT`` (7): something did not happen in time.
+    * ``INTERRUPTED`` (130): stopped by Ctrl-C (the VM was stopped and removed).
+    """
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    HOST_NOT_READY = 3
+    NO_SUCH_VM = 4
+    WRONG_STATE = 5
+    VM_FAILED = 6
+    TIMEOUT = 7
+    INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A failure the command line reports with its own exit code and a hint."""
+
+    def __init__(self, code: ExitCode, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+
+
+def fail(code: ExitCode, message: str, hint: str = "") -> NoReturn:
+    """Stop the command with ``code``, printing ``message`` (and ``hint``)."""
+    raise CliError(code, message, hint)
+
+
+def exit_code_of(exc: BaseException) -> ExitCode:
+    """The exit code for an error of the library."""
+    if isinstance(exc, CliError):
+        return exc.code
+    if isinstance(exc, ConfigError | ValidationError):
+        return ExitCode.USAGE
+    if isinstance(exc, TimeoutError):
+        return ExitCode.TIMEOUT
+    if isinstance(exc, MachineError) and exc.exit_code is not None:
+        return ExitCode.VM_FAILED
+    if isinstance(exc, ConnectError | APIError | FirecError):
+        return ExitCode.ERROR
+    return ExitCode.ERROR
+
+
+def report(exc: BaseException) -> ExitCode:
+    """Print ``exc`` for people on standard error; return its exit code."""
+    code = exit_code_of(exc)
+    message = exc.message if isinstance(exc, CliError) else str(exc)
+    err.print(f"[bold red]error:[/] {_escape(message)}")
+    tail = getattr(exc, "log_tail", None)
+    if isinstance(exc, MachineError) and tail:
+        err.print("[dim]Firecracker's last lines:[/]")
+        for line in tail[-10:]:
+            err.print(f"  [dim]{_escape(line)}[/]")
+    hint = exc.hint if isinstance(exc, CliError) else ""
+    if hint:
+        err.print(f"[yellow]hint:[/] {_escape(hint)}")
+    return code
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as JSON on standard output (no colours: for scripts)."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str = "") -> Table:
+    """A plain table for people."""
+    result = Table(title=title or None, box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        result.add_column(column, overflow="fold")
+    for row in rows:
+        result.add_row(*(cell if isinstance(cell, Text) else Text(_cell(cell)) for cell in row))
+    return result
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)

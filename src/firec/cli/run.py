@@ -1,0 +1,515 @@
+"""``firec run``: from command-line options to a running, recorded microVM."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+from firec import host
+from firec.config import BootMethod, Config, runtime_dir
+from firec.config import state_dir as default_state_dir
+from firec.console import Console
+from firec.errors import ConfigError, FirecError, MachineError
+from firec.images import parse_size
+from firec.launch import plan
+from firec.machine import Machine
+from firec.network import Interface
+from firec.registry import NetworkInfo, Phase, Registry, VmRecord, config_to_dict, reap
+
+from .output import ExitCode, err, fail, out, print_json
+from .vms import describe
+
+__all__ = [
+    "NetworkOptions",
+    "StartedVm",
+    "network_info",
+    "network_interfaces",
+    "run",
+    "start_vm",
+]
+
+#: The key in ``ctx.meta`` of the network state directory the command line chose (or None).
+NETWORK_STATE = "firec.network_state"
+DEFAULT_BOOT_ARGS = "console=ttyS0 reboot=k panic=1 pci=off"
+DEFAULT_SUBNET = "172.30.0.0/16"
+TEST_GUEST_ECHO = "hello-from-firec"
+
+
+# -- options -> config --------------------------------------------------------------------------
+
+
+def new_vm_id() -> str:
+    """A random microVM id: 12 hex digits."""
+    return secrets.token_hex(6)
+
+
+def parse_memory(value: str) -> int:
+    """Guest memory in MiB from ``"512"`` (MiB) or a size with a unit (``"1G"``)."""
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    size = parse_size(text)
+    if size % (1 << 20):
+        raise ConfigError("memory", f"{value!r} is not a whole number of MiB")
+    return size >> 20
+
+
+def parse_drive(spec: str, index: int) -> tuple[str, Path, bool]:
+    """``PATH`` or ``path=PATH[,id=ID][,ro]``: ``(drive id, path, read-only)``."""
+    if "=" not in spec:
+        return f"drive{index}", Path(spec), False
+    drive_id, path, read_only = f"drive{index}", None, False
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        if key == "path" and sep:
+            path = Path(value)
+        elif key == "id" and sep:
+            drive_id = value
+        elif key == "ro" and not sep:
+            read_only = True
+        else:
+            raise ConfigError(
+                f"--drive {spec}", f"unknown part {part!r}: use path=PATH[,id=ID][,ro]"
+            )
+    if path is None:
+        raise ConfigError(f"--drive {spec}", "no path=: use path=PATH[,id=ID][,ro]")
+    return drive_id, path, read_only
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """The network the command line asked for."""
+
+    specs: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+    dns: tuple[str, ...] = ()
+
+
+def _port_forwards(specs: Sequence[str]) -> tuple[Any, ...]:
+    from firec.network import PortForward
+
+    forwards = []
+    for spec in specs:
+        ports, _, protocol = spec.partition("/")
+        host_port, _, guest_port = ports.partition(":")
+        if not host_port.isdigit() or (guest_port and not guest_port.isdigit()):
+            raise ConfigError(f"--publish {spec}", "use HOST_PORT[:GUEST_PORT][/tcp|/udp]")
+        forwards.append(
+            PortForward(
+                int(host_port),
+                int(guest_port) if guest_port else None,
+                protocol or "tcp",  # type: ignore[arg-type]
+            )
+        )
+    return tuple(forwards)
+
+
+def network_interfaces(vm_id: str, options: NetworkOptions) -> list[Interface]:
+    """The interfaces ``--net`` asks for (eth0, eth1...), with their network plans."""
+    from firec.network import BridgedNetwork, CNINetwork, RoutedNetwork
+    from firec.network.setup import vm_key
+
+    nics: list[Interface] = []
+    forwards = _port_forwards(options.publish)
+    specs = [s for s in options.specs if s != "none"]
+    for index, spec in enumerate(specs):
+        kind, _, arg = spec.partition(":")
+        iface_id = f"eth{index}"
+        tap = f"fct{vm_key(vm_id)}{index}"[:15]
+        if kind == "tap" and arg:
+            nics.append(Interface(iface_id, arg))  # an existing tap
+        elif kind == "routed":
+            routed = RoutedNetwork(
+                subnet=arg or DEFAULT_SUBNET,
+                nameservers=options.dns,
+                port_forwards=forwards if index == 0 else (),
+            )
+            nics.append(Interface(iface_id, tap, network=routed))
+        elif kind == "bridge" and arg:
+            nics.append(Interface(iface_id, tap, network=BridgedNetwork(arg)))
+        elif kind == "cni" and arg:
+            nics.append(Interface(iface_id, tap, network=CNINetwork(arg)))
+        else:
+            raise ConfigError(
+                f"--net {spec}",
+                "use none, tap:NAME (an existing tap), routed[:SUBNET], bridge:BRIDGE "
+                "or cni:CONFLIST",
+            )
+    if forwards and not (nics and isinstance(nics[0].network, RoutedNetwork)):
+        raise ConfigError("--publish", "port forwards need a routed eth0 (--net routed)")
+    return nics
+
+
+def network_info(config: Config, state_dir: Path) -> NetworkInfo:
+    """What the machine's network set-up made, from its attached config and the leases."""
+    from firec.network import LeaseStore, RoutedNetwork
+    from firec.network.nat import FAMILY, TABLE
+    from firec.network.setup import vm_key
+
+    interfaces = []
+    routed = False
+    for nic in config.network_interfaces:
+        entry: dict[str, Any] = {
+            "iface_id": nic.iface_id,
+            "tap": nic.host_dev_name,
+            "guest_mac": nic.guest_mac,
+        }
+        plan = nic.network
+        if isinstance(plan, RoutedNetwork):
+            routed = True
+            store = LeaseStore(state_dir, plan.network, gateway=plan.gateway_address)
+            lease = store.get(f"{config.vm_id}/{nic.iface_id}")
+            if lease is not None:
+                entry["address"] = str(lease.interface)
+                entry["gateway"] = str(lease.gateway)
+        interfaces.append(entry)
+    nft = {"table": f"{FAMILY} {TABLE}", "chain": f"vm_{vm_key(config.vm_id)}"} if routed else None
+    return NetworkInfo(
+        state_dir=str(state_dir), netns=config.net_ns, interfaces=tuple(interfaces), nft=nft
+    )
+
+
+# -- starting -----------------------------------------------------------------------------------
+
+
+@dataclass
+class StartedVm:
+    """A VM :func:`start_vm` started: its machine and its (saved) record."""
+
+    machine: Machine
+    record: VmRecord
+
+
+def boot_machine(config: Config) -> Machine:
+    """Spawn a VMM for ``config`` and boot it (the way ``firec run`` starts a VM)."""
+    machine = Machine.create(config)
+    try:
+        machine.start()
+    except BaseException:
+        machine.delete()
+        raise
+    return machine
+
+
+def start_vm(
+    registry: Registry,
+    config: Config,
+    *,
+    detached: bool,
+    make: Callable[[Config], Machine] = boot_machine,
+    origin: str | None = None,
+) -> StartedVm:
+    """Record a VM, then ``make`` it (spawn and boot, or restore); on failure remove it all.
+
+    The record is written first, with everything the VM will have (planned
+    beforehand), and completed once it runs, so a crash at any point leaves
+    enough for ``firec gc`` to remove it all.
+    """
+    vm_id = config.vm_id
+    networked = any(i.network is not None for i in config.network_interfaces)
+    network_state = config.state_dir or default_state_dir()
+    with registry.lock(vm_id):
+        record = VmRecord.new(config, detached=detached, origin=origin)
+        if networked:
+            record = record.replace(network=NetworkInfo(state_dir=str(network_state)))
+        registry.create(record)
+        machine: Machine | None = None
+        try:
+            record = record.with_launch(plan(config), None)
+            registry.save(record)
+            machine = make(config)
+            record = record.with_launch(machine.launch, machine.pid).replace(
+                phase=Phase.STARTED, config=config_to_dict(machine.config)
+            )
+            if networked:
+                record = record.replace(network=network_info(machine.config, network_state))
+            with contextlib.suppress(FirecError):
+                version = machine.client.firecracker_version()
+                record = record.replace(firecracker_version=str(version))
+            registry.save(record)
+        except BaseException:
+            if machine is not None:
+                with contextlib.suppress(FirecError):
+                    machine.delete()
+            latest = registry.load(vm_id) or record
+            with contextlib.suppress(FirecError):
+                reap(registry, latest)
+            raise
+    return StartedVm(machine, record)
+
+
+# -- the foreground -----------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGHUP reached a foreground ``firec run``."""
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    def handler(sig: int, frame: FrameType | None) -> None:
+        raise _Stop(signal.Signals(sig).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_foreground(registry: Registry, started: StartedVm, stop_timeout: float) -> ExitCode:
+    """Wait for the VM; on Ctrl-C (or SIGTERM/SIGHUP) stop it; then remove everything."""
+    machine, vm_id = started.machine, started.record.vm_id
+    interrupted = False
+    try:
+        with _stop_on_signals():
+            try:
+                status = machine.wait()
+            except (KeyboardInterrupt, _Stop):
+                interrupted = True
+                err.print(f"[dim]firec: stopping microVM {vm_id}[/]")
+                status = machine.shutdown(timeout=stop_timeout, term_timeout=stop_timeout)
+        tail = [] if status.ok else machine.last_lines()  # before its directory goes
+    finally:
+        try:
+            machine.delete()
+        finally:
+            with registry.lock(vm_id):
+                latest = registry.load(vm_id)
+                if latest is not None:
+                    reap(registry, latest)
+    if interrupted:
+        return ExitCode.INTERRUPTED
+    if status.ok:
+        return ExitCode.OK
+    raise MachineError(
+        f"microVM {vm_id}: the VMM exited: {status}",
+        log_tail=tail,
+        exit_code=status.code if status.code is not None else -1,
+    )
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def _binary_or_doctor(explicit: Path | None, name: str) -> Path:
+    """The binary to run, or exit HOST_NOT_READY with what ``firec doctor`` says about it."""
+    if explicit is not None:
+        if not explicit.is_file() or not os.access(explicit, os.X_OK):
+            fail(ExitCode.USAGE, f"--{name}-bin {explicit} is not an executable file")
+        return explicit
+    check = host.check_binary(name)
+    path, _ = host.find_binary(name)
+    if check.ok and path is not None:
+        return path
+    fail(
+        ExitCode.HOST_NOT_READY,
+        f"this host cannot run microVMs yet: {name}: {check.detail}",
+        f"{check.fix} (`firec doctor` checks everything)",
+    )
+
+
+def _explain_host(exc: FirecError) -> None:
+    """When a VM did not come up, say whether KVM is the reason."""
+    kvm = host.check_kvm()
+    if not kvm.ok:
+        fail(
+            ExitCode.HOST_NOT_READY,
+            f"{exc}\nthis host cannot run microVMs: kvm: {kvm.detail}",
+            kvm.fix,
+        )
+
+
+def run(
+    ctx: typer.Context,
+    kernel: Annotated[
+        Path | None,
+        typer.Argument(help="The guest kernel (on x86-64 an uncompressed ELF vmlinux)."),
+    ] = None,
+    test_guest: Annotated[
+        bool,
+        typer.Option(
+            "--test-guest",
+            help="Boot firec's tiny test guest (built with cc) instead of KERNEL: a smoke "
+            "test. In the foreground it prints and powers off; detached it keeps running.",
+        ),
+    ] = False,
+    boot_args: Annotated[
+        str | None, typer.Option("--boot-args", help="The kernel command line.")
+    ] = None,
+    initrd: Annotated[Path | None, typer.Option(help="An initrd.")] = None,
+    rootfs: Annotated[
+        Path | None, typer.Option(help="The root filesystem image (drive 'rootfs').")
+    ] = None,
+    rootfs_ro: Annotated[bool, typer.Option("--rootfs-ro", help="Attach it read-only.")] = False,
+    drive: Annotated[
+        list[str] | None,
+        typer.Option(help="Another drive: PATH, or path=PATH[,id=ID][,ro]. Repeatable."),
+    ] = None,
+    cpus: Annotated[int, typer.Option(help="vCPUs.", min=1, max=32)] = 1,
+    memory: Annotated[str, typer.Option(help="Guest memory: MiB, or a size like 1G.")] = "128",
+    net: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A network interface: none, tap[:NAME], routed[:SUBNET] (NAT), bridge:BRIDGE "
+            "or cni:CONFLIST. Repeatable (eth0, eth1...). Needs root.",
+        ),
+    ] = None,
+    publish: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--publish", "-p", help="Forward a host port: HOST[:GUEST][/udp] (routed eth0)."
+        ),
+    ] = None,
+    dns: Annotated[
+        list[str] | None, typer.Option(help="A nameserver for the guest (routed).")
+    ] = None,
+    vsock: Annotated[
+        str | None,
+        typer.Option(help="A vsock device: CID, or CID:PATH for its host socket."),
+    ] = None,
+    vm_id: Annotated[
+        str | None, typer.Option("--id", help="The microVM id (default: random).")
+    ] = None,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach", "-d", help="Start it and return; it runs on (see firec ls/stop/rm)."
+        ),
+    ] = False,
+    firecracker_bin: Annotated[
+        Path | None,
+        typer.Option(help="The Firecracker binary (default: $FIRECRACKER_BIN, PATH, installed)."),
+    ] = None,
+    jailer: Annotated[bool, typer.Option("--jailer", help="Run under the jailer.")] = False,
+    jailer_bin: Annotated[
+        Path | None, typer.Option(help="The jailer binary (default: $JAILER_BIN, PATH...).")
+    ] = None,
+    uid: Annotated[int, typer.Option(help="Jailed: the uid Firecracker runs as.")] = 0,
+    gid: Annotated[int, typer.Option(help="Jailed: the gid Firecracker runs as.")] = 0,
+    chroot_base: Annotated[
+        Path | None, typer.Option(help="Jailed: --chroot-base-dir (default /srv/jailer).")
+    ] = None,
+    cgroup: Annotated[
+        list[str] | None, typer.Option(help="Jailed: --cgroup FILE=VALUE. Repeatable.")
+    ] = None,
+    cgroup_version: Annotated[
+        int | None, typer.Option(help="Jailed: --cgroup-version (1 or 2).", min=1, max=2)
+    ] = None,
+    new_pid_ns: Annotated[
+        bool, typer.Option("--new-pid-ns", help="Jailed: a new PID namespace.")
+    ] = False,
+    boot_method: Annotated[
+        BootMethod, typer.Option(help="Configure over the API, or with one --config-file.")
+    ] = BootMethod.API,
+    log_level: Annotated[
+        str | None, typer.Option(help="Firecracker's log level (Error, Warning, Info, Debug).")
+    ] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Where firec keeps the VM's files (default: /run/firec, per user)."),
+    ] = None,
+    stop_timeout: Annotated[
+        float,
+        typer.Option(help="On Ctrl-C: seconds for the guest after Ctrl+Alt+Del, then SIGTERM."),
+    ] = 3.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Detached: print the VM as JSON.")
+    ] = False,
+) -> None:
+    """Boot a microVM: in the foreground with its console here, or detached with -d.
+
+    In the foreground, Ctrl-C stops the VM and removes everything it had. The
+    exit status is 0 when Firecracker exited cleanly (the guest powered off).
+    """
+    registry: Registry = ctx.obj
+    if test_guest == (kernel is not None):
+        fail(ExitCode.USAGE, "give either a KERNEL or --test-guest", "firec run --help")
+    firecracker = _binary_or_doctor(firecracker_bin, "firecracker")
+    if test_guest:
+        from firec.testing.guest import build_test_guest, guest_args
+
+        kernel = build_test_guest()
+        if boot_args is None:
+            boot_args = "console=ttyS0 " + guest_args(echo=[TEST_GUEST_ECHO], exit=not detach)
+    assert kernel is not None
+    vm_id = vm_id or new_vm_id()
+    vm_dir = (workdir or runtime_dir()) / vm_id
+    builder = (
+        Config.builder(vm_id, kernel.resolve())
+        .kernel_args(boot_args if boot_args is not None else DEFAULT_BOOT_ARGS)
+        .workdir((workdir or runtime_dir()).resolve())
+        .boot_method(boot_method)
+        .machine_cfg()
+        .vcpu_count(cpus)
+        .mem_size_mib(parse_memory(memory))
+        .build()
+    )
+    if initrd is not None:
+        builder = builder.initrd_path(initrd.resolve())
+    if rootfs is not None:
+        builder = (
+            builder.add_drive("rootfs", rootfs.resolve())
+            .is_root_device(True)
+            .is_read_only(rootfs_ro)
+            .build()
+        )
+    for index, spec in enumerate(drive or [], start=1):
+        drive_id, path, read_only = parse_drive(spec, index)
+        builder = builder.add_drive(drive_id, path.resolve()).is_read_only(read_only).build()
+    if vsock is not None:
+        cid, _, uds = vsock.partition(":")
+        if not cid.isdigit():
+            raise ConfigError("--vsock", f"{vsock!r}: use CID or CID:PATH")
+        builder = builder.vsock(int(cid), Path(uds).resolve() if uds else vm_dir / "vsock.sock")
+    if log_level is not None:
+        builder = builder.log_level(log_level)
+    if jailer:
+        jailer_path = _binary_or_doctor(jailer_bin, "jailer")
+        jb = builder.jailer_cfg().jailer_binary(jailer_path).exec_file(firecracker)
+        jb = jb.uid(uid).gid(gid)
+        if chroot_base is not None:
+            jb = jb.chroot_base_dir(chroot_base.resolve())
+        for value in cgroup or []:
+            jb = jb.cgroup(value)
+        if cgroup_version is not None:
+            jb = jb.cgroup_version(1 if cgroup_version == 1 else 2)
+        if new_pid_ns:
+            jb = jb.new_pid_ns()
+        builder = jb.build().metrics_path("/metrics.json")
+    else:
+        builder = builder.firecracker_binary(firecracker).metrics_path(vm_dir / "metrics.json")
+    if not detach:
+        builder = builder.console(Console.terminal())
+    network = NetworkOptions(tuple(net or ()), tuple(publish or ()), tuple(dns or ()))
+    for nic in network_interfaces(vm_id, network):
+        builder = builder.add_network_interface(nic)
+    if ctx.meta.get(NETWORK_STATE) is not None:
+        builder = builder.state_dir(ctx.meta[NETWORK_STATE])
+    try:
+        started = start_vm(registry, builder.build(), detached=detach)
+    except MachineError as exc:
+        _explain_host(exc)
+        raise
+    if detach:
+        if as_json:
+            print_json(describe(started.record))
+        else:
+            out.print(started.record.vm_id)
+        return
+    err.print(
+        f"[dim]firec: microVM {vm_id} is running (pid {started.machine.pid}); Ctrl-C stops it[/]"
+    )
+    code = run_foreground(registry, started, stop_timeout)
+    if code is not ExitCode.OK:
+        raise typer.Exit(int(code))

@@ -1,0 +1,246 @@
+"""Snapshots from the command line: ``snapshot``, ``restore``, ``clone``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from firec.client import Client
+from firec.config import Config, runtime_dir
+from firec.console import Console
+from firec.errors import ConfigError
+from firec.machine import Machine
+from firec.process import VmmProcess
+from firec.registry import Registry, VmRecord
+from firec.snapshot import Snapshot
+
+from .output import ExitCode, err, fail, out, print_json
+from .run import new_vm_id, run_foreground, start_vm
+from .vms import VmState, describe, live_state, resolve
+
+__all__ = ["clone", "restore", "snapshot"]
+
+VmArgument = Annotated[str, typer.Argument(help="The microVM id (or a unique start of it).")]
+DetachOption = Annotated[
+    bool, typer.Option("--detach", "-d", help="Start it and return; it runs on.")
+]
+IdOption = Annotated[str | None, typer.Option("--id", help="The new microVM's id.")]
+TapOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tap", help="IFACE=TAP: the tap an interface of the snapshot uses now. Repeatable."
+    ),
+]
+WorkdirOption = Annotated[
+    Path | None, typer.Option(help="Where firec keeps the VM's files (default: /run/firec).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Detached: print the VM as JSON.")]
+StopTimeoutOption = Annotated[
+    float, typer.Option(help="On Ctrl-C: seconds for the guest after Ctrl+Alt+Del, then SIGTERM.")
+]
+
+
+def attach(record: VmRecord) -> Machine:
+    """A :class:`~firec.Machine` for a recorded, running VM, with all its launch facts.
+
+    Unlike :meth:`~firec.Machine.connect` it knows the VM's config, jail and
+    files (from the record), so that snapshots name the right host paths.
+    """
+    if record.socket is None or record.vmm is None:
+        fail(ExitCode.WRONG_STATE, f"microVM {record.vm_id} has not started")
+    launch = record.launch()
+    return Machine(
+        launch.config,
+        launch=launch,
+        client=Client(record.socket),
+        process=VmmProcess(record.vmm.pid),
+    )
+
+
+def _running(record: VmRecord) -> VmState:
+    state = live_state(record)
+    if state not in (VmState.RUNNING, VmState.PAUSED):
+        fail(ExitCode.WRONG_STATE, f"microVM {record.vm_id} is {state.value}")
+    return state
+
+
+def snapshot(
+    ctx: typer.Context,
+    vm: VmArgument,
+    directory: Annotated[Path, typer.Argument(help="A new (or empty) directory for it.")],
+    keep_paused: Annotated[
+        bool, typer.Option("--keep-paused", help="Leave the VM paused afterwards.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the snapshot's manifest.")] = False,
+) -> None:
+    """Take a full snapshot of a microVM (pausing it meanwhile) into DIRECTORY."""
+    registry: Registry = ctx.obj
+    record = resolve(registry, vm)
+    with registry.lock(record.vm_id):
+        state = _running(record)
+        machine = attach(record)
+        try:
+            taken = machine.snapshot(directory, resume=state is VmState.RUNNING and not keep_paused)
+        finally:
+            machine.client.close()
+    if as_json:
+        print_json(taken.manifest())
+    else:
+        out.print(str(taken.directory), markup=False)
+
+
+def _overrides(taps: list[str] | None) -> dict[str, str]:
+    overrides = {}
+    for spec in taps or []:
+        iface, sep, tap = spec.partition("=")
+        if not sep or not iface or not tap:
+            raise ConfigError(f"--tap {spec}", "use IFACE=TAP, e.g. eth0=tap-copy")
+        overrides[iface] = tap
+    return overrides
+
+
+def _check_interfaces(snap: Snapshot, overrides: dict[str, str], what: str) -> None:
+    missing = sorted(set(snap.interfaces) - set(overrides))
+    if missing:
+        fail(
+            ExitCode.USAGE,
+            f"{what} has network interfaces ({', '.join(missing)}) whose taps belong to the "
+            "VM it was taken from",
+            "give each a tap of its own: " + " ".join(f"--tap {i}=TAP" for i in missing),
+        )
+
+
+def _finish(
+    registry: Registry, started: Any, *, detach: bool, as_json: bool, stop_timeout: float
+) -> None:
+    if detach:
+        if as_json:
+            print_json(describe(started.record))
+        else:
+            out.print(started.record.vm_id)
+        return
+    err.print(
+        f"[dim]firec: microVM {started.record.vm_id} is running (pid {started.machine.pid}); "
+        "Ctrl-C stops it[/]"
+    )
+    code = run_foreground(registry, started, stop_timeout)
+    if code is not ExitCode.OK:
+        raise typer.Exit(int(code))
+
+
+def restore(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="A snapshot directory (firec snapshot).")],
+    vm_id: IdOption = None,
+    detach: DetachOption = False,
+    paused: Annotated[bool, typer.Option("--paused", help="Leave the VM paused.")] = False,
+    tap: TapOption = None,
+    firecracker_bin: Annotated[
+        Path | None,
+        typer.Option(help="The Firecracker binary (default: the one that took the snapshot)."),
+    ] = None,
+    workdir: WorkdirOption = None,
+    stop_timeout: StopTimeoutOption = 3.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a new microVM from a snapshot (unjailed; its drives must still exist)."""
+    registry: Registry = ctx.obj
+    snap = Snapshot.open(directory)
+    overrides = _overrides(tap)
+    _check_interfaces(snap, overrides, f"snapshot {snap.directory}")
+    config = snap.config(vm_id or new_vm_id())
+    config = config.replace(workdir=(workdir or runtime_dir()).resolve(), vsock=None)
+    if firecracker_bin is not None:
+        config = config.replace(firecracker_binary=firecracker_bin.resolve())
+    if not detach:
+        config = config.replace(console=Console.terminal())
+    config.validate(check_files=False)
+    vsock = config.vm_dir / "vsock.sock" if snap.vm_config.get("vsock") else None
+
+    def make(config: Config) -> Machine:
+        return Machine.restore(
+            snap,
+            config,
+            resume=not paused,
+            network_overrides=overrides or None,
+            vsock_override=vsock,
+        )
+
+    started = start_vm(
+        registry, config, detached=detach, make=make, origin=f"snapshot:{snap.directory}"
+    )
+    _finish(registry, started, detach=detach, as_json=as_json, stop_timeout=stop_timeout)
+
+
+def clone(
+    ctx: typer.Context,
+    vm: VmArgument,
+    vm_id: IdOption = None,
+    detach: DetachOption = False,
+    tap: TapOption = None,
+    share_drives: Annotated[
+        bool,
+        typer.Option(
+            "--share-drives",
+            help="Let the copy use the original's writable drives (both then write to them).",
+        ),
+    ] = False,
+    stop_timeout: StopTimeoutOption = 3.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a copy of a running microVM: snapshot it, then restore the snapshot as a new VM.
+
+    The snapshot is kept in the copy's directory and removed with it; the
+    original is paused for the snapshot only. The copy runs like the
+    original (binary, jailer), with the original's drives.
+    """
+    registry: Registry = ctx.obj
+    source = resolve(registry, vm)
+    _running(source)
+    overrides = _overrides(tap)
+    original = source.vm_config
+    writable = [d.drive_id for d in original.drives if not d.is_read_only]
+    if writable and not share_drives:
+        fail(
+            ExitCode.USAGE,
+            f"microVM {source.vm_id} has writable drives ({', '.join(writable)}): the copy "
+            "would write to the same files",
+            "attach them read-only, or accept sharing with --share-drives",
+        )
+    missing = sorted({i.iface_id for i in original.network_interfaces} - set(overrides))
+    if missing:
+        fail(
+            ExitCode.USAGE,
+            f"microVM {source.vm_id} has network interfaces ({', '.join(missing)}) whose taps "
+            "belong to it",
+            "give the copy taps of its own: " + " ".join(f"--tap {i}=TAP" for i in missing),
+        )
+    new_id = vm_id or new_vm_id()
+    config = original.replace(
+        vm_id=new_id,
+        console=None if detach else Console.terminal(),
+        network_interfaces=(),
+        net_ns=None,
+        vsock=None,
+    )
+    config = config.replace(metrics_path=None)  # a restore configures no metrics
+    config.validate(check_files=False)
+    jailed = config.jailer is not None
+    vsock = config.vm_dir / "vsock.sock" if original.vsock is not None and not jailed else None
+
+    def make(config: Config) -> Machine:
+        with registry.lock(source.vm_id):
+            machine = attach(source)
+            try:
+                resume = live_state(source) is VmState.RUNNING
+                snap = machine.snapshot(config.vm_dir / "snapshot", resume=resume)
+            finally:
+                machine.client.close()
+        return Machine.restore(
+            snap, config, network_overrides=overrides or None, vsock_override=vsock
+        )
+
+    started = start_vm(registry, config, detached=detach, make=make, origin=f"clone:{source.vm_id}")
+    _finish(registry, started, detach=detach, as_json=as_json, stop_timeout=stop_timeout)
