@@ -470,3 +470,27 @@ def test_jailed_vsock_paths_are_translated(
         assert listener.path == jail.root / "v.sock_6000"
         assert (listener.path.stat().st_uid, listener.path.stat().st_gid) == (1234, 1235)
     assert not jail.base.exists()
+
+
+def test_jailed_guest_connects_to_a_listener_in_the_jail(
+    emulator: Path, guest_kernel: Path, short_tmp: Path
+) -> None:
+    """The emulator, jailed by firec's jailer emulator as uid 1234, reaches the host listener."""
+    if importlib.util.find_spec("firec.testing.jailer") is None:
+        pytest.skip("firec has no emulated jailer (firec.testing.jailer) yet")
+    config = (
+        _builder(emulator, guest_kernel, short_tmp, f"{CONNECT_TOKEN}6002", vm_id="vsock-guest")
+        .jailer_cfg()
+        .jailer_binary(_wrapper(short_tmp, "firec.testing.jailer"))
+        .exec_file(emulator)
+        .chroot_base_dir(short_tmp / "jail")
+        .uid(1234)
+        .gid(1235)
+        .build()
+        .build()
+    )
+    with firec.Machine.create(config) as machine:
+        listener = machine.vsock_listen(6002)
+        machine.start()
+        with listener.accept_within(10) as conn:
+            assert conn.recv(100) == greeting(6002)
