@@ -11,9 +11,12 @@ transport (what firec used before), and a bare asyncio round trip
 client pays for waking the event loop.
 
 Rounds of the variants are interleaved (A B C.. A B C..), so that a change in
-the machine's load during the run hits every variant alike.
+the machine's load during the run hits every variant alike. On a small or busy
+machine a round trip costs very different times depending on whether client
+and VMM run on one CPU or two, and the scheduler may switch between the two
+mid-run; ``--cpu N`` pins both to CPU N for steady numbers.
 
-    python bench/client_bench.py [--calls 2000] [--rounds 7]
+    python bench/client_bench.py [--calls 2000] [--rounds 7] [--cpu N]
 """
 
 from __future__ import annotations
@@ -96,7 +99,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--cpu", type=int, help="pin the benchmark and the VMM to this CPU")
     args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})  # the VMM, started next, inherits it
     workdir = Path(tempfile.mkdtemp(prefix="firec-bench-"))
     process, socket_path, name = start_vmm(workdir)
     loop = asyncio.new_event_loop()
@@ -152,9 +158,10 @@ def main() -> None:
 
     median = {label: statistics.median(values) for label, values in times.items()}
     baseline = median["bare http.client over AF_UNIX"]
+    pinned = "" if args.cpu is None else f", all on CPU {args.cpu}"
     print(
-        f"GET / against {name}, {args.calls} calls x {args.rounds} interleaved rounds, "
-        "median per call:"
+        f"GET / against {name}, {args.calls} calls x {args.rounds} interleaved rounds"
+        f"{pinned}, median per call:"
     )
     for label, value in median.items():
         ratio = value / baseline

@@ -681,6 +681,17 @@ def test_unframed_responses_are_refused_not_waited_for(
     assert server.connections == 2
 
 
+def test_async_transport_outlives_its_event_loop(serve: Any) -> None:
+    """Kept-alive sockets are not tied to a loop: a later asyncio.run() reuses them."""
+    server = serve(lambda peer, index: peer.answer_all())
+    transport = AsyncUnixSocketTransport(server.path)
+    request = httpx.Request("GET", BASE_URL + "/", extensions={"timeout": timeout_extension(5)})
+    for _ in range(3):
+        assert asyncio.run(transport.handle_async_request(request)).content == INFO
+    assert server.connections == 1
+    asyncio.run(transport.aclose())
+
+
 def test_close_closes_idle_connections(serve: Any, drive: Any) -> None:
     def script(peer: Peer, index: int) -> None:
         peer.answer_all()
