@@ -147,3 +147,17 @@ def vmm_binary(backend: str, short_tmp: Path) -> Path:
     wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.emulator "$@"\n')
     wrapper.chmod(0o755)
     return wrapper
+
+
+@pytest.fixture
+def jailer_binary(backend: str, short_tmp: Path) -> Path:
+    """The jailer of the backend: ``JAILER_BIN``, or firec's emulated jailer."""
+    if backend == "firecracker":
+        path = os.environ.get("JAILER_BIN")
+        if not path:
+            pytest.skip("JAILER_BIN is not set: no real jailer to run this test with")
+        return Path(path)
+    wrapper = short_tmp / "jailer-emulator"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.jailer "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper

@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import stat
-import sys
 import time
 from pathlib import Path
 
@@ -347,20 +346,6 @@ def test_vmm_never_ready_times_out_and_is_killed(
 # -- the jailer ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def jailer_binary(backend: str, short_tmp: Path) -> Path:
-    """The jailer of the backend: ``JAILER_BIN``, or firec's emulated jailer."""
-    if backend == "firecracker":
-        path = os.environ.get("JAILER_BIN")
-        if not path:
-            pytest.skip("JAILER_BIN is not set: no real jailer to run this test with")
-        return Path(path)
-    wrapper = short_tmp / "jailer-emulator"
-    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.jailer "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper
-
-
 def _status_ids(pid: int) -> tuple[int, int]:
     fields = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -413,6 +398,33 @@ def test_jailed_boot_as_non_root_in_cgroup_v1(
         launch = machine.launch
     assert_nothing_left(launch, pid)
     assert not (short_tmp / "jail" / vmm_binary.name).exists()
+
+
+def test_jailed_daemon_mode(
+    jailer_binary: Path, vmm_binary: Path, guest_kernel: Path, short_tmp: Path
+) -> None:
+    """--daemonize: the jailer calls setsid() itself; the console is lost, the VM runs."""
+    config = (
+        guest_builder("daemon-vm", vmm_binary, guest_kernel, short_tmp)
+        .kernel_args("console=ttyS0")
+        .jailer_cfg()
+        .jailer_binary(jailer_binary)
+        .exec_file(vmm_binary)
+        .chroot_base_dir(short_tmp / "jail")
+        .uid(1234)
+        .gid(1234)
+        .daemonize()
+        .build()
+        .build()
+    )
+    with firec.Machine.create(config) as machine:
+        assert "--daemonize" in machine.launch.argv
+        machine.start()
+        assert machine.state() is MachineState.RUNNING
+        pid = machine.pid
+        assert pid is not None and os.getsid(pid) == pid  # its own session, made by the jailer
+        launch = machine.launch
+    assert_nothing_left(launch, pid)
 
 
 # -- logs and metrics ---------------------------------------------------------------------

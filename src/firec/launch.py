@@ -23,7 +23,14 @@ from . import models
 from .config import JAILED_SOCKET_PATH, BootMethod, Config, runtime_dir, state_dir
 from .console import Console, ConsoleKind
 from .errors import ConfigError, MachineError
-from .jailer import DEFAULT_CHROOT_BASE, Jail, cgroup_dirs, jailer_argv, remove_cgroups
+from .jailer import (
+    DEFAULT_CHROOT_BASE,
+    Jail,
+    JailerMode,
+    cgroup_dirs,
+    jailer_argv,
+    remove_cgroups,
+)
 from .vsock import remove_stale_socket
 
 if TYPE_CHECKING:
@@ -454,6 +461,8 @@ def spawn(launch: Launch) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
         stdout = subprocess.DEVNULL
     stderr = open(launch.stderr_path, "ab")  # noqa: SIM115 - handed to the child, closed below
     opened.append(stderr)
+    jailer = launch.config.jailer
+    daemonized = jailer is not None and jailer.mode is JailerMode.DAEMON
     preexec = None
     netns_fd: int | None = None
     if launch.config.net_ns is not None and launch.jail is None:
@@ -471,7 +480,9 @@ def spawn(launch: Launch) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
             stderr=stderr,
             cwd=launch.vm_dir,
             preexec_fn=preexec,
-            start_new_session=True,
+            # a session of its own, so that the VM outlives a Ctrl-C to its controller;
+            # but the jailer's --daemonize calls setsid() itself, which a session leader may not
+            start_new_session=not daemonized,
         )
     except OSError as exc:
         raise MachineError(f"cannot start {launch.argv[0]}: {exc.strerror}") from exc
