@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 
 from firec.errors import FirecError
@@ -24,7 +23,8 @@ __all__ = ["app", "main"]
 EPILOG = (
     "Exit status: 0 ok, 1 error, 2 usage (bad options or config), 3 host not ready "
     "(see firec doctor), 4 no such microVM, 5 wrong state (e.g. rm of a running VM), "
-    "6 the VM failed (VMM exited with an error), 7 timeout, 130 interrupted."
+    "6 the VM failed (did not boot, or its VMM exited with an error), 7 timeout, "
+    "130 interrupted."
 )
 
 app = typer.Typer(
@@ -106,16 +106,12 @@ app.add_typer(kernel_app, name="kernel")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``firec`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    command = typer.main.get_command(app)
     try:
-        result = command.main(
-            args=list(argv) if argv is not None else sys.argv[1:],
-            prog_name="firec",
-            standalone_mode=False,
-        )
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        return int(ExitCode.INTERRUPTED)
-    return result if isinstance(result, int) else 0
+        app(args=list(argv) if argv is not None else sys.argv[1:], prog_name="firec")
+    except SystemExit as exc:
+        code = exc.code
+        if code is None or isinstance(code, int):
+            return code or 0
+        print(code, file=sys.stderr)
+        return int(ExitCode.ERROR)
+    return 0

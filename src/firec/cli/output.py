@@ -52,8 +52,9 @@ class ExitCode(enum.IntEnum):
     * ``NO_SUCH_VM`` (4): no microVM has that id.
     * ``WRONG_STATE`` (5): the VM is not in a state that allows it (``rm`` of a
       running VM without ``-f``, ``pause`` of one that exited, an id taken).
-    * ``VM_FAILED`` (6): the VMM did not come up, or exited with an error or
-      a signal (``firec run`` in the foreground).
+    * ``VM_FAILED`` (6): the VM did not come up (the VMM exited, or
+      Firecracker refused to boot it), or its VMM exited with an error or a
+      signal (``firec run`` in the foreground).
     * ``TIMEOUT`` (7): something did not happen in time.
     * ``INTERRUPTED`` (130): stopped by Ctrl-C (the VM was stopped and removed).
     """

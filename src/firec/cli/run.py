@@ -18,7 +18,7 @@ from firec import host
 from firec.config import BootMethod, Config, runtime_dir
 from firec.config import state_dir as default_state_dir
 from firec.console import Console
-from firec.errors import ConfigError, FirecError, MachineError
+from firec.errors import APIError, ConfigError, FirecError, MachineError
 from firec.images import parse_size
 from firec.launch import plan
 from firec.machine import Machine
@@ -501,6 +501,8 @@ def run(
     except MachineError as exc:
         _explain_host(exc)
         raise
+    except APIError as exc:
+        fail(ExitCode.VM_FAILED, f"microVM {vm_id} did not boot: {exc}")
     if detach:
         if as_json:
             print_json(describe(started.record))

@@ -1,0 +1,7 @@
+"""``python -m firec.cli``: the ``firec`` command."""
+
+import sys
+
+from firec.cli import main
+
+sys.exit(main())
