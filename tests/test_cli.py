@@ -332,3 +332,17 @@ def test_install_offline_is_a_clear_error(env: dict[str, str]) -> None:
     code, _, err = invoke("install", "--base-url", "http://127.0.0.1:9")
     assert code == ExitCode.ERROR
     assert "cannot reach 127.0.0.1" in err and "offline" in err
+
+
+def test_run_names_every_missing_piece_kvm_too(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from firec import host
+
+    no_kvm = host.Check("kvm", False, "/dev/kvm does not exist", "load KVM (modprobe kvm_intel)")
+    monkeypatch.setattr(host, "check_kvm", lambda: no_kvm)
+    code, _, err = invoke("run", "--test-guest")
+    assert code == ExitCode.HOST_NOT_READY
+    text = " ".join(err.split())
+    assert "kvm: /dev/kvm does not exist" in text and "modprobe kvm_intel" in text
+    assert "firecracker: not found" in text and "firec install" in text

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -302,8 +302,21 @@ def run_foreground(registry: Registry, started: StartedVm, stop_timeout: float) 
 # -- the command --------------------------------------------------------------------------------
 
 
+def _not_ready(checks: list[host.Check], what: str = "") -> NoReturn:
+    """Exit HOST_NOT_READY naming each failed check and its fix, as ``firec doctor`` would."""
+    lines = [f"{c.name}: {c.detail}" for c in checks]
+    fixes = [f"{c.name}: {c.fix}" for c in checks if c.fix]
+    fail(
+        ExitCode.HOST_NOT_READY,
+        (f"{what}\n" if what else "")
+        + "this host cannot run microVMs yet:\n  "
+        + "\n  ".join(lines),
+        "\n  ".join([*fixes, "`firec doctor` checks everything"]),
+    )
+
+
 def _binary_or_doctor(explicit: Path | None, name: str) -> Path:
-    """The binary to run, or exit HOST_NOT_READY with what ``firec doctor`` says about it."""
+    """The binary to run, or exit HOST_NOT_READY with what ``firec doctor`` says is missing."""
     if explicit is not None:
         if not explicit.is_file() or not os.access(explicit, os.X_OK):
             fail(ExitCode.USAGE, f"--{name}-bin {explicit} is not an executable file")
@@ -312,22 +325,15 @@ def _binary_or_doctor(explicit: Path | None, name: str) -> Path:
     path, _ = host.find_binary(name)
     if check.ok and path is not None:
         return path
-    fail(
-        ExitCode.HOST_NOT_READY,
-        f"this host cannot run microVMs yet: {name}: {check.detail}",
-        f"{check.fix} (`firec doctor` checks everything)",
-    )
+    kvm = host.check_kvm()
+    _not_ready([check] if kvm.ok else [kvm, check])
 
 
 def _explain_host(exc: FirecError) -> None:
     """When a VM did not come up, say whether KVM is the reason."""
     kvm = host.check_kvm()
     if not kvm.ok:
-        fail(
-            ExitCode.HOST_NOT_READY,
-            f"{exc}\nthis host cannot run microVMs: kvm: {kvm.detail}",
-            kvm.fix,
-        )
+        _not_ready([kvm], str(exc))
 
 
 def run(
