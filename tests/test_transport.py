@@ -458,7 +458,9 @@ async def test_async_notices_a_connection_closed_while_idle(serve: Any) -> None:
     await transport.handle_async_request(request)
     while not server.closed.is_set():
         await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)  # a few loop iterations: the loop sees the socket readable
+    deadline = time.monotonic() + 5  # the loop sees the socket readable, however busy the host
+    while not all(conn.stale for conn in transport._idle) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
     post = httpx.Request(
         "POST", BASE_URL + "/", json={"a": 1}, extensions={"timeout": timeout_extension(5)}
     )
