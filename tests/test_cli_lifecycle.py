@@ -175,7 +175,12 @@ def test_a_detached_vm_outlives_its_command_and_is_managed_from_others(cli: Cli)
     assert inspected["vm_config"]["machine-config"]["mem_size_mib"] == 64
     assert inspected["record"]["socket"] == record.socket
 
+    follower = subprocess.Popen(  # follows the console until the VM exits
+        cli.command("console", "vm1"), env=cli.env, stdout=subprocess.PIPE, text=True
+    )
     assert cli("stop", "vm1", "--timeout", "1") == "vm1 stopped\n"
+    followed, _ = follower.communicate(timeout=30)
+    assert follower.returncode == 0 and followed.startswith(BOOT_LINE)
     assert cli.ls()["vm1"]["state"] == "exited"
     cli.fails(ExitCode.WRONG_STATE, "pause", "vm1")
     assert cli("rm", "vm1") == "vm1\n"

@@ -435,3 +435,13 @@ def test_the_launch_comes_from_the_record_alone(tmp_path: Path, registry: Regist
     assert launch.vm_dir == Path(str(record.vm_dir))
     assert launch.socket_path == Path(str(record.socket))
     assert launch.console_path == Path(str(record.console))
+
+
+def test_a_record_whose_config_cannot_be_read_can_still_be_reaped(
+    tmp_path: Path, registry: Registry
+) -> None:
+    record = _fake_vm(tmp_path, registry, None).replace(config={"vm_id": "vm-1", "bogus": 1})
+    registry.save(record)
+    assert record.launch().vm_dir == Path(str(record.vm_dir))
+    reap(registry, record)
+    assert not Path(str(record.vm_dir)).exists() and registry.load("vm-1") is None

@@ -459,9 +459,13 @@ class VmRecord:
 
         Built from the record alone (not re-planned), so it names what was
         really made even if binaries, environment variables or defaults have
-        changed since.
+        changed since; a config that cannot be read any more does not keep
+        the VM's files from being found.
         """
-        config = self.vm_config
+        try:
+            config = self.vm_config
+        except FirecError:
+            config = Config(vm_id=self.vm_id, kernel_image=Path("/"))
         vm_dir = Path(self.vm_dir) if self.vm_dir else config.vm_dir
         jail = None
         if self.jail is not None:
