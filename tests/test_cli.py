@@ -69,6 +69,21 @@ def test_help_lists_the_commands_and_the_exit_codes(env: dict[str, str]) -> None
     assert "4 no such microVM" in " ".join(out.split())
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        *(c.name for c in app.registered_commands),
+        "image build",
+        "kernel extract",
+    ],
+)
+def test_every_command_has_help(env: dict[str, str], command: str | None) -> None:
+    assert command is not None
+    code, out, err = invoke(*command.split(), "--help")
+    assert code == 0, err
+    assert "Usage: firec" in out and "Exit status" in out
+
+
 def test_usage_errors_exit_2(env: dict[str, str]) -> None:
     assert main(["run", "--no-such-option"]) == ExitCode.USAGE
     assert main(["no-such-command"]) == ExitCode.USAGE

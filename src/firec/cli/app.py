@@ -15,17 +15,11 @@ from firec.registry import Registry
 
 from . import follow, hostcmds, manage, run, snapshots
 from .imagecmds import image_app, kernel_app
-from .output import CliError, ExitCode, report
+from .output import EPILOG, CliError, ExitCode, report
 from .run import NETWORK_STATE
 
 __all__ = ["app", "main"]
 
-EPILOG = (
-    "Exit status: 0 ok, 1 error, 2 usage (bad options or config), 3 host not ready "
-    "(see firec doctor), 4 no such microVM, 5 wrong state (e.g. rm of a running VM), "
-    "6 the VM failed (did not boot, or its VMM exited with an error), 7 timeout, "
-    "130 interrupted."
-)
 
 app = typer.Typer(
     name="firec",
@@ -34,6 +28,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -9,7 +9,7 @@ import typer
 
 from firec.images import build_rootfs, extract_vmlinux
 
-from .output import out
+from .output import EPILOG, out
 
 __all__ = ["image_app", "kernel_app"]
 
@@ -17,7 +17,7 @@ image_app = typer.Typer(help="Root filesystem images.", no_args_is_help=True)
 kernel_app = typer.Typer(help="Guest kernels.", no_args_is_help=True)
 
 
-@image_app.command("build")
+@image_app.command("build", epilog=EPILOG)
 def build(
     source: Annotated[
         Path,
@@ -34,7 +34,7 @@ def build(
     out.print(f"{image} ({image.stat().st_size >> 20} MiB)", markup=False)
 
 
-@kernel_app.command("extract")
+@kernel_app.command("extract", epilog=EPILOG)
 def extract(
     bzimage: Annotated[Path, typer.Argument(help="A compressed kernel (/boot/vmlinuz-*).")],
     dest: Annotated[Path, typer.Argument(help="The ELF vmlinux to write (or a directory).")],

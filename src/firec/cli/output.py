@@ -23,6 +23,7 @@ from firec.errors import (
 )
 
 __all__ = [
+    "EPILOG",
     "CliError",
     "ExitCode",
     "err",
@@ -37,6 +38,15 @@ __all__ = [
 #: Standard output (tables, results) and standard error (errors, progress).
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+#: The exit codes, in words, under every command's help.
+EPILOG = (
+    "Exit status: 0 ok, 1 error, 2 usage (bad options or config), 3 host not ready "
+    "(see firec doctor), 4 no such microVM, 5 wrong state (e.g. rm of a running VM), "
+    "6 the VM failed (did not boot, or its VMM exited with an error), 7 timeout, "
+    "130 interrupted."
+)
 
 
 class ExitCode(enum.IntEnum):

@@ -360,13 +360,16 @@ def run(
     rootfs_ro: Annotated[bool, typer.Option("--rootfs-ro", help="Attach it read-only.")] = False,
     drive: Annotated[
         list[str] | None,
-        typer.Option(help="Another drive: PATH, or path=PATH[,id=ID][,ro]. Repeatable."),
+        typer.Option(
+            metavar="SPEC", help="Another drive: PATH, or path=PATH[,id=ID][,ro]. Repeatable."
+        ),
     ] = None,
     cpus: Annotated[int, typer.Option(help="vCPUs.", min=1, max=32)] = 1,
     memory: Annotated[str, typer.Option(help="Guest memory: MiB, or a size like 1G.")] = "128",
     net: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="SPEC",
             help="A network interface: none, tap[:NAME], routed[:SUBNET] (NAT), bridge:BRIDGE "
             "or cni:CONFLIST. Repeatable (eth0, eth1...). Needs root.",
         ),
@@ -374,11 +377,14 @@ def run(
     publish: Annotated[
         list[str] | None,
         typer.Option(
-            "--publish", "-p", help="Forward a host port: HOST[:GUEST][/udp] (routed eth0)."
+            "--publish",
+            "-p",
+            metavar="PORTS",
+            help="Forward a host port: HOST[:GUEST][/udp] (routed eth0).",
         ),
     ] = None,
     dns: Annotated[
-        list[str] | None, typer.Option(help="A nameserver for the guest (routed).")
+        list[str] | None, typer.Option(metavar="ADDR", help="A nameserver for the guest (routed).")
     ] = None,
     vsock: Annotated[
         str | None,
@@ -407,7 +413,8 @@ def run(
         Path | None, typer.Option(help="Jailed: --chroot-base-dir (default /srv/jailer).")
     ] = None,
     cgroup: Annotated[
-        list[str] | None, typer.Option(help="Jailed: --cgroup FILE=VALUE. Repeatable.")
+        list[str] | None,
+        typer.Option(metavar="FILE=VALUE", help="Jailed: --cgroup FILE=VALUE. Repeatable."),
     ] = None,
     cgroup_version: Annotated[
         int | None, typer.Option(help="Jailed: --cgroup-version (1 or 2).", min=1, max=2)

@@ -30,7 +30,9 @@ IdOption = Annotated[str | None, typer.Option("--id", help="The new microVM's id
 TapOption = Annotated[
     list[str] | None,
     typer.Option(
-        "--tap", help="IFACE=TAP: the tap an interface of the snapshot uses now. Repeatable."
+        "--tap",
+        metavar="IFACE=TAP",
+        help="IFACE=TAP: the tap an interface of the snapshot uses now. Repeatable.",
     ),
 ]
 WorkdirOption = Annotated[
