@@ -322,6 +322,15 @@ def test_a_jailed_vm_and_its_removal(cli: Cli, jailer: Path, short_tmp: Path) ->
     nothing_left(record)
     nothing_left(twin)
 
+    # a jailed foreground VM whose controller is killed: gc removes its jail and cgroups
+    process = cli.start_foreground("jailed3", *extra)
+    orphan = cli.registry.load("jailed3")
+    assert orphan is not None and orphan.jail is not None and Path(orphan.jail).is_dir()
+    process.kill()
+    process.wait(timeout=30)
+    assert [r["id"] for r in json.loads(cli("gc", "--json"))] == ["jailed3"]
+    nothing_left(orphan)
+
 
 # -- networked ----------------------------------------------------------------------------------
 

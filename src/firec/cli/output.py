@@ -12,15 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from firec.errors import (
-    APIError,
-    ConfigError,
-    ConnectError,
-    FirecError,
-    MachineError,
-    TimeoutError,
-    ValidationError,
-)
+from firec.errors import ConfigError, MachineError, TimeoutError, ValidationError
 
 __all__ = [
     "EPILOG",
@@ -105,8 +97,6 @@ def exit_code_of(exc: BaseException) -> ExitCode:
         return ExitCode.TIMEOUT
     if isinstance(exc, MachineError) and exc.exit_code is not None:
         return ExitCode.VM_FAILED
-    if isinstance(exc, ConnectError | APIError | FirecError):
-        return ExitCode.ERROR
     return ExitCode.ERROR
 
 
