@@ -137,6 +137,9 @@ class Recorder:
         self.requests.append(request)
         if request.url.path == "/version":
             return httpx.Response(200, json={"firecracker_version": self.version})
+        if request.method == "GET" and request.url.path == "/":
+            info = {"id": "x", "state": "Running", "vmm_version": self.version}
+            return httpx.Response(200, json={**info, "app_name": "Firecracker"})
         return httpx.Response(204)
 
     def sent(self) -> list[str]:
@@ -173,9 +176,17 @@ def test_unsupported_field_refused_before_sending() -> None:
 def test_version_is_asked_once_and_can_be_given() -> None:
     recorder = Recorder("1.14.2")
     client = firec.Client("/x.sock", transport=httpx.MockTransport(recorder))
-    client.get_instance_info()
-    client.get_instance_info()
+    config = models.MachineConfiguration(vcpu_count=1, mem_size_mib=128)
+    client.put_machine_config(config)
+    client.put_machine_config(config)
     assert recorder.sent().count("GET /version") == 1
+    # GET / exists in every version: sent without asking, and it tells the version
+    learner = Recorder("1.0.0")
+    client = firec.Client("/x.sock", transport=httpx.MockTransport(learner))
+    client.get_instance_info()
+    with pytest.raises(UnsupportedError):
+        client.put_pmem(models.Pmem(id="p0", path_on_host="/tmp/p.img"))
+    assert learner.sent() == ["GET /"]
     given = Recorder("1.14.2")
     firec.Client("/x.sock", version="1.14.2", transport=httpx.MockTransport(given)).put_serial(
         models.SerialDevice(serial_out_path="/tmp/serial.out")

@@ -31,6 +31,7 @@ __all__ = [
     "check_request",
     "decode",
     "encode_body",
+    "needs_version",
     "partial_body",
     "timeout_extension",
 ]
@@ -130,6 +131,22 @@ def build_request(
     return httpx.Request(
         method, url, headers=headers, stream=httpx.ByteStream(content), extensions=extensions
     )
+
+
+@functools.cache
+def _in_every_version(op: Operation) -> bool:
+    return versions.has_operation(op.method, op.path, versions.OLDEST) and versions.has_operation(
+        op.method, op.path, versions.LATEST
+    )
+
+
+def needs_version(op: Operation, body: Any) -> bool:
+    """Whether sending ``op`` with ``body`` must be checked against the connected version.
+
+    A request without a body to an endpoint every version has cannot be
+    refused for the version: it is sent without asking the version first.
+    """
+    return body is not None or not _in_every_version(op)
 
 
 def check_request(op: Operation, body: Any, version: Version) -> None:

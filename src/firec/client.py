@@ -37,6 +37,7 @@ from ._request import (
     check_request,
     decode,
     encode_body,
+    needs_version,
     partial_body,
 )
 from .operations import OPERATIONS_BY_ID, Operation
@@ -90,7 +91,6 @@ class Client:
         self._closed = False
         self._urls: dict[str, httpx.URL] = {}
         #: bodiless operations the version check already let through
-        self._checked: set[str] = set()
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -131,14 +131,8 @@ class Client:
             raise RuntimeError(f"{self!r} is closed: make a new client")
         op: Operation = OPERATIONS_BY_ID[operation_id]
         data = encode_body(body)
-        if (
-            self.check_version
-            and operation_id != "getFirecrackerVersion"
-            and (data is not None or operation_id not in self._checked)
-        ):
+        if self.check_version and needs_version(op, data):
             check_request(op, data, self._version or self.firecracker_version())
-            if data is None:
-                self._checked.add(operation_id)
         if timeout is DEFAULT:
             timeout = self.slow_timeout if op.slow else self.timeout
         request = build_request(
@@ -155,8 +149,10 @@ class Client:
     # -- instance ------------------------------------------------------------
 
     def get_instance_info(self, *, timeout: TimeoutArg = DEFAULT) -> models.InstanceInfo:
-        """``GET /``: the instance's id, state and VMM version."""
+        """``GET /``: the instance's id, state and VMM version (remembered for checks)."""
         result: models.InstanceInfo = self._call("describeInstance", timeout=timeout)
+        if self._version is None:
+            self._version = Version.parse(result.vmm_version)
         return result
 
     def get_version(self, *, timeout: TimeoutArg = DEFAULT) -> models.FirecrackerVersion:
