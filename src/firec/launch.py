@@ -409,7 +409,7 @@ def prepare(launch: Launch) -> None:
         if config.vsock is not None:
             jail.make_dirs(str(Path(jail.inside(config.vsock.uds_path)).parent))
     else:
-        launch.socket_path.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(launch, launch.socket_path)
         if launch.vsock_path is not None:
             remove_stale_socket(launch.vsock_path)  # Firecracker will not bind over it
     _make_output(launch, launch.log_path, fifo=launch.log_is_fifo)
@@ -421,8 +421,13 @@ def prepare(launch: Launch) -> None:
         _write_owned(launch, launch.metadata_path, json.dumps(dict(config.mmds_data)))
 
 
+def _make_parent(launch: Launch, path: Path) -> None:
+    if path.parent != launch.vm_dir:  # made first thing
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
 def _make_output(launch: Launch, path: Path, *, fifo: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(launch, path)
     if fifo:
         if path.exists():
             raise MachineError(f"cannot make fifo {path}: the path already exists")
