@@ -361,3 +361,24 @@ def test_run_names_every_missing_piece_kvm_too(
     text = " ".join(err.split())
     assert "kvm: /dev/kvm does not exist" in text and "modprobe kvm_intel" in text
     assert "firecracker: not found" in text and "firec install" in text
+
+
+def test_metrics_rates_are_counts_since_the_previous_write() -> None:
+    from rich.console import Console
+
+    from firec.cli.follow import metrics_table
+    from firec.metrics import parse_metrics_line
+
+    first = parse_metrics_line('{"utc_timestamp_ms": 1000, "vcpu": {"exit_io_out": 50}}')
+    second = parse_metrics_line(
+        '{"utc_timestamp_ms": 3000, "vcpu": {"exit_io_out": 10, "exit_io_in": 0},'
+        ' "latencies_us": {"pause_vm": 40}}'
+    )
+    console = Console(width=200, record=True)
+    console.print(metrics_table(second, first, everything=False))
+    rows = [line.split() for line in console.export_text().splitlines()]
+    assert ["vcpu", "exit_io_out", "10", "5.0"] in rows  # 10 in 2 seconds
+    assert ["latencies_us", "pause_vm", "40"] in rows  # a time: no rate
+    assert not any("exit_io_in" in row for row in rows)  # zero: hidden without --all
+    console.print(metrics_table(second, None, everything=True))
+    assert "exit_io_in" in console.export_text()

@@ -164,21 +164,24 @@ def flush_and_read(record: VmRecord, timeout: float = 3.0) -> MetricsSnapshot:
 def metrics_table(
     snapshot: MetricsSnapshot, previous: MetricsSnapshot | None, *, everything: bool
 ) -> Table:
-    """The counters of ``snapshot`` (non-zero ones unless ``everything``), with rates."""
+    """The counters of ``snapshot`` (non-zero ones unless ``everything``), with rates.
+
+    Firecracker writes most counters as the count since its previous write
+    (they restart from zero at each flush); the rate is that count over the
+    time since ``previous``. Times (``*_us``) get no rate.
+    """
     seconds = 0.0
     if previous is not None:
         seconds = (snapshot.utc_timestamp_ms - previous.utc_timestamp_ms) / 1000
     rows = []
     for group, counters in sorted(snapshot.groups.items()):
-        before = previous.group(group) if previous is not None else {}
         for name, value in sorted(counters.items()):
             if not value and not everything:
                 continue
-            rate = ""
-            if seconds > 0 and name in before and not name.endswith(("_us", "min_us", "max_us")):
-                rate = f"{(value - before[name]) / seconds:.1f}"
+            timing = name.endswith("_us") or group == "latencies_us"
+            rate = f"{value / seconds:.1f}" if seconds > 0 and not timing else ""
             rows.append([group, name, value, rate])
-    title = f"metrics at {snapshot.time.isoformat(timespec='seconds')}"
+    title = f"metrics at {snapshot.time.isoformat(timespec='seconds')} (since the previous write)"
     return table(["GROUP", "COUNTER", "VALUE", "PER SECOND"], rows, title=title)
 
 
