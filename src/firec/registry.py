@@ -71,8 +71,11 @@ __all__ = [
     "ProcessRef",
     "Registry",
     "VmRecord",
+    "boot_id",
     "config_from_dict",
     "config_to_dict",
+    "find_vmm_by_command_line",
+    "kill_vmm",
     "reap",
     "state_dir",
 ]
