@@ -115,7 +115,7 @@ def _port_forwards(specs: Sequence[str]) -> tuple[Any, ...]:
 
 def network_interfaces(vm_id: str, options: NetworkOptions) -> list[Interface]:
     """The interfaces ``--net`` asks for (eth0, eth1...), with their network plans."""
-    from firec.network import BridgedNetwork, CNINetwork, RoutedNetwork
+    from firec.network import CNINetwork, RoutedNetwork
     from firec.network.setup import vm_key
 
     nics: list[Interface] = []
@@ -134,15 +134,12 @@ def network_interfaces(vm_id: str, options: NetworkOptions) -> list[Interface]:
                 port_forwards=forwards if index == 0 else (),
             )
             nics.append(Interface(iface_id, tap, network=routed))
-        elif kind == "bridge" and arg:
-            nics.append(Interface(iface_id, tap, network=BridgedNetwork(arg)))
         elif kind == "cni" and arg:
             nics.append(Interface(iface_id, tap, network=CNINetwork(arg)))
         else:
             raise ConfigError(
                 f"--net {spec}",
-                "use none, tap:NAME (an existing tap), routed[:SUBNET], bridge:BRIDGE "
-                "or cni:CONFLIST",
+                "use none, tap:NAME (an existing tap), routed[:SUBNET] or cni:CONFLIST",
             )
     if forwards and not (nics and isinstance(nics[0].network, RoutedNetwork)):
         raise ConfigError("--publish", "port forwards need a routed eth0 (--net routed)")
@@ -370,7 +367,7 @@ def run(
         list[str] | None,
         typer.Option(
             metavar="SPEC",
-            help="A network interface: none, tap[:NAME], routed[:SUBNET] (NAT), bridge:BRIDGE "
+            help="A network interface: none, tap:NAME (an existing tap), routed[:SUBNET] (NAT) "
             "or cni:CONFLIST. Repeatable (eth0, eth1...). Needs root.",
         ),
     ] = None,
