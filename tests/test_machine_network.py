@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,44 @@ def test_network_refusal_changes_nothing(
         firec.Machine.create(config)
     assert links_in(None) == before
     assert not config.vm_dir.exists()
+
+
+@pytest.fixture
+def host_bridge() -> Iterator[str]:
+    from pyroute2 import IPRoute
+
+    name = unique("fcbr")
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=name, kind="bridge")
+    try:
+        yield name
+    finally:
+        with IPRoute() as ipr:
+            index = ipr.link_lookup(ifname=name)
+            if index:
+                ipr.link("del", index=index[0])
+
+
+def test_bridged_interface_puts_the_tap_on_the_host_bridge(
+    vmm_binary: Path, guest_kernel: Path, short_tmp: Path, host_bridge: str
+) -> None:
+    from pyroute2 import IPRoute
+
+    tap = unique("fctap")
+    config = (
+        guest_builder(unique("brvm"), vmm_binary, guest_kernel, short_tmp)
+        .kernel_args("console=ttyS0")
+        .add_network_interface(fn.Interface("eth0", tap, network=fn.BridgedNetwork(host_bridge)))
+        .state_dir(short_tmp / "state")
+        .build()
+    )
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        assert machine.config.net_ns is None  # taps on a host bridge stay on the host
+        with IPRoute() as ipr:
+            (link,) = ipr.link("get", index=ipr.link_lookup(ifname=tap)[0])
+            bridge_index = ipr.link_lookup(ifname=host_bridge)[0]
+        assert link.get("IFLA_MASTER") == bridge_index
+        assert machine.state() is firec.MachineState.RUNNING
+    assert tap not in links_in(None)
+    assert host_bridge in links_in(None)  # the bridge is the caller's: it stays

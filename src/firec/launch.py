@@ -197,10 +197,14 @@ def attach_network(config: Config) -> tuple[Config, VMNetwork | None]:
     from .network import setup_network
 
     owner = config.jailer
+    from .network import BridgedNetwork
+
+    bridged = any(isinstance(i.network, BridgedNetwork) for i in config.network_interfaces)
     network = setup_network(
         config.vm_id,
         config.network_interfaces,
         state_dir=config.state_dir or state_dir(),
+        netns=not bridged,  # a host bridge needs the taps on the host
         uid=owner.uid if owner else None,
         gid=owner.gid if owner else None,
     )
@@ -480,7 +484,8 @@ def spawn(launch: Launch) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
     try:
         process = subprocess.Popen(
             launch.argv,
-            stdin=subprocess.DEVNULL,
+            # the serial console reads Firecracker's stdin: give it the terminal's
+            stdin=None if console.kind is ConsoleKind.TERMINAL else subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
             cwd=launch.vm_dir,
