@@ -117,6 +117,12 @@ class Snapshot:
     jailed: bool = False
     kernel_image: Path | None = None
 
+    def __post_init__(self) -> None:
+        # one spelling of the same JSON, so that equal snapshots compare equal
+        for name in ("vm_config_json", "host_paths_json"):
+            canonical = json.dumps(json.loads(getattr(self, name)), sort_keys=True)
+            object.__setattr__(self, name, canonical)
+
     # -- reading ---------------------------------------------------------------------
 
     @classmethod

@@ -67,9 +67,13 @@ def load(rel: Release, state_path: str, socket_path: str) -> dict[str, Any]:
     _KEPT.append((uffd, address, size, conn))
     expected = MEMORY_MAGIC + str(doc.get("id")).encode() + b"\n"
     head: list[bytes] = []
-    reader = threading.Thread(
-        target=lambda: head.append(ctypes.string_at(address, len(expected))), daemon=True
-    )
+
+    def touch() -> None:
+        buffer = ctypes.create_string_buffer(len(expected))
+        ctypes.memmove(buffer, address, len(expected))  # releases the GIL while it faults
+        head.append(buffer.raw)
+
+    reader = threading.Thread(target=touch, daemon=True)
     reader.start()  # blocks in the page fault until the handler answers
     reader.join(SERVE_TIMEOUT)
     if not head:
