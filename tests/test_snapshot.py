@@ -397,6 +397,9 @@ def test_uffd_restore_serves_pages_and_keeps_running(
         assert handler is not None
         assert handler.wait_connected(5)
         assert handler.peer_pid == restored.pid
+        deadline = time.monotonic() + 5
+        while handler.pages_served < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)  # the count moves just after the page is in place
         assert handler.pages_served >= 1
         assert handler.regions[0].size == MEM_MIB << 20
         time.sleep(0.3)

@@ -15,6 +15,8 @@ import socket
 import struct
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -288,6 +290,12 @@ def _read_in_thread(address: int, length: int, timeout: float = 10.0) -> bytes:
     return result[0]
 
 
+def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def test_handler_serves_pages_from_the_memory_file(tmp_path: Path) -> None:
     pages = 64
     content = _memory_file(tmp_path / "memory", pages)
@@ -305,16 +313,15 @@ def test_handler_serves_pages_from_the_memory_file(tmp_path: Path) -> None:
             last = (pages - 1) * PAGE
             assert _read_in_thread(address + last, PAGE) == content[last:]
             assert _read_in_thread(address + 7 * PAGE + 100, 4) == content[7 * PAGE + 100 :][:4]
+            # the counter moves just after the page is in place: give it a moment
+            _wait_for(lambda: handler.pages_served >= 2)
             assert handler.pages_served == 2  # the third read hit a page already there
             # the balloon gives a page back: it comes back as zeros, not from the file
             libc = ctypes.CDLL(None, use_errno=True)
             assert libc.madvise(ctypes.c_void_p(address + 3 * PAGE), PAGE, 4) == 0  # DONTNEED
-            deadline = threading.Event()
-            for _ in range(100):
-                if handler._removed:
-                    break
-                deadline.wait(0.01)
+            _wait_for(lambda: bool(handler._removed))
             assert _read_in_thread(address + 3 * PAGE, PAGE) == b"\0" * PAGE
+            _wait_for(lambda: handler.zero_pages >= 1)
             assert handler.zero_pages == 1
             assert handler.error is None
             conn.close()
