@@ -227,8 +227,7 @@ class AsyncMachine:
             APIError: Firecracker refused the load (it then exits); nothing
                 is left behind.
         """
-        checked = await io.run_blocking(
-            plan_restore,
+        checked = plan_restore(  # quick: stats, and the binary's version once (cached)
             snapshot,
             config,
             resume=resume,
@@ -245,15 +244,30 @@ class AsyncMachine:
         try:
             setup = await io.run_blocking(prepare_restore, launch, checked)
             machine._uffd = setup.handler
-            await machine._spawn(ready_timeout)
-            await machine.client.load_snapshot(setup.params)
+            await machine._spawn(ready_timeout, ask=False)
+            await machine._load(setup.params, time.monotonic() + ready_timeout)
         except BaseException:
             await machine.delete()
             raise
         machine._snapshot_base = snapshot
         return machine
 
-    async def _spawn(self, ready_timeout: float) -> None:
+    async def _load(self, params: models.SnapshotLoadParams, deadline: float) -> None:
+        """``PUT /snapshot/load`` as soon as the socket accepts (it may refuse for a moment)."""
+        while True:
+            try:
+                await self.client.load_snapshot(params)
+                return
+            except ConnectError as exc:  # nothing was sent: safe to try again
+                status = self.exit_status
+                if status is not None:
+                    what = "Firecracker exited before its API was ready"
+                    raise self._failure(what, status) from exc
+                if time.monotonic() > deadline:
+                    raise
+                await io.sleep(0.0002)
+
+    async def _spawn(self, ready_timeout: float, *, ask: bool = True) -> None:
         popen, console = spawn(self._launch)
         self._process = VmmProcess(popen.pid, popen)
         if console is not None:
@@ -270,7 +284,7 @@ class AsyncMachine:
         jailer = self.config.jailer
         if jailer is not None and jailer.new_pid_ns:
             await self._adopt_from_pidfile(popen, deadline)
-        await self._wait_ready(deadline, ready_timeout)
+        await self._wait_ready(deadline, ready_timeout, ask=ask)
 
     def _follow_outputs(self) -> None:
         """Forward the log (when the caller chose where it goes) and the metrics."""
@@ -307,8 +321,9 @@ class AsyncMachine:
             await io.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    async def _wait_ready(self, deadline: float, ready_timeout: float) -> None:
-        # Firecracker answers ~1 ms after it starts: poll finely, then back off
+    async def _wait_ready(self, deadline: float, ready_timeout: float, *, ask: bool = True) -> None:
+        # Firecracker answers ~1 ms after it starts: poll finely, then back off.
+        # ask=False: the socket file is enough (the caller's first request retries).
         delay = 0.0002
         socket_path = self._launch.socket_path
         while True:
@@ -316,6 +331,8 @@ class AsyncMachine:
             if status is not None:
                 raise self._failure("Firecracker exited before its API was ready", status)
             if socket_path.exists():
+                if not ask:
+                    return
                 try:
                     await self.client.get_instance_info(timeout=1.0)
                     return

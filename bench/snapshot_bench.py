@@ -1,0 +1,232 @@
+"""Restore latency: firec against a raw load + resume, and the wall time of 10 clones.
+
+One snapshot of firec's tiny test guest is taken, then restored again and
+again, on the same VMM binary in the same run (firec's emulator, or the real
+Firecracker named by FIRECRACKER_BIN), each path interleaved with the others:
+
+* raw: ``subprocess.Popen`` + a bare ``http.client`` over AF_UNIX sending one
+  ``PUT /snapshot/load`` with ``resume_vm`` (``mem_backend`` or, on 1.0,
+  ``mem_file_path``), timed until Firecracker answers 204;
+* firec: ``Machine.restore(snapshot, config)`` (checks, VM directory, spawn,
+  readiness, load with resume), and the same with ``AsyncMachine``.
+
+Target: firec at most 1.10x raw. Then the wall time to start 10 clones with
+``Snapshot.aclone`` (one event loop) and ``Snapshot.clone`` (threads).
+
+    python bench/snapshot_bench.py [--rounds 20] [--clones 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import firec
+from firec.snapshot import Snapshot
+from firec.snapshot_format import probe
+from firec.state import MachineState
+from firec.testing.guest import build_test_guest
+from firec.versions import Version
+
+TARGET = 1.10
+#: Seconds between two measurements: the previous VM's teardown must not slow the next.
+SETTLE = 0.05
+MEM_MIB = 64
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost")
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def vmm_binary(workdir: Path) -> tuple[str, str]:
+    real = os.environ.get("FIRECRACKER_BIN")
+    if real:
+        return real, "Firecracker"
+    wrapper = workdir / "firecracker-emulator"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.emulator "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper), "firec emulator"
+
+
+def config_for(binary: str, kernel: Path, workdir: Path, vm_id: str | None = None) -> firec.Config:
+    return (
+        firec.Config.builder(vm_id, kernel)
+        .kernel_args("console=ttyS0")
+        .firecracker_binary(binary)
+        .workdir(workdir / "vms")
+        .machine_cfg()
+        .mem_size_mib(MEM_MIB)
+        .build()
+        .build()
+    )
+
+
+def take_snapshot(binary: str, kernel: Path, workdir: Path) -> Snapshot:
+    with firec.Machine.create(config_for(binary, kernel, workdir)) as machine:
+        machine.start()
+        return machine.snapshot(workdir / "snap")
+
+
+def raw(binary: str, snap: Snapshot, workdir: Path) -> float:
+    sock, log = workdir / "raw.sock", workdir / "raw.log"
+    log.touch()
+    body: dict[str, object] = {"snapshot_path": str(snap.state_file), "resume_vm": True}
+    if probe(binary).version >= Version(1, 1, 0):
+        body["mem_backend"] = {"backend_type": "File", "backend_path": str(snap.memory_file)}
+    else:
+        body["mem_file_path"] = str(snap.memory_file)
+    payload = json.dumps(body)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [binary, "--api-sock", str(sock), "--log-path", str(log)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not sock.exists():
+            time.sleep(0.0005)
+        connection = UnixHTTPConnection(str(sock))
+        for _ in range(1000):  # the socket file exists a moment before it accepts
+            try:
+                connection.request("PUT", "/snapshot/load", payload, {"Accept": "application/json"})
+                break
+            except (ConnectionRefusedError, FileNotFoundError):
+                connection.close()
+                time.sleep(0.0005)
+        response = connection.getresponse()
+        response.read()
+        elapsed = time.perf_counter() - started
+        assert response.status == 204, response.status
+        connection.close()
+        return elapsed
+    finally:
+        process.kill()
+        process.wait()
+        sock.unlink(missing_ok=True)
+
+
+def sdk(binary: str, snap: Snapshot, workdir: Path) -> float:
+    config = config_for(binary, snap.kernel_image or Path("/"), workdir, "bench-restore")
+    started = time.perf_counter()
+    machine = firec.Machine.restore(snap, config)
+    elapsed = time.perf_counter() - started
+    with machine:
+        assert machine.state() is MachineState.RUNNING
+    return elapsed
+
+
+def sdk_async(binary: str, snap: Snapshot, workdir: Path) -> float:
+    config = config_for(binary, snap.kernel_image or Path("/"), workdir, "bench-arestore")
+
+    async def restore() -> float:
+        started = time.perf_counter()
+        machine = await firec.AsyncMachine.restore(snap, config)
+        elapsed = time.perf_counter() - started
+        async with machine:
+            assert await machine.state() is MachineState.RUNNING
+        return elapsed
+
+    return asyncio.run(restore())
+
+
+def clones_async(snap: Snapshot, config: firec.Config, count: int) -> float:
+    async def run() -> float:
+        started = time.perf_counter()
+        machines = await snap.aclone(count, config)
+        elapsed = time.perf_counter() - started
+        try:
+            states = await asyncio.gather(*(m.state() for m in machines))
+            assert set(states) == {MachineState.RUNNING}, states
+        finally:
+            await asyncio.gather(*(m.delete() for m in machines))
+        return elapsed
+
+    return asyncio.run(run())
+
+
+def clones_sync(snap: Snapshot, config: firec.Config, count: int) -> float:
+    started = time.perf_counter()
+    machines = snap.clone(count, config)
+    elapsed = time.perf_counter() - started
+    try:
+        assert {m.state() for m in machines} == {MachineState.RUNNING}
+    finally:
+        for machine in machines:
+            machine.delete()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--clones", type=int, default=10)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="firec-sb-"))
+    try:
+        binary, name = vmm_binary(workdir)
+        kernel = build_test_guest()
+        snap = take_snapshot(binary, kernel, workdir)
+        paths: dict[str, Callable[[str, Snapshot, Path], float]] = {
+            "raw load+resume (http.client)": raw,
+            "firec Machine.restore": sdk,
+            "firec AsyncMachine.restore": sdk_async,
+        }
+        for run in paths.values():  # warm up: imports, the binary probe, the page cache
+            run(binary, snap, workdir)
+        timings: dict[str, list[float]] = {label: [] for label in paths}
+        order = list(paths)
+        for _ in range(args.rounds):  # interleaved, so drift hits every path alike
+            random.shuffle(order)  # and no path always follows the same one's teardown
+            for label in order:
+                time.sleep(SETTLE)
+                timings[label].append(paths[label](binary, snap, workdir))
+        baseline = statistics.median(timings["raw load+resume (http.client)"])
+        version = probe(binary).version
+        print(
+            f"spawn -> snapshot loaded and resumed, {name} {version}, {MEM_MIB} MiB guest, "
+            f"median of {args.rounds}:"
+        )
+        worst = 0.0
+        for label, values in timings.items():
+            value = statistics.median(values)
+            ratio = value / baseline
+            if label.startswith("firec"):
+                worst = max(worst, ratio)
+            print(
+                f"  {label:32} {value * 1000:7.2f} ms  (min {min(values) * 1000:6.2f})"
+                f"  {ratio:5.2f}x"
+            )
+        verdict = "meets" if worst <= TARGET else "MISSES"
+        print(f"  firec {verdict} the target of {TARGET:.2f}x raw (worst {worst:.2f}x)")
+        config = config_for(binary, kernel, workdir, "bench-clone")
+        for label, clone in (("aclone (one loop)", clones_async), ("clone (sync)", clones_sync)):
+            walls = [clone(snap, config, args.clones) for _ in range(3)]
+            print(
+                f"{args.clones} clones, {label}: {statistics.median(walls) * 1000:.0f} ms wall "
+                f"(median of 3, min {min(walls) * 1000:.0f})"
+            )
+    finally:
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+
+
+if __name__ == "__main__":
+    main()
