@@ -242,7 +242,10 @@ class AsyncMachine:
         machine = cls(checked.config, launch=launch, client=client)
         machine._owned = True
         try:
-            setup = await io.run_blocking(prepare_restore, launch, checked)
+            if launch.jail is None:  # a few directories: no need for a thread
+                setup = prepare_restore(launch, checked)
+            else:  # links, or copies of what the jail's user could not read
+                setup = await io.run_blocking(prepare_restore, launch, checked)
             machine._uffd = setup.handler
             await machine._spawn(ready_timeout, ask=False)
             await machine._load(setup.params, time.monotonic() + ready_timeout)

@@ -170,7 +170,7 @@ def probe(binary: str | os.PathLike[str]) -> FirecrackerBinary:
         stat = path.stat()
     except OSError as exc:
         raise FirecError(f"cannot run {path}: {exc.strerror}") from exc
-    key = (os.fspath(path.resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    key = (os.fspath(path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
     known = _PROBED.get(key)
     if known is not None:
         return known
