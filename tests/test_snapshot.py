@@ -14,11 +14,13 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import firec
+from firec import models
 from firec.config import Config
 from firec.errors import ConfigError, MachineError, SnapshotError, UnsupportedError
 from firec.models import SnapshotType
@@ -507,3 +509,69 @@ def test_jailed_snapshot_and_restore(
     assert_nothing_left(launch, restored.pid)
     assert fingerprint(snap) == before
     assert not (short_tmp / "jail" / vmm_binary.name).exists()
+
+
+# -- overrides -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def taps() -> Iterator[list[str]]:
+    """Four fresh tap devices (removed afterwards): one for the source VM, three for clones."""
+    if os.geteuid() != 0 or not Path("/dev/net/tun").exists():
+        pytest.skip("tap devices need root and /dev/net/tun")
+    from firec.network.tap import create_tap, delete_link
+
+    names = [f"fs{os.getpid() % 100000}t{i}" for i in range(4)]
+    made = []
+    try:
+        for name in names:
+            create_tap(name)
+            made.append(name)
+        yield names
+    finally:
+        for name in made:
+            delete_link(name)
+
+
+def test_clones_get_their_own_taps(
+    builder: firec.Builder, short_tmp: Path, version: Version, taps: list[str]
+) -> None:
+    source = builder.add_network_interface(
+        models.NetworkInterface(iface_id="eth0", host_dev_name=taps[0])
+    )
+    snap = take(source, short_tmp / "snap")
+    assert snap.interfaces == {"eth0": taps[0]}
+    config = builder.build().replace(vm_id="tapclone")
+    template = {"eth0": taps[1][:-1] + "{i}"}  # clone i gets tap ...t<i>, i = 1..3 below
+    if version < Version(1, 12, 0):
+        with pytest.raises(UnsupportedError):
+            snap.clone(1, config, network_overrides=template)
+        assert not (short_tmp / "vms" / "tapclone-0").exists()
+        return
+    clones = snap.clone(
+        3, config, network_overrides=lambda i: {"eth0": template["eth0"].format(i=i + 1)}
+    )
+    try:
+        for i, clone in enumerate(clones):
+            assert clone.state() is MachineState.RUNNING
+            exported = clone.client.get_vm_config().to_api()
+            assert [n["host_dev_name"] for n in exported["network-interfaces"]] == [taps[i + 1]]
+            assert [n.host_dev_name for n in clone.config.network_interfaces] == [taps[i + 1]]
+    finally:
+        for clone in clones:
+            clone.delete()
+
+
+def test_vsock_override_moves_the_socket(
+    backend: str, builder: firec.Builder, short_tmp: Path, version: Version
+) -> None:
+    if version < Version(1, 16, 0):
+        pytest.skip(f"vsock_override needs Firecracker 1.16; this one is {version}")
+    snap = take(builder.vsock(3, short_tmp / "v.sock"), short_tmp / "snap")
+    assert snap.vm_config["vsock"]["uds_path"] == str(short_tmp / "v.sock")
+    moved = short_tmp / "moved" / "v.sock"
+    with firec.Machine.restore(snap, builder.build(), vsock_override=moved) as restored:
+        exported = restored.client.get_vm_config().to_api()
+        assert exported["vsock"]["uds_path"] == str(moved)
+        assert restored.config.vsock is not None
+        assert restored.config.vsock.uds_path == str(moved)

@@ -376,3 +376,25 @@ def test_handler_gives_up_when_firecracker_never_connects(tmp_path: Path) -> Non
     handler.close()
     handler.close()  # twice is fine
     assert not (tmp_path / "uffd.sock").exists()
+
+
+def test_the_module_example_runs(tmp_path: Path) -> None:
+    import subprocess
+    import textwrap
+
+    import firec.snapshot
+
+    doc = firec.snapshot.__doc__ or ""
+    block = doc.split("Firecracker and a kernel)::\n", 1)[1].split("\nRestoring never", 1)[0]
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    env.pop("FIRECRACKER_BIN", None)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(block)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Running"

@@ -31,7 +31,7 @@ Firecracker and a kernel)::
         snap = machine.snapshot(work / "snap")      # pause, snapshot (the VM stays paused)
     snap = Snapshot.open(work / "snap")             # later, anywhere
     with firec.Machine.restore(snap) as copy:       # a new VMM, running the guest again
-        print(copy.state())                         # MachineState.RUNNING
+        print(copy.state())                         # Running
     clones = snap.clone(3)                          # three more, concurrently
     for clone in clones:
         clone.delete()
