@@ -10,7 +10,7 @@ reads it back later, from another process.
 Example (runs as is: firec's emulator and its tiny test guest stand in for
 Firecracker and a kernel)::
 
-    import tempfile
+    import shutil, tempfile
     from pathlib import Path
 
     import firec
@@ -35,6 +35,7 @@ Firecracker and a kernel)::
     clones = snap.clone(3)                          # three more, concurrently
     for clone in clones:
         clone.delete()
+    shutil.rmtree(work)
 
 Restoring never writes to the snapshot's files: Firecracker maps the memory
 file privately, and in a jail the files are hard links. Whether a Firecracker
