@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -575,3 +576,35 @@ def test_vsock_override_moves_the_socket(
         assert exported["vsock"]["uds_path"] == str(moved)
         assert restored.config.vsock is not None
         assert restored.config.vsock.uds_path == str(moved)
+
+
+def test_uffd_restore_with_a_handler_process(
+    builder: firec.Builder, short_tmp: Path, version: Version
+) -> None:
+    if version < Version(1, 1, 0):
+        pytest.skip(f"the Uffd backend needs Firecracker 1.1; this one is {version}")
+    snap = take(builder, short_tmp / "snap")
+    socket_path = short_tmp / "handler.sock"
+    handler = subprocess.Popen(
+        [sys.executable, "-m", "firec.uffd", str(socket_path), str(snap.memory_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert handler.stdout is not None
+        assert "listening" in handler.stdout.readline()
+        config = builder.build().replace(vm_id="uffd-process")
+        with firec.Machine.restore(
+            snap, config, backend="Uffd", uffd_handler=str(socket_path)
+        ) as restored:
+            assert restored._uffd is None  # the caller's handler, not firec's own
+            assert restored.state() is MachineState.RUNNING
+        out, err = handler.communicate(timeout=10)  # it ends with Firecracker
+        assert handler.returncode == 0, err
+        assert "served" in out
+        assert not socket_path.exists()
+    finally:
+        if handler.poll() is None:
+            handler.kill()
+            handler.wait()

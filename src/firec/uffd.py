@@ -54,6 +54,7 @@ __all__ = [
     "GuestRegion",
     "UffdError",
     "UffdHandler",
+    "main",
     "map_anonymous",
     "open_userfaultfd",
     "receive_handshake",
@@ -394,9 +395,21 @@ class UffdHandler:
         poller = select.poll()
         poller.register(uffd, select.POLLIN)
         poller.register(self._stop_read, select.POLLIN)
+        peer = -1
+        if self.peer_pid is not None:
+            with contextlib.suppress(OSError):
+                peer = os.pidfd_open(self.peer_pid)  # readable once Firecracker exits
+                poller.register(peer, select.POLLIN)
+        try:
+            self._serve_events(poller, uffd, source, peer)
+        finally:
+            if peer >= 0:
+                os.close(peer)
+
+    def _serve_events(self, poller: select.poll, uffd: int, source: int, peer: int) -> None:
         while True:
             for fd, events in poller.poll():
-                if fd == self._stop_read:
+                if fd in (self._stop_read, peer):
                     return
                 if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
                     return  # Firecracker is gone
@@ -489,6 +502,47 @@ class UffdHandler:
         return f"<UffdHandler {self.socket_path} pages_served={self.pages_served}>"
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m firec.uffd SOCKET MEMORY_FILE``: serve one restore, in a process of its own.
+
+    Listens on ``SOCKET``, serves the Firecracker that connects from
+    ``MEMORY_FILE`` and exits when that Firecracker does (0) or on a failure
+    (1, with the reason on stderr). Pass ``SOCKET`` (as Firecracker sees it)
+    as ``uffd_handler`` to ``restore(..., backend="Uffd")``: then no thread of
+    the caller's process (and its GIL) stands between the guest and its memory.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m firec.uffd", description=main.__doc__)
+    parser.add_argument("socket", help="the Unix socket to listen on")
+    parser.add_argument("memory_file", help="the snapshot's memory file")
+    parser.add_argument("--owner", help="UID:GID to give the socket to (a jailed Firecracker)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for it")
+    args = parser.parse_args(argv)
+    owner = None
+    if args.owner:
+        uid, _, gid = args.owner.partition(":")
+        owner = (int(uid), int(gid or uid))
+    try:
+        handler = UffdHandler(
+            args.socket, args.memory_file, owner=owner, connect_timeout=args.timeout
+        )
+    except OSError as exc:
+        print(f"firec.uffd: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(f"firec.uffd: listening on {handler.socket_path}", flush=True)
+        handler.serve()
+    finally:
+        handler.close()
+    if handler.error is not None:
+        print(f"firec.uffd: {handler.error}", file=sys.stderr)
+        return 1
+    print(f"firec.uffd: served {handler.pages_served} pages", flush=True)
+    return 0
+
+
 def _peer_pid(conn: socket.socket) -> int | None:
     try:
         data = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -496,3 +550,7 @@ def _peer_pid(conn: socket.socket) -> int | None:
         return None
     pid: int = struct.unpack("3i", data)[0]
     return pid
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
