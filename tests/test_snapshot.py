@@ -608,3 +608,50 @@ def test_uffd_restore_with_a_handler_process(
         if handler.poll() is None:
             handler.kill()
             handler.wait()
+
+
+@pytest.fixture
+def bridge(taps: list[str]) -> Iterator[str]:
+    """A fresh Linux bridge (removed afterwards)."""
+    name = f"fs{os.getpid() % 100000}br"
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=False)
+
+
+def test_clones_bring_their_own_network_plans(
+    builder: firec.Builder, short_tmp: Path, version: Version, taps: list[str], bridge: str
+) -> None:
+    from firec.network import BridgedNetwork, Interface
+    from firec.network.tap import link_exists
+
+    source = builder.add_network_interface(
+        models.NetworkInterface(iface_id="eth0", host_dev_name=taps[0])
+    )
+    snap = take(source, short_tmp / "snap")
+    clone_taps = [f"{bridge[:-2]}c{i}" for i in range(2)]
+
+    def configure(i: int, config: Config) -> Config:
+        nic = Interface("eth0", clone_taps[i], network=BridgedNetwork(bridge))
+        return config.replace(network_interfaces=(nic,), state_dir=short_tmp / "state")
+
+    config = builder.build().replace(vm_id="planclone")
+    if version < Version(1, 12, 0):
+        with pytest.raises(UnsupportedError, match=clone_taps[0]):
+            snap.clone(2, config, configure=configure)
+        assert not any(link_exists(tap) for tap in clone_taps)
+        return
+    clones = snap.clone(2, config, configure=configure)
+    try:
+        for clone, tap in zip(clones, clone_taps, strict=True):
+            assert clone.state() is MachineState.RUNNING
+            exported = clone.client.get_vm_config().to_api()
+            assert [n["host_dev_name"] for n in exported["network-interfaces"]] == [tap]
+            master = Path(f"/sys/class/net/{tap}/master").resolve().name
+            assert master == bridge
+    finally:
+        for clone in clones:
+            clone.delete()
+    assert not any(link_exists(tap) for tap in clone_taps)

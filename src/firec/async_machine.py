@@ -67,7 +67,7 @@ from .launch import (
 from .logs import LogForwarder
 from .metrics import MetricsForwarder, MetricsSnapshot
 from .process import ExitStatus, VmmProcess, find_vmm_pid
-from .restore import plan_restore, prepare_restore
+from .restore import attach_restore_network, plan_restore, prepare_restore
 from .snapshot import Snapshot, SnapshotTarget
 from .state import MachineState
 from .streams import AsyncLineReader, tail_lines
@@ -201,7 +201,12 @@ class AsyncMachine:
 
         ``config`` gives the new VM's id and how to run it (binary, jailer,
         workdir, logs, console); its devices come from the snapshot. Without
-        one, :meth:`Snapshot.config` derives one with a new id. Example::
+        one, :meth:`Snapshot.config` derives one with a new id. An interface
+        of ``config`` with one of the snapshot's ids brings its tap and its
+        network plan (set up as by :meth:`create`, torn down with the VM); a
+        tap other than the snapshot's becomes a network override. A drive of
+        ``config`` with one of the snapshot's ids brings its file (jailed
+        restores: linked in at the snapshot's path). Example::
 
             snap = machine.snapshot("/srv/snaps/base")
             copy = await AsyncMachine.restore(snap, network_overrides={"eth0": "tap7"})
@@ -237,10 +242,19 @@ class AsyncMachine:
             vsock_override=vsock_override,
             track_dirty_pages=track_dirty_pages,
         )
-        launch = plan(checked.config)
-        client = AsyncClient(launch.socket_path, version=checked.version)
-        machine = cls(checked.config, launch=launch, client=client)
+        network = None
+        if any(i.network is not None for i in checked.config.network_interfaces):
+            checked, network = await io.run_blocking(attach_restore_network, checked)
+        try:
+            launch = plan(checked.config)
+            client = AsyncClient(launch.socket_path, version=checked.version)
+            machine = cls(checked.config, launch=launch, client=client)
+        except BaseException:
+            if network is not None:
+                await io.run_blocking(network.teardown)
+            raise
         machine._owned = True
+        machine._network = network
         try:
             if launch.jail is None:  # a few directories: no need for a thread
                 setup = prepare_restore(launch, checked)

@@ -24,7 +24,7 @@ from . import models
 from .config import Config
 from .errors import ConfigError, SnapshotError, UnsupportedError
 from .jailer import Jail
-from .launch import Launch, _make_output
+from .launch import Launch, _make_output, attach_network
 from .snapshot import PerClone, Snapshot
 from .snapshot_format import probe
 from .sparse import copy_sparse
@@ -34,8 +34,18 @@ from .versions import Version, has_field
 if TYPE_CHECKING:
     from .async_machine import AsyncMachine
     from .machine import Machine
+    from .network import VMNetwork
 
-__all__ = ["RestorePlan", "RestoreSetup", "aclone", "clone", "plan_restore", "prepare_restore"]
+__all__ = [
+    "RestorePlan",
+    "RestoreSetup",
+    "aclone",
+    "attach_restore_network",
+    "clone",
+    "plan_restore",
+    "prepare_restore",
+    "tap_overrides",
+]
 
 _LOAD = "SnapshotLoadParams"
 #: Where firec's own page-fault handler listens, as a jailed Firecracker sees it.
@@ -136,6 +146,7 @@ def plan_restore(
             connected=str(version),
         )
     restored = _restored_config(snapshot, base, config is not None, overrides, vsock)
+    overrides = tap_overrides(snapshot, restored, version)
     if track_dirty_pages is not None:
         machine = restored.machine.model_copy(update={"track_dirty_pages": track_dirty_pages})
         restored = restored.replace(machine=machine)
@@ -162,6 +173,46 @@ def plan_restore(
     )
 
 
+def tap_overrides(snapshot: Snapshot, config: Config, version: Version) -> dict[str, str]:
+    """The interfaces whose tap in ``config`` is not the snapshot's: ``iface_id`` -> tap.
+
+    Raises:
+        UnsupportedError: there are some, and Firecracker ``version`` cannot
+            override taps (before 1.12).
+    """
+    taps = snapshot.interfaces
+    changed = {
+        i.iface_id: i.host_dev_name
+        for i in config.network_interfaces
+        if i.iface_id in taps and i.host_dev_name != taps[i.iface_id]
+    }
+    if changed and not has_field(_LOAD, "network_overrides", version):
+        moved = ", ".join(f"{i} ({taps[i]} -> {tap})" for i, tap in changed.items())
+        raise UnsupportedError(
+            f"network_overrides of a snapshot load (interfaces on other taps: {moved})",
+            introduced="1.12",
+            connected=str(version),
+        )
+    return changed
+
+
+def attach_restore_network(plan: RestorePlan) -> tuple[RestorePlan, VMNetwork | None]:
+    """Set up the network plans of the restored VM's interfaces (as ``create`` does).
+
+    The taps the plans make become the load's network overrides where they
+    differ from the snapshot's. Nothing is left on failure.
+    """
+    config, network = attach_network(plan.config)
+    if network is None:
+        return plan, None
+    try:
+        overrides = tap_overrides(plan.snapshot, config, plan.version)
+    except BaseException:
+        network.teardown()
+        raise
+    return dataclasses.replace(plan, config=config, network_overrides=overrides), network
+
+
 def _restored_config(
     snapshot: Snapshot,
     base: Config,
@@ -178,11 +229,14 @@ def _restored_config(
         else d
         for d in derived.drives
     )
+    # the caller's interface of the same id brings its tap and network plan
+    theirs = {i.iface_id: i for i in base.network_interfaces} if given else {}
+    interfaces = tuple(theirs.get(i.iface_id, i) for i in derived.network_interfaces)
     interfaces = tuple(
         dataclasses.replace(i, host_dev_name=overrides[i.iface_id])
         if i.iface_id in overrides
         else i
-        for i in derived.network_interfaces
+        for i in interfaces
     )
     vsock = derived.vsock
     if vsock is not None and vsock_override is not None:
