@@ -655,3 +655,18 @@ def test_clones_bring_their_own_network_plans(
         for clone in clones:
             clone.delete()
     assert not any(link_exists(tap) for tap in clone_taps)
+
+
+def test_snapshot_of_a_connected_vm(builder: firec.Builder, short_tmp: Path) -> None:
+    with firec.Machine.create(builder.build()) as machine:
+        machine.start()
+        other = firec.Machine.connect(machine.socket_path)
+        try:
+            snap = other.snapshot(short_tmp / "snap", resume=True)
+        finally:
+            other.client.close()
+        assert machine.state() is MachineState.RUNNING
+    assert snap.vm_id == machine.vm_id
+    assert snap.memory_file.stat().st_size == MEM_MIB << 20
+    with firec.Machine.restore(snap, builder.build()) as restored:
+        assert restored.state() is MachineState.RUNNING

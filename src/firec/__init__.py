@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from firec.jailer import JailerConfig, JailerMode
     from firec.machine import Machine
     from firec.process import ExitStatus
+    from firec.snapshot import Snapshot
     from firec.state import MachineState
     from firec.versions import Version
 
@@ -70,6 +71,7 @@ _HOMES = {
     "JailerMode": "firec.jailer",
     "Machine": "firec.machine",
     "MachineState": "firec.state",
+    "Snapshot": "firec.snapshot",
     "Version": "firec.versions",
 }
 _SUBMODULES = {"errors", "models", "versions"}
@@ -89,6 +91,7 @@ __all__ = [
     "JailerMode",
     "Machine",
     "MachineState",
+    "Snapshot",
     "Version",
     "__version__",
     "errors",

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import models
 from .config import Config
-from .errors import SnapshotError
+from .errors import ConfigError, SnapshotError
 from .network.interface import Interface
 from .snapshot_format import describe_state_file, incompatibility, written_by
 from .sparse import copy_sparse, merge_diff
@@ -561,7 +561,11 @@ class SnapshotTarget:
             self.staging.rmdir()
         config = self.launch.config
         state = self.directory / STATE_FILE
-        described = describe_state_file(config.exec_file, state)
+        try:
+            binary: Path | None = config.exec_file
+        except ConfigError:  # a VM firec only connected to: no known binary
+            binary = None
+        described = describe_state_file(binary, state) if binary is not None else None
         snapshot = Snapshot(
             directory=self.directory,
             state_file=state,
@@ -570,11 +574,16 @@ class SnapshotTarget:
             firecracker_version=version,
             snapshot_format=described or written_by(version),
             vm_id=config.vm_id,
-            vm_config_json=json.dumps(_vm_config(vm_config, config, previous), sort_keys=True),
+            vm_config_json=json.dumps(
+                _with_memory_size(
+                    _vm_config(vm_config, config, previous), self.directory / MEMORY_FILE
+                ),
+                sort_keys=True,
+            ),
             host_paths_json=json.dumps(_host_paths(self.launch, previous), sort_keys=True),
             parent=parent.directory if parent is not None else None,
             created_at=_now(),
-            firecracker_binary=config.exec_file,
+            firecracker_binary=binary,
             jailed=self.launch.jail is not None,
             kernel_image=config.kernel_image,
         )
@@ -605,10 +614,16 @@ def _vm_config(
         taps = {i.iface_id: i.host_dev_name for i in config.network_interfaces}
         for iface in vm_config.get("network-interfaces") or []:
             iface["host_dev_name"] = taps.get(iface["iface_id"], iface["host_dev_name"])
-    machine = dict(vm_config.get("machine-config") or {})
-    machine["mem_size_mib"] = config.machine.mem_size_mib  # fixed at boot; 1.0 forgets it
-    vm_config["machine-config"] = machine
     return vm_config
+
+
+def _with_memory_size(vm_config: dict[str, Any], memory_file: Path) -> dict[str, Any]:
+    """The guest memory size as the memory file tells it (1.0 forgets it after a restore)."""
+    if vm_config.get("memory-hotplug"):
+        return vm_config  # the file then holds more than the boot memory
+    machine = dict(vm_config.get("machine-config") or {})
+    machine["mem_size_mib"] = memory_file.stat().st_size >> 20
+    return {**vm_config, "machine-config": machine}
 
 
 def _move_out(source: Path, target: Path) -> None:
