@@ -508,6 +508,19 @@ def test_jailed_snapshot_and_restore(
         assert restored.socket_path.is_relative_to(jail.root)
         launch = restored.launch
     assert_nothing_left(launch, restored.pid)
+
+    clones = snap.clone(3, jailed("jclone"))
+    try:
+        assert snap.memory_file.stat().st_nlink == 4  # three links, one file
+        for clone in clones:
+            assert clone.state() is MachineState.RUNNING
+            assert clone.launch.jail is not None
+            assert (clone.launch.jail.root / "memory").samefile(snap.memory_file)
+    finally:
+        for clone in clones:
+            clone.delete()
+    for clone in clones:
+        assert_nothing_left(clone.launch, clone.pid)
     assert fingerprint(snap) == before
     assert not (short_tmp / "jail" / vmm_binary.name).exists()
 
