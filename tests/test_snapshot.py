@@ -509,6 +509,16 @@ def test_jailed_snapshot_and_restore(
         launch = restored.launch
     assert_nothing_left(launch, restored.pid)
 
+    if probe(vmm_binary).version >= Version(1, 1, 0):  # the Uffd backend, jailed
+        with firec.Machine.restore(snap, jailed("juffd"), backend="Uffd") as restored:
+            assert restored.state() is MachineState.RUNNING
+            handler = restored._uffd
+            assert handler is not None and handler.wait_connected(5)
+            assert handler.socket_path.is_relative_to(short_tmp / "jail")
+            assert handler.error is None
+            launch = restored.launch
+        assert_nothing_left(launch, restored.pid)
+
     clones = snap.clone(3, jailed("jclone"))
     try:
         assert snap.memory_file.stat().st_nlink == 4  # three links, one file

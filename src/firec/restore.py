@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
+import stat as stat_module
+import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,11 +368,48 @@ def prepare_restore(launch: Launch, plan: RestorePlan) -> RestoreSetup:
         _make_output(launch, launch.metrics_path, fifo=launch.metrics_is_fifo)
     handler = None
     if uffd:
+        _give_jail_userfaultfd(launch)
         backend_path, handler = _uffd_backend(launch, plan)
     else:
         assert seen_memory is not None
         backend_path = seen_memory
     return RestoreSetup(_load_params(plan, seen_state, backend_path, vsock_seen), handler)
+
+
+_JAILER_VERSIONS: dict[tuple[str, int, int], Version | None] = {}
+
+
+def _jailer_version(binary: Path) -> Version | None:
+    """The jailer's release (``--version``), cached per file; ``None`` if it does not say."""
+    stat = binary.stat()
+    key = (str(binary), stat.st_ino, stat.st_mtime_ns)
+    if key not in _JAILER_VERSIONS:
+        answer = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+        )
+        found = re.search(r"Jailer v?(\d+\.\d+\.\d+)", answer.stdout + answer.stderr)
+        _JAILER_VERSIONS[key] = Version.parse(found[1]) if found else None
+    return _JAILER_VERSIONS[key]
+
+
+def _give_jail_userfaultfd(launch: Launch) -> None:
+    """Make ``/dev/userfaultfd`` in a jail whose jailer does not (before 1.5).
+
+    A jailed Firecracker runs as an unprivileged user, which may not call
+    ``userfaultfd(2)``; it then opens the device instead. Jailers from 1.5
+    on create it themselves (and would fail if it existed already).
+    """
+    jail = launch.jail
+    device = Path("/dev/userfaultfd")
+    if jail is None or jail.uid == 0 or not device.is_char_device():
+        return
+    version = _jailer_version(launch.config.jailer_binary)
+    if version is None or version >= Version(1, 5, 0):
+        return
+    target = jail.on_host(str(device))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.mknod(target, 0o600 | stat_module.S_IFCHR, device.stat().st_rdev)
+    os.chown(target, jail.uid, jail.gid)
 
 
 def _uffd_backend(launch: Launch, plan: RestorePlan) -> tuple[str, UffdHandler | None]:
