@@ -693,3 +693,17 @@ def test_snapshot_of_a_connected_vm(builder: firec.Builder, short_tmp: Path) -> 
     assert snap.memory_file.stat().st_size == MEM_MIB << 20
     with firec.Machine.restore(snap, builder.build()) as restored:
         assert restored.state() is MachineState.RUNNING
+
+
+def test_a_diff_is_not_restored_directly(builder: firec.Builder, short_tmp: Path) -> None:
+    config = builder.machine_cfg().track_dirty_pages(True).build().build()
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        machine.snapshot(short_tmp / "base", resume=True)
+        diff = machine.snapshot(short_tmp / "diff", diff=True)
+    target = config.replace(vm_id="diff-direct")
+    with pytest.raises(SnapshotError, match="is a diff"):
+        firec.Machine.restore(diff, target)
+    with pytest.raises(ConfigError, match="Uffd"):
+        firec.Machine.restore(diff.flatten(short_tmp / "flat"), target, uffd_handler="/x.sock")
+    assert not target.vm_dir.exists()

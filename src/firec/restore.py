@@ -115,6 +115,14 @@ def plan_restore(
             the Uffd backend on 1.0).
     """
     kind = models.MemoryBackendType(backend)
+    if snapshot.type is models.SnapshotType.DIFF:
+        raise SnapshotError(
+            f"snapshot {snapshot.directory} is a diff: its memory file holds only the pages "
+            "written since its parent; restore Snapshot.flatten(<new directory>) instead",
+            path=str(snapshot.directory),
+        )
+    if uffd_handler is not None and kind is not models.MemoryBackendType.UFFD:
+        raise ConfigError("uffd_handler", 'a page-fault handler needs backend="Uffd"')
     base = config if config is not None else snapshot.config()
     binary = probe(base.exec_file)
     version = binary.version
@@ -156,9 +164,12 @@ def plan_restore(
     restored.validate(check_files=False)
     for name, host in _device_files(snapshot, restored).items():
         if not Path(host).exists():
+            hint = ""
+            if snapshot.jailed and restored.jailer is None:
+                hint = " (it was taken in a jail, whose paths these are: restore it jailed)"
             raise SnapshotError(
                 f"snapshot {snapshot.directory}: {name} {host} does not exist; Firecracker "
-                "reopens the VM's drives when it loads a snapshot",
+                f"reopens the VM's drives when it loads a snapshot{hint}",
                 path=host,
             )
     handler = uffd_handler if isinstance(uffd_handler, UffdHandler) else None
