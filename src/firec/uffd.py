@@ -154,10 +154,16 @@ def _ioctl(fd: int, request: int, payload: bytes) -> bytearray:
 # -- the Firecracker side -----------------------------------------------------------------
 
 
-def open_userfaultfd(features: int = UFFD_FEATURE_EVENT_REMOVE, *, nonblocking: bool = True) -> int:
+def open_userfaultfd(
+    features: int = UFFD_FEATURE_EVENT_REMOVE,
+    *,
+    nonblocking: bool = True,
+    device: str = "/dev/userfaultfd",
+) -> int:
     """A new userfaultfd with the API handshake (``UFFDIO_API``) done.
 
-    Uses ``/dev/userfaultfd`` where the ``userfaultfd`` system call is not allowed.
+    Uses the ``device`` (``/dev/userfaultfd``) where the ``userfaultfd`` system
+    call is not allowed.
     """
     flags = os.O_CLOEXEC | (os.O_NONBLOCK if nonblocking else 0)
     number = _SYS_USERFAULTFD.get(os.uname().machine)
@@ -167,13 +173,13 @@ def open_userfaultfd(features: int = UFFD_FEATURE_EVENT_REMOVE, *, nonblocking: 
     if fd < 0:
         err = ctypes.get_errno()
         try:
-            device = os.open("/dev/userfaultfd", os.O_RDWR | os.O_CLOEXEC)
+            opened = os.open(device, os.O_RDWR | os.O_CLOEXEC)
         except OSError:
             raise UffdError(f"cannot create a userfaultfd: {os.strerror(err)}") from None
         try:
-            fd = fcntl.ioctl(device, 0xAA00, flags)  # USERFAULTFD_IOC_NEW
+            fd = fcntl.ioctl(opened, 0xAA00, flags)  # USERFAULTFD_IOC_NEW
         finally:
-            os.close(device)
+            os.close(opened)
     try:
         _ioctl(fd, UFFDIO_API, struct.pack("QQQ", UFFD_API, features, 0))
     except OSError as exc:

@@ -25,6 +25,7 @@ from firec.uffd import (
     send_handshake,
 )
 
+from ._jail import host_path
 from ._release import Release
 from ._snapshot import MEMORY_MAGIC, SnapshotFileError, _os_error, _read_state
 
@@ -52,7 +53,7 @@ def load(rel: Release, state_path: str, socket_path: str) -> dict[str, Any]:
         )
     size = int(doc["vm"]["machine"]["mem_size_mib"]) << 20
     try:
-        uffd = open_userfaultfd()
+        uffd = open_userfaultfd(device=host_path("/dev/userfaultfd"))  # the jail's, if jailed
         address = map_anonymous(size)
         register(uffd, address, size)
     except (UffdError, OSError) as exc:
