@@ -21,12 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import emulator_wrapper, firecracker_bin, jailer_wrapper, require_jailer
+
 BACKENDS = ("emulator", "firecracker")
-
-
-def firecracker_bin() -> str | None:
-    """The real Firecracker named by ``FIRECRACKER_BIN``, if any."""
-    return os.environ.get("FIRECRACKER_BIN") or None
 
 
 def vmm_command(backend: str) -> list[str]:
@@ -143,21 +140,12 @@ def vmm_binary(backend: str, short_tmp: Path) -> Path:
         path = firecracker_bin()
         assert path is not None
         return Path(path)
-    wrapper = short_tmp / "firecracker-emulator"
-    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.emulator "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper
+    return emulator_wrapper(short_tmp)
 
 
 @pytest.fixture
 def jailer_binary(backend: str, short_tmp: Path) -> Path:
     """The jailer of the backend: ``JAILER_BIN``, or firec's emulated jailer."""
     if backend == "firecracker":
-        path = os.environ.get("JAILER_BIN")
-        if not path:
-            pytest.skip("JAILER_BIN is not set: no real jailer to run this test with")
-        return Path(path)
-    wrapper = short_tmp / "jailer-emulator"
-    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.jailer "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper
+        return require_jailer()
+    return jailer_wrapper(short_tmp)

@@ -19,61 +19,15 @@ import firec
 from firec.config import BootMethod, Config
 from firec.console import Console
 from firec.errors import APIError, ConfigError, MachineError, TimeoutError
-from firec.launch import Launch
 from firec.state import MachineState
 from firec.testing.guest import BOOT_LINE, echo_line, guest_args
-
-
-def guest_builder(
-    vm_id: str | None, vmm_binary: Path, guest_kernel: Path, short_tmp: Path
-) -> firec.config.Builder:
-    """A config builder for the test guest, keeping firec's files under a temp dir."""
-    return (
-        Config.builder(vm_id, guest_kernel)
-        .firecracker_binary(vmm_binary)
-        .workdir(short_tmp / "vms")
-        .machine_cfg()
-        .mem_size_mib(64)
-        .build()
-    )
+from tests.support import assert_nothing_left, console_text, guest_builder, in_jail, zombie
 
 
 @pytest.fixture
 def builder(vmm_binary: Path, guest_kernel: Path, short_tmp: Path) -> firec.config.Builder:
     """A config builder for the test guest with a random id."""
     return guest_builder(None, vmm_binary, guest_kernel, short_tmp)
-
-
-def assert_nothing_left(launch: Launch, pid: int | None) -> None:
-    """Nothing of the VM survives: process, socket, firec's directory, jail, cgroups, fifos."""
-    if pid is not None:
-        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), f"process {pid} still runs"
-    assert not launch.socket_path.exists(), launch.socket_path
-    assert not launch.vm_dir.exists(), launch.vm_dir
-    if launch.jail is not None:
-        assert not launch.jail.base.exists(), launch.jail.base
-    for cgroup in launch.cgroups:
-        assert not cgroup.exists(), cgroup
-    if launch.log_is_fifo:
-        assert not launch.log_path.exists(), launch.log_path
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (FileNotFoundError, IndexError):
-        return True
-
-
-def console_text(machine: firec.Machine | firec.AsyncMachine, want: str) -> str:
-    """The console file once ``want`` is in it (the guest prints asynchronously)."""
-    assert machine.console_path is not None
-    deadline = time.monotonic() + 10
-    while True:
-        text = machine.console_path.read_text()
-        if want in text or time.monotonic() > deadline:
-            return text
-        time.sleep(0.01)
 
 
 # -- booting -------------------------------------------------------------------------
@@ -339,7 +293,7 @@ def test_vmm_never_ready_times_out_and_is_killed(
     assert "not ready within 0.5s" in str(caught.value)
     assert time.monotonic() - started < 10
     pid = int((short_tmp / "fake.pid").read_text())
-    assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+    assert not Path(f"/proc/{pid}").exists() or zombie(pid)
     assert not config.vm_dir.exists()
 
 
@@ -363,15 +317,11 @@ def test_jailed_boot_as_non_root_in_cgroup_v1(
 ) -> None:
     if not Path("/sys/fs/cgroup/cpu/cpu.shares").exists():
         pytest.skip("this host has no cgroup v1 cpu controller")
+    builder = guest_builder("jailed-vm", vmm_binary, guest_kernel, short_tmp).kernel_args(
+        f"console=ttyS0 {guest_args(echo=['jailed'])}"
+    )
     config = (
-        guest_builder("jailed-vm", vmm_binary, guest_kernel, short_tmp)
-        .kernel_args(f"console=ttyS0 {guest_args(echo=['jailed'])}")
-        .jailer_cfg()
-        .jailer_binary(jailer_binary)
-        .exec_file(vmm_binary)
-        .chroot_base_dir(short_tmp / "jail")
-        .uid(1234)
-        .gid(1235)
+        in_jail(builder, jailer_binary, vmm_binary, short_tmp)
         .cgroup_version(1)
         .cgroup("cpu.shares=100")
         .new_pid_ns(new_pid_ns)
@@ -404,19 +354,10 @@ def test_jailed_daemon_mode(
     jailer_binary: Path, vmm_binary: Path, guest_kernel: Path, short_tmp: Path
 ) -> None:
     """--daemonize: the jailer calls setsid() itself; the console is lost, the VM runs."""
-    config = (
-        guest_builder("daemon-vm", vmm_binary, guest_kernel, short_tmp)
-        .kernel_args("console=ttyS0")
-        .jailer_cfg()
-        .jailer_binary(jailer_binary)
-        .exec_file(vmm_binary)
-        .chroot_base_dir(short_tmp / "jail")
-        .uid(1234)
-        .gid(1234)
-        .daemonize()
-        .build()
-        .build()
-    )
+    builder = guest_builder("daemon-vm", vmm_binary, guest_kernel, short_tmp)
+    builder = builder.kernel_args("console=ttyS0")
+    jailed = in_jail(builder, jailer_binary, vmm_binary, short_tmp, gid=1234).daemonize()
+    config = jailed.build().build()
     with firec.Machine.create(config) as machine:
         assert "--daemonize" in machine.launch.argv
         machine.start()

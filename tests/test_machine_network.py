@@ -16,8 +16,8 @@ import firec.network as fn
 from firec.errors import NetworkError
 from firec.network.mac import derive_mac
 from firec.network.netns import netns_exists
-from tests.test_machine import assert_nothing_left, guest_builder
-from tests.test_network_support import links_in, unique
+from tests.network_support import links_in, unique
+from tests.support import assert_nothing_left, guest_builder
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root (CAP_NET_ADMIN) for taps and namespaces"

@@ -3,7 +3,7 @@
 The plugins run inside a namespace the test made (it plays the host: the
 bridge appears there), host-local keeps its state in the test's temporary
 directory, and the guest is a namespace wired to the VM's tap (see
-test_network_support.py). Nothing touches the real host.
+network_support.py). Nothing touches the real host.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from firec.network.netns import (
     run_in_netns,
 )
 from firec.network.setup import netns_name, record_path
-from test_network_support import (
+from tests.network_support import (
     GuestPump,
     TCPServer,
     apply_ip_arg,

@@ -2,7 +2,7 @@
 
 Needs ``FIRECRACKER_BIN`` (skips with the reason otherwise), root and
 ``/dev/kvm``. The namespace that plays the host is the test's own (see
-test_network_support.py). Firecracker is started inside the VM's namespace
+network_support.py). Firecracker is started inside the VM's namespace
 with :meth:`firec.network.VMNetwork.preexec_fn`, opens the tap there by name,
 boots the tiny test guest with firec's ``ip=`` argument and takes firec's
 MMDS document; ``GET /vm/config`` shows the interface.
@@ -26,7 +26,7 @@ from firec.client import Client
 from firec.network.netns import netns_exists, run_in_netns
 from firec.network.setup import netns_name
 from firec.testing.guest import BOOT_LINE, build_test_guest
-from test_network_support import links_in, namespaces, unique
+from tests.network_support import links_in, namespaces, unique
 
 FIRECRACKER = os.environ.get("FIRECRACKER_BIN")
 

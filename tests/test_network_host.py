@@ -4,7 +4,7 @@ Needs root (CAP_NET_ADMIN), ``/dev/net/tun`` and ``nft``. Every test works
 inside namespaces it creates (``fct<random>``): one plays the host (``H``,
 with an uplink ``up0``), one the outside world (``P``, 172.31.9.2 and .3),
 one per guest (the frames of the VM's tap are relayed to it, see
-test_network_support.py). No traffic leaves those namespaces, and the real
+network_support.py). No traffic leaves those namespaces, and the real
 host's links, namespaces and nft tables are not touched.
 """
 
@@ -42,7 +42,7 @@ from firec.network.netns import (
 )
 from firec.network.setup import host_link_name, netns_name, record_path
 from firec.network.tap import create_tap, delete_link, link_exists
-from test_network_support import (
+from tests.network_support import (
     GuestPump,
     TCPServer,
     apply_ip_arg,

@@ -1,0 +1,154 @@
+"""Plain helpers shared by firec's tests (the fixtures built on them are in ``conftest.py``).
+
+No tests here: the executables that stand in for Firecracker and the jailer,
+the real binaries named by ``FIRECRACKER_BIN`` and ``JAILER_BIN``, a config
+builder for the tiny test guest, and the checks that a VM left nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+import firec
+from firec.config import Builder, Config
+from firec.jailer import JailerBuilder
+from firec.launch import Launch
+from firec.versions import Version
+
+# -- the binaries ---------------------------------------------------------------------------
+
+
+def firecracker_bin() -> str | None:
+    """The real Firecracker named by ``FIRECRACKER_BIN``, if any."""
+    return os.environ.get("FIRECRACKER_BIN") or None
+
+
+def require_firecracker() -> str:
+    """The real Firecracker named by ``FIRECRACKER_BIN``; skips the test when there is none."""
+    path = firecracker_bin()
+    if path is None:
+        pytest.skip("FIRECRACKER_BIN is not set: no real Firecracker to run this test against")
+    return path
+
+
+def require_jailer() -> Path:
+    """The real jailer named by ``JAILER_BIN``; skips the test when there is none."""
+    path = os.environ.get("JAILER_BIN")
+    if not path:
+        pytest.skip("JAILER_BIN is not set: no real jailer to run this test with")
+    return Path(path)
+
+
+def module_wrapper(path: Path, module: str, *args: str) -> Path:
+    """An executable ``path`` running ``python -m module args...`` (with this interpreter)."""
+    flags = "".join(f"{arg} " for arg in args)
+    path.write_text(f'#!/bin/sh\nexec {sys.executable} -m {module} {flags}"$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def emulator_wrapper(directory: Path, version: str | None = None) -> Path:
+    """An executable in ``directory`` that runs firec's emulator (playing ``version``, if given).
+
+    Its name is ``firecracker-emulator`` (``firecracker-emulator-<version>``): a
+    jail made for it is named after it.
+    """
+    if version is None:
+        return module_wrapper(directory / "firecracker-emulator", "firec.testing.emulator")
+    pinned = directory / f"firecracker-emulator-{version}"
+    return module_wrapper(pinned, "firec.testing.emulator", "--emulate-version", version)
+
+
+def jailer_wrapper(directory: Path) -> Path:
+    """An executable ``jailer-emulator`` in ``directory`` that runs firec's emulated jailer."""
+    return module_wrapper(directory / "jailer-emulator", "firec.testing.jailer")
+
+
+@cache
+def binary_version(binary: Path) -> Version:
+    """What ``<binary> --version`` says (``Firecracker v1.14.2``), read without firec."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+    match = re.search(r"Firecracker v(\S+)", out)
+    assert match, out
+    return Version.parse(match[1])
+
+
+# -- configs --------------------------------------------------------------------------------
+
+
+def guest_builder(
+    vm_id: str | None, vmm_binary: Path, guest_kernel: Path, directory: Path, mem_mib: int = 64
+) -> Builder:
+    """A config builder for the test guest, keeping firec's files under ``directory``."""
+    return (
+        Config.builder(vm_id, guest_kernel)
+        .firecracker_binary(vmm_binary)
+        .workdir(directory / "vms")
+        .machine_cfg()
+        .mem_size_mib(mem_mib)
+        .build()
+    )
+
+
+def in_jail(
+    builder: Builder,
+    jailer_binary: Path,
+    exec_file: Path,
+    directory: Path,
+    *,
+    uid: int = 1234,
+    gid: int = 1235,
+) -> JailerBuilder:
+    """``builder`` run by ``jailer_binary`` as ``uid``:``gid``, chroots under ``directory/jail``."""
+    return (
+        builder.jailer_cfg()
+        .jailer_binary(jailer_binary)
+        .exec_file(exec_file)
+        .chroot_base_dir(directory / "jail")
+        .uid(uid)
+        .gid(gid)
+    )
+
+
+# -- what a VM leaves ---------------------------------------------------------------------
+
+
+def zombie(pid: int) -> bool:
+    """Whether process ``pid`` is a zombie (or already gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def assert_nothing_left(launch: Launch, pid: int | None) -> None:
+    """Nothing of the VM survives: process, socket, firec's directory, jail, cgroups, fifos."""
+    if pid is not None:
+        assert not Path(f"/proc/{pid}").exists() or zombie(pid), f"process {pid} still runs"
+    assert not launch.socket_path.exists(), launch.socket_path
+    assert not launch.vm_dir.exists(), launch.vm_dir
+    if launch.jail is not None:
+        assert not launch.jail.base.exists(), launch.jail.base
+    for cgroup in launch.cgroups:
+        assert not cgroup.exists(), cgroup
+    if launch.log_is_fifo:
+        assert not launch.log_path.exists(), launch.log_path
+
+
+def console_text(machine: firec.Machine | firec.AsyncMachine, want: str) -> str:
+    """The console file once ``want`` is in it (the guest prints asynchronously)."""
+    assert machine.console_path is not None
+    deadline = time.monotonic() + 10
+    while True:
+        text = machine.console_path.read_text()
+        if want in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.01)
