@@ -13,14 +13,10 @@ releases.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -33,34 +29,7 @@ from firec.config import BootMethod, Builder, Config
 from firec.errors import APIError, ConfigError, UnsupportedError
 from firec.testing.guest import BOOT_LINE
 from firec.versions import Version
-from tests.conftest import firecracker_bin
-
-
-def _emulator(directory: Path, version: str | None = None) -> Path:
-    flags = f"--emulate-version {version} " if version else ""
-    path = directory / f"emulator-{version or 'latest'}"
-    path.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.emulator {flags}"$@"\n')
-    path.chmod(0o755)
-    return path
-
-
-@pytest.fixture
-def vmm_binary(backend: str, short_tmp: Path) -> Path:
-    """The Firecracker of the backend: the real one, or the emulator (newest release)."""
-    if backend == "firecracker":
-        path = firecracker_bin()
-        assert path is not None
-        return Path(path)
-    return _emulator(short_tmp)
-
-
-@cache
-def binary_version(binary: Path) -> Version:
-    """What ``<binary> --version`` says (``Firecracker v1.14.2``)."""
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
-    match = re.search(r"Firecracker v(\S+)", out)
-    assert match, out
-    return Version.parse(match[1])
+from tests.support import binary_version, emulator_wrapper, guest_builder, in_jail
 
 
 def require(binary: Path, minor: int, device: str) -> Version:
@@ -96,15 +65,7 @@ def known_1_0_hang(test: Callable[..., None]) -> Callable[..., None]:
 @pytest.fixture
 def builder(vmm_binary: Path, guest_kernel: Path, short_tmp: Path) -> Builder:
     """A config builder for the parked test guest, firec's files under a temp dir."""
-    return (
-        Config.builder(None, guest_kernel)
-        .firecracker_binary(vmm_binary)
-        .workdir(short_tmp / "vms")
-        .kernel_args("console=ttyS0")
-        .machine_cfg()
-        .mem_size_mib(64)
-        .build()
-    )
+    return guest_builder(None, vmm_binary, guest_kernel, short_tmp).kernel_args("console=ttyS0")
 
 
 @pytest.fixture
@@ -469,7 +430,7 @@ def test_machine_start_refuses_a_device_the_vmm_lacks(
 ) -> None:
     built = configure(
         Config.builder(None, guest_kernel)
-        .firecracker_binary(_emulator(short_tmp, version))
+        .firecracker_binary(emulator_wrapper(short_tmp, version))
         .workdir(short_tmp / "vms"),
         short_tmp,
     )
@@ -489,22 +450,6 @@ def test_machine_start_refuses_a_device_the_vmm_lacks(
 # -- in a jail ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def jailer_binary(backend: str, short_tmp: Path) -> Path:
-    """The jailer of the backend: ``JAILER_BIN``, or firec's emulated jailer when there is one."""
-    if backend == "firecracker":
-        path = os.environ.get("JAILER_BIN")
-        if not path:
-            pytest.skip("JAILER_BIN is not set: no real jailer to run this test with")
-        return Path(path)
-    if importlib.util.find_spec("firec.testing.jailer") is None:
-        pytest.skip("firec has no emulated jailer (firec.testing.jailer) yet")
-    wrapper = short_tmp / "jailer"
-    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.jailer "$@"\n')
-    wrapper.chmod(0o755)
-    return wrapper
-
-
 @known_1_0_hang
 def test_jailed_drive_swap_brings_the_new_file_into_the_jail(
     jailer_binary: Path, vmm_binary: Path, guest_kernel: Path, short_tmp: Path
@@ -512,21 +457,14 @@ def test_jailed_drive_swap_brings_the_new_file_into_the_jail(
     first, second = short_tmp / "first.img", short_tmp / "second.img"
     first.write_bytes(b"\0" * 4096)
     second.write_bytes(b"\1" * 4096)
-    config = (
+    builder = (
         Config.builder("drive-swap", guest_kernel)
         .kernel_args("console=ttyS0")
         .workdir(short_tmp / "vms")
         .add_drive("data", first)
         .build()
-        .jailer_cfg()
-        .jailer_binary(jailer_binary)
-        .exec_file(vmm_binary)
-        .chroot_base_dir(short_tmp / "jail")
-        .uid(1234)
-        .gid(1235)
-        .build()
-        .build()
     )
+    config = in_jail(builder, jailer_binary, vmm_binary, short_tmp).build().build()
     jail = config.jail
     assert jail is not None
     with firec.Machine.create(config) as machine:

@@ -26,51 +26,30 @@ from firec.config import Config
 from firec.errors import ConfigError, MachineError, SnapshotError, UnsupportedError
 from firec.models import SnapshotType
 from firec.snapshot import MANIFEST, Snapshot
-from firec.snapshot_format import probe
 from firec.sparse import data_extents
 from firec.state import MachineState
 from firec.testing.guest import BOOT_LINE
 from firec.versions import Version
-from tests.conftest import firecracker_bin
-from tests.test_machine import assert_nothing_left, console_text
+from tests.support import (
+    assert_nothing_left,
+    binary_version,
+    console_text,
+    emulator_wrapper,
+    guest_builder,
+    in_jail,
+)
 
 MEM_MIB = 32
-
-
-def _emulator_wrapper(directory: Path, version: str | None = None) -> Path:
-    pinned = f"--emulate-version {version} " if version else ""
-    path = directory / f"firecracker-emulator{'-' + version if version else ''}"
-    path.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.emulator {pinned}"$@"\n')
-    path.chmod(0o755)
-    return path
-
-
-@pytest.fixture
-def vmm_binary(backend: str, short_tmp: Path) -> Path:
-    """The Firecracker executable of the backend: the real one, or the emulator."""
-    if backend == "firecracker":
-        path = firecracker_bin()
-        assert path is not None
-        return Path(path)
-    return _emulator_wrapper(short_tmp)
 
 
 @pytest.fixture
 def version(vmm_binary: Path) -> Version:
     """The release of the backend's Firecracker."""
-    return probe(vmm_binary).version
+    return binary_version(vmm_binary)
 
 
 def _builder(vm_id: str | None, binary: Path, kernel: Path, tmp: Path) -> firec.Builder:
-    return (
-        Config.builder(vm_id, kernel)
-        .firecracker_binary(binary)
-        .workdir(tmp / "vms")
-        .kernel_args("console=ttyS0")
-        .machine_cfg()
-        .mem_size_mib(MEM_MIB)
-        .build()
-    )
+    return guest_builder(vm_id, binary, kernel, tmp, MEM_MIB).kernel_args("console=ttyS0")
 
 
 @pytest.fixture
@@ -340,12 +319,12 @@ def test_vsock_override_needs_a_vsock_and_1_16(
 ) -> None:
     binaries = [vmm_binary]
     if backend == "emulator":
-        binaries.append(_emulator_wrapper(short_tmp, "1.14"))
+        binaries.append(emulator_wrapper(short_tmp, "1.14"))
     for binary in binaries:
         builder = _builder(None, binary, guest_kernel, short_tmp)
         snap = take(builder, short_tmp / f"snap-{binary.name}")
         config = builder.build().replace(vm_id="vsock")
-        target = probe(binary).version
+        target = binary_version(binary)
         if target < Version(1, 16, 0):
             with pytest.raises(UnsupportedError) as caught:
                 firec.Machine.restore(snap, config, vsock_override=short_tmp / "v.sock")
@@ -452,17 +431,6 @@ def test_diff_snapshot_flattens_and_restores(
 # -- jailed ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def jailer_binary(backend: str) -> Path:
-    """The real jailer (``JAILER_BIN``), for the real Firecracker backend only."""
-    if backend == "emulator":
-        pytest.skip("no emulated jailer exists yet: the jailed restore runs with JAILER_BIN")
-    path = os.environ.get("JAILER_BIN")
-    if not path:
-        pytest.skip("JAILER_BIN is not set: no real jailer to run this test with")
-    return Path(path)
-
-
 def test_jailed_snapshot_and_restore(
     jailer_binary: Path, vmm_binary: Path, guest_kernel: Path, short_tmp: Path
 ) -> None:
@@ -472,16 +440,9 @@ def test_jailed_snapshot_and_restore(
     disk.write_bytes(b"\0" * (1 << 20))
 
     def jailed(vm_id: str) -> Config:
+        builder = _builder(vm_id, vmm_binary, guest_kernel, short_tmp).add_drive("data", disk)
         return (
-            _builder(vm_id, vmm_binary, guest_kernel, short_tmp)
-            .add_drive("data", disk)
-            .build()
-            .jailer_cfg()
-            .jailer_binary(jailer_binary)
-            .exec_file(vmm_binary)
-            .chroot_base_dir(short_tmp / "jail")
-            .uid(1234)
-            .gid(1235)
+            in_jail(builder.build(), jailer_binary, vmm_binary, short_tmp)
             .cgroup_version(1)
             .cgroup("cpu.shares=100")
             .build()
@@ -509,7 +470,7 @@ def test_jailed_snapshot_and_restore(
         launch = restored.launch
     assert_nothing_left(launch, restored.pid)
 
-    if probe(vmm_binary).version >= Version(1, 1, 0):  # the Uffd backend, jailed
+    if binary_version(vmm_binary) >= Version(1, 1, 0):  # the Uffd backend, jailed
         with firec.Machine.restore(snap, jailed("juffd"), backend="Uffd") as restored:
             assert restored.state() is MachineState.RUNNING
             handler = restored._uffd

@@ -9,10 +9,7 @@ Firecracker (``FIRECRACKER_BIN``), whose tiny test guest has no vsock driver.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import os
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,10 +18,10 @@ import pytest
 
 import firec
 from firec import vsock
-from firec.config import Builder, Config
+from firec.config import Builder
 from firec.errors import ConnectError, MachineError, TimeoutError, TransportError, ValidationError
 from firec.testing.emulator._vsock import CONNECT_TOKEN, LISTEN_TOKEN, greeting
-from tests.conftest import firecracker_bin
+from tests.support import emulator_wrapper, guest_builder, in_jail, jailer_wrapper
 
 # -- a scripted Firecracker side ---------------------------------------------------------
 
@@ -255,34 +252,12 @@ async def test_async_listener_and_server(short_tmp: Path) -> None:
 # -- through a Machine, on the emulator and on real Firecracker ---------------------------
 
 
-def _wrapper(directory: Path, module: str, *args: str) -> Path:
-    path = directory / module.rsplit(".", 1)[-1]
-    path.write_text(f'#!/bin/sh\nexec {sys.executable} -m {module} {" ".join(args)} "$@"\n')
-    path.chmod(0o755)
-    return path
-
-
-@pytest.fixture
-def vmm_binary(backend: str, short_tmp: Path) -> Path:
-    """The Firecracker of the backend: the real one, or the emulator."""
-    if backend == "firecracker":
-        path = firecracker_bin()
-        assert path is not None
-        return Path(path)
-    return _wrapper(short_tmp, "firec.testing.emulator")
-
-
 def _builder(
     vmm_binary: Path, guest_kernel: Path, short_tmp: Path, args: str = "", vm_id: str | None = None
 ) -> Builder:
     return (
-        Config.builder(vm_id, guest_kernel)
-        .firecracker_binary(vmm_binary)
-        .workdir(short_tmp / "vms")
+        guest_builder(vm_id, vmm_binary, guest_kernel, short_tmp, 32)
         .kernel_args(f"console=ttyS0 {args}".strip())
-        .machine_cfg()
-        .mem_size_mib(32)
-        .build()
         .vsock(3, short_tmp / "v.sock")
     )
 
@@ -352,7 +327,8 @@ def test_stale_vsock_socket_is_replaced_and_a_live_one_refused(
 
 @pytest.fixture
 def emulator(short_tmp: Path) -> Path:
-    return _wrapper(short_tmp, "firec.testing.emulator")
+    """firec's emulator, whose guest can listen and connect (the tiny guest cannot)."""
+    return emulator_wrapper(short_tmp)
 
 
 def test_host_connects_to_the_guest_and_gets_an_echo(
@@ -427,18 +403,6 @@ def test_connect_waits_while_paused_and_is_answered_after_resume(
 # -- in a jail ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def jailer_binary(backend: str, short_tmp: Path) -> Path:
-    if backend == "firecracker":
-        path = os.environ.get("JAILER_BIN")
-        if not path:
-            pytest.skip("JAILER_BIN is not set: no real jailer to run this test with")
-        return Path(path)
-    if importlib.util.find_spec("firec.testing.jailer") is None:
-        pytest.skip("firec has no emulated jailer (firec.testing.jailer) yet")
-    return _wrapper(short_tmp, "firec.testing.jailer")
-
-
 def test_jailed_vsock_paths_are_translated(
     jailer_binary: Path, vmm_binary: Path, guest_kernel: Path, short_tmp: Path
 ) -> None:
@@ -447,17 +411,8 @@ def test_jailed_vsock_paths_are_translated(
     The tiny guest has no vsock driver, so on real Firecracker the connect
     fails with the "nothing listens" error, which proves the socket was found.
     """
-    config = (
-        _builder(vmm_binary, guest_kernel, short_tmp, vm_id="vsock-jailed")
-        .jailer_cfg()
-        .jailer_binary(jailer_binary)
-        .exec_file(vmm_binary)
-        .chroot_base_dir(short_tmp / "jail")
-        .uid(1234)
-        .gid(1235)
-        .build()
-        .build()
-    )
+    builder = _builder(vmm_binary, guest_kernel, short_tmp, vm_id="vsock-jailed")
+    config = in_jail(builder, jailer_binary, vmm_binary, short_tmp).build().build()
     jail = config.jail
     assert jail is not None
     with firec.Machine.create(config) as machine:
@@ -476,19 +431,11 @@ def test_jailed_guest_connects_to_a_listener_in_the_jail(
     emulator: Path, guest_kernel: Path, short_tmp: Path
 ) -> None:
     """The emulator, jailed by firec's jailer emulator as uid 1234, reaches the host listener."""
-    if importlib.util.find_spec("firec.testing.jailer") is None:
-        pytest.skip("firec has no emulated jailer (firec.testing.jailer) yet")
-    config = (
-        _builder(emulator, guest_kernel, short_tmp, f"{CONNECT_TOKEN}6002", vm_id="vsock-guest")
-        .jailer_cfg()
-        .jailer_binary(_wrapper(short_tmp, "firec.testing.jailer"))
-        .exec_file(emulator)
-        .chroot_base_dir(short_tmp / "jail")
-        .uid(1234)
-        .gid(1235)
-        .build()
-        .build()
+    builder = _builder(
+        emulator, guest_kernel, short_tmp, f"{CONNECT_TOKEN}6002", vm_id="vsock-guest"
     )
+    jailer = jailer_wrapper(short_tmp)
+    config = in_jail(builder, jailer, emulator, short_tmp).build().build()
     with firec.Machine.create(config) as machine:
         listener = machine.vsock_listen(6002)
         machine.start()
