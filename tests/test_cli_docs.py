@@ -21,6 +21,7 @@ import pytest
 
 from firec.cli.output import ExitCode
 from firec.testing.binaries import emulator_binary
+from tests.support import module_wrapper
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -69,9 +70,8 @@ def test_python_example_runs(where: str, code: str, tmp_path: Path) -> None:
 def test_shell_example_runs(where: str, code: str, short_tmp: Path) -> None:
     bin_dir = short_tmp / "bin"
     bin_dir.mkdir()
-    shim = bin_dir / "firec"  # `firec` even where the console script is not installed
-    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.cli "$@"\n')
-    shim.chmod(0o755)
+    # `firec` even where the console script is not installed
+    shim = module_wrapper(bin_dir / "firec", "firec.cli")
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -26,9 +26,7 @@ import pytest
 from firec.cli.output import ExitCode
 from firec.cli.vms import VmState, live_state
 from firec.registry import Registry, VmRecord
-from firec.testing.binaries import emulator_binary, jailer_emulator_binary
 from firec.testing.guest import BOOT_LINE
-from tests.conftest import firecracker_bin
 
 ECHO_LINE = "firec-guest: echo hello-from-firec"
 PARKED = "console=ttyS0"  # boot args of a test guest that stays running
@@ -126,10 +124,9 @@ def nothing_left(record: VmRecord) -> None:
 
 
 @pytest.fixture
-def cli(backend: str, short_tmp: Path) -> Iterator[Cli]:
-    binary = Path(firecracker_bin() or "") if backend == "firecracker" else emulator_binary()
+def cli(vmm_binary: Path, short_tmp: Path) -> Iterator[Cli]:
     env = {**os.environ, "FIREC_STATE_DIR": str(short_tmp / "state")}
-    runner = Cli(env, short_tmp / "vms", binary)
+    runner = Cli(env, short_tmp / "vms", vmm_binary)
     try:
         yield runner
     finally:  # whatever a failed test left
@@ -293,20 +290,10 @@ def test_a_vm_that_does_not_boot_leaves_nothing(cli: Cli, short_tmp: Path) -> No
 # -- jailed -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def jailer(backend: str) -> Path:
-    if backend == "emulator":
-        return jailer_emulator_binary()
-    path = os.environ.get("JAILER_BIN")
-    if not path:
-        pytest.skip("JAILER_BIN is not set: no real jailer to run this test with")
-    return Path(path)
-
-
-def test_a_jailed_vm_and_its_removal(cli: Cli, jailer: Path, short_tmp: Path) -> None:
+def test_a_jailed_vm_and_its_removal(cli: Cli, jailer_binary: Path, short_tmp: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("the jailer needs root")
-    extra = ["--jailer", "--jailer-bin", str(jailer), "--uid", "4321", "--gid", "4321"]
+    extra = ["--jailer", "--jailer-bin", str(jailer_binary), "--uid", "4321", "--gid", "4321"]
     extra += ["--chroot-base", str(short_tmp / "jail")]
     if Path("/sys/fs/cgroup/cpuset/cgroup.procs").exists():  # cgroup v1
         extra += ["--cgroup", "cpuset.cpus=0", "--cgroup", "cpuset.mems=0"]

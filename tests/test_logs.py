@@ -5,9 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -19,6 +17,7 @@ import pytest
 from firec.logs import LogForwarder, LogRecord, parse_log_line, python_level, to_logging
 from firec.streams import LineReader
 from firec.testing.guest import BOOT_LINE, build_test_guest, echo_line, guest_args
+from tests.support import require_firecracker
 
 # Real lines, verbatim, from /opt/fc/firecracker-v1.14.2 and -v1.0.0 on this host.
 V1_14_PLAIN = (
@@ -379,28 +378,11 @@ def test_forwarder_flush_delivers_a_console_line_left_unfinished(collect: Collec
 # --- end to end with a real Firecracker ----------------------------------------------------
 
 
-def firecracker_bin() -> str:
-    path = os.environ.get("FIRECRACKER_BIN")
-    if not path:
-        pytest.skip("FIRECRACKER_BIN is not set: no real Firecracker to run this test against")
-    return path
-
-
-@pytest.fixture
-def fc_dir() -> Iterator[Path]:
-    """A short directory (a Unix socket path must fit in 108 bytes)."""
-    directory = Path(tempfile.mkdtemp(prefix="firec-logs-"))
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 def start_firecracker(directory: Path, *args: str) -> tuple[subprocess.Popen[bytes], httpx.Client]:
     socket_path = directory / "api.sock"
     stderr = (directory / "stderr").open("wb")
     proc = subprocess.Popen(
-        [firecracker_bin(), "--api-sock", str(socket_path), "--id", "logs-test", *args],
+        [require_firecracker(), "--api-sock", str(socket_path), "--id", "logs-test", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr,
@@ -439,8 +421,8 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.stdout.close()
 
 
-def test_real_firecracker_log_fifo_is_parsed(fc_dir: Path, collect: Collect) -> None:
-    fifo = fc_dir / "log.fifo"
+def test_real_firecracker_log_fifo_is_parsed(short_tmp: Path, collect: Collect) -> None:
+    fifo = short_tmp / "log.fifo"
     os.mkfifo(fifo)
     records: list[LogRecord] = []
     forwarder = LogForwarder(on_record=records.append)
@@ -448,7 +430,7 @@ def test_real_firecracker_log_fifo_is_parsed(fc_dir: Path, collect: Collect) -> 
     fds = sorted(os.listdir("/proc/self/fd"))
     with LineReader(fifo, forwarder):
         proc, client = start_firecracker(
-            fc_dir,
+            short_tmp,
             *("--log-path", str(fifo), "--level", "Debug", "--show-level", "--show-log-origin"),
         )
         try:
@@ -473,11 +455,11 @@ def test_real_firecracker_log_fifo_is_parsed(fc_dir: Path, collect: Collect) -> 
     assert all(line.startswith("Running Firecracker v") for line in others)
 
 
-def test_real_firecracker_stdout_separates_console_from_log(fc_dir: Path) -> None:
+def test_real_firecracker_stdout_separates_console_from_log(short_tmp: Path) -> None:
     console: list[str] = []
     records: list[LogRecord] = []
     forwarder = LogForwarder(other=console.append, on_record=records.append)
-    proc, client = start_firecracker(fc_dir)
+    proc, client = start_firecracker(short_tmp)
     try:
         assert proc.stdout is not None
         reader = LineReader(proc.stdout.fileno(), forwarder)

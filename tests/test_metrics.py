@@ -7,11 +7,8 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from firec.errors import ValidationError
 from firec.metrics import MetricsForwarder, MetricsSnapshot, parse_metrics_line
 from firec.streams import LineReader
 from firec.testing.guest import BOOT_LINE, build_test_guest, echo_line, guest_args
+from tests.support import require_firecracker
 
 # Real lines, verbatim: 1.14.2 with two drives (rootfs, data), eth0, vsock, balloon, entropy,
 # written at boot; 1.0.0 with the same devices but entropy, written on FlushMetrics.
@@ -256,30 +254,13 @@ def test_forwarder_keeps_the_latest_and_skips_bad_lines(caplog: pytest.LogCaptur
 # --- end to end with a real Firecracker ----------------------------------------------------
 
 
-def firecracker_bin() -> str:
-    path = os.environ.get("FIRECRACKER_BIN")
-    if not path:
-        pytest.skip("FIRECRACKER_BIN is not set: no real Firecracker to run this test against")
-    return path
-
-
-@pytest.fixture
-def fc_dir() -> Iterator[Path]:
-    """A short directory (a Unix socket path must fit in 108 bytes)."""
-    directory = Path(tempfile.mkdtemp(prefix="firec-metrics-"))
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def test_real_firecracker_metrics_on_a_fifo(fc_dir: Path) -> None:
-    binary = firecracker_bin()
-    fifo = fc_dir / "metrics.fifo"
+def test_real_firecracker_metrics_on_a_fifo(short_tmp: Path) -> None:
+    binary = require_firecracker()
+    fifo = short_tmp / "metrics.fifo"
     os.mkfifo(fifo)
-    drive = fc_dir / "drive.img"
+    drive = short_tmp / "drive.img"
     drive.write_bytes(b"\0" * 4096)
-    socket_path = fc_dir / "api.sock"
+    socket_path = short_tmp / "api.sock"
     snapshots: list[MetricsSnapshot] = []
     metrics = MetricsForwarder(snapshots.append)
     gc.collect()
