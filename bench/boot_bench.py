@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
 import os
 import select
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,32 +32,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import firec
+from _common import (
+    UnixHTTPConnection,
+    interleave,
+    request_when_listening,
+    vmm_binary,
+    wait_for_socket,
+)
 from firec.console import Console
 from firec.testing.guest import build_test_guest
 
 TARGET = 1.10
-HEADERS = {"Accept": "application/json"}
 BOOT_ARGS = "console=ttyS0"
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost")
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path)
-
-
-def vmm_binary(workdir: Path) -> tuple[str, str]:
-    real = os.environ.get("FIRECRACKER_BIN")
-    if real:
-        return real, "Firecracker"
-    wrapper = workdir / "firecracker-emulator"
-    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.emulator "$@"\n')
-    wrapper.chmod(0o755)
-    return str(wrapper), "firec emulator"
 
 
 def first_byte(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
@@ -80,25 +63,14 @@ def raw_api(binary: str, kernel: Path, workdir: Path) -> float:
         stderr=subprocess.DEVNULL,
     )
     try:
-        while not sock.exists():
-            time.sleep(0.0005)
+        wait_for_socket(sock, process)
         connection = UnixHTTPConnection(str(sock))
         for path, body in (
             ("/machine-config", {"vcpu_count": 1, "mem_size_mib": 64}),
             ("/boot-source", {"kernel_image_path": str(kernel), "boot_args": BOOT_ARGS}),
             ("/actions", {"action_type": "InstanceStart"}),
         ):
-            for _ in range(1000):  # the socket file exists a moment before it accepts
-                try:
-                    connection.request(
-                        "PUT", path, json.dumps(body), {"Accept": "application/json"}
-                    )
-                    break
-                except (ConnectionRefusedError, FileNotFoundError):
-                    connection.close()
-                    time.sleep(0.0005)
-            response = connection.getresponse()
-            response.read()
+            response = request_when_listening(connection, "PUT", path, json.dumps(body))
             assert response.status == 204, (path, response.status)
         first_byte(process)
         return time.perf_counter() - started
@@ -221,10 +193,7 @@ def main() -> None:
             "firec Machine": sdk,
             "firec AsyncMachine": sdk_async,
         }
-        timings: dict[str, list[float]] = {label: [] for label in paths}
-        for _ in range(args.rounds):  # interleaved, so drift hits every path alike
-            for label, run in paths.items():
-                timings[label].append(run(binary, kernel, workdir))
+        timings = interleave(paths, args.rounds, binary, kernel, workdir)
         baseline = statistics.median(timings["raw API (http.client)"])
         print(f"spawn -> InstanceStart -> first serial byte, {name}, median of {args.rounds}:")
         for label, values in timings.items():

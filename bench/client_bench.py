@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import os
 import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -38,39 +36,23 @@ from pathlib import Path
 import httpx
 
 import firec
+from _common import UnixHTTPConnection, interleave, vmm_binary, wait_for_socket
 
 TARGET = 1.2
 REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\r\n"
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """http.client over a Unix socket: the baseline."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost")
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path)
-
-
 def start_vmm(workdir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    socket_path = str(workdir / "api.sock")
+    socket_path = workdir / "api.sock"
     (workdir / "vmm.log").touch()
-    binary = os.environ.get("FIRECRACKER_BIN")
-    command = [binary] if binary else [sys.executable, "-m", "firec.testing.emulator"]
+    binary, name = vmm_binary(workdir)
     process = subprocess.Popen(
-        [*command, "--api-sock", socket_path, "--log-path", str(workdir / "vmm.log")],
+        [binary, "--api-sock", str(socket_path), "--log-path", str(workdir / "vmm.log")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while not os.path.exists(socket_path):
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise SystemExit("the VMM did not start")
-        time.sleep(0.005)
-    return process, socket_path, "Firecracker" if binary else "firec emulator"
+    wait_for_socket(socket_path, process, poll=0.005)
+    return process, str(socket_path), name
 
 
 def sync_round(func: Callable[[], object], calls: int) -> Callable[[], float]:
@@ -139,12 +121,8 @@ def main() -> None:
             "httpx.Client over HTTPTransport(uds)": sync_round(via_httpx, args.calls),
             "asyncio loop.sock_* bytes only": async_round(loop, asyncio_floor, args.calls),
         }
-        for run in variants.values():  # warm up
-            run()
-        times: dict[str, list[float]] = {label: [] for label in variants}
-        for _ in range(args.rounds):
-            for label, run in variants.items():
-                times[label].append(run())
+        interleave(variants, 1)  # warm up
+        times = interleave(variants, args.rounds)
         loop.run_until_complete(aclient.aclose())
         client.close()
         reference.close()

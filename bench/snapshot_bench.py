@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import json
-import os
-import random
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import firec
+from _common import (
+    UnixHTTPConnection,
+    interleave,
+    request_when_listening,
+    vmm_binary,
+    wait_for_socket,
+)
 from firec.snapshot import Snapshot
 from firec.snapshot_format import probe
 from firec.state import MachineState
@@ -44,26 +46,6 @@ TARGET = 1.10
 #: Seconds between two measurements: the previous VM's teardown must not slow the next.
 SETTLE = 0.05
 MEM_MIB = 64
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost")
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.path)
-
-
-def vmm_binary(workdir: Path) -> tuple[str, str]:
-    real = os.environ.get("FIRECRACKER_BIN")
-    if real:
-        return real, "Firecracker"
-    wrapper = workdir / "firecracker-emulator"
-    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -m firec.testing.emulator "$@"\n')
-    wrapper.chmod(0o755)
-    return str(wrapper), "firec emulator"
 
 
 def config_for(binary: str, kernel: Path, workdir: Path, vm_id: str | None = None) -> firec.Config:
@@ -102,18 +84,9 @@ def raw(binary: str, snap: Snapshot, workdir: Path) -> float:
         stderr=subprocess.DEVNULL,
     )
     try:
-        while not sock.exists():
-            time.sleep(0.0005)
+        wait_for_socket(sock, process)
         connection = UnixHTTPConnection(str(sock))
-        for _ in range(1000):  # the socket file exists a moment before it accepts
-            try:
-                connection.request("PUT", "/snapshot/load", payload, {"Accept": "application/json"})
-                break
-            except (ConnectionRefusedError, FileNotFoundError):
-                connection.close()
-                time.sleep(0.0005)
-        response = connection.getresponse()
-        response.read()
+        response = request_when_listening(connection, "PUT", "/snapshot/load", payload)
         elapsed = time.perf_counter() - started
         assert response.status == 204, response.status
         connection.close()
@@ -190,15 +163,8 @@ def main() -> None:
             "firec Machine.restore": sdk,
             "firec AsyncMachine.restore": sdk_async,
         }
-        for run in paths.values():  # warm up: imports, the binary probe, the page cache
-            run(binary, snap, workdir)
-        timings: dict[str, list[float]] = {label: [] for label in paths}
-        order = list(paths)
-        for _ in range(args.rounds):  # interleaved, so drift hits every path alike
-            random.shuffle(order)  # and no path always follows the same one's teardown
-            for label in order:
-                time.sleep(SETTLE)
-                timings[label].append(paths[label](binary, snap, workdir))
+        interleave(paths, 1, binary, snap, workdir)  # warm up: imports, probe, page cache
+        timings = interleave(paths, args.rounds, binary, snap, workdir, shuffle=True, settle=SETTLE)
         baseline = statistics.median(timings["raw load+resume (http.client)"])
         version = probe(binary).version
         print(
