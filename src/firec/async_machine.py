@@ -283,6 +283,16 @@ class AsyncMachine:
                 if time.monotonic() > deadline:
                     raise
                 await io.sleep(0.0002)
+            except APIError as exc:
+                if "Unrecognized ioctl flags" in exc.fault_message:
+                    raise SnapshotError(
+                        f"Firecracker {await self.client.firecracker_version()} cannot restore "
+                        "with the Uffd backend on this kernel: its userfaultfd library refuses "
+                        "the kernel's newer UFFDIO ioctls (Firecracker said: "
+                        f"{exc.fault_message}). Use the File backend, or a newer Firecracker "
+                        "(1.14 works)"
+                    ) from exc
+                raise
 
     async def _spawn(self, ready_timeout: float, *, ask: bool = True) -> None:
         popen, console = spawn(self._launch)
