@@ -12,7 +12,6 @@ releases.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import time
@@ -38,28 +37,6 @@ def require(binary: Path, minor: int, device: str) -> Version:
     if version < Version(1, minor):
         pytest.skip(f"Firecracker {version} has no {device} (it came in 1.{minor})")
     return version
-
-
-def known_1_0_hang(test: Callable[..., None]) -> Callable[..., None]:
-    """Turn Firecracker 1.0.0's lost API request into an expected failure, nothing else.
-
-    Measured here: after InstanceStart, 1.0.0 sometimes never answers an API
-    request the VMM thread must handle (about 1 boot in 160 without devices,
-    1 in 20 to 70 with a drive or a tap): the API thread waits on a futex, the
-    VMM thread sits in epoll_wait, for good. 1.4.0 and 1.14.2 never did it.
-    """
-
-    @functools.wraps(test)
-    def run(*args: Any, **kwargs: Any) -> None:
-        try:
-            test(*args, **kwargs)
-        except firec.errors.TimeoutError as exc:
-            version = binary_version(kwargs["vmm_binary"])
-            if version < Version(1, 1):
-                pytest.xfail(f"Firecracker {version} lost an API request after boot: {exc}")
-            raise
-
-    return run
 
 
 @pytest.fixture
@@ -95,7 +72,6 @@ RATE = models.RateLimiter(
 # -- balloon ---------------------------------------------------------------------------
 
 
-@known_1_0_hang
 def test_balloon_config_statistics_and_updates(builder: Builder, vmm_binary: Path) -> None:
     version = binary_version(vmm_binary)
     hinting = version >= Version(1, 14)
@@ -136,7 +112,6 @@ def test_balloon_config_statistics_and_updates(builder: Builder, vmm_binary: Pat
         assert machine.state() is firec.MachineState.RUNNING
 
 
-@known_1_0_hang
 def test_balloon_without_statistics_says_so(builder: Builder, vmm_binary: Path) -> None:
     with firec.Machine.create(builder.balloon(4).build()) as machine:
         _boots(machine)
@@ -148,7 +123,6 @@ def test_balloon_without_statistics_says_so(builder: Builder, vmm_binary: Path) 
 
 
 @pytest.mark.parametrize("mmds_version", ["V1", "V2"])
-@known_1_0_hang
 def test_mmds_config_and_data(
     builder: Builder, vmm_binary: Path, tap_name: str, mmds_version: str
 ) -> None:
@@ -182,7 +156,6 @@ def test_mmds_config_and_data(
 # -- entropy, serial, pmem, memory hotplug ---------------------------------------------
 
 
-@known_1_0_hang
 def test_entropy_with_rate_limiter(builder: Builder, vmm_binary: Path) -> None:
     require(vmm_binary, 4, "entropy device")
     with firec.Machine.create(builder.entropy(RATE).build()) as machine:
@@ -195,7 +168,6 @@ def test_entropy_with_rate_limiter(builder: Builder, vmm_binary: Path) -> None:
             machine.client.put_entropy(models.EntropyDevice())
 
 
-@known_1_0_hang
 def test_serial_output_path(builder: Builder, vmm_binary: Path, short_tmp: Path) -> None:
     require(vmm_binary, 14, "serial device")
     serial = short_tmp / "serial.out"
@@ -210,7 +182,6 @@ def test_serial_output_path(builder: Builder, vmm_binary: Path, short_tmp: Path)
         assert BOOT_LINE not in console.read_text()  # it went to the serial file instead
 
 
-@known_1_0_hang
 def test_pmem_device(builder: Builder, vmm_binary: Path, short_tmp: Path) -> None:
     require(vmm_binary, 14, "pmem devices")
     backing = short_tmp / "pmem.img"
@@ -225,7 +196,6 @@ def test_pmem_device(builder: Builder, vmm_binary: Path, short_tmp: Path) -> Non
         ]
 
 
-@known_1_0_hang
 def test_memory_hotplug(builder: Builder, vmm_binary: Path) -> None:
     require(vmm_binary, 14, "memory hotplug")
     hotplug = models.MemoryHotplugConfig(total_size_mib=256)
@@ -240,7 +210,6 @@ def test_memory_hotplug(builder: Builder, vmm_binary: Path) -> None:
             )
 
 
-@known_1_0_hang
 def test_memory_hotplug_in_a_config_file_boot(builder: Builder, vmm_binary: Path) -> None:
     require(vmm_binary, 14, "memory hotplug")
     hotplug = models.MemoryHotplugConfig(total_size_mib=256)
@@ -253,7 +222,6 @@ def test_memory_hotplug_in_a_config_file_boot(builder: Builder, vmm_binary: Path
 # -- drives and network interfaces: rate limiters and hot swaps -------------------------
 
 
-@known_1_0_hang
 def test_drive_rate_limiter_and_backing_file_swap(
     builder: Builder, vmm_binary: Path, short_tmp: Path
 ) -> None:
@@ -281,7 +249,6 @@ def test_drive_rate_limiter_and_backing_file_swap(
             machine.update_drive("nope", path=first)
 
 
-@known_1_0_hang
 def test_network_interface_rate_limiters_and_their_patch(
     builder: Builder, vmm_binary: Path, tap_name: str
 ) -> None:
@@ -450,7 +417,6 @@ def test_machine_start_refuses_a_device_the_vmm_lacks(
 # -- in a jail ---------------------------------------------------------------------------
 
 
-@known_1_0_hang
 def test_jailed_drive_swap_brings_the_new_file_into_the_jail(
     jailer_binary: Path, vmm_binary: Path, guest_kernel: Path, short_tmp: Path
 ) -> None:
