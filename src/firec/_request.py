@@ -73,7 +73,8 @@ def partial_body(model: type[models.APIModel], update: Mapping[str, Any]) -> dic
             known = ", ".join(sorted(model.model_fields))
             raise ValidationError(key, f"is not a field of {model.api_name} (known: {known})")
         info = model.model_fields[name]
-        adapter: TypeAdapter[Any] = TypeAdapter(Annotated[info.annotation, *info.metadata])
+        field_type: Any = Annotated[info.annotation, *info.metadata]
+        adapter: TypeAdapter[Any] = TypeAdapter(field_type)
         try:
             validated = adapter.validate_python(value)
         except PydanticValidationError as exc:
