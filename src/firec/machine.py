@@ -270,6 +270,7 @@ class Machine:
 
     def _load(self, params: models.SnapshotLoadParams, deadline: float) -> None:
         """``PUT /snapshot/load`` as soon as the socket accepts (it may refuse for a moment)."""
+        started = time.monotonic()
         while True:
             try:
                 self.client.load_snapshot(params)
@@ -281,7 +282,7 @@ class Machine:
                     raise self._failure(what, status) from exc
                 if time.monotonic() > deadline:
                     raise
-                io.sleep(0.0002)
+                io.pause(time.monotonic() - started)
             except APIError as exc:
                 if "Unrecognized ioctl flags" in exc.fault_message:
                     raise SnapshotError(
@@ -348,9 +349,9 @@ class Machine:
             delay = min(delay * 2, 0.05)
 
     def _wait_ready(self, deadline: float, ready_timeout: float, *, ask: bool = True) -> None:
-        # Firecracker answers ~1 ms after it starts: poll finely, then back off.
+        # Firecracker answers ~1 ms after it starts: look often, then back off.
         # ask=False: the socket file is enough (the caller's first request retries).
-        delay = 0.0002
+        started = time.monotonic()
         socket_path = self._launch.socket_path
         while True:
             status = self._process.exit_status if self._process else None
@@ -370,8 +371,7 @@ class Machine:
                     f"within {ready_timeout:g}s",
                     None,
                 )
-            io.sleep(delay)
-            delay = min(delay * 1.5, 0.01)
+            io.pause(time.monotonic() - started)
 
     def _failure(self, what: str, status: ExitStatus | None) -> MachineError:
         message = f"microVM {self.config.vm_id}: {what}"
