@@ -134,6 +134,10 @@ def sdk(binary: str, kernel: Path, workdir: Path) -> float:
         return time.perf_counter() - started
 
 
+#: One event loop for every AsyncMachine round, as an application has one.
+LOOP = asyncio.new_event_loop()
+
+
 def sdk_async(binary: str, kernel: Path, workdir: Path) -> float:
     async def boot() -> float:
         printed = asyncio.Event()
@@ -145,7 +149,7 @@ def sdk_async(binary: str, kernel: Path, workdir: Path) -> float:
             await asyncio.wait_for(printed.wait(), 10)
             return time.perf_counter() - started
 
-    return asyncio.run(boot())
+    return LOOP.run_until_complete(boot())
 
 
 async def concurrent_boots(
