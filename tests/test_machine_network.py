@@ -127,3 +127,85 @@ def test_bridged_interface_puts_the_tap_on_the_host_bridge(
         assert machine.state() is firec.MachineState.RUNNING
     assert tap not in links_in(None)
     assert host_bridge in links_in(None)  # the bridge is the caller's: it stays
+
+
+def test_restore_gets_a_fresh_tap_namespace_and_lease(
+    vmm_binary: Path, guest_kernel: Path, short_tmp: Path
+) -> None:
+    """A routed VM, snapshotted and restored under another id: the copy gets its own tap,
+    namespace and lease (a network override of the snapshot's tap); both go away cleanly."""
+    subnet = "10.213.9.0/24"
+    state = short_tmp / "state"
+    first_tap, second_tap = unique("fctap"), unique("fctap")
+    config = (
+        guest_builder(unique("netvm"), vmm_binary, guest_kernel, short_tmp)
+        .kernel_args("console=ttyS0")
+        .add_network_interface(
+            fn.Interface("eth0", first_tap, network=fn.RoutedNetwork(subnet, masquerade=False))
+        )
+        .state_dir(state)
+        .build()
+    )
+    with firec.Machine.create(config) as original:
+        original.start()
+        snapshot = original.snapshot(short_tmp / "snap")
+        first_ns = original.config.net_ns
+    assert first_ns is not None and not netns_exists(first_ns)
+
+    copy_config = (
+        guest_builder(unique("netcopy"), vmm_binary, guest_kernel, short_tmp)
+        .add_network_interface(
+            fn.Interface("eth0", second_tap, network=fn.RoutedNetwork(subnet, masquerade=False))
+        )
+        .state_dir(state)
+        .build(check_files=False)
+    )
+    with firec.Machine.restore(snapshot, copy_config) as copy:
+        assert copy.state() is firec.MachineState.RUNNING
+        copy_ns = copy.config.net_ns
+        assert copy_ns is not None and copy_ns != first_ns and netns_exists(copy_ns)
+        assert second_tap in links_in(copy_ns)
+        (iface,) = copy.client.get_vm_config().network_interfaces or []
+        assert iface.host_dev_name == second_tap
+        assert len(fn.LeaseStore(state, subnet).leases()) == 1
+        launch, pid = copy.launch, copy.pid
+    assert_nothing_left(launch, pid)
+    assert not netns_exists(copy_ns)
+    assert fn.LeaseStore(state, subnet).leases() == []
+
+
+def test_clones_each_get_their_own_network(
+    vmm_binary: Path, guest_kernel: Path, short_tmp: Path
+) -> None:
+    subnet = "10.213.10.0/24"
+    state = short_tmp / "state"
+    routed = fn.RoutedNetwork(subnet, masquerade=False)
+    config = (
+        guest_builder(unique("netvm"), vmm_binary, guest_kernel, short_tmp)
+        .kernel_args("console=ttyS0")
+        .add_network_interface(fn.Interface("eth0", unique("fctap"), network=routed))
+        .state_dir(state)
+        .build()
+    )
+    with firec.Machine.create(config) as original:
+        original.start()
+        snapshot = original.snapshot(short_tmp / "snap")
+    taps = [unique("fctap") for _ in range(3)]
+
+    def own_network(index: int, clone: firec.Config) -> firec.Config:
+        nic = fn.Interface("eth0", taps[index], network=routed)
+        return clone.replace(network_interfaces=(nic,), state_dir=state)
+
+    clones = snapshot.clone(3, configure=own_network)
+    try:
+        namespaces = {clone.config.net_ns for clone in clones}
+        assert len(namespaces) == 3 and None not in namespaces
+        for clone, tap in zip(clones, taps, strict=True):
+            assert clone.state() is firec.MachineState.RUNNING
+            assert tap in links_in(clone.config.net_ns)
+        assert len(fn.LeaseStore(state, subnet).leases()) == 3
+    finally:
+        for clone in clones:
+            clone.delete()
+    assert not any(netns_exists(ns) for ns in namespaces if ns)
+    assert fn.LeaseStore(state, subnet).leases() == []
