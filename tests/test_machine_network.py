@@ -13,11 +13,12 @@ import pytest
 
 import firec
 import firec.network as fn
-from firec.errors import NetworkError
+from firec.errors import NetworkError, UnsupportedError
 from firec.network.mac import derive_mac
 from firec.network.netns import netns_exists
+from firec.versions import Version
 from tests.network_support import links_in, unique
-from tests.support import assert_nothing_left, guest_builder
+from tests.support import assert_nothing_left, binary_version, guest_builder
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root (CAP_NET_ADMIN) for taps and namespaces"
@@ -160,6 +161,13 @@ def test_restore_gets_a_fresh_tap_namespace_and_lease(
         .state_dir(state)
         .build(check_files=False)
     )
+    if binary_version(vmm_binary) < Version(1, 12):
+        before = links_in(None)
+        with pytest.raises(UnsupportedError, match=r"1\.12"):  # refused before anything is made
+            firec.Machine.restore(snapshot, copy_config)
+        assert links_in(None) == before
+        assert fn.LeaseStore(state, subnet).leases() == []
+        return
     with firec.Machine.restore(snapshot, copy_config) as copy:
         assert copy.state() is firec.MachineState.RUNNING
         copy_ns = copy.config.net_ns
@@ -196,6 +204,11 @@ def test_clones_each_get_their_own_network(
         nic = fn.Interface("eth0", taps[index], network=routed)
         return clone.replace(network_interfaces=(nic,), state_dir=state)
 
+    if binary_version(vmm_binary) < Version(1, 12):
+        with pytest.raises(UnsupportedError, match=r"1\.12"):  # refused before anything is made
+            snapshot.clone(3, configure=own_network)
+        assert fn.LeaseStore(state, subnet).leases() == []
+        return
     clones = snapshot.clone(3, configure=own_network)
     try:
         namespaces = {clone.config.net_ns for clone in clones}
