@@ -107,6 +107,10 @@ def sdk(binary: str, snap: Snapshot, workdir: Path) -> float:
     return elapsed
 
 
+#: One event loop for every AsyncMachine round, as an application has one.
+LOOP = asyncio.new_event_loop()
+
+
 def sdk_async(binary: str, snap: Snapshot, workdir: Path) -> float:
     config = config_for(binary, snap.kernel_image or Path("/"), workdir, "bench-arestore")
 
@@ -118,7 +122,7 @@ def sdk_async(binary: str, snap: Snapshot, workdir: Path) -> float:
             assert await machine.state() is MachineState.RUNNING
         return elapsed
 
-    return asyncio.run(restore())
+    return LOOP.run_until_complete(restore())
 
 
 def clones_async(snap: Snapshot, config: firec.Config, count: int) -> float:
@@ -133,7 +137,7 @@ def clones_async(snap: Snapshot, config: firec.Config, count: int) -> float:
             await asyncio.gather(*(m.delete() for m in machines))
         return elapsed
 
-    return asyncio.run(run())
+    return LOOP.run_until_complete(run())
 
 
 def clones_sync(snap: Snapshot, config: firec.Config, count: int) -> float:

@@ -33,10 +33,9 @@ def sleep(seconds: float) -> None:
 def pause(waited: float) -> None:
     """Wait a little before looking again at something that has been awaited ``waited`` s.
 
-    0.2 ms for the first 5 ms (Firecracker binds its socket about 1 ms after
-    it starts), then growing to 10 ms.
+    From 0.2 ms, growing with the wait up to 10 ms.
     """
-    time.sleep(0.0002 if waited < 0.005 else min(waited / 4, 0.01))
+    time.sleep(min(max(waited / 4, 0.0002), 0.01))
 
 
 def run_blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
