@@ -13,9 +13,20 @@ import itertools
 import os
 import signal
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["FIRECRACKER_EXIT_CODES", "ExitStatus", "VmmProcess", "find_vmm_pid"]
+__all__ = [
+    "FIRECRACKER_EXIT_CODES",
+    "ExitStatus",
+    "ProcessRef",
+    "VmmProcess",
+    "boot_id",
+    "find_vmm_pid",
+    "wait_until",
+]
 
 #: Firecracker's own exit codes (``FcExitCode`` in its source) and what they mean.
 FIRECRACKER_EXIT_CODES: dict[int, str] = {
@@ -84,7 +95,8 @@ class VmmProcess:
     def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None) -> None:
         self.pid = pid
         self.popen = popen if popen is not None and popen.pid == pid else None
-        self._exited = False
+        # not our child: told apart from a later process that reuses the pid
+        self._ref = ProcessRef.of(pid) if self.popen is None else None
 
     @property
     def exit_status(self) -> ExitStatus | None:
@@ -92,8 +104,7 @@ class VmmProcess:
         if self.popen is not None:
             code = self.popen.poll()
             return ExitStatus.from_returncode(code) if code is not None else None
-        if self._exited or not _alive(self.pid):
-            self._exited = True
+        if self._ref is None or not self._ref.alive():
             return ExitStatus.unknown()
         return None
 
@@ -104,6 +115,8 @@ class VmmProcess:
 
     def signal(self, sig: int) -> bool:
         """Send ``sig``; ``False`` if the process was already gone."""
+        if self._ref is not None:
+            return self._ref.signal(sig)
         if not self.running:
             return False
         try:
@@ -113,13 +126,79 @@ class VmmProcess:
         return True
 
 
-def _alive(pid: int) -> bool:
+def boot_id() -> str:
+    """This boot's id (``/proc/sys/kernel/random/boot_id``); pids mean nothing across boots."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            state = stat.read().rsplit(b")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    # the command name (field 2) is in parentheses and may hold spaces or ')'
+    return text.rsplit(")", 1)[1].split()
+
+
+@dataclass(frozen=True)
+class ProcessRef:
+    """One process, told apart from any later process that gets the same pid.
+
+    Attributes:
+        pid: the process id.
+        start: when it started, in clock ticks after boot (``/proc/<pid>/stat`` field 22).
+        boot: the boot it ran in (:func:`boot_id`).
+    """
+
+    pid: int
+    start: int
+    boot: str
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessRef | None:
+        """The running process ``pid``, or ``None`` when there is none."""
+        fields = _stat_fields(pid)
+        if fields is None or len(fields) < 20 or fields[0] in ("Z", "X"):
+            return None
+        return cls(pid, int(fields[19]), boot_id())
+
+    def alive(self) -> bool:
+        """Whether this very process still runs (not a zombie, not a reused pid)."""
+        return ProcessRef.of(self.pid) == self
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig`` if this very process still runs; ``False`` otherwise."""
+        if not self.alive():
+            return False
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def wait_gone(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the process to end; whether it did."""
+        return wait_until(lambda: not self.alive(), timeout)
+
+    def reaped(self) -> bool:
+        """Whether the process is gone from the process table (not even a zombie)."""
+        fields = _stat_fields(self.pid)
+        return fields is None or len(fields) < 20 or int(fields[19]) != self.start
+
+
+def wait_until(done: Callable[[], bool], timeout: float) -> bool:
+    """Call ``done`` every few ms until it is true or ``timeout`` s pass; whether it came true."""
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return True
 
 
 def find_vmm_pid(socket_path: str) -> int | None:

@@ -45,10 +45,9 @@ import json
 import os
 import signal
 import tempfile
-import time
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,6 +62,7 @@ from firec.errors import FirecError, MachineError, NetworkError
 from firec.jailer import Jail, JailerConfig, validate_id
 from firec.launch import Launch, cleanup
 from firec.models.base import APIModel
+from firec.process import ProcessRef, boot_id, wait_until
 
 __all__ = [
     "RECORD_FORMAT",
@@ -100,80 +100,6 @@ def state_dir() -> Path:
 
 
 # -- processes ------------------------------------------------------------------------------
-
-
-def boot_id() -> str:
-    """This boot's id (``/proc/sys/kernel/random/boot_id``); pids mean nothing across boots."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    # the command name (field 2) is in parentheses and may hold spaces or ')'
-    return text.rsplit(")", 1)[1].split()
-
-
-@dataclass(frozen=True)
-class ProcessRef:
-    """One process, told apart from any later process that gets the same pid.
-
-    Attributes:
-        pid: the process id.
-        start: when it started, in clock ticks after boot (``/proc/<pid>/stat`` field 22).
-        boot: the boot it ran in (:func:`boot_id`).
-    """
-
-    pid: int
-    start: int
-    boot: str
-
-    @classmethod
-    def of(cls, pid: int) -> ProcessRef | None:
-        """The running process ``pid``, or ``None`` when there is none."""
-        fields = _stat_fields(pid)
-        if fields is None or len(fields) < 20 or fields[0] in ("Z", "X"):
-            return None
-        return cls(pid, int(fields[19]), boot_id())
-
-    def alive(self) -> bool:
-        """Whether this very process still runs (not a zombie, not a reused pid)."""
-        return ProcessRef.of(self.pid) == self
-
-    def signal(self, sig: int) -> bool:
-        """Send ``sig`` if this very process still runs; ``False`` otherwise."""
-        if not self.alive():
-            return False
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def wait_gone(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the process to end; whether it did."""
-        return _poll(lambda: not self.alive(), timeout)
-
-    def reaped(self) -> bool:
-        """Whether the process is gone from the process table (not even a zombie)."""
-        fields = _stat_fields(self.pid)
-        return fields is None or len(fields) < 20 or int(fields[19]) != self.start
-
-
-def _poll(done: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    return True
 
 
 # -- config <-> JSON --------------------------------------------------------------------------
@@ -736,7 +662,7 @@ def kill_vmm(record: VmRecord, timeout: float = 10.0) -> bool:
                     f"{timeout:g}s"
                 )
         # not our child: its parent (init) reaps it; until then its cgroups stay busy
-        _poll(ref.reaped, REAP_TIMEOUT)
+        wait_until(ref.reaped, REAP_TIMEOUT)
     return killed
 
 
@@ -760,7 +686,7 @@ def reap(registry: Registry, record: VmRecord) -> list[str]:
     left = cleanup(launch)
     if left and launch.cgroups:
         # a cgroup stays busy for a moment after its last task was reaped
-        _poll(lambda: not cleanup(launch), REAP_TIMEOUT)
+        wait_until(lambda: not cleanup(launch), REAP_TIMEOUT)
         left = cleanup(launch)
     for path in record.files:
         try:
