@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -140,6 +141,47 @@ def test_console_to_a_callback(builder: firec.config.Builder) -> None:
         while echo_line("cb") not in lines and time.monotonic() < deadline:
             time.sleep(0.01)
     assert lines[:2] == [BOOT_LINE, echo_line("cb")]
+
+
+def test_console_stream_gets_the_bytes_as_written(builder: firec.config.Builder) -> None:
+    chunks: list[bytes] = []
+    config = (
+        builder.kernel_args(f"console=ttyS0 {guest_args(exit=True, echo=['raw'])}")
+        .console(Console.stream(chunks.append))
+        .build()
+    )
+    expected = f"{BOOT_LINE}\n{echo_line('raw')}\n".encode()
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        machine.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while b"".join(chunks) != expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert b"".join(chunks) == expected
+    assert all(isinstance(chunk, bytes) for chunk in chunks)
+
+
+async def test_async_console_stream_gets_the_bytes_on_the_loop(
+    builder: firec.config.Builder,
+) -> None:
+    chunks: list[bytes] = []
+    threads: set[int] = set()
+
+    def on_output(data: bytes) -> None:
+        threads.add(threading.get_ident())
+        chunks.append(data)
+
+    config = (
+        builder.kernel_args(f"console=ttyS0 {guest_args(exit=True)}")
+        .console(Console.stream(on_output))
+        .build()
+    )
+    machine = await firec.AsyncMachine.create(config)
+    async with machine:
+        await machine.start()
+        await machine.wait(timeout=10)
+    assert b"".join(chunks) == f"{BOOT_LINE}\n".encode()
+    assert threads == {threading.get_ident()}  # called on the loop, no thread
 
 
 def test_connect_to_a_running_vm(builder: firec.config.Builder) -> None:

@@ -196,6 +196,19 @@ def test_stop_delivers_what_is_buffered_and_the_partial_line(fifo: Path, no_leak
     assert lines == ["1", "2", "3 without newline"]
 
 
+def test_bytes_mode_delivers_what_arrives_without_waiting_for_a_newline(
+    fifo: Path, no_leaks: None
+) -> None:
+    chunks: list[bytes] = []
+    with LineReader(fifo, chunks.append, lines=False) as reader:
+        write_fifo(fifo, b"login: ")
+        wait_until(lambda: reader.lines_seen == 1, "the prompt")
+        assert chunks == [b"login: "]
+        write_fifo(fifo, b"\x1b[0m\xff\r\n")
+        wait_until(lambda: reader.lines_seen == 2, "the second piece")
+    assert b"".join(chunks) == b"login: \x1b[0m\xff\r\n"
+
+
 def test_invalid_utf8_is_replaced(fifo: Path, no_leaks: None) -> None:
     lines: list[str] = []
     with LineReader(fifo, lines.append) as reader:
@@ -397,6 +410,17 @@ async def test_async_subprocess_pipe_is_read_to_its_end(no_leaks: None) -> None:
         proc.stdout.close()
         proc.wait()
     assert lines == ["x", "y"]
+
+
+async def test_async_bytes_mode_delivers_what_arrives(fifo: Path, no_leaks: None) -> None:
+    chunks: list[bytes] = []
+    async with AsyncLineReader(fifo, chunks.append, lines=False) as reader:
+        write_fifo(fifo, b"$ ")
+        await async_wait_until(lambda: reader.lines_seen == 1, "the prompt")
+        assert chunks == [b"$ "]
+        write_fifo(fifo, b"\xfe\n")
+        await async_wait_until(lambda: reader.lines_seen == 2, "the second piece")
+    assert chunks == [b"$ ", b"\xfe\n"]
 
 
 async def test_async_misuse_is_refused(tmp_path: Path, no_leaks: None) -> None:

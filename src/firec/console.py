@@ -6,6 +6,8 @@ output. firec sends it to one of:
 * :meth:`Console.file`: a file (the default: ``console.log`` in the VM's
   directory). No reader runs; read the file whenever you like.
 * :meth:`Console.callback`: a function called with each line.
+* :meth:`Console.stream`: a function called with the bytes as they come
+  (prompts that end without a newline, escape sequences, binary data).
 * :meth:`Console.terminal`: the caller's own standard output.
 * :meth:`Console.discard`: nowhere.
 
@@ -48,7 +50,8 @@ class Console:
 
     kind: ConsoleKind
     path: Path | None = None
-    on_line: Callable[[str], None] | None = None
+    on_line: Callable[[str], object] | None = None
+    on_output: Callable[[bytes], object] | None = None
 
     @classmethod
     def file(cls, path: str | os.PathLike[str]) -> Console:
@@ -56,9 +59,31 @@ class Console:
         return cls(ConsoleKind.FILE, path=Path(path))
 
     @classmethod
-    def callback(cls, on_line: Callable[[str], None]) -> Console:
-        """Call ``on_line`` with each console line (without its newline)."""
+    def callback(cls, on_line: Callable[[str], object]) -> Console:
+        """Call ``on_line`` with each console line (without its newline).
+
+        It runs in a reader thread with :class:`~firec.Machine`, on the event
+        loop with :class:`~firec.AsyncMachine` (keep it quick there).
+        """
         return cls(ConsoleKind.CALLBACK, on_line=on_line)
+
+    @classmethod
+    def stream(cls, on_output: Callable[[bytes], object]) -> Console:
+        """Call ``on_output`` with the console's bytes as Firecracker writes them.
+
+        Nothing waits for a newline: a shell's ``login:`` prompt arrives as
+        soon as it is printed, escape sequences and binary data unchanged.
+        Firecracker writes the guest's serial output about a byte at a time,
+        so expect many small pieces. Called where :meth:`callback` is.
+
+        Example::
+
+            import sys
+            from firec.console import Console
+
+            relay = Console.stream(sys.stdout.buffer.write)
+        """
+        return cls(ConsoleKind.CALLBACK, on_output=on_output)
 
     @classmethod
     def terminal(cls) -> Console:

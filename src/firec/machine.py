@@ -298,9 +298,14 @@ class Machine:
         popen, console = spawn(self._launch)
         self._process = VmmProcess(popen.pid, popen)
         if console is not None:
-            on_line = self._launch.console.on_line
-            assert on_line is not None
-            self._console_reader = LineReader(console.fileno(), on_line, follow=False)
+            wanted = self._launch.console
+            if wanted.on_output is not None:
+                self._console_reader = LineReader(
+                    console.fileno(), wanted.on_output, follow=False, lines=False
+                )
+            else:
+                assert wanted.on_line is not None
+                self._console_reader = LineReader(console.fileno(), wanted.on_line, follow=False)
             try:
                 self._console_reader.start()
             finally:

@@ -49,13 +49,14 @@ import stat
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Final, Literal
+from typing import Final, Literal, overload
 
 from firec.errors import FirecError
 
 __all__ = [
     "MAX_LINE_BYTES",
     "AsyncLineReader",
+    "ChunkCallback",
     "LineCallback",
     "LineReader",
     "tail_lines",
@@ -66,6 +67,9 @@ MAX_LINE_BYTES: Final = 1 << 20
 
 LineCallback = Callable[[str], object]
 """What receives each line: any callable taking the line as ``str``."""
+
+ChunkCallback = Callable[[bytes], object]
+"""What receives the bytes as they are read (``lines=False``): prompts, escapes, binary."""
 
 Source = str | os.PathLike[str] | int
 
@@ -162,27 +166,31 @@ class _Opened:
 
 
 class _Delivery:
-    """Feed bytes to a splitter and hand complete lines to the callback."""
+    """Hand what was read to the callback: complete lines, or (``lines=False``) bytes as read."""
 
-    def __init__(self, callback: LineCallback, name: str) -> None:
-        self._callback = callback
+    def __init__(self, callback: LineCallback | ChunkCallback, name: str, *, lines: bool) -> None:
+        self._callback: Callable[[str | bytes], object] = callback  # type: ignore[assignment]
         self._name = name
-        self._splitter = _LineSplitter()
+        self._splitter = _LineSplitter() if lines else None
         self.lines_seen = 0
 
     def feed(self, data: bytes) -> None:
-        self._deliver(self._splitter.feed(data))
+        if self._splitter is None:
+            self._deliver([data])
+        else:
+            self._deliver(self._splitter.feed(data))
 
     def flush(self) -> None:
-        self._deliver(self._splitter.flush())
+        if self._splitter is not None:
+            self._deliver(self._splitter.flush())
 
-    def _deliver(self, lines: list[str]) -> None:
-        for line in lines:
+    def _deliver(self, pieces: list[str] | list[bytes]) -> None:
+        for piece in pieces:
             self.lines_seen += 1
             try:
-                self._callback(line)
+                self._callback(piece)
             except Exception:
-                _log.exception("line callback for %s failed; the reader goes on", self._name)
+                _log.exception("callback for %s failed; the reader goes on", self._name)
 
 
 class LineReader:
@@ -199,6 +207,9 @@ class LineReader:
             (``tail -f``); with ``False`` stop at the first end of file.
             Pipes always stop at end of file.
         poll_interval: seconds between two looks at a regular file.
+        lines: with ``False``, ``callback`` gets the ``bytes`` as they are
+            read instead of lines: nothing waits for a newline (a shell's
+            prompt, a terminal's escape sequences, binary data).
 
     :meth:`start` opens the source (raising :class:`~firec.errors.FirecError`
     if it cannot) and starts the thread. :meth:`stop` returns promptly: it
@@ -219,19 +230,40 @@ class LineReader:
         reader.stop()
     """
 
+    @overload
     def __init__(
         self,
         source: Source,
         callback: LineCallback,
         *,
+        follow: bool = ...,
+        poll_interval: float = ...,
+        lines: Literal[True] = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        source: Source,
+        callback: ChunkCallback,
+        *,
+        follow: bool = ...,
+        poll_interval: float = ...,
+        lines: Literal[False],
+    ) -> None: ...
+    def __init__(
+        self,
+        source: Source,
+        callback: LineCallback | ChunkCallback,
+        *,
         follow: bool = True,
         poll_interval: float = 0.05,
+        lines: bool = True,
     ) -> None:
         self._source = source
         self._follow = follow
         self._poll_ms = max(1, round(poll_interval * 1000))
         name = f"fd {source}" if isinstance(source, int) else os.fspath(source)
-        self._delivery = _Delivery(callback, name)
+        self._delivery = _Delivery(callback, name, lines=lines)
         self._thread: threading.Thread | None = None
         self._opened: _Opened | None = None
         self._wake_r = self._wake_w = -1
@@ -241,7 +273,7 @@ class LineReader:
 
     @property
     def lines_seen(self) -> int:
-        """How many lines were delivered to the callback so far."""
+        """How many lines (with ``lines=False``: chunks) were delivered to the callback so far."""
         return self._delivery.lines_seen
 
     def start(self) -> None:
@@ -370,19 +402,40 @@ class AsyncLineReader:
         print(reader.lines_seen, "lines")
     """
 
+    @overload
     def __init__(
         self,
         source: Source,
         callback: LineCallback,
         *,
+        follow: bool = ...,
+        poll_interval: float = ...,
+        lines: Literal[True] = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        source: Source,
+        callback: ChunkCallback,
+        *,
+        follow: bool = ...,
+        poll_interval: float = ...,
+        lines: Literal[False],
+    ) -> None: ...
+    def __init__(
+        self,
+        source: Source,
+        callback: LineCallback | ChunkCallback,
+        *,
         follow: bool = True,
         poll_interval: float = 0.05,
+        lines: bool = True,
     ) -> None:
         self._source = source
         self._follow = follow
         self._poll_interval = poll_interval
         name = f"fd {source}" if isinstance(source, int) else os.fspath(source)
-        self._delivery = _Delivery(callback, name)
+        self._delivery = _Delivery(callback, name, lines=lines)
         self._opened: _Opened | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -391,7 +444,7 @@ class AsyncLineReader:
 
     @property
     def lines_seen(self) -> int:
-        """How many lines were delivered to the callback so far."""
+        """How many lines (with ``lines=False``: chunks) were delivered to the callback so far."""
         return self._delivery.lines_seen
 
     def start(self) -> None:
