@@ -10,6 +10,7 @@ import http.client
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -18,6 +19,9 @@ from pathlib import Path
 
 #: Seconds a VMM gets to create its API socket.
 SOCKET_TIMEOUT = 10.0
+#: Seconds over which the start of each run is spread at random (longer than a
+#: kernel timer tick at any HZ >= 100); see :func:`interleave`.
+PHASE_SPREAD = 0.010
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -86,7 +90,18 @@ def interleave(
     Each run is called with ``args`` and returns the time it measured.
     Interleaving makes a change of the machine's load during the benchmark hit
     every run alike; ``shuffle`` changes their order each round (so no run
-    always follows the same one's teardown); ``settle`` sleeps before each.
+    always follows the same one's teardown).
+
+    Before each run it sleeps ``settle`` seconds plus a random part of
+    :data:`PHASE_SPREAD`. The settle time lets the kernel finish tearing down
+    the previous VM. The random part matters as much: KVM's memory-slot and
+    IRQ-routing updates wait for SRCU grace periods that end on the kernel's
+    timer tick (4 ms at HZ=250), so an InstanceStart lasts until the first
+    tick after ~6 ms of work. A run that starts a fixed time after the
+    previous one (whose end was itself on a tick) always meets the tick at the
+    same phase, and a client that sends InstanceStart 0.5 ms later can then
+    pay a whole tick every time, or never. Starting at a random phase makes
+    each run pay, on average, exactly the time it adds.
     """
     timings: dict[str, list[float]] = {label: [] for label in runs}
     order = list(runs)
@@ -94,7 +109,47 @@ def interleave(
         if shuffle:
             random.shuffle(order)
         for label in order:
-            if settle:
-                time.sleep(settle)
+            time.sleep(settle + random.uniform(0, PHASE_SPREAD))
             timings[label].append(runs[label](*args))
     return timings
+
+
+def paired_ratio(values: list[float], baseline: list[float]) -> float:
+    """The median of the per-round ratios ``values[i] / baseline[i]``.
+
+    Both lists come from :func:`interleave`, so round ``i`` of each ran next
+    to the other. Firecracker's own time is not steady: on a host whose
+    kernel waits for RCU grace periods when a VM maps its memory, one boot
+    takes ~6 ms and the next ~10 ms, whichever client drives it. A ratio of
+    medians then jumps with how many slow boots each path drew; the median
+    of paired ratios does not (mixed pairs fall on both sides alike), and
+    still shows every millisecond the client itself adds.
+    """
+    return statistics.median(v / b for v, b in zip(values, baseline, strict=True))
+
+
+def report(
+    timings: Mapping[str, list[float]], baseline: str, target: float, prefix: str = "firec"
+) -> None:
+    """Print each run's median, its ratio of medians and its paired ratio; then the verdict.
+
+    The verdict judges the runs whose label starts with ``prefix`` by
+    :func:`paired_ratio` against the ``baseline`` run.
+    """
+    base = timings[baseline]
+    worst = 0.0
+    width = max(len(label) for label in timings)
+    print(f"  {'':{width}} {'median':>9} {'min':>9} {'ratio of medians':>17} {'paired ratio':>13}")
+    for label, values in timings.items():
+        median = statistics.median(values)
+        paired = paired_ratio(values, base)
+        if label.startswith(prefix):
+            worst = max(worst, paired)
+        print(
+            f"  {label:{width}} {median * 1e3:6.2f} ms {min(values) * 1e3:6.2f} ms"
+            f" {median / statistics.median(base):16.2f}x {paired:12.2f}x"
+        )
+    verdict = "meets" if worst <= target else "MISSES"
+    print(
+        f"  {prefix} {verdict} the target of {target:.2f}x {baseline} (worst paired {worst:.2f}x)"
+    )

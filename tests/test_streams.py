@@ -240,7 +240,7 @@ def test_callback_error_is_logged_and_reading_goes_on(
     with caplog.at_level(logging.ERROR, logger="firec.streams"), LineReader(fifo, callback):
         write_fifo(fifo, b"boom\nafter\n")
         wait_until(lambda: lines == ["after"], "the line after the failing one")
-    assert "line callback" in caplog.text and "callback bug" in caplog.text
+    assert "callback for" in caplog.text and "callback bug" in caplog.text
 
 
 def test_stop_from_inside_the_callback(fifo: Path, no_leaks: None) -> None:

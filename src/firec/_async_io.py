@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeAlias, TypeVar
 
-from . import vsock
+from . import _pathwatch, vsock
 from .streams import AsyncLineReader
 
 __all__ = ["drain", "run_blocking", "sleep", "vsock_connect", "vsock_listen", "wait_pid"]
@@ -34,13 +34,44 @@ async def sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-async def pause(waited: float) -> None:
+async def pause(waited: float, appears: Path | None = None) -> None:
     """Wait a little before looking again at something that has been awaited ``waited`` s.
 
     From 0.2 ms, growing with the wait up to 10 ms. Never a busy loop: on a
     small host, spinning would take the CPU from the Firecracker starting up.
+    With ``appears``, the wait ends as soon as an entry appears in its
+    directory (inotify: the loop cannot sleep less than 1 ms).
     """
-    await asyncio.sleep(min(max(waited / 4, 0.0002), 0.01))
+    delay = min(max(waited / 4, 0.0002), 0.01)
+    watch = _pathwatch.shared() if appears is not None else None
+    if watch is None or appears is None:
+        await asyncio.sleep(delay)
+        return
+    loop = asyncio.get_running_loop()
+    woken: asyncio.Future[None] = loop.create_future()
+    token = watch.watch(appears.parent, lambda: loop.call_soon_threadsafe(_settle, woken))
+    if token is None:
+        await asyncio.sleep(delay)
+        return
+    try:
+        if appears.exists():
+            return
+        if watch.reader_added(loop):
+            loop.add_reader(watch.fileno(), watch.pump)
+        timer = loop.call_later(delay, _settle, woken)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            if watch.reader_removed(loop):
+                loop.remove_reader(watch.fileno())
+    finally:
+        watch.unwatch(token)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def run_blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -6,12 +6,13 @@ import os
 import select
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeAlias, TypeVar
 
-from . import vsock
+from . import _pathwatch, vsock
 from .streams import LineReader
 
 __all__ = ["drain", "run_blocking", "sleep", "vsock_connect", "vsock_listen", "wait_pid"]
@@ -30,12 +31,33 @@ def sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def pause(waited: float) -> None:
+def pause(waited: float, appears: Path | None = None) -> None:
     """Wait a little before looking again at something that has been awaited ``waited`` s.
 
-    From 0.2 ms, growing with the wait up to 10 ms.
+    From 0.2 ms, growing with the wait up to 10 ms. With ``appears``, the
+    wait ends as soon as an entry appears in its directory (inotify).
     """
-    time.sleep(min(max(waited / 4, 0.0002), 0.01))
+    delay = min(max(waited / 4, 0.0002), 0.01)
+    watch = _pathwatch.shared() if appears is not None else None
+    if watch is None or appears is None:
+        time.sleep(delay)
+        return
+    woken = threading.Event()
+    token = watch.watch(appears.parent, woken.set)
+    if token is None:
+        time.sleep(delay)
+        return
+    try:
+        end = time.monotonic() + delay
+        while not woken.is_set() and not appears.exists():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            # Another thread may pump (and deliver) our event: then the full delay passes.
+            if select.select([watch.fileno()], [], [], left)[0]:
+                watch.pump()
+    finally:
+        watch.unwatch(token)
 
 
 def run_blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -83,6 +83,8 @@ READY_TIMEOUT = 10.0
 #: Seconds a guest gets to stop after SendCtrlAltDel, then Firecracker after SIGTERM.
 SHUTDOWN_TIMEOUT = 5.0
 TERM_TIMEOUT = 3.0
+#: How many times a socket that refuses is tried again at once before backing off.
+QUICK_RETRIES = 3
 #: How many of Firecracker's last lines an error shows.
 TAIL_LINES = 20
 
@@ -357,29 +359,37 @@ class AsyncMachine:
             delay = min(delay * 2, 0.05)
 
     async def _wait_ready(self, deadline: float, ready_timeout: float, *, ask: bool = True) -> None:
-        # Firecracker answers ~1 ms after it starts: look often, then back off.
         # ask=False: the socket file is enough (the caller's first request retries).
         started = time.monotonic()
         socket_path = self._launch.socket_path
+        refusals = 0
         while True:
             status = self._process.exit_status if self._process else None
             if status is not None:
                 raise self._failure("Firecracker exited before its API was ready", status)
-            if socket_path.exists():
+            created = socket_path.exists()
+            if created:
                 if not ask:
                     return
                 try:
                     await self.client.get_instance_info(timeout=1.0)
                     return
                 except TransportError:
-                    pass
+                    refusals += 1
             if time.monotonic() > deadline:
                 raise self._failure(
                     f"Firecracker's API socket {socket_path} was not ready "
                     f"within {ready_timeout:g}s",
                     None,
                 )
-            await io.pause(time.monotonic() - started)
+            waited = time.monotonic() - started
+            if not created:  # woken as soon as it appears (~0.5 ms after the spawn)
+                await io.pause(waited, appears=socket_path)
+            elif refusals <= QUICK_RETRIES:  # Firecracker binds, then listens a moment later
+                os.sched_yield()  # that moment may be spent waiting for this very CPU
+                await io.sleep(0)
+            else:
+                await io.pause(waited)
 
     def _failure(self, what: str, status: ExitStatus | None) -> MachineError:
         message = f"microVM {self.config.vm_id}: {what}"
