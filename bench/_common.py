@@ -151,5 +151,5 @@ def report(
         )
     verdict = "meets" if worst <= target else "MISSES"
     print(
-        f"  {prefix} {verdict} the target of {target:.2f}x {baseline} (worst paired {worst:.2f}x)"
+        f"  {prefix} {verdict} the target of {target:.2f}x {baseline}: worst paired {worst:.2f}x"
     )

@@ -274,6 +274,7 @@ class AsyncMachine:
     async def _load(self, params: models.SnapshotLoadParams, deadline: float) -> None:
         """``PUT /snapshot/load`` as soon as the socket accepts (it may refuse for a moment)."""
         started = time.monotonic()
+        refusals = 0
         while True:
             try:
                 await self.client.load_snapshot(params)
@@ -285,7 +286,12 @@ class AsyncMachine:
                     raise self._failure(what, status) from exc
                 if time.monotonic() > deadline:
                     raise
-                await io.pause(time.monotonic() - started)
+                refusals += 1
+                if refusals <= QUICK_RETRIES:  # created, listening a moment later
+                    os.sched_yield()
+                    await io.sleep(0)
+                else:
+                    await io.pause(time.monotonic() - started)
             except APIError as exc:
                 if "Unrecognized ioctl flags" in exc.fault_message:
                     raise SnapshotError(

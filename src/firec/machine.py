@@ -273,6 +273,7 @@ class Machine:
     def _load(self, params: models.SnapshotLoadParams, deadline: float) -> None:
         """``PUT /snapshot/load`` as soon as the socket accepts (it may refuse for a moment)."""
         started = time.monotonic()
+        refusals = 0
         while True:
             try:
                 self.client.load_snapshot(params)
@@ -284,7 +285,12 @@ class Machine:
                     raise self._failure(what, status) from exc
                 if time.monotonic() > deadline:
                     raise
-                io.pause(time.monotonic() - started)
+                refusals += 1
+                if refusals <= QUICK_RETRIES:  # created, listening a moment later
+                    os.sched_yield()
+                    io.sleep(0)
+                else:
+                    io.pause(time.monotonic() - started)
             except APIError as exc:
                 if "Unrecognized ioctl flags" in exc.fault_message:
                     raise SnapshotError(
