@@ -150,6 +150,4 @@ def report(
             f" {median / statistics.median(base):16.2f}x {paired:12.2f}x"
         )
     verdict = "meets" if worst <= target else "MISSES"
-    print(
-        f"  {prefix} {verdict} the target of {target:.2f}x {baseline}: worst paired {worst:.2f}x"
-    )
+    print(f"  {prefix} {verdict} the target of {target:.2f}x {baseline}: worst paired {worst:.2f}x")
