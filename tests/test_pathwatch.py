@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import select
 import shutil
 import threading
@@ -73,3 +74,23 @@ async def test_async_pause_ends_when_the_path_appears(tmp_path: Path) -> None:
     watch = _pathwatch.shared()
     assert watch is not None
     assert watch._readers == {}  # the loop's reader was removed with the last wait
+
+
+def test_a_forked_child_gets_its_own_instance() -> None:
+    watch = _pathwatch.shared()
+    assert watch is not None
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's instance is closed here, a new one made
+        ok = False
+        try:
+            child = _pathwatch.shared()
+            ok = child is not None and child is not watch and watch._inotify.closed
+        finally:
+            os.write(write, b"1" if ok else b"0")
+            os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert _pathwatch.shared() is watch

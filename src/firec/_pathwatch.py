@@ -122,6 +122,17 @@ class PathWatch:
         return count == 0
 
 
+def _forget_in_child() -> None:
+    """A forked child gets its own instance: events read by one process are lost to the other."""
+    global _shared
+    if _shared is not None:
+        _shared._inotify.close()  # the parent still holds it: no grace period to wait for
+        _shared = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def shared() -> PathWatch | None:
     """The process's :class:`PathWatch`, made on first use; None where inotify is unavailable."""
     global _shared, _shared_failed
