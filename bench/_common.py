@@ -13,6 +13,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,6 +35,23 @@ class UnixHTTPConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(self.path)
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new directory for the run's sockets, logs, VM directories and snapshots.
+
+    On tmpfs (``/dev/shm``) where there is one, as firec's own runtime
+    directory ``/run/firec`` is on any usual host: on a disk file system every
+    VM directory made and removed costs journal writes and, with ``discard``,
+    blocking discards that no real deployment pays (and the raw paths, which
+    reuse one socket path, would not pay them either).
+    """
+    shm = Path("/dev/shm")
+    with open("/proc/self/mounts") as mounts:
+        on_tmpfs = any(line.split()[1:3] == [str(shm), "tmpfs"] for line in mounts if line.strip())
+    return Path(
+        tempfile.mkdtemp(prefix=prefix, dir=shm if on_tmpfs and os.access(shm, os.W_OK) else None)
+    )
 
 
 def vmm_binary(workdir: Path) -> tuple[str, str]:

@@ -16,7 +16,7 @@ ratios (see ``_common.paired_ratio``: Firecracker's own boot time is
 bimodal on some hosts). Then 50 concurrent boots from one ``AsyncMachine``
 event loop, counting the threads while they run.
 
-    python bench/boot_bench.py [--rounds 40] [--concurrent 50]
+    python bench/boot_bench.py [--rounds 100] [--concurrent 50]
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import os
 import select
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from _common import (
     interleave,
     report,
     request_when_listening,
+    scratch_dir,
     vmm_binary,
     wait_for_socket,
 )
@@ -195,10 +195,10 @@ async def concurrent_boots(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--concurrent", type=int, default=50)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="firec-bb-"))
+    workdir = scratch_dir("firec-bb-")
     try:
         binary, name = vmm_binary(workdir)
         kernel = build_test_guest()

@@ -28,7 +28,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 import httpx
 
 import firec
-from _common import UnixHTTPConnection, interleave, vmm_binary, wait_for_socket
+from _common import UnixHTTPConnection, interleave, scratch_dir, vmm_binary, wait_for_socket
 
 TARGET = 1.2
 REQUEST = b"GET / HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\r\n"
@@ -85,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})  # the VMM, started next, inherits it
-    workdir = Path(tempfile.mkdtemp(prefix="firec-bench-"))
+    workdir = scratch_dir("firec-bench-")
     process, socket_path, name = start_vmm(workdir)
     loop = asyncio.new_event_loop()
     try:

@@ -15,7 +15,7 @@ a random phase of the kernel tick (see ``_common.interleave``). Target: firec
 at most 1.10x raw, by the median of paired ratios. Then the wall time to start 10 clones with
 ``Snapshot.aclone`` (one event loop) and ``Snapshot.clone`` (threads).
 
-    python bench/snapshot_bench.py [--rounds 40] [--clones 10]
+    python bench/snapshot_bench.py [--rounds 100] [--clones 10]
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import asyncio
 import json
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +35,7 @@ from _common import (
     interleave,
     report,
     request_when_listening,
+    scratch_dir,
     vmm_binary,
     wait_for_socket,
 )
@@ -157,10 +157,10 @@ def clones_sync(snap: Snapshot, config: firec.Config, count: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--clones", type=int, default=10)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="firec-sb-"))
+    workdir = scratch_dir("firec-sb-")
     try:
         binary, name = vmm_binary(workdir)
         kernel = build_test_guest()
