@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeAlias, TypeVar
@@ -49,7 +50,15 @@ async def pause(waited: float, appears: Path | None = None) -> None:
         return
     loop = asyncio.get_running_loop()
     woken: asyncio.Future[None] = loop.create_future()
-    token = watch.watch(appears.parent, lambda: loop.call_soon_threadsafe(_settle, woken))
+    here = threading.get_ident()
+
+    def wake() -> None:
+        if threading.get_ident() == here:  # pumped by this loop's reader: no self-pipe needed
+            _settle(woken)
+        else:
+            loop.call_soon_threadsafe(_settle, woken)
+
+    token = watch.watch(appears.parent, wake)
     if token is None:
         await asyncio.sleep(delay)
         return
