@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import os
 import uuid
 from collections.abc import Mapping, Sequence
@@ -169,8 +170,9 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     # -- seed-style getters ------------------------------------------------------
+    # (the paths are worked out once per config: a config is a value, never changed)
 
-    @property
+    @functools.cached_property
     def jail(self) -> Jail | None:
         """The jail this VM runs in, or ``None`` when not jailed."""
         if self.jailer is None:
@@ -189,7 +191,7 @@ class Config:
         explicit = self.jailer.jailer_binary if self.jailer else None
         return resolve_binary(explicit, "jailer")
 
-    @property
+    @functools.cached_property
     def vm_dir(self) -> Path:
         """firec's own directory for this VM on the host (outside any jail).
 
@@ -198,7 +200,7 @@ class Config:
         """
         return (self.workdir or runtime_dir()) / self.vm_id
 
-    @property
+    @functools.cached_property
     def api_socket_path(self) -> str:
         """The ``--api-sock`` value, as Firecracker sees it."""
         if self.socket_path is not None:
@@ -207,7 +209,7 @@ class Config:
             return JAILED_SOCKET_PATH
         return str(self.vm_dir / "firecracker.socket")
 
-    @property
+    @functools.cached_property
     def host_socket_path(self) -> Path:
         """The API socket's path on the host."""
         jail = self.jail

@@ -272,7 +272,8 @@ def _restored_config(
 def _device_files(snapshot: Snapshot, config: Config) -> dict[str, str]:
     """The files Firecracker reopens at load: ``"drive <id>"`` -> host path."""
     files: dict[str, str] = {}
-    seen = {d["drive_id"]: d.get("path_on_host") for d in snapshot.vm_config.get("drives") or []}
+    exported = snapshot.vm_config
+    seen = {d["drive_id"]: d.get("path_on_host") for d in exported.get("drives") or []}
     for drive in config.drives:
         if drive.path_on_host is None:
             continue
@@ -280,7 +281,7 @@ def _device_files(snapshot: Snapshot, config: Config) -> dict[str, str]:
             files[f"drive {drive.drive_id}"] = seen.get(drive.drive_id) or drive.path_on_host
         else:
             files[f"drive {drive.drive_id}"] = drive.path_on_host
-    seen_pmem = {p["id"]: p["path_on_host"] for p in snapshot.vm_config.get("pmem") or []}
+    seen_pmem = {p["id"]: p["path_on_host"] for p in exported.get("pmem") or []}
     for pmem in config.pmem:
         where = seen_pmem.get(pmem.id, pmem.path_on_host) if config.jailer is None else None
         files[f"pmem {pmem.id}"] = where or pmem.path_on_host

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import json
 import os
 import secrets
@@ -211,10 +212,15 @@ class Snapshot:
         paths: dict[str, str] = json.loads(self.host_paths_json)
         return paths
 
+    @functools.cached_property
+    def _vm_config(self) -> Mapping[str, Any]:
+        """:attr:`vm_config` parsed once, for reading only (a snapshot may be restored often)."""
+        return self.vm_config
+
     @property
     def mem_size_mib(self) -> int:
         """The guest memory size, in MiB."""
-        machine = self.vm_config.get("machine-config") or {}
+        machine = self._vm_config.get("machine-config") or {}
         return int(machine["mem_size_mib"])
 
     @property
@@ -227,7 +233,7 @@ class Snapshot:
         """The network interfaces of the snapshot: ``iface_id`` -> tap name."""
         return {
             iface["iface_id"]: iface["host_dev_name"]
-            for iface in self.vm_config.get("network-interfaces") or []
+            for iface in self._vm_config.get("network-interfaces") or []
         }
 
     @property
@@ -301,7 +307,7 @@ class Snapshot:
                 f"{exc.strerror}",
                 path=str(self.memory_file),
             ) from None
-        hotplug = self.vm_config.get("memory-hotplug")
+        hotplug = self._vm_config.get("memory-hotplug")
         if size < self.memory_size or (size != self.memory_size and not hotplug):
             raise SnapshotError(
                 f"snapshot {self.directory}: the memory file {self.memory_file} has {size} bytes, "
