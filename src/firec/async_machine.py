@@ -62,6 +62,7 @@ from .launch import (
     find_socket,
     plan,
     prepare,
+    socket_accepts,
     spawn,
 )
 from .logs import LogForwarder
@@ -365,7 +366,7 @@ class AsyncMachine:
             delay = min(delay * 2, 0.05)
 
     async def _wait_ready(self, deadline: float, ready_timeout: float, *, ask: bool = True) -> None:
-        # ask=False: the socket file is enough (the caller's first request retries).
+        # ask=False: a socket that takes connections is enough (the caller's request follows).
         started = time.monotonic()
         socket_path = self._launch.socket_path
         refusals = 0
@@ -373,15 +374,15 @@ class AsyncMachine:
             status = self._process.exit_status if self._process else None
             if status is not None:
                 raise self._failure("Firecracker exited before its API was ready", status)
-            created = socket_path.exists()
-            if created:
+            accepts = socket_accepts(socket_path)  # None: not there yet
+            if accepts:
                 if not ask:
                     return
                 try:
                     await self.client.get_instance_info(timeout=1.0)
                     return
                 except TransportError:
-                    refusals += 1
+                    pass
             if time.monotonic() > deadline:
                 raise self._failure(
                     f"Firecracker's API socket {socket_path} was not ready "
@@ -389,10 +390,13 @@ class AsyncMachine:
                     None,
                 )
             waited = time.monotonic() - started
-            if not created:  # woken as soon as it appears (~0.5 ms after the spawn)
+            if accepts is None:  # woken as soon as it appears (~0.5 ms after the spawn)
                 await io.pause(waited, appears=socket_path)
-            elif refusals <= QUICK_RETRIES:  # Firecracker binds, then listens a moment later
-                os.sched_yield()  # that moment may be spent waiting for this very CPU
+            elif accepts is False and refusals < QUICK_RETRIES:
+                # Firecracker binds, then listens a moment later: a moment that may be
+                # spent waiting for this very CPU
+                refusals += 1
+                os.sched_yield()
                 await io.sleep(0)
             else:
                 await io.pause(waited)

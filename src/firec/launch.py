@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -243,6 +244,26 @@ def attached(config: Config) -> Launch:
         config_file_path=None,
         metadata_path=None,
     )
+
+
+def socket_accepts(path: Path) -> bool | None:
+    """Whether the Unix socket at ``path`` takes connections now; None if it does not exist yet.
+
+    False while the VMM has bound it but not yet listens. Never blocks: one
+    ``connect``, closed at once.
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+    try:
+        probe.connect(os.fspath(path))
+    except BlockingIOError:
+        return True  # listening, its backlog full for a moment
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        return False  # refused (bound, not listening yet) or not a socket
+    finally:
+        probe.close()
+    return True
 
 
 def find_socket(target: str | os.PathLike[str]) -> Path:
