@@ -26,6 +26,9 @@ VsockConnection: TypeAlias = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 #: A listener for guest connections to a host vsock port.
 VsockListener: TypeAlias = vsock.AsyncVsockListener
 
+#: Seconds of a wait for a path during which :func:`pause` only yields the CPU.
+YIELD_ONLY = 0.001
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -41,12 +44,19 @@ async def pause(waited: float, appears: Path | None = None) -> None:
     From 0.2 ms, growing with the wait up to 10 ms. Never a busy loop: on a
     small host, spinning would take the CPU from the Firecracker starting up.
     With ``appears``, the wait ends as soon as an entry appears in its
-    directory (inotify: the loop cannot sleep less than 1 ms).
+    directory (inotify: the loop cannot sleep less than 1 ms). In the first
+    millisecond (a VMM makes its socket ~0.5 ms after it starts) it only
+    yields the CPU: a sleeping waiter is woken late on a busy small host,
+    while the starting VMM gets the CPU it is yielded.
     """
     delay = min(max(waited / 4, 0.0002), 0.01)
     watch = _pathwatch.shared() if appears is not None else None
     if watch is None or appears is None:
         await asyncio.sleep(delay)
+        return
+    if waited < YIELD_ONLY:
+        os.sched_yield()
+        await asyncio.sleep(0)
         return
     loop = asyncio.get_running_loop()
     woken: asyncio.Future[None] = loop.create_future()

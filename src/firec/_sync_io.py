@@ -22,6 +22,9 @@ VsockConnection: TypeAlias = socket.socket
 #: A listener for guest connections to a host vsock port.
 VsockListener: TypeAlias = vsock.VsockListener
 
+#: Seconds of a wait for a path during which :func:`pause` only yields the CPU.
+YIELD_ONLY = 0.001
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -35,12 +38,16 @@ def pause(waited: float, appears: Path | None = None) -> None:
     """Wait a little before looking again at something that has been awaited ``waited`` s.
 
     From 0.2 ms, growing with the wait up to 10 ms. With ``appears``, the
-    wait ends as soon as an entry appears in its directory (inotify).
+    wait ends as soon as an entry appears in its directory (inotify); in
+    the first millisecond it only yields the CPU (see ``_async_io.pause``).
     """
     delay = min(max(waited / 4, 0.0002), 0.01)
     watch = _pathwatch.shared() if appears is not None else None
     if watch is None or appears is None:
         time.sleep(delay)
+        return
+    if waited < YIELD_ONLY:
+        os.sched_yield()
         return
     woken = threading.Event()
     token = watch.watch(appears.parent, woken.set)
