@@ -1,4 +1,4 @@
-"""Follow a file, a fifo or a pipe line by line.
+"""Follow a file, a fifo or a pipe line by line (or byte by byte).
 
 Firecracker writes its log, its metrics and its serial console to files,
 fifos or its stdout. The readers here deliver each complete line to a
@@ -6,6 +6,8 @@ callback, as ``str`` without the line ending (``\\n`` or ``\\r\\n``), decoded
 as UTF-8 with invalid bytes replaced. A partial last line is kept until it
 completes, or until the stream ends or the reader stops, when it is delivered
 as it is. A line longer than :data:`MAX_LINE_BYTES` is delivered in pieces.
+With ``lines=False`` the callback gets the ``bytes`` as they are read instead
+(what :meth:`firec.console.Console.stream` uses).
 
 What is followed, and how:
 
