@@ -29,6 +29,7 @@ from firec.transport import (
     BASE_URL,
     AsyncUnixSocketTransport,
     UnixSocketTransport,
+    _AsyncConnection,
     parse_head,
     serialize_request,
     transport_error,
@@ -440,6 +441,30 @@ def test_kept_alive_connection_dropped_unanswered(
         with pytest.raises(httpx.RemoteProtocolError, match="without answering"):
             client.send(method, "/", body={"a": 1})
         assert (server.connections, len(server.requests)) == (1, 2)
+
+
+async def test_async_watches_an_idle_connection_whose_answer_came_at_once(
+    short_tmp: Path,
+) -> None:
+    """A response already there when read (nothing was awaited) still leaves the socket watched."""
+    client_end, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    client_end.setblocking(False)
+    server_end.sendall(reply(INFO))  # the answer is waiting before the request is even sent
+    transport = AsyncUnixSocketTransport(str(short_tmp / "unused.sock"))
+
+    async def connect(timeout: float | None) -> Any:
+        return _AsyncConnection(client_end)
+
+    transport._connect = connect  # type: ignore[method-assign]
+    request = httpx.Request("GET", BASE_URL + "/", extensions={"timeout": timeout_extension(5)})
+    assert (await transport.handle_async_request(request)).content == INFO
+    (idle,) = transport._idle
+    server_end.close()
+    deadline = time.monotonic() + 5
+    while not idle.stale and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert idle.stale
+    await transport.aclose()
 
 
 async def test_async_notices_a_connection_closed_while_idle(serve: Any) -> None:

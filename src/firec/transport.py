@@ -749,6 +749,9 @@ class AsyncUnixSocketTransport(httpx.AsyncBaseTransport):
                 raise
             if reusable and not self._closed:
                 conn.busy = False
+                # watched while idle, to see the server hang up (the response may
+                # have been there at once, so that nothing was watched yet)
+                conn._watch(asyncio.get_running_loop())
                 self._idle.append(conn)
             else:
                 conn.close()
