@@ -50,13 +50,13 @@ async def pause(waited: float, appears: Path | None = None) -> None:
     while the starting VMM gets the CPU it is yielded.
     """
     delay = min(max(waited / 4, 0.0002), 0.01)
+    if appears is not None and waited < YIELD_ONLY:
+        os.sched_yield()
+        await asyncio.sleep(0)
+        return
     watch = _pathwatch.shared() if appears is not None else None
     if watch is None or appears is None:
         await asyncio.sleep(delay)
-        return
-    if waited < YIELD_ONLY:
-        os.sched_yield()
-        await asyncio.sleep(0)
         return
     loop = asyncio.get_running_loop()
     woken: asyncio.Future[None] = loop.create_future()

@@ -42,12 +42,12 @@ def pause(waited: float, appears: Path | None = None) -> None:
     the first millisecond it only yields the CPU (see ``_async_io.pause``).
     """
     delay = min(max(waited / 4, 0.0002), 0.01)
+    if appears is not None and waited < YIELD_ONLY:
+        os.sched_yield()
+        return
     watch = _pathwatch.shared() if appears is not None else None
     if watch is None or appears is None:
         time.sleep(delay)
-        return
-    if waited < YIELD_ONLY:
-        os.sched_yield()
         return
     woken = threading.Event()
     token = watch.watch(appears.parent, woken.set)
