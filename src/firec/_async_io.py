@@ -19,7 +19,16 @@ from typing import ParamSpec, TypeAlias, TypeVar
 from . import _pathwatch, vsock
 from .streams import AsyncLineReader
 
-__all__ = ["drain", "run_blocking", "sleep", "vsock_connect", "vsock_listen", "wait_pid"]
+__all__ = [
+    "drain",
+    "pause",
+    "run_blocking",
+    "sleep",
+    "vsock_connect",
+    "vsock_listen",
+    "wait_pid",
+    "yield_cpu",
+]
 
 #: A connection to a guest vsock port.
 VsockConnection: TypeAlias = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -38,6 +47,12 @@ async def sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+async def yield_cpu() -> None:
+    """Let other threads on this CPU run (a starting VMM), then other tasks of the loop."""
+    os.sched_yield()
+    await asyncio.sleep(0)
+
+
 async def pause(waited: float, appears: Path | None = None) -> None:
     """Wait a little before looking again at something that has been awaited ``waited`` s.
 
@@ -51,8 +66,7 @@ async def pause(waited: float, appears: Path | None = None) -> None:
     """
     delay = min(max(waited / 4, 0.0002), 0.01)
     if appears is not None and waited < YIELD_ONLY:
-        os.sched_yield()
-        await asyncio.sleep(0)
+        await yield_cpu()
         return
     watch = _pathwatch.shared() if appears is not None else None
     if watch is None or appears is None:

@@ -15,7 +15,16 @@ from typing import ParamSpec, TypeAlias, TypeVar
 from . import _pathwatch, vsock
 from .streams import LineReader
 
-__all__ = ["drain", "run_blocking", "sleep", "vsock_connect", "vsock_listen", "wait_pid"]
+__all__ = [
+    "drain",
+    "pause",
+    "run_blocking",
+    "sleep",
+    "vsock_connect",
+    "vsock_listen",
+    "wait_pid",
+    "yield_cpu",
+]
 
 #: A connection to a guest vsock port.
 VsockConnection: TypeAlias = socket.socket
@@ -34,6 +43,11 @@ def sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def yield_cpu() -> None:
+    """Let other threads on this CPU run (a starting VMM)."""
+    os.sched_yield()
+
+
 def pause(waited: float, appears: Path | None = None) -> None:
     """Wait a little before looking again at something that has been awaited ``waited`` s.
 
@@ -43,7 +57,7 @@ def pause(waited: float, appears: Path | None = None) -> None:
     """
     delay = min(max(waited / 4, 0.0002), 0.01)
     if appears is not None and waited < YIELD_ONLY:
-        os.sched_yield()
+        yield_cpu()
         return
     watch = _pathwatch.shared() if appears is not None else None
     if watch is None or appears is None:

@@ -289,8 +289,7 @@ class AsyncMachine:
                     raise
                 refusals += 1
                 if refusals <= QUICK_RETRIES:  # created, listening a moment later
-                    os.sched_yield()
-                    await io.sleep(0)
+                    await io.yield_cpu()
                 else:
                     await io.pause(time.monotonic() - started)
             except APIError as exc:
@@ -396,8 +395,7 @@ class AsyncMachine:
                 # Firecracker binds, then listens a moment later: a moment that may be
                 # spent waiting for this very CPU
                 refusals += 1
-                os.sched_yield()
-                await io.sleep(0)
+                await io.yield_cpu()
             else:
                 await io.pause(waited)
 

@@ -288,8 +288,7 @@ class Machine:
                     raise
                 refusals += 1
                 if refusals <= QUICK_RETRIES:  # created, listening a moment later
-                    os.sched_yield()
-                    io.sleep(0)
+                    io.yield_cpu()
                 else:
                     io.pause(time.monotonic() - started)
             except APIError as exc:
@@ -393,8 +392,7 @@ class Machine:
                 # Firecracker binds, then listens a moment later: a moment that may be
                 # spent waiting for this very CPU
                 refusals += 1
-                os.sched_yield()
-                io.sleep(0)
+                io.yield_cpu()
             else:
                 io.pause(waited)
 
