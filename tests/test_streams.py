@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from firec.errors import FirecError
-from firec.streams import MAX_LINE_BYTES, AsyncLineReader, LineReader, tail_lines
+from firec.streams import MAX_LINE_BYTES, AsyncLineReader, LineReader, _Opened, tail_lines
 
 WAIT = 10.0  # seconds before a wait is declared hung (never reached when things work)
 
@@ -100,6 +100,32 @@ def test_file_is_followed_from_the_start_as_it_grows(tmp_path: Path, no_leaks: N
         append(path, b"no newline yet")
     assert lines == ["first", "second", "third", "no newline yet"]
     assert reader.lines_seen == 4
+
+
+def test_stop_right_after_a_write_to_a_file_still_delivers_it(
+    tmp_path: Path, no_leaks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stop() coming between the reader's last (empty) read and its look at the flag."""
+    path = tmp_path / "fc.log"
+    path.write_bytes(b"")
+    lines: list[str] = []
+    reader = LineReader(path, lines.append, poll_interval=0.01)
+    original = _Opened.read_file
+    raced = threading.Event()
+
+    def read_then_race(opened: _Opened) -> bytes:
+        data = original(opened)
+        if not data and not raced.is_set():
+            raced.set()
+            append(path, b"last words\n")  # written, then stop() sets its flag at once
+            reader._stopping = True
+        return data
+
+    monkeypatch.setattr(_Opened, "read_file", read_then_race)
+    reader.start()
+    assert raced.wait(WAIT)
+    stop_within(reader)
+    assert lines == ["last words"]
 
 
 def test_file_without_follow_stops_at_its_end(tmp_path: Path, no_leaks: None) -> None:

@@ -357,9 +357,11 @@ class LineReader:
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         while True:
+            # read after looking at the flag: what was written before stop() is then seen
+            stopping = self._stopping
             while data := opened.read_file():
                 self._delivery.feed(data)
-            if self._stopping or not self._follow:
+            if stopping or not self._follow:
                 return
             poller.poll(self._poll_ms)
 
