@@ -264,6 +264,25 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(sig, old)
 
 
+def detach_or_run_foreground(
+    registry: Registry, started: StartedVm, *, detach: bool, as_json: bool, stop_timeout: float
+) -> None:
+    """Print the started VM (detached), or attend it in the foreground until it ends."""
+    if detach:
+        if as_json:
+            print_json(describe(started.record))
+        else:
+            out.print(started.record.vm_id)
+        return
+    err.print(
+        f"[dim]firec: microVM {started.record.vm_id} is running (pid {started.machine.pid}); "
+        "Ctrl-C stops it[/]"
+    )
+    code = run_foreground(registry, started, stop_timeout)
+    if code is not ExitCode.OK:
+        raise typer.Exit(int(code))
+
+
 def run_foreground(registry: Registry, started: StartedVm, stop_timeout: float) -> ExitCode:
     """Wait for the VM; on Ctrl-C (or SIGTERM/SIGHUP) stop it; then remove everything."""
     machine, vm_id = started.machine, started.record.vm_id
@@ -513,15 +532,6 @@ def run(
         raise
     except APIError as exc:
         fail(ExitCode.VM_FAILED, f"microVM {vm_id} did not boot: {exc}")
-    if detach:
-        if as_json:
-            print_json(describe(started.record))
-        else:
-            out.print(started.record.vm_id)
-        return
-    err.print(
-        f"[dim]firec: microVM {vm_id} is running (pid {started.machine.pid}); Ctrl-C stops it[/]"
+    detach_or_run_foreground(
+        registry, started, detach=detach, as_json=as_json, stop_timeout=stop_timeout
     )
-    code = run_foreground(registry, started, stop_timeout)
-    if code is not ExitCode.OK:
-        raise typer.Exit(int(code))

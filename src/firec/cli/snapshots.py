@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -16,9 +16,9 @@ from firec.process import VmmProcess
 from firec.registry import Registry, VmRecord
 from firec.snapshot import Snapshot
 
-from .output import ExitCode, err, fail, out, print_json
-from .run import new_vm_id, run_foreground, start_vm
-from .vms import VmState, describe, live_state, resolve
+from .output import ExitCode, fail, out, print_json
+from .run import detach_or_run_foreground, new_vm_id, start_vm
+from .vms import VmState, live_state, resolve
 
 __all__ = ["clone", "restore", "snapshot"]
 
@@ -114,24 +114,6 @@ def _check_interfaces(snap: Snapshot, overrides: dict[str, str], what: str) -> N
         )
 
 
-def _finish(
-    registry: Registry, started: Any, *, detach: bool, as_json: bool, stop_timeout: float
-) -> None:
-    if detach:
-        if as_json:
-            print_json(describe(started.record))
-        else:
-            out.print(started.record.vm_id)
-        return
-    err.print(
-        f"[dim]firec: microVM {started.record.vm_id} is running (pid {started.machine.pid}); "
-        "Ctrl-C stops it[/]"
-    )
-    code = run_foreground(registry, started, stop_timeout)
-    if code is not ExitCode.OK:
-        raise typer.Exit(int(code))
-
-
 def restore(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(help="A snapshot directory (firec snapshot).")],
@@ -173,7 +155,9 @@ def restore(
     started = start_vm(
         registry, config, detached=detach, make=make, origin=f"snapshot:{snap.directory}"
     )
-    _finish(registry, started, detach=detach, as_json=as_json, stop_timeout=stop_timeout)
+    detach_or_run_foreground(
+        registry, started, detach=detach, as_json=as_json, stop_timeout=stop_timeout
+    )
 
 
 def clone(
@@ -245,4 +229,6 @@ def clone(
         )
 
     started = start_vm(registry, config, detached=detach, make=make, origin=f"clone:{source.vm_id}")
-    _finish(registry, started, detach=detach, as_json=as_json, stop_timeout=stop_timeout)
+    detach_or_run_foreground(
+        registry, started, detach=detach, as_json=as_json, stop_timeout=stop_timeout
+    )
