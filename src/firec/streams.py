@@ -195,7 +195,55 @@ class _Delivery:
                 _log.exception("callback for %s failed; the reader goes on", self._name)
 
 
-class LineReader:
+class _Follower:
+    """What both readers share: the source, how to follow it, where what is read goes."""
+
+    @overload
+    def __init__(
+        self,
+        source: Source,
+        callback: LineCallback,
+        *,
+        follow: bool = ...,
+        poll_interval: float = ...,
+        lines: Literal[True] = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        source: Source,
+        callback: ChunkCallback,
+        *,
+        follow: bool = ...,
+        poll_interval: float = ...,
+        lines: Literal[False],
+    ) -> None: ...
+    def __init__(
+        self,
+        source: Source,
+        callback: LineCallback | ChunkCallback,
+        *,
+        follow: bool = True,
+        poll_interval: float = 0.05,
+        lines: bool = True,
+    ) -> None:
+        self._source = source
+        self._follow = follow
+        self._poll_interval = poll_interval
+        name = f"fd {source}" if isinstance(source, int) else os.fspath(source)
+        self._delivery = _Delivery(callback, name, lines=lines)
+        self._init_state()
+
+    def _init_state(self) -> None:
+        """Set the reader's own state (called by ``__init__``)."""
+
+    @property
+    def lines_seen(self) -> int:
+        """How many lines (with ``lines=False``: chunks) were delivered to the callback so far."""
+        return self._delivery.lines_seen
+
+
+class LineReader(_Follower):
     """Follow a file, fifo or pipe in a daemon thread, calling ``callback`` per line.
 
     Args:
@@ -232,51 +280,13 @@ class LineReader:
         reader.stop()
     """
 
-    @overload
-    def __init__(
-        self,
-        source: Source,
-        callback: LineCallback,
-        *,
-        follow: bool = ...,
-        poll_interval: float = ...,
-        lines: Literal[True] = ...,
-    ) -> None: ...
-    @overload
-    def __init__(
-        self,
-        source: Source,
-        callback: ChunkCallback,
-        *,
-        follow: bool = ...,
-        poll_interval: float = ...,
-        lines: Literal[False],
-    ) -> None: ...
-    def __init__(
-        self,
-        source: Source,
-        callback: LineCallback | ChunkCallback,
-        *,
-        follow: bool = True,
-        poll_interval: float = 0.05,
-        lines: bool = True,
-    ) -> None:
-        self._source = source
-        self._follow = follow
-        self._poll_ms = max(1, round(poll_interval * 1000))
-        name = f"fd {source}" if isinstance(source, int) else os.fspath(source)
-        self._delivery = _Delivery(callback, name, lines=lines)
+    def _init_state(self) -> None:
         self._thread: threading.Thread | None = None
         self._opened: _Opened | None = None
         self._wake_r = self._wake_w = -1
         self._stopping = False
         self._done = threading.Event()
         self._wake_lock = threading.Lock()
-
-    @property
-    def lines_seen(self) -> int:
-        """How many lines (with ``lines=False``: chunks) were delivered to the callback so far."""
-        return self._delivery.lines_seen
 
     def start(self) -> None:
         """Open the source and start the reader thread.
@@ -363,7 +373,7 @@ class LineReader:
                 self._delivery.feed(data)
             if stopping or not self._follow:
                 return
-            poller.poll(self._poll_ms)
+            poller.poll(max(1, round(self._poll_interval * 1000)))
 
     def _run_stream(self, opened: _Opened) -> None:
         poller = select.poll()
@@ -385,7 +395,7 @@ class LineReader:
             self._delivery.feed(data)
 
 
-class AsyncLineReader:
+class AsyncLineReader(_Follower):
     """Follow a file, fifo or pipe on the running asyncio loop, without a thread.
 
     Same arguments and line semantics as :class:`LineReader`; ``callback`` is
@@ -406,50 +416,12 @@ class AsyncLineReader:
         print(reader.lines_seen, "lines")
     """
 
-    @overload
-    def __init__(
-        self,
-        source: Source,
-        callback: LineCallback,
-        *,
-        follow: bool = ...,
-        poll_interval: float = ...,
-        lines: Literal[True] = ...,
-    ) -> None: ...
-    @overload
-    def __init__(
-        self,
-        source: Source,
-        callback: ChunkCallback,
-        *,
-        follow: bool = ...,
-        poll_interval: float = ...,
-        lines: Literal[False],
-    ) -> None: ...
-    def __init__(
-        self,
-        source: Source,
-        callback: LineCallback | ChunkCallback,
-        *,
-        follow: bool = True,
-        poll_interval: float = 0.05,
-        lines: bool = True,
-    ) -> None:
-        self._source = source
-        self._follow = follow
-        self._poll_interval = poll_interval
-        name = f"fd {source}" if isinstance(source, int) else os.fspath(source)
-        self._delivery = _Delivery(callback, name, lines=lines)
+    def _init_state(self) -> None:
         self._opened: _Opened | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._done: asyncio.Event | None = None
         self._watching = False
-
-    @property
-    def lines_seen(self) -> int:
-        """How many lines (with ``lines=False``: chunks) were delivered to the callback so far."""
-        return self._delivery.lines_seen
 
     def start(self) -> None:
         """Open the source and start watching it on the running loop.
