@@ -25,11 +25,16 @@ catches them all::
 * :class:`SnapshotError`: a snapshot cannot be taken or restored as asked
   (missing or truncated files, a Firecracker version that cannot load it; see
   :mod:`firec.snapshot`).
+* :class:`InUseError`: a microVM id is already taken on this host (a
+  :class:`MachineError`); nothing was touched.
+* :class:`StateError`: a state file of firec's (VM or network record, lease)
+  cannot be written or read (names the file and the reason).
 """
 
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Sequence
 
 __all__ = [
@@ -37,9 +42,11 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "FirecError",
+    "InUseError",
     "MachineError",
     "NetworkError",
     "SnapshotError",
+    "StateError",
     "TimeoutError",
     "TransportError",
     "UnsupportedError",
@@ -159,6 +166,42 @@ class MachineError(FirecError):
         if self.log_tail:
             text += "\nlast lines from Firecracker:\n  " + "\n  ".join(self.log_tail)
         super().__init__(text)
+
+
+class InUseError(MachineError):
+    """A microVM id is taken: another VM with this id runs, or is being started, on this host.
+
+    Raised before anything is made or touched; the VM that holds the id is
+    left exactly as it was.
+
+    Attributes:
+        vm_id: the id asked for.
+        holder: who holds it, for people (its VMM's or controller's pid).
+    """
+
+    def __init__(self, vm_id: str, holder: str) -> None:
+        self.vm_id = vm_id
+        self.holder = holder
+        super().__init__(
+            f"microVM id {vm_id!r} is in use: {holder}; choose another id, or stop and "
+            f"remove that VM first (firec rm -f {vm_id})"
+        )
+
+
+class StateError(FirecError):
+    """One of firec's state files (VM records, network records, leases) cannot be used.
+
+    Attributes:
+        path: the file.
+        reason: why (the operating system's words: "No space left on device"...).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str | OSError) -> None:
+        self.path = os.fspath(path)
+        if isinstance(reason, OSError):
+            reason = reason.strerror or str(reason)
+        self.reason = reason
+        super().__init__(f"cannot write or read firec's state file {self.path}: {reason}")
 
 
 class NetworkError(FirecError):

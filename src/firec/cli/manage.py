@@ -204,8 +204,13 @@ def gc(
 
 
 def _reap_orphan_networks(registry: Registry) -> list[dict[str, Any]]:
-    """Network set-ups recorded in firec's state whose VM has no record (a crash in between)."""
+    """Network set-ups recorded in firec's state whose VM has no record (a crash in between).
+
+    A network whose owner (the process that set it up) still runs is left
+    alone: it belongs to a live program that keeps no host record.
+    """
     from firec.network import teardown_network
+    from firec.network.setup import network_owner
 
     entries: list[dict[str, Any]] = []
     records_dir = registry.network_dir / "networks"
@@ -216,7 +221,8 @@ def _reap_orphan_networks(registry: Registry) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {"id": vm_id, "reason": "a network without a microVM"}
         try:
             with registry.lock(vm_id, timeout=5.0):
-                if registry.path(vm_id).exists():
+                owner = network_owner(vm_id, state_dir=registry.network_dir)
+                if registry.path(vm_id).exists() or (owner is not None and owner.alive()):
                     continue
                 teardown_network(vm_id, state_dir=registry.network_dir)
                 entry["done"] = ["tore its network down"]

@@ -49,17 +49,18 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from firec import _jsonfile
 from firec.errors import ConfigError, NetworkError
 from firec.network import cni as _cni
 from firec.network import nat as _nat
@@ -71,6 +72,7 @@ from firec.network.guest_ip import GuestIPConfig, validate_hostname
 from firec.network.interface import BridgedNetwork, CNINetwork, Interface, RoutedNetwork
 from firec.network.leases import Lease, LeaseStore
 from firec.network.mac import derive_mac
+from firec.process import ProcessRef
 
 __all__ = [
     "NS_UPLINK",
@@ -79,6 +81,7 @@ __all__ = [
     "VMNetwork",
     "host_link_name",
     "netns_name",
+    "network_owner",
     "reclaim_leases",
     "record_path",
     "setup_network",
@@ -219,7 +222,14 @@ class VMNetwork:
 
 
 class _Record:
-    """The write-ahead record of one VM's set-up steps."""
+    """The write-ahead record of one VM's set-up steps.
+
+    It names the process that set the network up (``owner``: pid, start time
+    and boot, as :class:`~firec.process.ProcessRef`), so that a clean-up of
+    what crashed processes left (``firec gc``) never touches the network of a
+    VM whose owner still runs. Written with :mod:`firec._jsonfile`: a full
+    disk leaves no record behind, never an empty one.
+    """
 
     def __init__(self, path: Path, data: dict[str, Any]) -> None:
         self.path = path
@@ -227,34 +237,38 @@ class _Record:
 
     @classmethod
     def create(cls, path: Path, vm_id: str, host_netns: str | None) -> _Record:
-        record = cls(
-            path, {"format": RECORD_FORMAT, "vm_id": vm_id, "host_netns": host_netns, "steps": []}
-        )
+        owner = ProcessRef.of(os.getpid())
+        data: dict[str, Any] = {
+            "format": RECORD_FORMAT,
+            "vm_id": vm_id,
+            "host_netns": host_netns,
+            "owner": dataclasses.asdict(owner) if owner is not None else None,
+            "steps": [],
+        }
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            os.close(fd)
+            _jsonfile.create(path, data, mode=0o644)
         except FileExistsError:
             raise NetworkError(
                 f"the network of VM {vm_id!r} is already set up (record {path}); tear it down "
                 "first (firec.network.teardown_network)"
             ) from None
-        except OSError as exc:
-            raise NetworkError(f"could not create {path}: {exc.strerror or exc}") from exc
-        record.write()
-        return record
+        return cls(path, data)
 
     @classmethod
     def load(cls, path: Path) -> _Record | None:
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
+        data = _jsonfile.read(path, RECORD_FORMAT)
+        return cls(path, data) if data is not None else None
+
+    @property
+    def owner(self) -> ProcessRef | None:
+        """The process that set the network up (``None`` in records older than this field)."""
+        owner = self.data.get("owner")
+        if not isinstance(owner, dict):
             return None
-        except (OSError, ValueError) as exc:
-            raise NetworkError(f"could not read network record {path}: {exc}") from exc
-        if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
-            raise NetworkError(f"{path} is not a {RECORD_FORMAT} record")
-        return cls(path, data)
+        try:
+            return ProcessRef(**owner)
+        except TypeError:
+            return None
 
     @property
     def steps(self) -> list[dict[str, Any]]:
@@ -262,26 +276,27 @@ class _Record:
         return steps
 
     def add(self, step: dict[str, Any]) -> None:
+        """Record ``step``, *before* taking it (undoing a step not taken is a no-op)."""
         self.steps.append(step)
         self.write()
 
     def write(self) -> None:
         # replaced atomically, not fsynced: what it records (links, namespaces, rules)
         # does not survive a power loss either, only a crash of this process
-        text = json.dumps(self.data, indent=2, sort_keys=True) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=".net-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(text)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        _jsonfile.write(self.path, self.data, mode=0o644)
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def network_owner(vm_id: str, *, state_dir: str | os.PathLike[str]) -> ProcessRef | None:
+    """The process that set up ``vm_id``'s network, if it has a record that names one.
+
+    ``firec gc`` leaves a network alone while its owner runs.
+    """
+    record = _Record.load(record_path(state_dir, vm_id))
+    return record.owner if record is not None else None
 
 
 def _undo_step(step: dict[str, Any], state_dir: Path) -> None:
@@ -703,8 +718,8 @@ def _build(plan: _Plan, record: _Record) -> tuple[AttachedInterface, ...]:
 
     # 2. the VM's namespace
     if plan.netns is not None:
-        _netns.create_netns(plan.netns)
         record.add({"kind": "netns", "name": plan.netns})
+        _netns.create_netns(plan.netns)
 
     # 3. the veth pair between host and namespace (routed interfaces)
     if plan.uplink is not None and plan.netns is not None:
@@ -751,8 +766,8 @@ def _link_namespace(plan: _Plan, record: _Record, guests: Sequence[IPv4Address])
         with netlink() as nl:
             nl.add_veth(uplink, NS_UPLINK, peer_netns=vm_ns)
 
-    _netns.run_in_netns(plan.host_netns, host_side)
     record.add({"kind": "link", "name": uplink, "netns": plan.host_netns})
+    _netns.run_in_netns(plan.host_netns, host_side)
 
     def configure_host() -> None:
         with netlink() as nl:
@@ -809,10 +824,10 @@ def _attach(
         )
         step["result"] = dict(result.raw)
         record.write()
+        record.add({"kind": "link", "name": nic.host_dev_name, "netns": plan.netns})
         cni_mac, mtu = _cni.attach_tap(
             plan.netns, ifname=network.ifname, tap=nic.host_dev_name, uid=plan.uid, gid=plan.gid
         )
-        record.add({"kind": "link", "name": nic.host_dev_name, "netns": plan.netns})
         guest = result.guest_config(
             network.ifname, device=device, hostname=plan.hostname, mac=cni_mac, mtu=mtu
         )
@@ -823,6 +838,7 @@ def _attach(
         leased, gateway = lease
         inner = network.inner_address
         address = leased if inner is None else IPv4Interface(f"{inner}/{leased.network.prefixlen}")
+        record.add({"kind": "link", "name": nic.host_dev_name, "netns": tap_ns})
         _tap.create_tap(
             nic.host_dev_name,
             netns=tap_ns,
@@ -832,7 +848,6 @@ def _attach(
             address=IPv4Interface(f"{gateway}/32"),
             routes=[IPv4Network(f"{address.ip}/32")],
         )
-        record.add({"kind": "link", "name": nic.host_dev_name, "netns": tap_ns})
         if plan.netns is None:
             name = nic.host_dev_name
             _netns.run_in_netns(tap_ns, write_sysctl, f"net/ipv4/conf/{name}/forwarding", "1")
@@ -848,15 +863,15 @@ def _attach(
         return AttachedInterface(replace(nic, guest_mac=mac), guest, device)
 
     if isinstance(network, BridgedNetwork):
+        record.add({"kind": "link", "name": nic.host_dev_name, "netns": tap_ns})
         _tap.create_tap(
             nic.host_dev_name, netns=tap_ns, uid=plan.uid, gid=plan.gid, bridge=network.bridge
         )
-        record.add({"kind": "link", "name": nic.host_dev_name, "netns": tap_ns})
         guest_cfg = network.guest
         if guest_cfg is not None:
             guest_cfg = replace(guest_cfg, mac=mac, device=device)
         return AttachedInterface(replace(nic, guest_mac=mac), guest_cfg, device)
 
-    _tap.create_tap(nic.host_dev_name, netns=tap_ns, uid=plan.uid, gid=plan.gid)
     record.add({"kind": "link", "name": nic.host_dev_name, "netns": tap_ns})
+    _tap.create_tap(nic.host_dev_name, netns=tap_ns, uid=plan.uid, gid=plan.gid)
     return AttachedInterface(replace(nic, guest_mac=mac), None, device)
