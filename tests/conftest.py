@@ -34,6 +34,12 @@ from tests.support import (
 
 BACKENDS = ("emulator", "firecracker")
 
+# Every Machine keeps a host record (firec.registry): the suite's go to a directory of its own
+# (its subprocesses inherit it), not to the host's /run/firec/state.
+TEST_STATE_DIR = Path(
+    os.environ.setdefault("FIREC_STATE_DIR", tempfile.mkdtemp(prefix="firec-test-state-"))
+)
+
 
 def known_firecracker_defect(exc: BaseException) -> str | None:
     """Why ``exc`` is a defect of the real Firecracker release under test, if it is one.

@@ -17,7 +17,7 @@ import firec
 import firec.network as fn
 from firec import models
 from firec.console import Console
-from firec.errors import FirecError, MachineError
+from firec.errors import FirecError, InUseError, MachineError
 from firec.registry import (
     NetworkInfo,
     Phase,
@@ -26,7 +26,7 @@ from firec.registry import (
     VmRecord,
     config_from_dict,
     config_to_dict,
-    find_vmm_by_command_line,
+    find_unrecorded_vmm,
     reap,
     state_dir,
 )
@@ -238,7 +238,7 @@ def test_a_new_record_names_this_process_as_controller(tmp_path: Path) -> None:
 
 def test_ids_are_unique(tmp_path: Path, registry: Registry) -> None:
     registry.create(VmRecord.new(_config(tmp_path), detached=True))
-    with pytest.raises(MachineError, match="already exists"):
+    with pytest.raises(InUseError, match="'vm-1' is in use: it is already recorded"):
         registry.create(VmRecord.new(_config(tmp_path), detached=True))
 
 
@@ -399,7 +399,7 @@ def test_reap_finds_a_vmm_whose_pid_was_never_recorded(tmp_path: Path, registry:
     )
     try:
         deadline = time.monotonic() + 10
-        while stray.pid not in find_vmm_by_command_line(record):
+        while stray.pid not in find_unrecorded_vmm(record):
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert "killed the VMM" in reap(registry, record)

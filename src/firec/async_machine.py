@@ -68,6 +68,7 @@ from .launch import (
 from .logs import LogForwarder
 from .metrics import MetricsForwarder, MetricsSnapshot
 from .process import ExitStatus, VmmProcess, find_vmm_pid
+from .registry import Registration, Registry
 from .restore import attach_restore_network, plan_restore, prepare_restore
 from .snapshot import Snapshot, SnapshotTarget
 from .state import MachineState
@@ -125,31 +126,53 @@ class AsyncMachine:
         self._forwarded: dict[int, Any] = {}
         self._snapshot_base: Snapshot | None = None  # what a diff snapshot applies to
         self._uffd: UffdHandler | None = None  # firec's page-fault handler of a Uffd restore
+        self._registration: Registration | None = None  # its host record (Config.host_record)
 
     # -- making one ------------------------------------------------------------------
 
     @classmethod
-    async def create(cls, config: Config, *, ready_timeout: float = READY_TIMEOUT) -> Self:
+    async def create(
+        cls,
+        config: Config,
+        *,
+        ready_timeout: float = READY_TIMEOUT,
+        registry: Registry | Registration | None = None,
+    ) -> Self:
         """Spawn the VMM of ``config`` (plain or jailed) and wait until its API answers.
 
         With :attr:`~firec.config.BootMethod.CONFIG_FILE` the VM boots right
-        away. Raises :class:`~firec.errors.ConfigError` for a bad config (before
-        anything is made) and :class:`~firec.errors.MachineError` when the VMM
-        does not come up, showing Firecracker's own last lines; either way
-        nothing is left behind.
+        away. The VM's id is claimed first, in one atomic step, with a host
+        record in ``registry`` (default: :class:`~firec.registry.Registry`'s
+        own directory; see :attr:`Config.host_record <firec.config.Config.host_record>`),
+        unless ``registry`` is a :class:`~firec.registry.Registration` that
+        claimed it already.
+
+        Raises:
+            ConfigError: a bad config (before anything is made).
+            InUseError: a VM with this id runs, or is being started, on this
+                host; that VM is left exactly as it was.
+            MachineError: the VMM did not come up (with Firecracker's own last
+                lines). Nothing is left behind.
         """
         config.validate()
+        registration = cls._claim(config, registry)
         network: VMNetwork | None = None
-        if any(i.network is not None for i in config.network_interfaces):
-            config, network = await io.run_blocking(attach_network, config)
         try:
-            machine = cls(config)
+            if any(i.network is not None for i in config.network_interfaces):
+                config, network = await io.run_blocking(attach_network, config)
+            try:
+                machine = cls(config)
+            except BaseException:
+                if network is not None:
+                    await io.run_blocking(network.teardown)
+                raise
         except BaseException:
-            if network is not None:
-                await io.run_blocking(network.teardown)
+            if registration is not None:
+                registration.release()
             raise
         machine._owned = True
         machine._network = network
+        machine._registration = registration
         try:
             prepare(machine._launch)  # links, fifos, small files: no thread needed
             await machine._spawn(ready_timeout)
@@ -157,6 +180,18 @@ class AsyncMachine:
             await machine.delete()
             raise
         return machine
+
+    @staticmethod
+    def _claim(
+        config: Config, registry: Registry | Registration | None, origin: str | None = None
+    ) -> Registration | None:
+        """Claim ``config``'s id with a host record (unless ``host_record`` is off)."""
+        if isinstance(registry, Registration):
+            return registry  # claimed by the caller
+        if not config.host_record:
+            return None
+        # a few small files under a lock held for a moment: no thread needed
+        return Registration.claim(registry or Registry(), config, plan(config), origin=origin)
 
     @classmethod
     async def connect(
@@ -199,6 +234,7 @@ class AsyncMachine:
         vsock_override: str | os.PathLike[str] | None = None,
         track_dirty_pages: bool | None = None,
         ready_timeout: float = READY_TIMEOUT,
+        registry: Registry | Registration | None = None,
     ) -> Self:
         """Spawn a new VMM (plain or jailed) and load ``snapshot`` into it.
 
@@ -225,6 +261,8 @@ class AsyncMachine:
             network_overrides: ``iface_id`` -> tap to use instead (Firecracker 1.12+).
             vsock_override: a new vsock socket path (Firecracker 1.16+).
             track_dirty_pages: track dirty pages after the load (for diff snapshots).
+            registry: where the new VM's id is claimed with a host record (as
+                for :meth:`create`).
 
         Raises:
             SnapshotError: before spawning: the snapshot is from a Firecracker
@@ -232,6 +270,7 @@ class AsyncMachine:
                 is missing or truncated.
             ConfigError, UnsupportedError: before spawning: overrides naming
                 unknown interfaces, options this Firecracker lacks.
+            InUseError: before spawning: the new VM's id is taken.
             APIError: Firecracker refused the load (it then exits); nothing
                 is left behind.
         """
@@ -245,19 +284,26 @@ class AsyncMachine:
             vsock_override=vsock_override,
             track_dirty_pages=track_dirty_pages,
         )
+        registration = cls._claim(checked.config, registry, f"snapshot:{snapshot.directory}")
         network = None
-        if any(i.network is not None for i in checked.config.network_interfaces):
-            checked, network = await io.run_blocking(attach_restore_network, checked)
         try:
-            launch = plan(checked.config)
-            client = AsyncClient(launch.socket_path, version=checked.version)
-            machine = cls(checked.config, launch=launch, client=client)
+            if any(i.network is not None for i in checked.config.network_interfaces):
+                checked, network = await io.run_blocking(attach_restore_network, checked)
+            try:
+                launch = plan(checked.config)
+                client = AsyncClient(launch.socket_path, version=checked.version)
+                machine = cls(checked.config, launch=launch, client=client)
+            except BaseException:
+                if network is not None:
+                    await io.run_blocking(network.teardown)
+                raise
         except BaseException:
-            if network is not None:
-                await io.run_blocking(network.teardown)
+            if registration is not None:
+                registration.release()
             raise
         machine._owned = True
         machine._network = network
+        machine._registration = registration
         try:
             if launch.jail is None:  # a few directories: no need for a thread
                 setup = prepare_restore(launch, checked)
@@ -327,6 +373,9 @@ class AsyncMachine:
         jailer = self.config.jailer
         if jailer is not None and jailer.new_pid_ns:
             await self._adopt_from_pidfile(popen, deadline)
+        if self._registration is not None:
+            networked = self.config if self._network is not None else None
+            self._registration.spawned(self._launch, self.pid, attached=networked)
         await self._wait_ready(deadline, ready_timeout, ask=ask)
 
     def _follow_outputs(self) -> None:
@@ -755,7 +804,10 @@ class AsyncMachine:
             if self._network is not None:
                 await io.run_blocking(self._network.teardown)
         if left:
+            # the host record stays, naming what is left, for firec gc
             raise MachineError(f"microVM {self.vm_id}: could not remove " + "; ".join(left))
+        if self._registration is not None:
+            self._registration.release()
 
     def _remove_stale_socket(self) -> list[str]:
         """For a connected VM: remove its socket once the VMM is gone (it never does)."""
@@ -766,6 +818,28 @@ class AsyncMachine:
         except OSError as exc:
             return [f"{self.socket_path}: {exc.strerror}"]
         return []
+
+    async def detach(self) -> None:
+        """Let the VM outlive this program: ``firec ls`` shows it as detached.
+
+        Without it, a VM whose program dies is reaped by ``firec gc`` (its
+        VMM killed, everything it had removed). A detached VM runs on until
+        ``firec stop``/``firec rm`` (or :meth:`delete`). Example::
+
+            machine = await AsyncMachine.create(config)
+            await machine.start()
+            await machine.detach()   # the program may exit now; the VM runs on
+
+        Raises:
+            MachineError: the VM has no host record (``Config.host_record`` is off).
+        """
+        if self._registration is None:
+            raise MachineError(
+                f"microVM {self.vm_id} has no host record to detach it in: "
+                "it was made with Config.host_record=False, or connected to"
+            )
+        version = await self.client.firecracker_version()
+        self._registration.detach(str(version))
 
     async def __aenter__(self) -> Self:
         return self

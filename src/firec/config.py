@@ -120,6 +120,12 @@ class Config:
         workdir: where firec keeps this VM's files when not jailed.
         state_dir: where firec keeps leases and network records (default:
             :func:`state_dir`); every process managing VMs on a host must share it.
+        host_record: keep a host record of the VM (default ``True``): its id is
+            claimed atomically (a second VM with the same id is refused while
+            this one runs), ``firec ls`` lists it, and ``firec gc`` removes
+            what it left if this program is killed (:mod:`firec.registry`,
+            in ``$FIREC_STATE_DIR``, else ``/run/firec/state`` for root).
+            ``False`` opts out: nothing but the API socket then guards the id.
     """
 
     vm_id: str
@@ -156,6 +162,7 @@ class Config:
     console: Console | None = None
     workdir: Path | None = None
     state_dir: Path | None = None
+    host_record: bool = True
 
     @staticmethod
     def builder(
@@ -496,6 +503,10 @@ class Builder:
     def state_dir(self, path: str | os.PathLike[str]) -> Self:
         """Where firec keeps leases and network records (shared by every VM of the host)."""
         return self._with(state_dir=Path(path))
+
+    def host_record(self, enabled: bool) -> Self:
+        """Keep a host record of the VM (default), or not: see :attr:`Config.host_record`."""
+        return self._with(host_record=enabled)
 
     def build(self, *, check_files: bool = True) -> Config:
         """Finish: validate the whole config and return it."""

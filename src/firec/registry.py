@@ -41,13 +41,11 @@ import dataclasses
 import enum
 import ipaddress
 import itertools
-import json
 import os
 import signal
-import tempfile
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,12 +53,13 @@ from typing import Any, Literal
 
 import filelock
 
-from firec import models
+from firec import _jsonfile, models
 from firec.config import Config
+from firec.config import state_dir as default_network_state_dir
 from firec.console import Console, ConsoleKind
-from firec.errors import FirecError, MachineError, NetworkError
+from firec.errors import FirecError, InUseError, MachineError, NetworkError, StateError
 from firec.jailer import Jail, JailerConfig, validate_id
-from firec.launch import Launch, cleanup
+from firec.launch import Launch, cleanup, socket_accepts
 from firec.models.base import APIModel
 from firec.process import ProcessRef, boot_id, wait_until
 
@@ -69,13 +68,15 @@ __all__ = [
     "NetworkInfo",
     "Phase",
     "ProcessRef",
+    "Registration",
     "Registry",
     "VmRecord",
     "boot_id",
     "config_from_dict",
     "config_to_dict",
-    "find_vmm_by_command_line",
+    "find_unrecorded_vmm",
     "kill_vmm",
+    "network_state_dir",
     "reap",
     "state_dir",
 ]
@@ -288,6 +289,36 @@ class NetworkInfo:
     interfaces: tuple[Mapping[str, Any], ...] = ()
     nft: Mapping[str, str] | None = None
 
+    @classmethod
+    def of(cls, config: Config, state_dir: Path) -> NetworkInfo:
+        """What the network set-up of ``config`` (as attached) made, with its leases."""
+        from firec.network import LeaseStore, RoutedNetwork
+        from firec.network.nat import FAMILY, TABLE
+        from firec.network.setup import vm_key
+
+        interfaces = []
+        routed = False
+        for nic in config.network_interfaces:
+            entry: dict[str, Any] = {
+                "iface_id": nic.iface_id,
+                "tap": nic.host_dev_name,
+                "guest_mac": nic.guest_mac,
+            }
+            plan = nic.network
+            if isinstance(plan, RoutedNetwork):
+                routed = True
+                store = LeaseStore(state_dir, plan.network, gateway=plan.gateway_address)
+                lease = store.get(f"{config.vm_id}/{nic.iface_id}")
+                if lease is not None:
+                    entry["address"] = str(lease.interface)
+                    entry["gateway"] = str(lease.gateway)
+            interfaces.append(entry)
+        key = vm_key(config.vm_id)
+        nft = {"table": f"{FAMILY} {TABLE}", "chain": f"vm_{key}"} if routed else None
+        return cls(
+            state_dir=str(state_dir), netns=config.net_ns, interfaces=tuple(interfaces), nft=nft
+        )
+
 
 @dataclass(frozen=True)
 class VmRecord:
@@ -438,10 +469,21 @@ class VmRecord:
         return needs_controller and not self.controller_alive()
 
     def stale(self) -> bool:
-        """Whether nothing runs any more: the VMM is gone and nobody is starting it."""
-        if self.vmm_alive():
-            return False
-        return self.phase is Phase.STARTED or not self.controller_alive()
+        """Whether nothing of it runs any more: neither its VMM nor the process that made it.
+
+        A VM whose VMM exited but whose controller still runs is not stale:
+        that process still owns its files (an SDK program reading the
+        console after the guest powered off, a ``firec run`` cleaning up).
+        """
+        return not self.vmm_alive() and not self.controller_alive()
+
+    def holder(self) -> str | None:
+        """Who holds the VM's id now, for people; ``None`` when nothing of it runs."""
+        if self.vmm is not None and self.vmm.alive():
+            return f"its VMM runs (pid {self.vmm.pid}, recorded in the registry)"
+        if self.controller is not None and self.controller.alive():
+            return f"process {self.controller.pid} ({_command(self.controller.pid)}) owns it"
+        return None
 
     # -- JSON ----------------------------------------------------------------------------
 
@@ -513,53 +555,73 @@ class Registry:
     def _make_dirs(self) -> None:
         self.vms_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
+    def claim(self, record: VmRecord) -> None:
+        """Write the first record of a new VM, unless its id is in use: one atomic step.
+
+        Under the id's lock: a record whose VMM or controller still runs holds
+        the id (:class:`~firec.errors.InUseError`, and nothing is touched); a
+        record of which nothing runs any more is reaped first (what ``firec
+        gc`` would do); a VMM that answers on the new VM's API socket (one
+        started without a record) holds the id too.
+
+        Raises:
+            InUseError: the id is taken.
+            MachineError: a dead VM's leftovers with this id could not be removed.
+            StateError: the record could not be written (nothing is left behind).
+        """
+        with self.lock(record.vm_id):
+            existing = self.load(record.vm_id)
+            if existing is not None:
+                holder = existing.holder()
+                if holder is not None:
+                    raise InUseError(record.vm_id, holder)
+                reap(self, existing)
+            if record.socket is not None and socket_accepts(Path(record.socket)):
+                raise InUseError(
+                    record.vm_id, f"a VMM already answers on its API socket {record.socket}"
+                )
+            self.create(record)
+
     def create(self, record: VmRecord) -> None:
         """Write the first record of a new VM; refused when its id is taken.
 
-        Call it holding :meth:`lock`.
+        Call it holding :meth:`lock` (:meth:`claim` does both, and more).
 
         Raises:
-            MachineError: a VM with this id is already recorded.
+            InUseError: a VM with this id is already recorded.
+            StateError: the record could not be written (nothing is left behind).
         """
-        if self.path(record.vm_id).exists():
-            raise MachineError(
-                f"a microVM {record.vm_id} already exists here ({self.path(record.vm_id)}); "
-                "choose another id, or remove it (firec rm)"
-            )
-        self.save(record)
+        self._make_dirs()
+        try:
+            _jsonfile.create(self.path(record.vm_id), record.to_dict())
+        except FileExistsError:
+            raise InUseError(
+                record.vm_id, f"it is already recorded ({self.path(record.vm_id)})"
+            ) from None
 
     def save(self, record: VmRecord) -> None:
-        """Write ``record``, replacing the previous one atomically."""
+        """Write ``record``, replacing the previous one atomically.
+
+        Raises:
+            StateError: it could not be written (the previous record is kept).
+        """
         self._make_dirs()
-        target = self.path(record.vm_id)
-        text = json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{record.vm_id}.", dir=self.vms_dir)
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(text)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        _jsonfile.write(self.path(record.vm_id), record.to_dict())
 
     def load(self, vm_id: str) -> VmRecord | None:
         """The record of ``vm_id``, or ``None``.
 
         Raises:
-            FirecError: the file is there but is not a record.
+            StateError: the file is there but is not a record.
         """
         path = self.path(vm_id)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
+        data = _jsonfile.read(path, RECORD_FORMAT)
+        if data is None:
             return None
-        except (OSError, ValueError) as exc:
-            raise FirecError(f"cannot read the record {path}: {exc}") from exc
         try:
             return VmRecord.from_dict(data)
         except FirecError as exc:
-            raise FirecError(f"{path}: {exc}") from exc
+            raise StateError(path, str(exc)) from exc
 
     def records(self) -> list[VmRecord]:
         """Every readable record, oldest first (unreadable files are skipped)."""
@@ -602,17 +664,92 @@ class Registry:
         return pruned
 
 
+# -- a VM this process runs --------------------------------------------------------------------
+
+
+def network_state_dir(config: Config) -> Path:
+    """Where ``config``'s network set-up keeps its records and leases."""
+    return config.state_dir or default_network_state_dir()
+
+
+class Registration:
+    """The host record of a VM this process runs: claimed first, kept up to date, released.
+
+    :meth:`firec.Machine.create` and :meth:`~firec.Machine.restore` claim the
+    VM's id with a record before anything is made (refusing an id in use),
+    record the VMM's pid as soon as it runs, and release the record once
+    :meth:`~firec.Machine.delete` removed everything. So ``firec ls`` shows
+    SDK VMs, and ``firec gc`` reaps what a killed program left.
+    (``Config.host_record=False`` opts out.)
+
+    Attributes:
+        registry: where the record is.
+        record: the record as last written.
+    """
+
+    def __init__(self, registry: Registry, record: VmRecord) -> None:
+        self.registry = registry
+        self.record = record
+
+    @classmethod
+    def claim(
+        cls, registry: Registry, config: Config, launch: Launch, *, origin: str | None = None
+    ) -> Registration:
+        """Record a new VM, refusing an id in use (see :meth:`Registry.claim`)."""
+        record = VmRecord.new(config, detached=False, origin=origin).with_launch(launch, None)
+        if any(i.network is not None for i in config.network_interfaces):
+            record = record.replace(network=NetworkInfo(state_dir=str(network_state_dir(config))))
+        registry.claim(record)
+        return cls(registry, record)
+
+    def spawned(self, launch: Launch, pid: int | None, *, attached: Config | None = None) -> None:
+        """Record where everything went and the VMM's pid (and the networked config)."""
+        record = self.record.with_launch(launch, pid)
+        if attached is not None and record.network is not None:
+            record = record.replace(
+                config=config_to_dict(attached),
+                network=NetworkInfo.of(attached, Path(record.network.state_dir)),
+            )
+        self._save(record)
+
+    def detach(self, version: str | None = None) -> None:
+        """Mark the VM as started and meant to outlive this process."""
+        self._save(
+            self.record.replace(detached=True, phase=Phase.STARTED, firecracker_version=version)
+        )
+
+    def _save(self, record: VmRecord) -> None:
+        self.registry.save(record)
+        self.record = record
+
+    def release(self) -> None:
+        """Forget the VM (once everything it had is gone), unless another process took it over."""
+        with self.registry.lock(self.record.vm_id):
+            try:
+                current = self.registry.load(self.record.vm_id)
+            except StateError:
+                return
+            if current is not None and current.controller == self.record.controller:
+                self.registry.remove(self.record.vm_id)
+
+
 # -- reaping ----------------------------------------------------------------------------------
 
 
-def find_vmm_by_command_line(record: VmRecord) -> list[int]:
+def find_unrecorded_vmm(record: VmRecord) -> list[int]:
     """Pids of processes started for ``record`` whose pid was never recorded.
 
     A controller that dies between spawning the VMM and recording its pid
-    leaves a VMM nobody knows; it is found by its command line: ``--id <vm
-    id>`` together with ``--api-sock`` (plain), or the jailer's ``--id`` and
-    ``--chroot-base-dir`` of the recorded jail.
+    leaves a VMM nobody knows. A jailed one is found by the cgroups the
+    jailer put it in (they survive the jailer's exec into Firecracker, whose
+    command line no longer names the jail); otherwise by its command line:
+    ``--id <vm id>`` together with ``--api-sock`` (plain), or the jailer's
+    ``--id`` and ``--chroot-base-dir`` of the recorded jail.
     """
+    if record.cgroups:
+        by_cgroup = _pids_in_cgroups(record.cgroups)
+        if by_cgroup:
+            return by_cgroup
     if record.socket is None:
         return []
     wanted_id = os.fsencode(record.vm_id)
@@ -640,6 +777,26 @@ def find_vmm_by_command_line(record: VmRecord) -> list[int]:
     return found
 
 
+def _pids_in_cgroups(cgroups: Sequence[str]) -> list[int]:
+    """The processes in these cgroup directories (v1 ``tasks``/``cgroup.procs``, or v2)."""
+    found: set[int] = set()
+    for directory in cgroups:
+        try:
+            text = Path(directory, "cgroup.procs").read_text()
+        except OSError:
+            continue
+        found.update(int(line) for line in text.split() if line.isdigit())
+    found.discard(os.getpid())
+    return sorted(found)
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
 def _root_of(pid: int) -> Path | None:
     try:
         return Path(os.readlink(f"/proc/{pid}/root"))
@@ -652,7 +809,7 @@ def kill_vmm(record: VmRecord, timeout: float = 10.0) -> bool:
     killed = False
     refs = [record.vmm] if record.vmm is not None else []
     if record.vmm is None:
-        refs += [r for pid in find_vmm_by_command_line(record) if (r := ProcessRef.of(pid))]
+        refs += [r for pid in find_unrecorded_vmm(record) if (r := ProcessRef.of(pid))]
     for ref in refs:
         if ref.signal(signal.SIGKILL):
             killed = True

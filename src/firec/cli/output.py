@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from firec.errors import ConfigError, MachineError, TimeoutError, ValidationError
+from firec.errors import ConfigError, InUseError, MachineError, TimeoutError, ValidationError
 
 __all__ = [
     "EPILOG",
@@ -93,6 +93,8 @@ def exit_code_of(exc: BaseException) -> ExitCode:
         return exc.code
     if isinstance(exc, ConfigError | ValidationError):
         return ExitCode.USAGE
+    if isinstance(exc, InUseError):
+        return ExitCode.WRONG_STATE
     if isinstance(exc, TimeoutError):
         return ExitCode.TIMEOUT
     if isinstance(exc, MachineError) and exc.exit_code is not None:

@@ -16,14 +16,13 @@ import typer
 
 from firec import host
 from firec.config import BootMethod, Config, runtime_dir
-from firec.config import state_dir as default_state_dir
 from firec.console import Console
 from firec.errors import APIError, ConfigError, FirecError, MachineError
 from firec.images import parse_size
 from firec.launch import plan
 from firec.machine import Machine
 from firec.network import Interface
-from firec.registry import NetworkInfo, Phase, Registry, VmRecord, config_to_dict, reap
+from firec.registry import Registration, Registry, VmRecord, reap
 
 from .output import ExitCode, err, fail, out, print_json
 from .vms import describe
@@ -31,7 +30,6 @@ from .vms import describe
 __all__ = [
     "NetworkOptions",
     "StartedVm",
-    "network_info",
     "network_interfaces",
     "run",
     "start_vm",
@@ -146,35 +144,6 @@ def network_interfaces(vm_id: str, options: NetworkOptions) -> list[Interface]:
     return nics
 
 
-def network_info(config: Config, state_dir: Path) -> NetworkInfo:
-    """What the machine's network set-up made, from its attached config and the leases."""
-    from firec.network import LeaseStore, RoutedNetwork
-    from firec.network.nat import FAMILY, TABLE
-    from firec.network.setup import vm_key
-
-    interfaces = []
-    routed = False
-    for nic in config.network_interfaces:
-        entry: dict[str, Any] = {
-            "iface_id": nic.iface_id,
-            "tap": nic.host_dev_name,
-            "guest_mac": nic.guest_mac,
-        }
-        plan = nic.network
-        if isinstance(plan, RoutedNetwork):
-            routed = True
-            store = LeaseStore(state_dir, plan.network, gateway=plan.gateway_address)
-            lease = store.get(f"{config.vm_id}/{nic.iface_id}")
-            if lease is not None:
-                entry["address"] = str(lease.interface)
-                entry["gateway"] = str(lease.gateway)
-        interfaces.append(entry)
-    nft = {"table": f"{FAMILY} {TABLE}", "chain": f"vm_{vm_key(config.vm_id)}"} if routed else None
-    return NetworkInfo(
-        state_dir=str(state_dir), netns=config.net_ns, interfaces=tuple(interfaces), nft=nft
-    )
-
-
 # -- starting -----------------------------------------------------------------------------------
 
 
@@ -186,9 +155,9 @@ class StartedVm:
     record: VmRecord
 
 
-def boot_machine(config: Config) -> Machine:
+def boot_machine(config: Config, registration: Registration) -> Machine:
     """Spawn a VMM for ``config`` and boot it (the way ``firec run`` starts a VM)."""
-    machine = Machine.create(config)
+    machine = Machine.create(config, registry=registration)
     try:
         machine.start()
     except BaseException:
@@ -202,46 +171,32 @@ def start_vm(
     config: Config,
     *,
     detached: bool,
-    make: Callable[[Config], Machine] = boot_machine,
+    make: Callable[[Config, Registration], Machine] = boot_machine,
     origin: str | None = None,
 ) -> StartedVm:
-    """Record a VM, then ``make`` it (spawn and boot, or restore); on failure remove it all.
+    """Claim the VM's id, then ``make`` it (spawn and boot, or restore); on failure remove it all.
 
-    The record is written first, with everything the VM will have (planned
-    beforehand), and completed once it runs, so a crash at any point leaves
-    enough for ``firec gc`` to remove it all.
+    The id is claimed with a record first (:class:`~firec.errors.InUseError`
+    when it is taken, before anything is made); the machine keeps the record
+    up to date, so a crash at any point leaves enough for ``firec gc``.
     """
-    vm_id = config.vm_id
-    networked = any(i.network is not None for i in config.network_interfaces)
-    network_state = config.state_dir or default_state_dir()
-    with registry.lock(vm_id):
-        record = VmRecord.new(config, detached=detached, origin=origin)
-        if networked:
-            record = record.replace(network=NetworkInfo(state_dir=str(network_state)))
-        registry.create(record)
-        machine: Machine | None = None
-        try:
-            record = record.with_launch(plan(config), None)
-            registry.save(record)
-            machine = make(config)
-            record = record.with_launch(machine.launch, machine.pid).replace(
-                phase=Phase.STARTED, config=config_to_dict(machine.config)
-            )
-            if networked:
-                record = record.replace(network=network_info(machine.config, network_state))
+    registration = Registration.claim(registry, config, plan(config), origin=origin)
+    machine: Machine | None = None
+    try:
+        machine = make(config, registration)
+        if detached:
+            machine.detach()
+    except BaseException:
+        if machine is not None:
             with contextlib.suppress(FirecError):
-                version = machine.client.firecracker_version()
-                record = record.replace(firecracker_version=str(version))
-            registry.save(record)
-        except BaseException:
-            if machine is not None:
+                machine.delete()
+        with registry.lock(config.vm_id):  # what make() made before its machine existed
+            latest = registry.load(config.vm_id)
+            if latest is not None and latest.controller == registration.record.controller:
                 with contextlib.suppress(FirecError):
-                    machine.delete()
-            latest = registry.load(vm_id) or record
-            with contextlib.suppress(FirecError):
-                reap(registry, latest)
-            raise
-    return StartedVm(machine, record)
+                    reap(registry, latest)
+        raise
+    return StartedVm(machine, registration.record)
 
 
 # -- the foreground -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from firec.console import Console
 from firec.errors import ConfigError
 from firec.machine import Machine
 from firec.process import VmmProcess
-from firec.registry import Registry, VmRecord
+from firec.registry import Registration, Registry, VmRecord
 from firec.snapshot import Snapshot
 
 from .output import ExitCode, fail, out, print_json
@@ -143,13 +143,14 @@ def restore(
     config.validate(check_files=False)
     vsock = config.vm_dir / "vsock.sock" if snap.vm_config.get("vsock") else None
 
-    def make(config: Config) -> Machine:
+    def make(config: Config, registration: Registration) -> Machine:
         return Machine.restore(
             snap,
             config,
             resume=not paused,
             network_overrides=overrides or None,
             vsock_override=vsock,
+            registry=registration,
         )
 
     started = start_vm(
@@ -216,7 +217,7 @@ def clone(
     jailed = config.jailer is not None
     vsock = config.vm_dir / "vsock.sock" if original.vsock is not None and not jailed else None
 
-    def make(config: Config) -> Machine:
+    def make(config: Config, registration: Registration) -> Machine:
         with registry.lock(source.vm_id):
             machine = attach(source)
             try:
@@ -225,7 +226,11 @@ def clone(
             finally:
                 machine.client.close()
         return Machine.restore(
-            snap, config, network_overrides=overrides or None, vsock_override=vsock
+            snap,
+            config,
+            network_overrides=overrides or None,
+            vsock_override=vsock,
+            registry=registration,
         )
 
     started = start_vm(registry, config, detached=detach, make=make, origin=f"clone:{source.vm_id}")

@@ -11,7 +11,7 @@ from typing import Any
 from firec.client import Client
 from firec.errors import FirecError
 from firec.machine import Machine
-from firec.registry import Phase, Registry, VmRecord, reap
+from firec.registry import Registry, VmRecord, reap
 
 from .output import ExitCode, fail
 
@@ -50,7 +50,7 @@ def resolve(registry: Registry, vm: str) -> VmRecord:
 def live_state(record: VmRecord, timeout: float = 1.0) -> VmState:
     """The VM's state now: from its process, then its API."""
     if not record.vmm_alive():
-        if record.phase is Phase.STARTING and record.controller_alive():
+        if record.vmm is None and record.controller_alive():
             return VmState.STARTING
         return VmState.EXITED
     if record.socket is None:
@@ -144,16 +144,12 @@ def remove(registry: Registry, record: VmRecord, *, force: bool) -> list[str]:
                 f"microVM {record.vm_id} is running",
                 f"stop it first (firec stop {record.vm_id}), or remove it anyway with -f",
             )
-        if (
-            not current.vmm_alive()
-            and current.phase is Phase.STARTING
-            and (current.controller_alive() and not force)
-        ):
+        if not current.vmm_alive() and current.controller_alive() and not force:
+            assert current.controller is not None
             fail(
                 ExitCode.WRONG_STATE,
-                f"microVM {record.vm_id} is being started by process {current.controller.pid}"
-                if current.controller
-                else f"microVM {record.vm_id} is being started",
+                f"microVM {record.vm_id} belongs to process {current.controller.pid}, which "
+                "still runs (it is starting the VM, or will remove it when done)",
                 "wait for it, or remove it anyway with -f",
             )
         return reap(registry, current)
