@@ -43,6 +43,8 @@ import ipaddress
 import itertools
 import os
 import signal
+import socket
+import struct
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -740,18 +742,30 @@ def find_unrecorded_vmm(record: VmRecord) -> list[int]:
     """Pids of processes started for ``record`` whose pid was never recorded.
 
     A controller that dies between spawning the VMM and recording its pid
-    leaves a VMM nobody knows. A jailed one is found by the cgroups the
-    jailer put it in (they survive the jailer's exec into Firecracker, whose
-    command line no longer names the jail); otherwise by its command line:
-    ``--id <vm id>`` together with ``--api-sock`` (plain), or the jailer's
-    ``--id`` and ``--chroot-base-dir`` of the recorded jail.
+    leaves a VMM nobody knows. After the jailer's exec, Firecracker's command
+    line no longer names the jail, so it is found by what survives the exec:
+
+    * the process listening on the recorded API socket (``SO_PEERCRED``);
+    * the cgroups the jailer put it in;
+    * a root (``/proc/<pid>/mountinfo``) that is the recorded jail.
+
+    Before the exec (or plainly) its command line names it: ``--id <vm id>``
+    with ``--api-sock`` (plain), or the jailer's ``--id`` and
+    ``--chroot-base-dir`` of the recorded jail.
     """
+    found: set[int] = set()
+    if record.socket is not None:
+        listener = _socket_owner(Path(record.socket))
+        if listener is not None:
+            found.add(listener)
     if record.cgroups:
-        by_cgroup = _pids_in_cgroups(record.cgroups)
-        if by_cgroup:
-            return by_cgroup
-    if record.socket is None:
-        return []
+        found.update(_pids_in_cgroups(record.cgroups))
+    found.update(_find_by_command_line(record))
+    found.discard(os.getpid())
+    return sorted(found)
+
+
+def _find_by_command_line(record: VmRecord) -> list[int]:
     wanted_id = os.fsencode(record.vm_id)
     jail_root = Path(record.jail) / "root" if record.jail else None
     jail_base = Path(record.jail).parent.parent if record.jail else None
@@ -767,14 +781,44 @@ def find_unrecorded_vmm(record: VmRecord) -> list[int]:
         flags = dict(itertools.pairwise(argv))
         if flags.get(b"--id") != wanted_id:
             continue
-        if jail_base is None:
-            if flags.get(b"--api-sock") == os.fsencode(record.socket):
+        if jail_root is None:
+            if record.socket and flags.get(b"--api-sock") == os.fsencode(record.socket):
                 found.append(int(entry.name))
-        elif flags.get(b"--chroot-base-dir") == os.fsencode(jail_base):
-            found.append(int(entry.name))
-        elif b"--start-time-us" in flags and _root_of(int(entry.name)) == jail_root:
+        elif flags.get(b"--chroot-base-dir") == os.fsencode(jail_base or ""):
+            found.append(int(entry.name))  # the jailer, before its exec
+        elif flags.get(b"--emulate-chroot") == os.fsencode(jail_root):
+            found.append(int(entry.name))  # firec's emulator, as its emulated jailer ran it
+        elif b"--start-time-us" in flags and _jail_root_of(int(entry.name)) == jail_root:
             found.append(int(entry.name))  # Firecracker as the jailer exec'd it
     return found
+
+
+def _socket_owner(path: Path) -> int | None:
+    """The pid of the process that listens on the Unix socket ``path``, if one does."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.5)
+    try:
+        probe.connect(os.fspath(path))
+        creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    pid, _, _ = struct.unpack("3i", creds)
+    return pid if pid > 0 else None
+
+
+def _jail_root_of(pid: int) -> Path | None:
+    """The directory a process was chrooted or pivoted into (as its root mount shows it)."""
+    try:
+        lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == "/":  # the mount at its "/": fields[3] is its source
+            return Path(fields[3].replace("\\040", " "))
+    return _root_of(pid)
 
 
 def _pids_in_cgroups(cgroups: Sequence[str]) -> list[int]:
