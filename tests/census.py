@@ -41,9 +41,9 @@ def processes(vm_ids: Iterable[str]) -> list[str]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         argv = _argv(entry.name)
-        if any(a == b"--id" and b in wanted for a, b in itertools.pairwise(argv)):
-            if not _zombie(entry.name):
-                found.append(f"process {entry.name}: {b' '.join(argv).decode(errors='replace')}")
+        ours = any(a == b"--id" and b in wanted for a, b in itertools.pairwise(argv))
+        if ours and not _zombie(entry.name):
+            found.append(f"process {entry.name}: {b' '.join(argv).decode(errors='replace')}")
     return found
 
 
@@ -61,14 +61,18 @@ def leftovers(
     network_state = network_state or state_dir / "network"
     for vm_id in ids:
         key = vm_key(vm_id)
-        candidates = [state_dir / "vms" / f"{vm_id}.json", network_state / "networks" / f"{vm_id}.json"]
+        candidates = [
+            state_dir / "vms" / f"{vm_id}.json",
+            network_state / "networks" / f"{vm_id}.json",
+        ]
         if workdir is not None:
             candidates.append(workdir / vm_id)
         if chroot_base is not None:
             candidates += list(chroot_base.glob(f"*/{vm_id}"))
         left += [f"file {p}" for p in candidates if p.exists() or p.is_symlink()]
         cgroups = Path("/sys/fs/cgroup")
-        left += [f"cgroup {p}" for p in (*cgroups.glob(f"*/*/{vm_id}"), *cgroups.glob(f"*/{vm_id}"))]
+        found = (*cgroups.glob(f"*/*/{vm_id}"), *cgroups.glob(f"*/{vm_id}"))
+        left += [f"cgroup {p}" for p in found]
         if Path("/var/run/netns", netns_name(vm_id)).exists():
             left.append(f"network namespace {netns_name(vm_id)}")
         if Path("/sys/class/net", host_link_name(vm_id)).exists():
@@ -79,7 +83,8 @@ def leftovers(
                 leases = json.loads(lease_file.read_text()).get("leases", {})
             except (OSError, ValueError):
                 continue
-            left += [f"lease {owner} in {lease_file}" for owner in leases if owner.startswith(f"{vm_id}/")]
+            mine = [owner for owner in leases if owner.startswith(f"{vm_id}/")]
+            left += [f"lease {owner} in {lease_file}" for owner in mine]
         left += [f"nft chain vm_{key}" for chain in _nft_chains() if chain == f"vm_{key}"]
     return left
 

@@ -83,9 +83,7 @@ def config_of(spec: dict[str, Any]) -> firec.Config:
         builder = builder.firecracker_binary(spec["binary"])
     if spec.get("routed"):
         tap = f"fct{vm_key(spec['vm_id'])}0"
-        nic = Interface(
-            "eth0", tap, network=RoutedNetwork(subnet=spec["routed"], masquerade=False)
-        )
+        nic = Interface("eth0", tap, network=RoutedNetwork(subnet=spec["routed"], masquerade=False))
         builder = builder.add_network_interface(nic)
     return builder.build()
 

@@ -218,9 +218,7 @@ def test_an_sdk_vm_is_listed_and_a_dead_records_id_is_free_again(world: World) -
     holder = world.controller("vm-l")
     wait_ready(holder)
     listed = json.loads(world.firec("ls", "--json").stdout)
-    assert [(v["id"], v["state"], v["mode"]) for v in listed] == [
-        ("vm-l", "running", "foreground")
-    ]
+    assert [(v["id"], v["state"], v["mode"]) for v in listed] == [("vm-l", "running", "foreground")]
     holder.kill()  # its program dies: its VMM runs on, orphaned
     holder.communicate(timeout=30)
     listed = json.loads(world.firec("ls", "--json").stdout)
@@ -334,9 +332,7 @@ def fill(mount: Path) -> Path:
 
 
 @pytest.mark.parametrize("backend", ["emulator"], indirect=True)
-def test_a_full_state_directory_is_said_and_leaves_nothing(
-    world: World, full_dir: Path
-) -> None:
+def test_a_full_state_directory_is_said_and_leaves_nothing(world: World, full_dir: Path) -> None:
     registry = Registry(full_dir / "state")
     registry.vms_dir.mkdir(parents=True)
     filler = fill(full_dir)
