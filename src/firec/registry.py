@@ -1,10 +1,13 @@
 """Host state: the microVMs firec started on this host, and everything each one holds.
 
 ``firec run -d`` starts a microVM and exits; ``firec ls``, ``stop``, ``rm`` and
-``gc``, run later from any process of the same user, find it again here. Each
-VM has one JSON record, written before anything is made for it and updated as
-things are made, so that a controller that crashes half-way leaves enough
-behind for :func:`reap` to remove it all:
+``gc``, run later from any process of the same user, find it again here. SDK
+programs record their VMs too (:class:`Registration`, used by
+:meth:`firec.Machine.create` and :meth:`~firec.Machine.restore` unless
+``Config.host_record`` is off). Each VM has one JSON record, written before
+anything is made for it (the record claims the id: :meth:`Registry.claim`)
+and updated as things are made, so that a controller that crashes half-way
+leaves enough behind for :func:`reap` to remove it all:
 
 * the VMM process (pid, with its start time and the boot id, so that a reused
   pid is never mistaken for the VMM);
