@@ -50,7 +50,8 @@ def main() -> int:
     jailer = os.environ.get("JAILER_BIN") or str(jailer_wrapper(root))
     kernel = build_test_guest(root)
     state = root / "state"
-    env = {**os.environ, "FIREC_STATE_DIR": str(state), "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "FIREC_STATE_DIR": str(state), "PYTHONPATH": path}
     figures: dict[str, collections.Counter[str]] = {m: collections.Counter() for m in MODES}
     dirty: list[str] = []
     to_ready: dict[str, float] = {}
@@ -84,10 +85,13 @@ def main() -> int:
             ran = controller.stdout.readline().startswith(b"ready")
             to_ready[mode] = time.monotonic() - t0
         else:  # anywhere from python's start-up to a little after the VM runs
-            time.sleep(rng.uniform(0.2, 1.1) * to_ready[mode])
+            time.sleep(rng.uniform(0.2, 1.3) * to_ready[mode])
         controller.send_signal(signal.SIGKILL)
-        out, _ = controller.communicate(timeout=60)
+        out, err = controller.communicate(timeout=60)
         figures[mode]["rounds"] += 1
+        if controller.returncode != -signal.SIGKILL:  # it ended by itself: an error
+            figures[mode]["controller failed"] += 1
+            dirty.append(f"{vm_id} ({mode}): the controller failed: {err.decode()[-2000:]}")
         if not ran and b"ready" not in out:
             figures[mode]["killed before the VM ran"] += 1
         gc = subprocess.run(
@@ -109,7 +113,8 @@ def main() -> int:
     for mode, counts in figures.items():
         print(
             f"  {mode:7} rounds {counts['rounds']:4}  killed before the VM ran "
-            f"{counts['killed before the VM ran']:4}  gc failed {counts['gc failed']:3}  "
+            f"{counts['killed before the VM ran']:4}  controller failed "
+            f"{counts['controller failed']:3}  gc failed {counts['gc failed']:3}  "
             f"left something {counts['left something']:3}"
         )
     for line in dirty:
