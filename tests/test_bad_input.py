@@ -1,8 +1,11 @@
 """Bad input is refused before anything is made or spawned, naming the field and what it takes.
 
 Each case of issue 10's "Bad input" list, through the SDK (the builder's
-setter, and ``Machine.create`` of a config that skipped the builder): a
-:mod:`firec.errors` error, no process spawned, nothing left behind.
+setter, and ``Machine.create`` of a config that skipped the builder) and
+through ``firec run``: a :mod:`firec.errors` error (exit status 2 on the
+command line, never a traceback), no process spawned, nothing left behind.
+The property-based sweep over every setter and option is in
+``test_input_sweep.py``.
 """
 
 from __future__ import annotations
@@ -13,10 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 import firec
+from firec.cli import app
+from firec.cli.output import ExitCode
 from firec.config import Builder, Config
 from firec.errors import ConfigError
+from firec.registry import Registry
+
+runner = CliRunner()
+
 
 # -- helpers --------------------------------------------------------------------------------
 
@@ -289,4 +299,95 @@ def test_machine_create_refuses_root_in_the_jail(host: Host) -> None:
 
     config = host.builder().build().replace(jailer=JailerConfig(exec_file=host.spy, gid=1234))
     refused(lambda: firec.Machine.create(config), "jailer.uid", "uid 0 is root")
+    host.assert_nothing_made()
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+CLI_CASES: list[tuple[str, list[str], str]] = [
+    ("empty id", ["--id", ""], "--id: '' is not a valid id: use 1 to 64 ASCII letters"),
+    ("id with a trailing newline", ["--id", "vm-1\n"], "--id: 'vm-1\\n' is not a valid id"),
+    (
+        "newline in boot args",
+        ["--boot-args", "console=ttyS0\ninit=/bin/sh"],
+        "--boot-args: a newline at 13: the kernel command line is one line of printable ASCII",
+    ),
+    (
+        "log level Verbose",
+        ["--log-level", "Verbose"],
+        "--log-level: must be 'Error', 'Warning', 'Info', 'Debug', 'Trace' or 'Off', not 'Verbose'",
+    ),
+    ("boot method foo", ["--boot-method", "foo"], "'foo' is not one of 'api', 'config-file'"),
+    ("negative memory", ["--memory", "-5"], "--memory: '-5' is negative: give MiB (e.g. 512)"),
+    ("no memory", ["--memory", "0"], "--memory: '0' is less than 1 MiB"),
+    ("unreadable memory", ["--memory", "lots"], "--memory: cannot read 'lots': give MiB"),
+    (
+        "one writable file as two drives",
+        ["--drive", "{disk}", "--drive", "path={disk},ro"],
+        "--drive (drives[1].path_on_host (drive2)): {disk} is also drives[0]",
+    ),
+    (
+        "jailer uid 0",
+        ["--jailer", "--uid", "0", "--gid", "1234"],
+        "--uid: 0 is root: Firecracker would run as root inside the jail",
+    ),
+    (
+        "jailer gid 0",
+        ["--jailer", "--uid", "1234", "--gid", "0"],
+        "--gid: 0 is root",
+    ),
+    ("jailer without a uid", ["--jailer"], "--uid: --jailer needs --uid and --gid"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"), [pytest.param(*case[1:], id=case[0]) for case in CLI_CASES]
+)
+def test_firec_run_refuses(
+    host: Host, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    state = host.root / "state"
+    monkeypatch.setenv("FIREC_STATE_DIR", str(state))
+    args = [a.replace("{disk}", str(host.disk)) for a in args]
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(host.kernel),
+            "--firecracker-bin",
+            str(host.spy),
+            "--jailer-bin",
+            str(host.spy),
+            "--workdir",
+            str(host.workdir),
+            *args,
+        ],
+    )
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert message.replace("{disk}", str(host.disk)) in text
+    host.assert_nothing_made()
+    assert Registry(state).records() == []
+    assert not (state / "vms").exists() or list((state / "vms").iterdir()) == []
+
+
+def test_no_input_gives_a_traceback(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A defect of firec itself (here: a setter that blows up) is one line, exit 1."""
+    monkeypatch.setenv("FIREC_STATE_DIR", str(host.root / "state"))
+
+    def broken(self: Builder, level: object) -> Builder:
+        raise KeyError("oops")
+
+    monkeypatch.setattr(Builder, "log_level", broken)
+    args = ["run", str(host.kernel), "--firecracker-bin", str(host.spy), "--log-level", "Info"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == ExitCode.ERROR
+    assert "internal error (a defect of firec): KeyError: 'oops'" in result.stderr
+    assert "FIREC_DEBUG=1" in result.stderr and "Traceback" not in result.output
+    monkeypatch.setenv("FIREC_DEBUG", "1")
+    result = runner.invoke(app, args)
+    assert isinstance(result.exception, KeyError)  # the traceback, when asked for
     host.assert_nothing_made()
