@@ -411,7 +411,7 @@ _OPTIONS = {
 _DRIVE_ID = re.compile(r"drives(?:\.([^.]*)\.|\[\d+\][^(]*\(([^)]*)\))")
 
 
-def option_of(field: str) -> str | None:
+def _option_of(field: str) -> str | None:
     """The ``firec run`` option behind a config field (``"machine.mem_size_mib"``: ``--memory``)."""
     if field.startswith("drives"):
         match = _DRIVE_ID.match(field)
@@ -424,11 +424,11 @@ def option_of(field: str) -> str | None:
     return None
 
 
-def as_option_error(exc: ValidationError) -> ConfigError:
+def _as_option_error(exc: ValidationError) -> ConfigError:
     """``exc`` with its field named as the option that set it (``--id``, ``--memory``...)."""
     errors = []
     for field, reason in exc.errors:
-        option = option_of(field)
+        option = _option_of(field)
         if option is not None and option != field:
             field = option if _OPTIONS.get(field) == option else f"{option} ({field})"
         errors.append((field, reason))
@@ -617,7 +617,7 @@ def run(
             network=NetworkOptions(tuple(net or ()), tuple(publish or ()), tuple(dns or ())),
         )
     except ValidationError as exc:
-        raise as_option_error(exc) from None
+        raise _as_option_error(exc) from None
     if jailer:
         _check_jailer_privileges()
     try:
