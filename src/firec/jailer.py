@@ -159,7 +159,7 @@ class JailerConfig:
         for arg in self.extra_args:
             str_value("jailer.extra_args", arg, what="a command-line argument", empty=True)
         version = self.cgroup_version
-        if version is not None and (isinstance(version, bool) or version not in (1, 2)):
+        if version is not None and (type(version) is not int or version not in (1, 2)):
             raise ConfigError("jailer.cgroup_version", f"must be 1 or 2, not {version!r}")
         if self.parent_cgroup is not None:
             parent = str_value("jailer.parent_cgroup", self.parent_cgroup, what="a cgroup path")
