@@ -13,16 +13,19 @@ from pathlib import Path
 import pytest
 
 from firec.host import (
+    JAILER_CAPABILITIES,
     Check,
     check_binary,
     check_cgroups,
     check_cni,
     check_e2fsprogs,
     check_host,
+    check_jailer_privileges,
     check_kvm,
     check_nft,
     check_tun,
     find_binary,
+    kvm_device,
 )
 from firec.images import e2fs
 
@@ -31,8 +34,8 @@ REAL_FIRECRACKER = os.environ.get("FIRECRACKER_BIN", "")
 
 @pytest.fixture(autouse=True)
 def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No inherited FIRECRACKER_BIN/JAILER_BIN/CNI_PATH, and an empty firec data dir."""
-    for name in ("FIRECRACKER_BIN", "JAILER_BIN", "CNI_PATH"):
+    """No inherited FIRECRACKER_BIN/JAILER_BIN/CNI_PATH/FIREC_KVM_DEVICE, an empty data dir."""
+    for name in ("FIRECRACKER_BIN", "JAILER_BIN", "CNI_PATH", "FIREC_KVM_DEVICE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
 
@@ -132,6 +135,74 @@ def test_kvm_without_permission_says_to_join_its_group(tmp_path: Path) -> None:
     assert proc.stdout.startswith("False ")
     assert "is not readable and writable by root (crw-rw----" in proc.stdout
     assert "usermod -aG" in proc.stdout and "setfacl" in proc.stdout
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root to make a device node and drop capabilities"
+)
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) missing")
+def test_kvm_for_root_only_never_says_to_join_roots_group(tmp_path: Path) -> None:
+    node = tmp_path / "kvm"
+    os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(10, 232))
+    os.chown(node, 4321, 0)
+    os.chmod(node, 0o600)  # group root, as many hosts have it, and the group gives nothing
+    proc = subprocess.run(
+        [
+            "setpriv",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            sys.executable,
+            "-c",
+            _NO_ACCESS,
+            str(node),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "is not readable and writable by root (crw------- 4321:root)" in proc.stdout
+    fix = proc.stdout.split("|", 1)[1]
+    assert "usermod -aG root" not in fix
+    assert 'GROUP="kvm", MODE="0660"' in fix and "usermod -aG kvm root" in fix
+    assert f"setfacl -m u:root:rw {node}" in fix
+
+
+def test_the_kvm_device_can_be_named_for_tests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FIREC_KVM_DEVICE", str(tmp_path / "kvm"))
+    assert kvm_device() == tmp_path / "kvm"
+    check = check_kvm()
+    assert not check.ok and check.detail == f"{tmp_path / 'kvm'} does not exist"
+    monkeypatch.delenv("FIREC_KVM_DEVICE")
+    assert kvm_device() == Path("/dev/kvm")
+
+
+@pytest.mark.parametrize(
+    ("cap_eff", "missing"),
+    [
+        (0, list(JAILER_CAPABILITIES)),
+        ((1 << 41) - 1, []),
+        (((1 << 41) - 1) & ~(1 << 27), ["CAP_MKNOD"]),
+        (
+            (1 << 21) | (1 << 18),
+            ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_SETGID", "CAP_SETUID", "CAP_MKNOD"],
+        ),
+    ],
+)
+def test_jailer_privileges_follow_the_effective_capabilities(
+    tmp_path: Path, cap_eff: int, missing: list[str]
+) -> None:
+    status = tmp_path / "status"
+    status.write_text(f"Name:\tpython\nCapInh:\t0000000000000000\nCapEff:\t{cap_eff:016x}\n")
+    check = check_jailer_privileges(status)
+    assert check.ok == (not missing) and not check.required
+    if missing:
+        assert f"({', '.join(missing)})" in check.detail
+        assert "run firec as root (sudo)" in check.fix
+    listed = [name for name in JAILER_CAPABILITIES if name in check.detail]
+    assert listed == missing
 
 
 # -- firecracker and jailer -----------------------------------------------------------------

@@ -31,17 +31,29 @@ Paths are the caller's host paths; the getters (:attr:`Config.kernel_image_path`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
+import json
 import os
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from . import models
+from ._checks import (
+    absolute_path,
+    bool_value,
+    control_char,
+    enum_value,
+    optional_path,
+    path_value,
+    str_value,
+)
 from .errors import ConfigError, ValidationError
 from .jailer import Jail, JailerBuilder, JailerConfig, resolve_binary, validate_id
 from .network.interface import Interface
@@ -50,6 +62,11 @@ if TYPE_CHECKING:
     from .console import Console
 
 __all__ = ["BootMethod", "Builder", "Config", "DriveBuilder", "MachineBuilder"]
+
+M = TypeVar("M", bound=models.APIModel)
+T = TypeVar("T")
+
+_PARTUUID = re.compile(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)*")
 
 #: The longest Unix socket path Linux accepts (sun_path is 108 bytes, NUL included).
 MAX_SOCKET_PATH = 107
@@ -169,8 +186,16 @@ class Config:
         vm_id: str | uuid.UUID | None, kernel_image_path: str | os.PathLike[str]
     ) -> Builder:
         """Start building a config for ``vm_id`` (``None``: a random id) booting that kernel."""
-        vm = str(vm_id) if vm_id is not None else str(uuid.uuid4())
-        return Builder(Config(vm_id=vm, kernel_image=Path(kernel_image_path)))
+        if vm_id is None:
+            vm = str(uuid.uuid4())
+        elif isinstance(vm_id, str | uuid.UUID):
+            vm = validate_id(str(vm_id))
+        else:
+            raise ConfigError(
+                "vm_id", f"must be a str, a uuid.UUID or None, not {type(vm_id).__name__}"
+            )
+        kernel = path_value("kernel_image", kernel_image_path)
+        return Builder(Config(vm_id=vm, kernel_image=kernel))
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied."""
@@ -243,11 +268,15 @@ class Config:
     def validate(self, *, check_files: bool = True) -> None:
         """Check the config as a whole; raise :class:`ConfigError` naming the culprit.
 
-        Finds bad ids, duplicate drive/interface/pmem ids, two root devices,
-        files that do not exist, clashing file names inside a jail, and
-        jailer settings the jailer would refuse.
+        Finds bad ids, kernel arguments Firecracker refuses (not one line of
+        printable ASCII), relative host paths, unknown log levels and boot
+        methods, duplicate drive/interface/pmem ids, two root devices, one
+        file behind two drives of which one is writable, MMDS interfaces that
+        do not exist, files that do not exist, clashing file names inside a
+        jail, and jailer settings the jailer would refuse (a root uid or gid too).
         """
         validate_id(self.vm_id)
+        self._check_values()
         _unique("drives", [d.drive_id for d in self.drives], "drive_id")
         _unique("network_interfaces", [i.iface_id for i in self.network_interfaces], "iface_id")
         _unique(
@@ -266,6 +295,15 @@ class Config:
             raise ConfigError("metrics_fifo", "set either metrics_path or metrics_fifo, not both")
         if self.boot_method is BootMethod.CONFIG_FILE and self.mmds_data and not self.mmds_config:
             raise ConfigError("mmds_data", "MMDS data needs an mmds_config (which interfaces)")
+        if self.mmds_config is not None:
+            ids = [i.iface_id for i in self.network_interfaces]
+            for i, name in enumerate(self.mmds_config.network_interfaces):
+                if name not in ids:
+                    raise ConfigError(
+                        f"mmds_config.network_interfaces[{i}]",
+                        f"no network interface {name!r}: the MMDS is reached through one of "
+                        f"the VM's interfaces ({', '.join(map(repr, ids)) or 'it has none'})",
+                    )
         if self.jailer is not None:
             self.jailer.validate()
         socket_bytes = len(os.fsencode(self.host_socket_path))
@@ -275,8 +313,82 @@ class Config:
                 f"{self.host_socket_path} is {socket_bytes} bytes; a Unix socket path takes at "
                 f"most {MAX_SOCKET_PATH}: use a shorter vm_id, workdir or chroot_base_dir",
             )
+        self._check_shared_files(check_files)
         if check_files:
             self._check_files()
+
+    def _check_values(self) -> None:
+        """Each field alone: types, kernel arguments, enums, absolute host paths."""
+        if self.kernel_args is not None:
+            check_kernel_args(self.kernel_args)
+        for name, path in self._host_paths():
+            absolute_path(name, path)
+        for name in ("workdir", "state_dir"):
+            value = getattr(self, name)
+            if value is not None:
+                absolute_path(name, value, "directory")
+        if self.jailer is None:  # jailed, these are paths inside the jail
+            for name in ("socket_path", "log_path", "log_fifo", "metrics_path", "metrics_fifo"):
+                value = getattr(self, name)
+                if value is not None:
+                    absolute_path(name, value)
+            if self.serial is not None and self.serial.serial_out_path is not None:
+                absolute_path("serial.serial_out_path", self.serial.serial_out_path)
+        if self.log_level is not None:
+            enum_value("log_level", models.LogLevel, self.log_level)
+        enum_value("boot_method", BootMethod, self.boot_method)
+        bool_value("log_show_level", self.log_show_level)
+        bool_value("log_show_origin", self.log_show_origin)
+        if self.net_ns is not None:
+            str_value("net_ns", self.net_ns, what="a network namespace name or path")
+        for arg in self.extra_args:
+            str_value("extra_args", arg, what="a command-line argument", empty=True)
+        if self.mmds_data is not None:
+            check_mmds_data(self.mmds_data)
+
+    def _host_paths(self) -> list[tuple[str, object]]:
+        paths: list[tuple[str, object]] = [("kernel_image", self.kernel_image)]
+        if self.initrd is not None:
+            paths.append(("initrd", self.initrd))
+        if self.firecracker_binary is not None:
+            paths.append(("firecracker_binary", self.firecracker_binary))
+        for i, drive in enumerate(self.drives):
+            if drive.path_on_host is not None:
+                paths.append((f"drives[{i}].path_on_host", drive.path_on_host))
+        for i, pmem in enumerate(self.pmem):
+            paths.append((f"pmem[{i}].path_on_host", pmem.path_on_host))
+        return paths
+
+    def _check_shared_files(self, look: bool) -> None:
+        """Refuse one file behind two drives (or pmem devices) when any of them may write it.
+
+        Files are the same when their paths are, or (``look``) their inodes.
+        """
+        backing: list[tuple[str, Path, bool]] = []
+        for i, drive in enumerate(self.drives):
+            if drive.path_on_host is not None:
+                name = f"drives[{i}].path_on_host ({drive.drive_id})"
+                backing.append((name, Path(drive.path_on_host), not drive.is_read_only))
+        for i, pmem in enumerate(self.pmem):
+            name = f"pmem[{i}].path_on_host ({pmem.id})"
+            backing.append((name, Path(pmem.path_on_host), not pmem.read_only))
+        seen: dict[object, tuple[str, bool]] = {}
+        for name, path, writable in backing:
+            key: object = os.path.normpath(path)
+            if look:
+                with contextlib.suppress(OSError):
+                    st = path.stat()
+                    key = (st.st_dev, st.st_ino)
+            if key in seen:
+                other, other_writable = seen[key]
+                if writable or other_writable:
+                    raise ConfigError(
+                        name,
+                        f"{path} is also {other}, and {'this' if writable else 'that'} one is "
+                        "writable: two devices on one file corrupt it; attach every one of "
+                        "them read-only (is_read_only(True)), or give each its own copy",
+                    )
+            seen.setdefault(key, (name, writable))
 
     def input_files(self) -> list[tuple[str, Path]]:
         """Every host file the VM reads, with the config field naming it."""
@@ -293,6 +405,12 @@ class Config:
         return files
 
     def _check_files(self) -> None:
+        directories = [("workdir", self.workdir), ("state_dir", self.state_dir)]
+        if self.jailer is not None:
+            directories.append(("jailer.chroot_base_dir", self.jailer.chroot_base_dir))
+        for name, directory in directories:
+            if directory is not None and directory.exists() and not directory.is_dir():
+                raise ConfigError(name, f"{directory} is not a directory")
         names: dict[str, str] = {}
         for name, path in self.input_files():
             if not path.exists():
@@ -311,16 +429,63 @@ class Config:
                     )
 
 
+def check_kernel_args(args: object) -> str:
+    """Return ``args`` if Firecracker takes it as a kernel command line, else :class:`ConfigError`.
+
+    Firecracker takes one line of printable ASCII (space to ``~``): no newline,
+    no NUL, no tab, no other control or non-ASCII character.
+
+    >>> check_kernel_args("console=ttyS0 reboot=k")
+    'console=ttyS0 reboot=k'
+    """
+    if not isinstance(args, str):
+        raise ConfigError("kernel_args", f"must be a str, not {type(args).__name__}")
+    for i, char in enumerate(args):
+        if not " " <= char <= "~":
+            shown = control_char(char) or f"{char!r} at 0"
+            raise ConfigError(
+                "kernel_args",
+                f"{shown.removesuffix(' at 0')} at {i}: the kernel command line is one line of "
+                "printable ASCII (space to '~'); separate arguments with spaces",
+            )
+    return args
+
+
+def check_mmds_data(data: object) -> Mapping[str, Any]:
+    """Return ``data`` if it is a JSON object (what the MMDS holds), else :class:`ConfigError`."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("mmds_data", f"must be a JSON object (a dict), not {type(data).__name__}")
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConfigError(
+            "mmds_data",
+            f"must be JSON (str keys; str, number, bool, None, list and dict values): {exc}",
+        ) from None
+    return data
+
+
+def _model(prefix: str, cls: type[M], **fields: Any) -> M:
+    """``cls(**fields)``, its :class:`ValidationError` named as a field of ``prefix``."""
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        errors = [(f"{prefix}.{f}" if f else prefix, r) for f, r in exc.errors]
+        raise ConfigError(errors[0][0], errors[0][1], errors=errors) from None
+
+
+def _instance(field_name: str, value: object, cls: type[T], what: str) -> T:
+    if not isinstance(value, cls):
+        raise ConfigError(field_name, f"must be {what}, not {type(value).__name__}")
+    return value
+
+
 def _unique(field_name: str, values: Sequence[str], key: str) -> None:
     seen: set[str] = set()
     for i, value in enumerate(values):
         if value in seen:
             raise ConfigError(f"{field_name}[{i}].{key}", f"duplicate {key} {value!r}")
         seen.add(value)
-
-
-def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
-    return Path(value) if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -338,39 +503,41 @@ class Builder:
 
     def socket_path(self, path: str | os.PathLike[str]) -> Self:
         """The API socket (inside the jail when jailed)."""
-        return self._with(socket_path=Path(path))
+        return self._with(socket_path=path_value("socket_path", path))
 
     def log_path(self, path: str | os.PathLike[str]) -> Self:
         """Firecracker logs to this file."""
-        return self._with(log_path=Path(path))
+        return self._with(log_path=path_value("log_path", path))
 
     def log_fifo(self, path: str | os.PathLike[str]) -> Self:
         """Firecracker logs to this fifo, which firec creates and reads."""
-        return self._with(log_fifo=Path(path))
+        return self._with(log_fifo=path_value("log_fifo", path))
 
     def log_level(self, level: models.LogLevel | str) -> Self:
         """Firecracker's log level (``"Error"``, ``"Warning"``, ``"Info"``, ``"Debug"``...)."""
-        return self._with(log_level=models.LogLevel(level))
+        return self._with(log_level=enum_value("log_level", models.LogLevel, level))
 
     def metrics_path(self, path: str | os.PathLike[str]) -> Self:
         """Firecracker writes metrics to this file."""
-        return self._with(metrics_path=Path(path))
+        return self._with(metrics_path=path_value("metrics_path", path))
 
     def metrics_fifo(self, path: str | os.PathLike[str]) -> Self:
         """Firecracker writes metrics to this fifo, which firec creates and reads."""
-        return self._with(metrics_fifo=Path(path))
+        return self._with(metrics_fifo=path_value("metrics_fifo", path))
 
     def initrd_path(self, path: str | os.PathLike[str]) -> Self:
         """An initrd."""
-        return self._with(initrd=Path(path))
+        return self._with(initrd=path_value("initrd", path))
 
     def kernel_args(self, args: str) -> Self:
-        """The kernel command line."""
-        return self._with(kernel_args=args)
+        """The kernel command line: one line of printable ASCII (no newline, tab or NUL)."""
+        return self._with(kernel_args=check_kernel_args(args))
 
     def net_ns(self, name_or_path: str) -> Self:
         """Run in this network namespace (a name under ``/var/run/netns``, or a path)."""
-        return self._with(net_ns=name_or_path)
+        return self._with(
+            net_ns=str_value("net_ns", name_or_path, what="a network namespace name or path")
+        )
 
     def add_network_interface(self, interface: Interface | models.NetworkInterface) -> Self:
         """Add a virtio-net device: a :class:`firec.network.Interface` or an API model.
@@ -378,6 +545,12 @@ class Builder:
         An interface with a ``network`` plan gets its tap, namespace, address
         and NAT set up by the machine, and torn down with it.
         """
+        if not isinstance(interface, Interface | models.NetworkInterface):
+            raise ConfigError(
+                f"network_interfaces[{len(self._config.network_interfaces)}]",
+                "must be a firec.network.Interface or a models.NetworkInterface, "
+                f"not {type(interface).__name__}",
+            )
         if isinstance(interface, models.NetworkInterface):
             interface = Interface(
                 interface.iface_id,
@@ -390,7 +563,8 @@ class Builder:
 
     def add_drive(self, drive_id: str, src_path: str | os.PathLike[str]) -> DriveBuilder:
         """Add a block device backed by ``src_path``; :meth:`DriveBuilder.build` comes back here."""
-        return DriveBuilder(self, drive_id, Path(src_path))
+        path = path_value(f"drives.{drive_id}.path_on_host", src_path)
+        return DriveBuilder(self, drive_id, path)
 
     def machine_cfg(self) -> MachineBuilder:
         """Set vCPUs, memory and the rest; :meth:`MachineBuilder.build` comes back here."""
@@ -402,7 +576,10 @@ class Builder:
 
     def vsock(self, guest_cid: int, uds_path: str | os.PathLike[str]) -> Self:
         """A virtio-vsock device with guest CID ``guest_cid`` and host socket ``uds_path``."""
-        return self._with(vsock=models.Vsock(guest_cid=guest_cid, uds_path=os.fspath(uds_path)))
+        path = path_value("vsock.uds_path", uds_path)
+        return self._with(
+            vsock=_model("vsock", models.Vsock, guest_cid=guest_cid, uds_path=str(path))
+        )
 
     def mmds(
         self,
@@ -414,19 +591,29 @@ class Builder:
         imds_compat: bool | None = None,
     ) -> Self:
         """The MMDS: its config (reachable from ``network_interfaces``) and initial ``data``."""
-        config = models.MmdsConfig(
-            version=models.MmdsVersion(version),
+        if isinstance(network_interfaces, str) or not isinstance(network_interfaces, Sequence):
+            raise ConfigError(
+                "mmds_config.network_interfaces",
+                f"must be a list of interface ids, not {type(network_interfaces).__name__}",
+            )
+        config = _model(
+            "mmds_config",
+            models.MmdsConfig,
+            version=enum_value("mmds_config.version", models.MmdsVersion, version),
             network_interfaces=list(network_interfaces),
             ipv4_address=ipv4_address,
             imds_compat=imds_compat,
         )
-        return self._with(mmds_config=config, mmds_data=dict(data) if data is not None else None)
+        mmds_data = dict(check_mmds_data(data)) if data is not None else None
+        return self._with(mmds_config=config, mmds_data=mmds_data)
 
     def balloon(
         self, amount_mib: int, *, deflate_on_oom: bool = False, stats_polling_interval_s: int = 0
     ) -> Self:
         """A balloon device inflated to ``amount_mib``."""
-        balloon = models.Balloon(
+        balloon = _model(
+            "balloon",
+            models.Balloon,
             amount_mib=amount_mib,
             deflate_on_oom=deflate_on_oom,
             stats_polling_interval_s=stats_polling_interval_s,
@@ -435,22 +622,30 @@ class Builder:
 
     def entropy(self, rate_limiter: models.RateLimiter | None = None) -> Self:
         """A virtio-rng device, optionally rate limited."""
-        return self._with(entropy=models.EntropyDevice(rate_limiter=rate_limiter))
+        return self._with(
+            entropy=_model("entropy", models.EntropyDevice, rate_limiter=rate_limiter)
+        )
 
     def serial(self, serial_out_path: str | os.PathLike[str]) -> Self:
         """Write the serial console to this file (Firecracker 1.14+)."""
-        return self._with(serial=models.SerialDevice(serial_out_path=os.fspath(serial_out_path)))
+        path = path_value("serial.serial_out_path", serial_out_path)
+        return self._with(serial=_model("serial", models.SerialDevice, serial_out_path=str(path)))
 
     def cpu_config(self, cpu_config: models.CpuConfig) -> Self:
         """A custom CPU template."""
+        _instance("cpu_config", cpu_config, models.CpuConfig, "a models.CpuConfig")
         return self._with(cpu_config=cpu_config)
 
     def add_pmem(self, pmem: models.Pmem) -> Self:
         """A virtio-pmem device (Firecracker 1.14+)."""
+        _instance(f"pmem[{len(self._config.pmem)}]", pmem, models.Pmem, "a models.Pmem")
         return self._with(pmem=(*self._config.pmem, pmem))
 
     def memory_hotplug(self, config: models.MemoryHotplugConfig) -> Self:
         """A hotpluggable memory region (Firecracker 1.14+)."""
+        _instance(
+            "memory_hotplug", config, models.MemoryHotplugConfig, "a models.MemoryHotplugConfig"
+        )
         return self._with(memory_hotplug=config)
 
     def logger(
@@ -464,11 +659,13 @@ class Builder:
     ) -> Self:
         """Firecracker's logger: to a file ``path`` or a ``fifo`` firec reads, and its format."""
         return self._with(
-            log_path=_optional_path(path),
-            log_fifo=_optional_path(fifo),
-            log_level=models.LogLevel(level) if level is not None else None,
-            log_show_level=show_level,
-            log_show_origin=show_log_origin,
+            log_path=optional_path("log_path", path),
+            log_fifo=optional_path("log_fifo", fifo),
+            log_level=enum_value("log_level", models.LogLevel, level)
+            if level is not None
+            else None,
+            log_show_level=bool_value("log_show_level", show_level),
+            log_show_origin=bool_value("log_show_origin", show_log_origin),
         )
 
     def metrics(
@@ -478,31 +675,39 @@ class Builder:
         fifo: str | os.PathLike[str] | None = None,
     ) -> Self:
         """Firecracker's metrics: to a file ``path``, or a ``fifo`` firec reads."""
-        return self._with(metrics_path=_optional_path(path), metrics_fifo=_optional_path(fifo))
+        return self._with(
+            metrics_path=optional_path("metrics_path", path),
+            metrics_fifo=optional_path("metrics_fifo", fifo),
+        )
 
     def firecracker_binary(self, path: str | os.PathLike[str]) -> Self:
         """The Firecracker executable for plain (unjailed) runs."""
-        return self._with(firecracker_binary=Path(path))
+        return self._with(firecracker_binary=path_value("firecracker_binary", path))
 
     def extra_args(self, *args: str) -> Self:
         """More Firecracker command-line arguments."""
+        for arg in args:
+            str_value("extra_args", arg, what="a command-line argument", empty=True)
         return self._with(extra_args=(*self._config.extra_args, *args))
 
     def boot_method(self, method: BootMethod | str) -> Self:
         """Configure over the API (default) or with one ``--config-file``."""
-        return self._with(boot_method=BootMethod(method))
+        return self._with(boot_method=enum_value("boot_method", BootMethod, method))
 
     def console(self, console: Console) -> Self:
         """Where the serial console goes (:mod:`firec.console`)."""
+        from .console import Console
+
+        _instance("console", console, Console, "a firec.console.Console")
         return self._with(console=console)
 
     def workdir(self, path: str | os.PathLike[str]) -> Self:
-        """Where firec keeps this VM's sockets and fifos (plain runs)."""
-        return self._with(workdir=Path(path))
+        """Where firec keeps this VM's sockets and fifos (plain runs): an absolute path."""
+        return self._with(workdir=path_value("workdir", path))
 
     def state_dir(self, path: str | os.PathLike[str]) -> Self:
-        """Where firec keeps leases and network records (shared by every VM of the host)."""
-        return self._with(state_dir=Path(path))
+        """Where firec keeps leases and network records (shared by all VMs): an absolute path."""
+        return self._with(state_dir=path_value("state_dir", path))
 
     def host_record(self, enabled: bool) -> Self:
         """Keep a host record of the VM (default), or not: see :attr:`Config.host_record`."""
@@ -526,16 +731,25 @@ class DriveBuilder:
     def _set(self, **changes: Any) -> Self:
         return dataclasses.replace(self, _fields={**self._fields, **changes})
 
+    def _field(self, name: str) -> str:
+        return f"drives.{self._drive_id}.{name}"
+
     def is_read_only(self, read_only: bool) -> Self:
         """Attach read-only."""
-        return self._set(is_read_only=read_only)
+        return self._set(is_read_only=bool_value(self._field("is_read_only"), read_only))
 
     def is_root_device(self, root: bool) -> Self:
         """The guest boots from this drive."""
-        return self._set(is_root_device=root)
+        return self._set(is_root_device=bool_value(self._field("is_root_device"), root))
 
     def part_uuid(self, part_uuid: str) -> Self:
-        """The root partition's PARTUUID (root devices only)."""
+        """The root partition's PARTUUID (root devices only): hex digits and ``-``."""
+        if not isinstance(part_uuid, str) or not _PARTUUID.fullmatch(part_uuid):
+            raise ConfigError(
+                self._field("partuuid"),
+                f"{part_uuid!r} is not a PARTUUID: hex digits and '-' "
+                "(e.g. 'a1b2c3d4-01', or a GUID)",
+            )
         return self._set(partuuid=part_uuid)
 
     def rate_limiter(self, limiter: models.RateLimiter) -> Self:
@@ -544,11 +758,11 @@ class DriveBuilder:
 
     def io_engine(self, engine: models.IoEngine | str) -> Self:
         """``Sync`` (default) or ``Async`` (io_uring)."""
-        return self._set(io_engine=models.IoEngine(engine))
+        return self._set(io_engine=enum_value(self._field("io_engine"), models.IoEngine, engine))
 
     def cache_type(self, cache: models.CacheType | str) -> Self:
         """``Unsafe`` (default) or ``Writeback``."""
-        return self._set(cache_type=models.CacheType(cache))
+        return self._set(cache_type=enum_value(self._field("cache_type"), models.CacheType, cache))
 
     def build(self) -> Builder:
         """Add the drive and go back to the config builder."""

@@ -43,16 +43,35 @@ __all__ = [
     "check_cni",
     "check_e2fsprogs",
     "check_host",
+    "check_jailer_privileges",
     "check_kvm",
     "check_nft",
     "check_tun",
+    "effective_capabilities",
     "find_binary",
     "kvm_api_version",
+    "kvm_device",
 ]
 
 #: ioctl(KVM_GET_API_VERSION) = _IO(KVMIO=0xAE, 0x00); stable Linux KVM answers 12.
 KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
+
+#: The environment variable naming the KVM device the checks look at (default ``/dev/kvm``).
+#: For tests: firec's Firecracker emulator opens it at boot, as Firecracker opens /dev/kvm.
+KVM_DEVICE_ENV = "FIREC_KVM_DEVICE"
+
+#: The capabilities the jailer needs (it mounts, chroots, makes device nodes, joins
+#: cgroups and switches user), by number (``capability.h``).
+JAILER_CAPABILITIES = {
+    "CAP_CHOWN": 0,
+    "CAP_DAC_OVERRIDE": 1,
+    "CAP_SETGID": 6,
+    "CAP_SETUID": 7,
+    "CAP_SYS_CHROOT": 18,
+    "CAP_SYS_ADMIN": 21,
+    "CAP_MKNOD": 27,
+}
 
 #: The environment variable that names each binary.
 BINARY_ENV = {"firecracker": "FIRECRACKER_BIN", "jailer": "JAILER_BIN"}
@@ -97,18 +116,26 @@ def check_host() -> list[Check]:
 # -- KVM ----------------------------------------------------------------------------------
 
 
-def kvm_api_version(path: str | os.PathLike[str] = "/dev/kvm") -> int:
+def kvm_device() -> Path:
+    """The KVM device: ``$FIREC_KVM_DEVICE`` (for tests), else ``/dev/kvm``."""
+    return Path(os.environ.get(KVM_DEVICE_ENV) or "/dev/kvm")
+
+
+def kvm_api_version(path: str | os.PathLike[str] | None = None) -> int:
     """Ask KVM its API version (``ioctl(KVM_GET_API_VERSION)``); OSError when it cannot."""
-    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    fd = os.open(path if path is not None else kvm_device(), os.O_RDWR | os.O_CLOEXEC)
     try:
         return fcntl.ioctl(fd, KVM_GET_API_VERSION)
     finally:
         os.close(fd)
 
 
-def check_kvm(path: str | os.PathLike[str] = "/dev/kvm") -> Check:
-    """/dev/kvm exists, this user may read and write it, and it speaks KVM API 12."""
-    dev = Path(path)
+def check_kvm(path: str | os.PathLike[str] | None = None) -> Check:
+    """The KVM device exists, this user may read and write it, and it speaks KVM API 12.
+
+    The device is ``path``, else :func:`kvm_device` (``/dev/kvm``).
+    """
+    dev = Path(path) if path is not None else kvm_device()
     try:
         st = dev.stat()
     except FileNotFoundError:
@@ -127,8 +154,7 @@ def check_kvm(path: str | os.PathLike[str] = "/dev/kvm") -> Check:
             "kvm",
             False,
             f"{dev} is not readable and writable by {_user()} ({_owner(st)})",
-            f"add yourself to its group: sudo usermod -aG {_group_name(st.st_gid)} {_user()}, "
-            f"then log in again (or: sudo setfacl -m u:{_user()}:rw {dev})",
+            _kvm_access_fix(dev, st),
         )
     try:
         version = kvm_api_version(dev)
@@ -141,6 +167,23 @@ def check_kvm(path: str | os.PathLike[str] = "/dev/kvm") -> Check:
             "kvm", False, f"{dev}: KVM API version {version}, expected {KVM_API_VERSION}", _KVM_FIX
         )
     return Check("kvm", True, f"{dev}: KVM API version {version}")
+
+
+def _kvm_access_fix(dev: Path, st: os.stat_result) -> str:
+    """Join the device's group when that gives access; never root's group."""
+    user = _user()
+    acl = f"sudo setfacl -m u:{user}:rw {dev}"
+    group_rw = st.st_mode & (stat.S_IRGRP | stat.S_IWGRP) == stat.S_IRGRP | stat.S_IWGRP
+    if st.st_gid != 0 and group_rw:
+        return (
+            f"add yourself to its group: sudo usermod -aG {_group_name(st.st_gid)} {user}, "
+            f"then log in again (or: {acl})"
+        )
+    return (
+        f"{dev} is for root only: give it a group of its own, mode 0660 (a udev rule: "
+        'KERNEL=="kvm", GROUP="kvm", MODE="0660"), then sudo usermod -aG kvm '
+        f"{user} and log in again; or, until the next boot: {acl}"
+    )
 
 
 _KVM_FIX = (
@@ -224,6 +267,43 @@ def check_binary(name: str) -> Check:
             required,
         )
     return Check(name, True, f"{match[1]} {match[2]} at {path} (from {how})", "", required)
+
+
+# -- privileges ---------------------------------------------------------------------------
+
+
+def effective_capabilities(status: str | os.PathLike[str] = "/proc/self/status") -> int:
+    """This process's effective capabilities (``CapEff`` of ``/proc/self/status``), as bits."""
+    for line in Path(status).read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == "CapEff":
+            return int(value.strip(), 16)
+    return 0
+
+
+def check_jailer_privileges(status: str | os.PathLike[str] = "/proc/self/status") -> Check:
+    """Whether this process may run the jailer: it needs root (or its capabilities).
+
+    The jailer mounts, chroots, makes device nodes, joins cgroups and
+    switches to its ``--uid``/``--gid``: :data:`JAILER_CAPABILITIES`.
+    """
+    try:
+        caps = effective_capabilities(status)
+    except (OSError, ValueError):
+        caps = ~0 if os.geteuid() == 0 else 0
+    missing = [name for name, bit in JAILER_CAPABILITIES.items() if not caps >> bit & 1]
+    who = f"{_user()} (uid {os.geteuid()})"
+    if not missing:
+        return Check("privileges", True, f"{who} may run the jailer", "", False)
+    lacks = "every capability" if len(missing) == len(JAILER_CAPABILITIES) else "some capabilities"
+    return Check(
+        "privileges",
+        False,
+        f"the jailer needs root: {who} lacks {lacks} it needs ({', '.join(missing)}) to mount, "
+        "chroot, make device nodes, join cgroups and switch to its --uid/--gid",
+        "run firec as root (sudo), or run the microVM without the jailer",
+        False,
+    )
 
 
 # -- cgroups, tun, nft, CNI, e2fsprogs ---------------------------------------------------

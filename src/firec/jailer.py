@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
+from ._checks import absolute_path, bool_value, enum_value, int_value, path_value, str_value
 from .errors import ConfigError, MachineError
 
 if TYPE_CHECKING:
@@ -47,17 +48,18 @@ if TYPE_CHECKING:
 __all__ = ["Jail", "JailerBuilder", "JailerConfig", "JailerMode", "validate_id"]
 
 DEFAULT_CHROOT_BASE = Path("/srv/jailer")
-_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-_CGROUP_ARG = re.compile(r"^[a-z_]+\.[a-zA-Z0-9_.]+=.+$")
+_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+_CGROUP_ARG = re.compile(r"[a-z_]+\.[a-zA-Z0-9_.]+=[^\x00-\x1f\x7f]+")
 _RLIMITS = ("fsize", "no-file")
 
 
 def validate_id(vm_id: str, *, field_name: str = "vm_id") -> str:
     """Check a microVM id against the jailer's and Firecracker's rules.
 
-    Both accept 1 to 64 ASCII letters, digits and hyphens.
+    Both accept 1 to 64 ASCII letters, digits and hyphens, and nothing else
+    (no trailing newline either).
     """
-    if not _ID.match(vm_id):
+    if not isinstance(vm_id, str) or not _ID.fullmatch(vm_id):
         raise ConfigError(
             field_name,
             f"{vm_id!r} is not a valid id: use 1 to 64 ASCII letters, digits and hyphens",
@@ -86,7 +88,10 @@ class JailerConfig:
             ``jailer`` on ``PATH``).
         exec_file: the Firecracker executable the jailer copies in and runs
             (default: ``FIRECRACKER_BIN``, then ``firecracker`` on ``PATH``).
-        uid, gid: whom Firecracker runs as (``--uid``/``--gid``).
+        uid, gid: whom Firecracker runs as (``--uid``/``--gid``). 0 (root) is
+            refused unless :attr:`allow_root`: Firecracker running as root in the
+            jail would defeat the jailer. Give each VM an unprivileged uid and gid.
+        allow_root: accept uid or gid 0.
         chroot_base_dir: ``--chroot-base-dir``.
         numa_node: pin to a NUMA node (turned into ``cpuset`` cgroup values).
         mode: :class:`JailerMode` (``--daemonize`` when ``DAEMON``).
@@ -103,6 +108,7 @@ class JailerConfig:
     exec_file: Path | None = None
     uid: int = 0
     gid: int = 0
+    allow_root: bool = False
     chroot_base_dir: Path = DEFAULT_CHROOT_BASE
     numa_node: int | None = None
     mode: JailerMode = JailerMode.ATTACHED
@@ -115,27 +121,60 @@ class JailerConfig:
     extra_args: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        """Refuse values the jailer would refuse, naming the field."""
-        for name in ("uid", "gid"):
+        """Refuse values the jailer would refuse, and a root uid or gid, naming the field."""
+        for name in ("jailer_binary", "exec_file", "netns"):
             value = getattr(self, name)
-            if not 0 <= value < 2**32:
-                raise ConfigError(f"jailer.{name}", f"{value} is not a valid {name}")
-        for arg in self.cgroups:
-            if not _CGROUP_ARG.match(arg):
+            if value is not None:
+                absolute_path(f"jailer.{name}", value)
+        absolute_path("jailer.chroot_base_dir", self.chroot_base_dir, "directory")
+        enum_value("jailer.mode", JailerMode, self.mode)
+        bool_value("jailer.new_pid_ns", self.new_pid_ns)
+        bool_value("jailer.allow_root", self.allow_root)
+        for name in ("uid", "gid"):
+            value = int_value(f"jailer.{name}", getattr(self, name), minimum=0, maximum=2**32 - 2)
+            if value == 0 and not self.allow_root:
+                who = "root" if name == "uid" else "root's group"
                 raise ConfigError(
-                    "jailer.cgroups", f"{arg!r} is not <cgroup_file>=<value> (e.g. cpu.shares=10)"
+                    f"jailer.{name}",
+                    f"{name} 0 is {who}: Firecracker would run as root inside the jail, which "
+                    "defeats the jailer; give an unprivileged uid and gid (e.g. .uid(1234)"
+                    ".gid(1234)), or allow_root() to run it as root all the same",
+                )
+        for field_name in ("cgroups", "resource_limits", "extra_args"):
+            if not isinstance(getattr(self, field_name), tuple | list):
+                raise ConfigError(f"jailer.{field_name}", "must be a tuple of strings")
+        for arg in self.cgroups:
+            if not isinstance(arg, str) or not _CGROUP_ARG.fullmatch(arg):
+                raise ConfigError(
+                    "jailer.cgroups",
+                    f"{arg!r} is not <cgroup_file>=<value> (e.g. cpu.shares=10)",
                 )
         for arg in self.resource_limits:
-            name, sep, value = arg.partition("=")
-            if not sep or name not in _RLIMITS or not value.isdigit():
+            name, sep, value = arg.partition("=") if isinstance(arg, str) else ("", "", "")
+            if not sep or name not in _RLIMITS or not (value.isascii() and value.isdigit()):
                 raise ConfigError(
                     "jailer.resource_limits",
                     f"{arg!r} is not <resource>=<number>, resource one of {', '.join(_RLIMITS)}",
                 )
-        if self.cgroup_version not in (None, 1, 2):
-            raise ConfigError("jailer.cgroup_version", "must be 1 or 2")
-        if self.numa_node is not None and not _numa_cpus_path(self.numa_node).exists():
-            raise ConfigError("jailer.numa_node", f"this host has no NUMA node {self.numa_node}")
+        for arg in self.extra_args:
+            str_value("jailer.extra_args", arg, what="a command-line argument", empty=True)
+        version = self.cgroup_version
+        if version is not None and (type(version) is not int or version not in (1, 2)):
+            raise ConfigError("jailer.cgroup_version", f"must be 1 or 2, not {version!r}")
+        if self.parent_cgroup is not None:
+            parent = str_value("jailer.parent_cgroup", self.parent_cgroup, what="a cgroup path")
+            if parent.startswith("/") or ".." in parent.split("/"):
+                raise ConfigError(
+                    "jailer.parent_cgroup",
+                    f"{parent!r}: must be a cgroup path relative to the cgroup root, without "
+                    "'..' (e.g. 'firecracker' or 'tenants/a')",
+                )
+        if self.numa_node is not None:
+            int_value("jailer.numa_node", self.numa_node, minimum=0)
+            if not _numa_cpus_path(self.numa_node).exists():
+                raise ConfigError(
+                    "jailer.numa_node", f"this host has no NUMA node {self.numa_node}"
+                )
 
     def all_cgroups(self) -> tuple[str, ...]:
         """The ``--cgroup`` values, including those implied by :attr:`numa_node`."""
@@ -343,44 +382,49 @@ class JailerBuilder:
         return replace(self, _config=replace(self._config, **changes))  # type: ignore[arg-type]
 
     def uid(self, uid: int) -> JailerBuilder:
-        """``--uid``: the user Firecracker runs as."""
+        """``--uid``: the (unprivileged) user Firecracker runs as; 0 needs :meth:`allow_root`."""
         return self._set(uid=uid)
 
     def gid(self, gid: int) -> JailerBuilder:
-        """``--gid``: the group Firecracker runs as."""
+        """``--gid``: the (unprivileged) group Firecracker runs as; 0 needs :meth:`allow_root`."""
         return self._set(gid=gid)
 
     def numa_node(self, node: int) -> JailerBuilder:
         """Pin Firecracker to NUMA node ``node`` (through cpuset cgroups)."""
         return self._set(numa_node=node)
 
+    def allow_root(self, allow: bool = True) -> JailerBuilder:
+        """Accept uid or gid 0 (refused by default): Firecracker then runs as root in the jail."""
+        return self._set(allow_root=bool_value("jailer.allow_root", allow))
+
     def exec_file(self, path: str | os.PathLike[str]) -> JailerBuilder:
-        """``--exec-file``: the Firecracker binary."""
-        return self._set(exec_file=Path(path))
+        """``--exec-file``: the Firecracker binary (an absolute path)."""
+        return self._set(exec_file=path_value("jailer.exec_file", path))
 
     def jailer_binary(self, path: str | os.PathLike[str]) -> JailerBuilder:
-        """The jailer binary."""
-        return self._set(jailer_binary=Path(path))
+        """The jailer binary (an absolute path)."""
+        return self._set(jailer_binary=path_value("jailer.jailer_binary", path))
 
     def chroot_base_dir(self, path: str | os.PathLike[str]) -> JailerBuilder:
-        """``--chroot-base-dir``."""
-        return self._set(chroot_base_dir=Path(path))
+        """``--chroot-base-dir`` (an absolute path)."""
+        return self._set(chroot_base_dir=path_value("jailer.chroot_base_dir", path))
 
     def mode(self, mode: JailerMode | str) -> JailerBuilder:
         """Attached (supervised, the default) or daemon (``--daemonize``)."""
-        return self._set(mode=JailerMode(mode))
+        return self._set(mode=enum_value("jailer.mode", JailerMode, mode))
 
     def daemonize(self, daemonize: bool = True) -> JailerBuilder:
         """``--daemonize``: the same as ``mode(JailerMode.DAEMON)``."""
-        return self._set(mode=JailerMode.DAEMON if daemonize else JailerMode.ATTACHED)
+        daemon = bool_value("jailer.mode", daemonize)
+        return self._set(mode=JailerMode.DAEMON if daemon else JailerMode.ATTACHED)
 
     def new_pid_ns(self, new_pid_ns: bool = True) -> JailerBuilder:
         """``--new-pid-ns``."""
-        return self._set(new_pid_ns=new_pid_ns)
+        return self._set(new_pid_ns=bool_value("jailer.new_pid_ns", new_pid_ns))
 
     def netns(self, path: str | os.PathLike[str]) -> JailerBuilder:
         """``--netns``: the network namespace to join (``/var/run/netns/<name>``)."""
-        return self._set(netns=Path(path))
+        return self._set(netns=path_value("jailer.netns", path))
 
     def cgroup(self, value: str) -> JailerBuilder:
         """``--cgroup <file>=<value>`` (repeatable)."""

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import typer.exceptions
 
 from firec.errors import FirecError
 from firec.registry import Registry
 
 from . import follow, hostcmds, manage, run, snapshots
 from .imagecmds import image_app, kernel_app
-from .output import EPILOG, CliError, ExitCode, report
+from .output import DEBUG_ENV, EPILOG, CliError, ExitCode, report, report_defect
 from .run import NETWORK_STATE
 
 __all__ = ["app", "main"]
@@ -36,7 +38,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(func: F) -> F:
-    """Turn firec's errors into a message on stderr and the documented exit code."""
+    """Turn firec's errors into a message on stderr and the documented exit code.
+
+    Anything else is a defect of firec: it is reported in one line too (exit 1),
+    with its traceback only when ``FIREC_DEBUG`` is set.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -48,6 +54,13 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except OSError as exc:
             raise typer.Exit(int(report(exc))) from exc
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+            raise  # typer's own ways to end: exit codes and usage errors
+        except Exception as exc:
+            # a defect of firec: a message, never a traceback (unless FIREC_DEBUG asks for it)
+            if os.environ.get(DEBUG_ENV):
+                raise
+            raise typer.Exit(int(report_defect(exc))) from exc
 
     return wrapper  # type: ignore[return-value]
 

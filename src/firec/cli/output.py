@@ -15,6 +15,7 @@ from rich.text import Text
 from firec.errors import ConfigError, InUseError, MachineError, TimeoutError, ValidationError
 
 __all__ = [
+    "DEBUG_ENV",
     "EPILOG",
     "CliError",
     "ExitCode",
@@ -24,8 +25,12 @@ __all__ = [
     "out",
     "print_json",
     "report",
+    "report_defect",
     "table",
 ]
+
+#: Set (to anything) to see the traceback of a defect instead of its one-line report.
+DEBUG_ENV = "FIREC_DEBUG"
 
 #: Standard output (tables, results) and standard error (errors, progress).
 out = Console(highlight=False, soft_wrap=True)
@@ -46,11 +51,13 @@ class ExitCode(enum.IntEnum):
 
     * ``OK`` (0): done.
     * ``ERROR`` (1): something failed that none of the codes below names
-      (Firecracker refused a request, a file could not be written...).
+      (Firecracker refused a request, a file could not be written, a defect
+      of firec).
     * ``USAGE`` (2): the command line, or the VM it describes, is invalid
       (unknown option, missing kernel file, bad size, ambiguous VM id).
-    * ``HOST_NOT_READY`` (3): this host lacks something required (no
-      Firecracker, no usable ``/dev/kvm``): ``firec doctor`` says what.
+    * ``HOST_NOT_READY`` (3): this host, or this user, lacks something
+      required (no Firecracker; no usable ``/dev/kvm``, even when it is why
+      the VM did not boot; root for ``--jailer``): the message says the fix.
     * ``NO_SUCH_VM`` (4): no microVM has that id.
     * ``WRONG_STATE`` (5): the VM is not in a state that allows it (``rm`` of a
       running VM without ``-f``, ``pause`` of one that exited, an id taken).
@@ -116,6 +123,18 @@ def report(exc: BaseException) -> ExitCode:
     if hint:
         err.print(f"[yellow]hint:[/] {_escape(hint)}")
     return code
+
+
+def report_defect(exc: BaseException) -> ExitCode:
+    """Print an unexpected exception (a defect of firec) in a line and a hint; return ERROR."""
+    err.print(
+        f"[bold red]error:[/] internal error (a defect of firec): "
+        f"{_escape(type(exc).__name__)}: {_escape(str(exc))}"
+    )
+    err.print(
+        f"[yellow]hint:[/] rerun with {DEBUG_ENV}=1 to see the traceback, and please report it"
+    )
+    return ExitCode.ERROR
 
 
 def _escape(text: str) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
 import secrets
 import signal
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, NoReturn
@@ -17,7 +19,7 @@ import typer
 from firec import host
 from firec.config import BootMethod, Config, runtime_dir
 from firec.console import Console
-from firec.errors import APIError, ConfigError, FirecError, MachineError
+from firec.errors import APIError, ConfigError, FirecError, MachineError, ValidationError
 from firec.images import parse_size
 from firec.launch import plan
 from firec.machine import Machine
@@ -53,12 +55,22 @@ def new_vm_id() -> str:
 def parse_memory(value: str) -> int:
     """Guest memory in MiB from ``"512"`` (MiB) or a size with a unit (``"1G"``)."""
     text = value.strip()
-    if text.isdigit():
-        return int(text)
-    size = parse_size(text)
-    if size % (1 << 20):
-        raise ConfigError("memory", f"{value!r} is not a whole number of MiB")
-    return size >> 20
+    valid = "give MiB (e.g. 512) or a size with a unit K, M, G or T (e.g. 1G), at least 1 MiB"
+    if text.isascii() and text.isdigit():
+        mib = int(text)
+    elif text.startswith("-"):
+        raise ConfigError("--memory", f"{value!r} is negative: {valid}")
+    else:
+        try:
+            size = parse_size(text)
+        except ValidationError:
+            raise ConfigError("--memory", f"cannot read {value!r}: {valid}") from None
+        if size % (1 << 20):
+            raise ConfigError("--memory", f"{value!r} is not a whole number of MiB: {valid}")
+        mib = size >> 20
+    if mib < 1:
+        raise ConfigError("--memory", f"{value!r} is less than 1 MiB: {valid}")
+    return mib
 
 
 def parse_drive(spec: str, index: int) -> tuple[str, Path, bool]:
@@ -301,10 +313,81 @@ def _binary_or_doctor(explicit: Path | None, name: str) -> Path:
 
 
 def _explain_host(exc: FirecError) -> None:
-    """When a VM did not come up, say whether KVM is the reason."""
+    """When a VM did not come up, say whether KVM is the reason (then exit HOST_NOT_READY)."""
     kvm = host.check_kvm()
     if not kvm.ok:
         _not_ready([kvm], str(exc))
+
+
+def _check_jailer_privileges() -> None:
+    """``--jailer`` needs root: refuse before anything is made, saying why and what to do."""
+    check = host.check_jailer_privileges()
+    if not check.ok:
+        fail(
+            ExitCode.HOST_NOT_READY,
+            f"--jailer: {check.detail}",
+            "run it as root (sudo firec run --jailer ...), or leave out --jailer to run "
+            "Firecracker without the jailer",
+        )
+
+
+#: The option that sets each config field (or the field it is part of).
+_OPTIONS = {
+    "vm_id": "--id",
+    "kernel_image": "KERNEL",
+    "kernel_args": "--boot-args",
+    "initrd": "--initrd",
+    "machine.vcpu_count": "--cpus",
+    "machine.mem_size_mib": "--memory",
+    "vsock": "--vsock",
+    "log_level": "--log-level",
+    "boot_method": "--boot-method",
+    "workdir": "--workdir",
+    "state_dir": "--state-dir",
+    "firecracker_binary": "--firecracker-bin",
+    "jailer.exec_file": "--firecracker-bin",
+    "jailer.jailer_binary": "--jailer-bin",
+    "jailer.uid": "--uid",
+    "jailer.gid": "--gid",
+    "jailer.allow_root": "--allow-root",
+    "jailer.chroot_base_dir": "--chroot-base",
+    "jailer.cgroups": "--cgroup",
+    "jailer.cgroup_version": "--cgroup-version",
+    "network_interfaces": "--net",
+    "iface_id": "--net",
+    "host_dev_name": "--net",
+    "subnet": "--net",
+    "conflist": "--net",
+    "nameservers": "--dns",
+    "host_port": "--publish",
+    "guest_port": "--publish",
+    "protocol": "--publish",
+}
+_DRIVE_ID = re.compile(r"drives(?:\.([^.]*)\.|\[\d+\][^(]*\(([^)]*)\))")
+
+
+def _option_of(field: str) -> str | None:
+    """The ``firec run`` option behind a config field (``"machine.mem_size_mib"``: ``--memory``)."""
+    if field.startswith("drives"):
+        match = _DRIVE_ID.match(field)
+        return "--rootfs" if match and "rootfs" in (match[1], match[2]) else "--drive"
+    parts = re.sub(r"\[\d+\]| .*$", "", field).split(".")
+    for end in range(len(parts), 0, -1):
+        option = _OPTIONS.get(".".join(parts[:end]))
+        if option is not None:
+            return option
+    return None
+
+
+def _as_option_error(exc: ValidationError) -> ConfigError:
+    """``exc`` with its field named as the option that set it (``--id``, ``--memory``...)."""
+    errors = []
+    for field, reason in exc.errors:
+        option = _option_of(field)
+        if option is not None and option != field:
+            field = option if _OPTIONS.get(field) == option else f"{option} ({field})"
+        errors.append((field, reason))
+    return ConfigError(errors[0][0], errors[0][1], errors=errors)
 
 
 def run(
@@ -378,8 +461,20 @@ def run(
     jailer_bin: Annotated[
         Path | None, typer.Option(help="The jailer binary (default: $JAILER_BIN, PATH...).")
     ] = None,
-    uid: Annotated[int, typer.Option(help="Jailed: the uid Firecracker runs as.")] = 0,
-    gid: Annotated[int, typer.Option(help="Jailed: the gid Firecracker runs as.")] = 0,
+    uid: Annotated[
+        int | None,
+        typer.Option(help="Jailed (required): the unprivileged uid Firecracker runs as."),
+    ] = None,
+    gid: Annotated[
+        int | None,
+        typer.Option(help="Jailed (required): the unprivileged gid Firecracker runs as."),
+    ] = None,
+    allow_root: Annotated[
+        bool,
+        typer.Option(
+            "--allow-root", help="Jailed: accept --uid 0 / --gid 0 (Firecracker as root)."
+        ),
+    ] = False,
     chroot_base: Annotated[
         Path | None, typer.Option(help="Jailed: --chroot-base-dir (default /srv/jailer).")
     ] = None,
@@ -419,6 +514,22 @@ def run(
     registry: Registry = ctx.obj
     if test_guest == (kernel is not None):
         fail(ExitCode.USAGE, "give either a KERNEL or --test-guest", "firec run --help")
+    if not math.isfinite(stop_timeout) or stop_timeout < 0:
+        raise ConfigError("--stop-timeout", f"{stop_timeout}: give seconds, 0 or more")
+    if jailer and (uid is None or gid is None):
+        raise ConfigError(
+            "--uid" if uid is None else "--gid",
+            "--jailer needs --uid and --gid: the unprivileged user and group Firecracker "
+            "runs as in the jail (e.g. --uid 1234 --gid 1234)",
+        )
+    for option, value in (("--uid", uid), ("--gid", gid)):
+        if jailer and value == 0 and not allow_root:
+            raise ConfigError(
+                option,
+                "0 is root: Firecracker would run as root inside the jail, which defeats the "
+                "jailer; give an unprivileged --uid and --gid (e.g. --uid 1234 --gid 1234), or "
+                "add --allow-root to run it as root all the same",
+            )
     firecracker = _binary_or_doctor(firecracker_bin, "firecracker")
     if test_guest:
         from firec.testing.guest import build_test_guest, guest_args
@@ -427,7 +538,92 @@ def run(
         if boot_args is None:
             boot_args = "console=ttyS0 " + guest_args(echo=[TEST_GUEST_ECHO], exit=not detach)
     assert kernel is not None
-    vm_id = vm_id or new_vm_id()
+    vm_id = vm_id if vm_id is not None else new_vm_id()
+    try:
+        config = _config(
+            ctx,
+            vm_id=vm_id,
+            kernel=kernel,
+            boot_args=boot_args,
+            workdir=workdir,
+            boot_method=boot_method,
+            cpus=cpus,
+            memory=memory,
+            initrd=initrd,
+            rootfs=rootfs,
+            rootfs_ro=rootfs_ro,
+            drives=drive or [],
+            vsock=vsock,
+            log_level=log_level,
+            firecracker=firecracker,
+            jailer=_JailerOptions(
+                jailer_bin,
+                uid or 0,
+                gid or 0,
+                allow_root,
+                chroot_base,
+                cgroup or [],
+                cgroup_version,
+                new_pid_ns,
+            )
+            if jailer
+            else None,
+            console=not detach,
+            network=NetworkOptions(tuple(net or ()), tuple(publish or ()), tuple(dns or ())),
+        )
+    except ValidationError as exc:
+        raise _as_option_error(exc) from None
+    if jailer:
+        _check_jailer_privileges()
+    try:
+        started = start_vm(registry, config, detached=detach)
+    except MachineError as exc:
+        _explain_host(exc)
+        raise
+    except APIError as exc:
+        _explain_host(exc)
+        fail(ExitCode.VM_FAILED, f"microVM {vm_id} did not boot: {exc}")
+    detach_or_run_foreground(
+        registry, started, detach=detach, as_json=as_json, stop_timeout=stop_timeout
+    )
+
+
+@dataclass(frozen=True)
+class _JailerOptions:
+    """What ``--jailer`` and its options ask for."""
+
+    binary: Path | None
+    uid: int
+    gid: int
+    allow_root: bool
+    chroot_base: Path | None
+    cgroups: list[str]
+    cgroup_version: int | None
+    new_pid_ns: bool
+
+
+def _config(
+    ctx: typer.Context,
+    *,
+    vm_id: str,
+    kernel: Path,
+    boot_args: str | None,
+    workdir: Path | None,
+    boot_method: BootMethod,
+    cpus: int,
+    memory: str,
+    initrd: Path | None,
+    rootfs: Path | None,
+    rootfs_ro: bool,
+    drives: list[str],
+    vsock: str | None,
+    log_level: str | None,
+    firecracker: Path,
+    jailer: _JailerOptions | None,
+    console: bool,
+    network: NetworkOptions,
+) -> Config:
+    """The config ``firec run``'s options describe (validated: nothing is made yet)."""
     vm_dir = (workdir or runtime_dir()) / vm_id
     builder = (
         Config.builder(vm_id, kernel.resolve())
@@ -448,45 +644,39 @@ def run(
             .is_read_only(rootfs_ro)
             .build()
         )
-    for index, spec in enumerate(drive or [], start=1):
+    for index, spec in enumerate(drives, start=1):
         drive_id, path, read_only = parse_drive(spec, index)
         builder = builder.add_drive(drive_id, path.resolve()).is_read_only(read_only).build()
     if vsock is not None:
         cid, _, uds = vsock.partition(":")
-        if not cid.isdigit():
+        if not (cid.isascii() and cid.isdigit()):
             raise ConfigError("--vsock", f"{vsock!r}: use CID or CID:PATH")
         builder = builder.vsock(int(cid), Path(uds).resolve() if uds else vm_dir / "vsock.sock")
     if log_level is not None:
         builder = builder.log_level(log_level)
-    if jailer:
-        jailer_path = _binary_or_doctor(jailer_bin, "jailer")
-        jb = builder.jailer_cfg().jailer_binary(jailer_path).exec_file(firecracker)
-        jb = jb.uid(uid).gid(gid)
-        if chroot_base is not None:
-            jb = jb.chroot_base_dir(chroot_base.resolve())
-        for value in cgroup or []:
+    if jailer is not None:
+        jb = builder.jailer_cfg().exec_file(firecracker)  # its jailer binary comes last
+        jb = jb.uid(jailer.uid).gid(jailer.gid).allow_root(jailer.allow_root)
+        if jailer.chroot_base is not None:
+            jb = jb.chroot_base_dir(jailer.chroot_base.resolve())
+        for value in jailer.cgroups:
             jb = jb.cgroup(value)
-        if cgroup_version is not None:
-            jb = jb.cgroup_version(1 if cgroup_version == 1 else 2)
-        if new_pid_ns:
+        if jailer.cgroup_version is not None:
+            jb = jb.cgroup_version(1 if jailer.cgroup_version == 1 else 2)
+        if jailer.new_pid_ns:
             jb = jb.new_pid_ns()
         builder = jb.build().metrics_path("/metrics.json")
     else:
         builder = builder.firecracker_binary(firecracker).metrics_path(vm_dir / "metrics.json")
-    if not detach:
+    if console:
         builder = builder.console(Console.terminal())
-    network = NetworkOptions(tuple(net or ()), tuple(publish or ()), tuple(dns or ()))
     for nic in network_interfaces(vm_id, network):
         builder = builder.add_network_interface(nic)
     if ctx.meta.get(NETWORK_STATE) is not None:
         builder = builder.state_dir(ctx.meta[NETWORK_STATE])
-    try:
-        started = start_vm(registry, builder.build(), detached=detach)
-    except MachineError as exc:
-        _explain_host(exc)
-        raise
-    except APIError as exc:
-        fail(ExitCode.VM_FAILED, f"microVM {vm_id} did not boot: {exc}")
-    detach_or_run_foreground(
-        registry, started, detach=detach, as_json=as_json, stop_timeout=stop_timeout
-    )
+    config = builder.build()
+    if config.jailer is not None and jailer is not None:
+        # only now, so that a bad option is a usage error before a missing jailer (exit 3)
+        jailer_path = _binary_or_doctor(jailer.binary, "jailer")
+        config = config.replace(jailer=replace(config.jailer, jailer_binary=jailer_path))
+    return config

@@ -67,7 +67,7 @@ __all__ = [
 DEFAULT_CNI_PATH: tuple[Path, ...] = (Path("/usr/lib/cni"), Path("/opt/cni/bin"))
 """Where plugins are looked for by default (Debian's package, then the upstream place)."""
 
-_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _PLUGIN_TIMEOUT = 60.0
 
 
@@ -257,7 +257,7 @@ class CNIResult:
 
 
 def _check_args(container_id: str, ifname: str) -> None:
-    if not _CONTAINER_ID.match(container_id):
+    if not isinstance(container_id, str) or not _CONTAINER_ID.fullmatch(container_id):
         raise ConfigError(
             "container_id",
             f"{container_id!r} is not a CNI container id (letters, digits, '_', '.', '-')",

@@ -69,7 +69,7 @@ inner '-' in dot-separated labels, at most 64 characters)
     ok = (
         isinstance(name, str)
         and 0 < len(name) <= _HOSTNAME_MAX
-        and all(_LABEL.match(label) for label in name.split("."))
+        and all(_LABEL.fullmatch(label) for label in name.split("."))
     )
     if not ok:
         raise ConfigError(

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BridgedNetwork", "CNINetwork", "Interface", "NetworkPlan", "RoutedNetwork"]
 
-_IFACE_ID = re.compile(r"^\w+$")
+_IFACE_ID = re.compile(r"[A-Za-z0-9_]+")
 
 
 def _parse_nameservers(values: Sequence[Any]) -> tuple[IPv4Address | IPv6Address, ...]:
@@ -286,7 +286,7 @@ class Interface:
     def __post_init__(self) -> None:
         from firec.models import RateLimiter
 
-        if not isinstance(self.iface_id, str) or not _IFACE_ID.match(self.iface_id):
+        if not isinstance(self.iface_id, str) or not _IFACE_ID.fullmatch(self.iface_id):
             raise ConfigError(
                 "iface_id", f"{self.iface_id!r} is not an interface id (letters, digits, '_')"
             )

@@ -49,7 +49,7 @@ def validate_mac(mac: str, field: str = "guest_mac") -> str:
     firec.errors.ConfigError: guest_mac: '01:00:5e:00:00:01' is a multicast address; \
 an interface needs a unicast MAC (first octet even)
     """
-    if not isinstance(mac, str) or not _MAC.match(mac):
+    if not isinstance(mac, str) or not _MAC.fullmatch(mac):
         raise ConfigError(
             field,
             f"{mac!r} is not a MAC address (six colon-separated hex bytes, 06:00:ac:10:00:02)",

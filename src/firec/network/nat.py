@@ -148,7 +148,7 @@ class VMRules:
     port_forwards: tuple[tuple[PortForward, IPv4Address], ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if not _KEY.match(self.key):
+        if not _KEY.fullmatch(self.key):
             raise ConfigError("key", f"{self.key!r} is not a usable VM key ([a-z0-9_], 1-64)")
         if not self.links:
             raise ConfigError("links", "a VM needs at least one link for its rules")

@@ -78,7 +78,7 @@ def validate_netns_name(name: str, field: str = "netns") -> str:
     ...
     firec.errors.ConfigError: netns: '../etc' is not a valid network namespace name ...
     """
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ConfigError(
             field,
             f"{name!r} is not a valid network namespace name (letters, digits, '_', '.', '-', "

@@ -95,7 +95,7 @@ NS_UPLINK = "fchost"
 """The VM namespace's end of the veth pair to the host."""
 _HOST_SIDE = IPv4Interface("169.254.77.1/32")
 _NS_SIDE = IPv4Interface("169.254.77.2/32")
-_VM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+_VM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 
 
 def validate_vm_id(vm_id: str) -> str:
@@ -104,7 +104,7 @@ def validate_vm_id(vm_id: str) -> str:
     >>> validate_vm_id("vm-1")
     'vm-1'
     """
-    if not isinstance(vm_id, str) or not _VM_ID.match(vm_id):
+    if not isinstance(vm_id, str) or not _VM_ID.fullmatch(vm_id):
         raise ConfigError(
             "vm_id",
             f"{vm_id!r} is not a VM id (letters, digits and '-', starting with a letter or "

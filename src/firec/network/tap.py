@@ -57,7 +57,7 @@ Linux interface names have at most 15
             f"{name!r} is {len(name)} characters long; Linux interface names have at most "
             f"{IFNAME_MAX}",
         )
-    if not _IFNAME.match(name):
+    if not isinstance(name, str) or not _IFNAME.fullmatch(name):
         raise ConfigError(
             field,
             f"{name!r} is not a valid interface name (letters, digits, '_', '.', '-'; "
