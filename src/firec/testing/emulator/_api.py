@@ -15,7 +15,8 @@ from typing import Any
 from ._jail import host_path
 from ._schema import schema
 from ._serde import SerdeError, Struct, from_text
-from ._vmm import NOT_STARTED, PAUSED, POSTBOOT_ONLY, PREBOOT_ONLY, ActionError, Vmm
+from ._state import NOT_STARTED, PAUSED
+from ._vmm import POSTBOOT_ONLY, PREBOOT_ONLY, ActionError, Vmm
 
 __all__ = ["Response", "dispatch"]
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._release import Release
 
 if TYPE_CHECKING:
-    from ._vmm import Vmm
+    from ._state import VmmState
 
 __all__ = [
     "MEMORY_MAGIC",
@@ -63,7 +63,7 @@ class SnapshotFileError(Exception):
         self.legacy = legacy
 
 
-def save(vmm: Vmm, state_path: str, mem_path: str, *, diff: bool) -> None:
+def save(vmm: VmmState, state_path: str, mem_path: str, *, diff: bool) -> None:
     """Write the state file and the memory file of a paused VM."""
     snap_id = str(uuid.uuid4())
     doc = {
@@ -149,7 +149,7 @@ def load(rel: Release, state_path: str, mem_path: str) -> dict[str, Any]:
     return doc
 
 
-def restore(vmm: Vmm, doc: dict[str, Any], cfg: dict[str, Any]) -> None:
+def restore(vmm: VmmState, doc: dict[str, Any], cfg: dict[str, Any]) -> None:
     """Apply a loaded snapshot to a fresh VMM: configuration, then state Paused."""
     for name in _SAVED:
         if name in doc["vm"]:

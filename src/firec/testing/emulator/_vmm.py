@@ -11,19 +11,15 @@ import copy
 import json
 import os
 import socket
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import _guest, _snapshot, _uffd, _vsock
 from ._jail import host_path
-from ._log import Logger
-from ._metrics import Metrics
-from ._release import Release
 from ._schema import MAX_VCPUS
+from ._state import NOT_STARTED, PAUSED, RUNNING, Exit, VmmState
 
 __all__ = ["ActionError", "Exit", "Vmm"]
 
-NOT_STARTED, RUNNING, PAUSED = "Not started", "Running", "Paused"
 PREBOOT_ONLY = "The requested operation is not supported before starting the microVM."
 POSTBOOT_ONLY = "The requested operation is not supported after starting the microVM."
 MMDS_DEFAULT_IPV4 = "169.254.169.254"
@@ -38,14 +34,6 @@ class ActionError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
-
-
-@dataclass
-class Exit:
-    """Firecracker must stop after answering: exit status and its log line."""
-
-    code: int
-    reason: str = ""
 
 
 def _os_error(exc: OSError) -> str:
@@ -63,47 +51,8 @@ def _io_debug(exc: OSError) -> str:
     return f'Os {{ code: {exc.errno}, kind: {kind}, message: "{msg}" }}'
 
 
-@dataclass
-class Vmm:
-    """State of one emulated Firecracker process."""
-
-    rel: Release
-    instance_id: str
-    log: Logger
-    metrics: Metrics
-    mmds_size_limit: int
-    pci_enabled: bool = False
-    state: str = NOT_STARTED
-    boot_path: bool = False
-    machine: dict[str, Any] = field(default_factory=dict)
-    boot_source: dict[str, Any] | None = None
-    drives: list[dict[str, Any]] = field(default_factory=list)
-    nets: list[dict[str, Any]] = field(default_factory=list)
-    vsock: dict[str, Any] | None = None
-    balloon: dict[str, Any] | None = None
-    entropy: dict[str, Any] | None = None
-    pmem: list[dict[str, Any]] = field(default_factory=list)
-    memory_hotplug: dict[str, Any] | None = None
-    serial_out_path: str | None = None
-    mmds_data: Any = None
-    mmds_version: str = "V1"
-    mmds_ipv4: str | None = None
-    mmds_imds_compat: bool = False
-    mmds_ifaces: list[str] = field(default_factory=list)
-    logger_configured: bool = False
-    metrics_configured: bool = False
-    exit: Exit | None = None
-    vsock_socket: socket.socket | None = None
-
-    def __post_init__(self) -> None:
-        self.machine = {
-            "vcpu_count": 1,
-            "mem_size_mib": 128,
-            "smt": False,
-            "cpu_template": None,
-            "track_dirty_pages": False,
-            "huge_pages": "None",
-        }
+class Vmm(VmmState):
+    """One emulated Firecracker process: its state, and the rules that change it."""
 
     # --- helpers ---
 

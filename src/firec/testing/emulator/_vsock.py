@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from ._jail import host_path
 
 if TYPE_CHECKING:
-    from ._vmm import Vmm
+    from ._state import VmmState
 
 __all__ = ["CONNECT_TOKEN", "LISTEN_TOKEN", "greeting", "guest_boot", "serve"]
 
@@ -59,7 +59,7 @@ def _ports_of(boot_args: str, token: str) -> list[int]:
     ]
 
 
-def _boot_args(vmm: Vmm) -> str:
+def _boot_args(vmm: VmmState) -> str:
     return str((vmm.boot_source or {}).get("boot_args") or "")
 
 
@@ -67,12 +67,12 @@ def _start(target: object, *args: object) -> None:
     threading.Thread(target=target, args=args, daemon=True).start()  # type: ignore[arg-type]
 
 
-def serve(vmm: Vmm, listener: socket.socket) -> None:
+def serve(vmm: VmmState, listener: socket.socket) -> None:
     """Accept host connections on the vsock ``listener`` for as long as it is the VMM's."""
     _start(_accept_loop, vmm, listener)
 
 
-def _accept_loop(vmm: Vmm, listener: socket.socket) -> None:
+def _accept_loop(vmm: VmmState, listener: socket.socket) -> None:
     with selectors.DefaultSelector() as sel:
         try:
             sel.register(listener, selectors.EVENT_READ)
@@ -94,13 +94,13 @@ def _read_request(conn: socket.socket) -> bytes:
     return line
 
 
-def _wait_running(vmm: Vmm) -> None:
+def _wait_running(vmm: VmmState) -> None:
     """Hold the connection, unanswered, until the guest runs."""
     while vmm.state != "Running":
         time.sleep(0.01)
 
 
-def _host_connection(vmm: Vmm, conn: socket.socket) -> None:
+def _host_connection(vmm: VmmState, conn: socket.socket) -> None:
     with conn:
         try:
             request = _read_request(conn)
@@ -135,7 +135,7 @@ def _echo(conn: socket.socket) -> None:
         conn.shutdown(socket.SHUT_WR)
 
 
-def guest_boot(vmm: Vmm) -> None:
+def guest_boot(vmm: VmmState) -> None:
     """At boot: the guest's own connections to the host (``firec.vsock_connect=PORT``)."""
     if vmm.vsock is None:
         return

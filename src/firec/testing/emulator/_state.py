@@ -1,0 +1,71 @@
+"""The emulated VMM's state: what is configured, and where the boot state machine stands.
+
+Kept apart from its behaviour (:mod:`._vmm`) so that the modules that
+snapshot, restore and serve it (:mod:`._snapshot`, :mod:`._vsock`) read and
+change it without importing the VMM that calls them.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._log import Logger
+from ._metrics import Metrics
+from ._release import Release
+
+__all__ = ["NOT_STARTED", "PAUSED", "RUNNING", "Exit", "VmmState"]
+
+NOT_STARTED, RUNNING, PAUSED = "Not started", "Running", "Paused"
+
+
+@dataclass
+class Exit:
+    """Firecracker must stop after answering: exit status and its log line."""
+
+    code: int
+    reason: str = ""
+
+
+@dataclass
+class VmmState:
+    """State of one emulated Firecracker process (:class:`._vmm.Vmm` acts on it)."""
+
+    rel: Release
+    instance_id: str
+    log: Logger
+    metrics: Metrics
+    mmds_size_limit: int
+    pci_enabled: bool = False
+    state: str = NOT_STARTED
+    boot_path: bool = False
+    machine: dict[str, Any] = field(default_factory=dict)
+    boot_source: dict[str, Any] | None = None
+    drives: list[dict[str, Any]] = field(default_factory=list)
+    nets: list[dict[str, Any]] = field(default_factory=list)
+    vsock: dict[str, Any] | None = None
+    balloon: dict[str, Any] | None = None
+    entropy: dict[str, Any] | None = None
+    pmem: list[dict[str, Any]] = field(default_factory=list)
+    memory_hotplug: dict[str, Any] | None = None
+    serial_out_path: str | None = None
+    mmds_data: Any = None
+    mmds_version: str = "V1"
+    mmds_ipv4: str | None = None
+    mmds_imds_compat: bool = False
+    mmds_ifaces: list[str] = field(default_factory=list)
+    logger_configured: bool = False
+    metrics_configured: bool = False
+    exit: Exit | None = None
+    vsock_socket: socket.socket | None = None
+
+    def __post_init__(self) -> None:
+        self.machine = {
+            "vcpu_count": 1,
+            "mem_size_mib": 128,
+            "smt": False,
+            "cpu_template": None,
+            "track_dirty_pages": False,
+            "huge_pages": "None",
+        }
