@@ -64,24 +64,53 @@ def partial_body(model: type[models.APIModel], update: Mapping[str, Any]) -> dic
     Keys are the model's field names or their API aliases; an unknown key, or a
     value the field refuses, raises :class:`ValidationError` naming it.
     """
+    if not isinstance(update, Mapping):
+        raise ValidationError(
+            "", f"a {model.api_name} update must be a mapping of fields, not {_kind(update)}"
+        )
     by_key = {name: name for name in model.model_fields}
     by_key |= {f.alias: name for name, f in model.model_fields.items() if f.alias}
     body: dict[str, Any] = {}
     for key, value in update.items():
-        name = by_key.get(key)
+        name = by_key.get(key) if isinstance(key, str) else None
         if name is None:
             known = ", ".join(sorted(model.model_fields))
-            raise ValidationError(key, f"is not a field of {model.api_name} (known: {known})")
-        info = model.model_fields[name]
-        field_type: Any = Annotated[info.annotation, *info.metadata]
-        adapter: TypeAdapter[Any] = TypeAdapter(field_type)
+            raise ValidationError(str(key), f"is not a field of {model.api_name} (known: {known})")
+        adapter = _field_adapter(model, name)
         try:
             validated = adapter.validate_python(value)
         except PydanticValidationError as exc:
-            raise ValidationError(key, convert_error(exc).reason) from None
+            error = convert_error(exc)
+            pairs = [(_join(key, field), reason) for field, reason in error.errors]
+            raise ValidationError(pairs[0][0], pairs[0][1], errors=pairs) from None
         if validated is not None:
-            body[info.alias or name] = adapter.dump_python(validated, mode="json")
+            info = model.model_fields[name]
+            body[info.alias or name] = adapter.dump_python(
+                validated, mode="json", exclude_none=True
+            )
     return body
+
+
+@functools.cache
+def _field_adapter(model: type[models.APIModel], name: str) -> TypeAdapter[Any]:
+    """A validator of one field of ``model`` alone, with all its constraints."""
+    info = model.model_fields[name]
+    field_type: Any = info.annotation
+    if info.metadata:  # Annotated needs at least one annotation besides the type
+        field_type = Annotated[field_type, *info.metadata]
+    return TypeAdapter(field_type)
+
+
+def _join(key: str, field: str) -> str:
+    if not field:
+        return key
+    return key + field if field.startswith("[") else f"{key}.{field}"
+
+
+def _kind(value: Any) -> str:
+    """``value``'s type, for messages (``"a str"``, ``"an int"``)."""
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 #: Headers of a request without a body, and the first ones of a request with one.

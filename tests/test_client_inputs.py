@@ -1,0 +1,152 @@
+"""Every public client method, called every way it accepts, against every Firecracker version.
+
+No VMM here: a mock transport plays a given version and records what is sent.
+Each PATCH operation is tried with every field its body allows, on every
+version with a specification, and both clients; the spec's JSON schema says
+whether the version takes the body (then it must be sent as is) or not (then
+:class:`~firec.errors.UnsupportedError` must come before anything is sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+import firec
+from firec import models
+from firec.errors import UnsupportedError
+from firec.operations import OPERATIONS, Operation
+from firec.versions import KNOWN_VERSIONS, Version
+from model_samples import full_samples
+from spec_schema import NO_SPECS, SPEC_FILES, operation_body, schema_errors
+
+
+class Recorder:
+    """A mock Firecracker of one version: ``GET /version`` and ``GET /`` answered, 204 else."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path == "/version":
+            return httpx.Response(200, json={"firecracker_version": self.version})
+        if request.method == "GET" and request.url.path == "/":
+            info = {"id": "x", "state": "Running", "vmm_version": self.version}
+            return httpx.Response(200, json={**info, "app_name": "Firecracker"})
+        return httpx.Response(204)
+
+    def sent(self) -> list[str]:
+        return [f"{r.method} {r.url.path}" for r in self.requests]
+
+    def bodies(self) -> list[Any]:
+        return [json.loads(r.content) if r.content else None for r in self.requests]
+
+
+def call(flavour: str, recorder: Recorder, method: str, *args: Any) -> None:
+    """``method(*args)`` on a fresh Client or AsyncClient whose transport is ``recorder``."""
+    if flavour == "sync":
+        with firec.Client("/x.sock", transport=httpx.MockTransport(recorder)) as client:
+            getattr(client, method)(*args)
+        return
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return recorder(request)
+
+    async def run() -> None:
+        transport = httpx.MockTransport(handler)
+        async with firec.AsyncClient("/x.sock", transport=transport) as client:
+            await getattr(client, method)(*args)
+
+    asyncio.run(run())
+
+
+def _sample(definition: str) -> dict[str, Any]:
+    body = next(s for s in full_samples() if s.api_name == definition).to_api()
+    return body
+
+
+def _required(definition: str) -> list[str]:
+    model = models.MODELS[definition]
+    return [f.alias or name for name, f in model.model_fields.items() if f.is_required()]
+
+
+def _patch_cases() -> list[tuple[Operation, str | None]]:
+    cases: list[tuple[Operation, str | None]] = []
+    for op in OPERATIONS:
+        if op.method != "PATCH":
+            continue
+        if op.body is None or op.body == "MmdsContentsObject":
+            cases.append((op, None))
+            continue
+        cases += [(op, field) for field in _sample(op.body)]
+    return cases
+
+
+def _patch_body(op: Operation, field: str | None) -> dict[str, Any] | None:
+    if op.body is None:
+        return None
+    if op.body == "MmdsContentsObject":
+        return {"latest": {"meta-data": {"zone": "z1"}}}
+    sample = _sample(op.body)
+    assert field is not None
+    if op.client_method == "patch_machine_config":
+        return {field: sample[field]}  # a partial update: just this field
+    return {name: sample[name] for name in _required(op.body)} | {field: sample[field]}
+
+
+def _patch_argument(op: Operation, body: dict[str, Any] | None) -> tuple[Any, ...]:
+    if body is None:
+        return ()
+    if op.body in (None, "MmdsContentsObject") or op.client_method == "patch_machine_config":
+        return (body,)
+    return (models.MODELS[op.body].model_validate(body),)
+
+
+def _spec_takes(op: Operation, body: Any, version: Version) -> bool:
+    exists, definition = operation_body(version.minor_key, op.method, op.path)
+    if not exists:
+        return False
+    if body is None or definition is None:
+        return body is None
+    return not schema_errors(definition, body, version.minor_key, partial=True)
+
+
+@pytest.mark.skipif(not SPEC_FILES, reason=NO_SPECS)
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("op", "field"),
+    _patch_cases(),
+    ids=lambda v: v.operation_id if isinstance(v, Operation) else str(v),
+)
+def test_every_patch_field_on_every_version(op: Operation, field: str | None, flavour: str) -> None:
+    """Sent as given where the version takes it; else UnsupportedError before sending."""
+    body = _patch_body(op, field)
+    args = _patch_argument(op, body)
+    for version in KNOWN_VERSIONS:
+        recorder = Recorder(str(version))
+        if _spec_takes(op, body, version):
+            call(flavour, recorder, op.client_method, *args)
+            path = op.url(drive_id="rootfs", iface_id="eth0", id="pmem0")
+            assert recorder.sent()[-1] == f"PATCH {path}", (version, recorder.sent())
+            assert recorder.bodies()[-1] == body, version
+        else:
+            with pytest.raises(UnsupportedError) as caught:
+                call(flavour, recorder, op.client_method, *args)
+            assert str(version) in str(caught.value)
+            assert all(not line.startswith("PATCH") for line in recorder.sent()), version
+
+
+def test_patch_machine_config_on_1_0_refuses_huge_pages_as_unsupported() -> None:
+    """The case of the issue: an UnsupportedError naming the field, not a TypeError."""
+    recorder = Recorder("1.0.0")
+    with pytest.raises(UnsupportedError) as caught:
+        call("sync", recorder, "patch_machine_config", {"huge_pages": "None"})
+    assert "huge_pages" in caught.value.feature
+    assert caught.value.introduced == "1.7"
+    assert recorder.sent() == ["GET /version"]
