@@ -48,10 +48,14 @@ class Recorder:
         return [json.loads(r.content) if r.content else None for r in self.requests]
 
 
-def call(flavour: str, recorder: Recorder, method: str, *args: Any) -> None:
-    """``method(*args)`` on a fresh Client or AsyncClient whose transport is ``recorder``."""
+def call(flavour: str, recorder: Recorder, method: str, *args: Any, check: bool = True) -> None:
+    """``method(*args)`` on a fresh Client or AsyncClient whose transport is ``recorder``.
+
+    ``check=False`` turns the client's version checks off.
+    """
     if flavour == "sync":
-        with firec.Client("/x.sock", transport=httpx.MockTransport(recorder)) as client:
+        transport = httpx.MockTransport(recorder)
+        with firec.Client("/x.sock", transport=transport, check_version=check) as client:
             getattr(client, method)(*args)
         return
 
@@ -60,7 +64,7 @@ def call(flavour: str, recorder: Recorder, method: str, *args: Any) -> None:
 
     async def run() -> None:
         transport = httpx.MockTransport(handler)
-        async with firec.AsyncClient("/x.sock", transport=transport) as client:
+        async with firec.AsyncClient("/x.sock", transport=transport, check_version=check) as client:
             await getattr(client, method)(*args)
 
     asyncio.run(run())
@@ -150,3 +154,152 @@ def test_patch_machine_config_on_1_0_refuses_huge_pages_as_unsupported() -> None
     assert "huge_pages" in caught.value.feature
     assert caught.value.introduced == "1.7"
     assert recorder.sent() == ["GET /version"]
+
+
+# -- every form of every method ------------------------------------------------------
+
+
+def _body_operations() -> list[Operation]:
+    return [op for op in OPERATIONS if op.body is not None]
+
+
+@pytest.mark.parametrize("op", _body_operations(), ids=lambda op: op.client_method)
+def test_a_mapping_is_taken_like_the_model(op: Operation) -> None:
+    """Every method with a body takes a mapping of the model's fields, sent like the model."""
+    assert op.body is not None
+    model = models.MODELS[op.body]
+    for sample in [s for s in full_samples() if s.api_name == op.body][:1]:
+        as_model, as_mapping = Recorder("1.16.1"), Recorder("1.16.1")
+        call("sync", as_model, op.client_method, sample, check=False)
+        call("sync", as_mapping, op.client_method, sample.to_api(), check=False)
+        assert as_mapping.sent() == as_model.sent()
+        assert as_mapping.bodies() == as_model.bodies()
+        assert model.model_validate(as_mapping.bodies()[-1]) == sample
+
+
+SHORTCUTS = [
+    ("create_action", "Reboot", "action_type"),
+    ("create_action", "instancestart", "action_type"),
+    ("create_action", "INSTANCESTART", "action_type"),
+    ("create_action", 7, "action_type"),
+    ("create_action", None, "action_type"),
+    ("patch_vm", "Stopped", "state"),
+    ("patch_vm", "paused", "state"),
+    ("patch_vm", b"Paused", "state"),
+]
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize(("method", "value", "field"), SHORTCUTS)
+def test_a_bad_shortcut_is_a_validation_error_naming_the_field(
+    method: str, value: Any, field: str, flavour: str
+) -> None:
+    recorder = Recorder("1.14.2")
+    with pytest.raises(firec.errors.ValidationError) as caught:
+        call(flavour, recorder, method, value)
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}: must be ")
+    assert recorder.sent() == []
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_good_shortcuts_still_work(flavour: str) -> None:
+    recorder = Recorder("1.14.2")
+    call(flavour, recorder, "create_action", "InstanceStart")
+    call(flavour, recorder, "create_action", models.ActionType.FLUSH_METRICS)
+    call(flavour, recorder, "create_action", {"action_type": "SendCtrlAltDel"})
+    call(flavour, recorder, "patch_vm", "Paused")
+    call(flavour, recorder, "patch_vm", {"state": "Resumed"})
+    assert [body for body in recorder.bodies() if body is not None] == [
+        {"action_type": "InstanceStart"},
+        {"action_type": "FlushMetrics"},
+        {"action_type": "SendCtrlAltDel"},
+        {"state": "Paused"},
+        {"state": "Resumed"},
+    ]
+
+
+NOT_A_BODY = [42, "text", ["a", "list"], 1.5, object(), models.Vm(state="Paused")]
+
+
+@pytest.mark.parametrize("value", NOT_A_BODY, ids=lambda v: type(v).__name__)
+@pytest.mark.parametrize("op", _body_operations(), ids=lambda op: op.client_method)
+def test_a_value_that_is_no_body_is_a_validation_error(op: Operation, value: Any) -> None:
+    """Neither the model nor a mapping: refused naming the argument (or the shortcut's field)."""
+    assert op.body is not None
+    if op.body == "Vm" and isinstance(value, models.Vm):
+        return  # the right model
+    recorder = Recorder("1.16.1")
+    with pytest.raises(firec.errors.ValidationError) as caught:
+        call("sync", recorder, op.client_method, value)
+    assert caught.value.field
+    assert caught.value.field in str(caught.value)
+    assert all(line == "GET /version" for line in recorder.sent())
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"a": float("nan")}, "data.a"),
+        ({"a": [1, float("inf")]}, "data.a[1]"),
+        ({"a": {1: "x"}}, "data.a[1]"),
+        ({"a": {"b": object()}}, "data.a.b"),
+        ({"a": {1, 2}}, "data.a"),
+        (["not", "an", "object"], "data"),
+        ("text", "data"),
+    ],
+)
+@pytest.mark.parametrize("method", ["put_mmds", "patch_mmds"])
+def test_mmds_data_that_is_not_json_is_refused_naming_where(
+    method: str, data: Any, field: str
+) -> None:
+    recorder = Recorder("1.14.2")
+    with pytest.raises(firec.errors.ValidationError) as caught:
+        call("sync", recorder, method, data)
+    assert caught.value.field == field
+    assert recorder.sent() == []
+
+
+def test_deep_or_circular_mmds_data_is_refused() -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(1000):
+        node["x"] = {}
+        node = node["x"]
+    circular: dict[str, Any] = {}
+    circular["self"] = circular
+    for data in (deep, circular):
+        with pytest.raises(firec.errors.ValidationError) as caught:
+            call("sync", Recorder("1.14.2"), "put_mmds", data)
+        assert "deeper than" in caught.value.reason
+
+
+@pytest.mark.parametrize("timeout", ["5", -1, float("nan"), True, [1]])
+def test_a_bad_timeout_is_refused(timeout: Any) -> None:
+    recorder = Recorder("1.14.2")
+    with firec.Client("/x.sock", transport=httpx.MockTransport(recorder)) as client:
+        with pytest.raises(firec.errors.ValidationError) as caught:
+            client.get_instance_info(timeout=timeout)
+        assert caught.value.field == "timeout"
+    with pytest.raises(firec.errors.ValidationError) as made:
+        firec.Client("/x.sock", timeout=timeout)
+    assert made.value.field == "timeout"
+    assert recorder.sent() == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"socket_path": 3}, "socket_path"),
+        ({"socket_path": ""}, "socket_path"),
+        ({"socket_path": "/x.sock", "version": 1.0}, "version"),
+        ({"socket_path": "/x.sock", "version": "one"}, "version"),
+        ({"socket_path": "/x.sock", "slow_timeout": "long"}, "slow_timeout"),
+        ({"socket_path": "/x.sock", "transport": "unix"}, "transport"),
+    ],
+)
+@pytest.mark.parametrize("cls", [firec.Client, firec.AsyncClient])
+def test_bad_client_arguments_are_refused(cls: Any, kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(firec.errors.ValidationError) as caught:
+        cls(**kwargs)
+    assert caught.value.field == field

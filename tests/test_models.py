@@ -13,7 +13,7 @@ import pytest
 from firec import _features
 from firec import models as m
 from firec.errors import FirecError, ValidationError
-from model_samples import full_samples, minimal_samples
+from model_samples import enum_types, full_samples, minimal_samples
 
 
 def refused(model: type[m.APIModel], **data: Any) -> ValidationError:
@@ -64,11 +64,10 @@ def test_required_fields_are_those_of_the_newest_version(name: str) -> None:
 
 
 def _enum_of(cls: type[m.APIModel], field: str) -> type[enum.Enum]:
-    annotation = cls.model_fields[field].annotation
-    for arg in (*getattr(annotation, "__args__", ()), annotation):
-        if isinstance(arg, type) and issubclass(arg, enum.Enum):
-            return arg
-    raise AssertionError(f"{cls.__name__}.{field} is not an enum field")
+    enums = enum_types(cls.model_fields[field].annotation)
+    if not enums:
+        raise AssertionError(f"{cls.__name__}.{field} is not an enum field")
+    return enums[0]
 
 
 def test_enum_fields_have_every_value_of_every_version() -> None:

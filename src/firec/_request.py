@@ -9,8 +9,10 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import math
+import os
 from collections.abc import Mapping
-from typing import Annotated, Any, TypeAlias
+from typing import Annotated, Any, TypeAlias, TypeVar
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
@@ -27,14 +29,25 @@ __all__ = [
     "DEFAULT",
     "Default",
     "TimeoutArg",
+    "as_model",
     "build_request",
     "check_request",
+    "check_socket_path",
+    "check_timeout",
+    "check_version_arg",
     "decode",
     "encode_body",
+    "json_object",
     "needs_version",
     "partial_body",
+    "shortcut_model",
     "timeout_extension",
 ]
+
+M = TypeVar("M", bound=models.APIModel)
+
+#: How deep MMDS data may nest (deeper is refused before anything is sent).
+MAX_JSON_DEPTH = 200
 
 
 class Default(enum.Enum):
@@ -58,15 +71,117 @@ def encode_body(body: Any) -> Any:
     return body
 
 
-def partial_body(model: type[models.APIModel], update: Mapping[str, Any]) -> dict[str, Any]:
+def as_model(model: type[M], value: Any, argument: str) -> M:
+    """``value`` as a ``model``: the model itself, or a mapping of its fields, validated.
+
+    Keys of a mapping are the model's field names (or their API names).
+
+    Raises:
+        ValidationError: a field is refused (naming it), or ``value`` is neither
+            (naming ``argument``).
+    """
+    if isinstance(value, model):
+        return value
+    if isinstance(value, Mapping):
+        return model.model_validate(dict(value))
+    raise ValidationError(
+        argument, f"must be a {model.api_name} or a mapping of its fields, not {_kind(value)}"
+    )
+
+
+def shortcut_model(model: type[M], field: str, value: Any, argument: str) -> M:
+    """``value`` as a ``model``; anything but the model or a mapping is the value of ``field``.
+
+    So ``create_action("InstanceStart")`` means ``InstanceActionInfo(action_type=...)``,
+    and a wrong value is refused naming ``field`` (``action_type: must be ...``).
+    """
+    if isinstance(value, model | Mapping):
+        return as_model(model, value, argument)
+    return model.model_validate({field: value})
+
+
+def json_object(value: Any, argument: str) -> dict[str, Any]:
+    """``value`` (a mapping, or an :class:`~firec.models.MmdsContentsObject`) as a JSON object.
+
+    Keys must be strings; values JSON (``None``, booleans, numbers, strings,
+    lists, mappings; no NaN or infinity), nested at most :data:`MAX_JSON_DEPTH` deep.
+
+    Raises:
+        ValidationError: naming the path of the first value that is not JSON.
+    """
+    if isinstance(value, models.MmdsContentsObject):
+        return value.to_api()
+    if not isinstance(value, Mapping):
+        raise ValidationError(argument, f"must be a JSON object (a mapping), not {_kind(value)}")
+    stack: list[tuple[str, Any, int]] = [(argument, value, 0)]
+    while stack:
+        path, item, depth = stack.pop()
+        if item is None or isinstance(item, bool | str):
+            continue
+        if isinstance(item, int | float):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValidationError(
+                    path, f"must be a finite number (JSON has no {item!r}), not {item!r}"
+                )
+            continue
+        if depth >= MAX_JSON_DEPTH:
+            raise ValidationError(path, f"nests deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, Mapping):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise ValidationError(
+                        f"{path}[{key!r}]", f"a key must be a string, not {_kind(key)}"
+                    )
+                stack.append((f"{path}.{key}", child, depth + 1))
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{path}[{i}]", child, depth + 1) for i, child in enumerate(item))
+        else:
+            raise ValidationError(path, f"is not a JSON value: {_kind(item)}")
+    return dict(value)
+
+
+def check_timeout(value: Any, argument: str = "timeout") -> None:
+    """Refuse a timeout that is not ``None``, the default, or a number of seconds >= 0."""
+    if value is None or value is DEFAULT:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(argument, f"must be a number of seconds or None, not {_kind(value)}")
+    if not value >= 0:  # also NaN
+        raise ValidationError(argument, f"must be at least 0 seconds, not {value!r}")
+
+
+def check_socket_path(value: Any) -> str:
+    """The API socket path as a string; refused unless a ``str`` or an ``os.PathLike``."""
+    if isinstance(value, str | os.PathLike):
+        path = os.fspath(value)
+        if isinstance(path, str) and path and "\0" not in path:
+            return path
+        raise ValidationError("socket_path", f"must be a non-empty path, not {value!r}")
+    raise ValidationError("socket_path", f"must be a path (str or os.PathLike), not {_kind(value)}")
+
+
+def check_version_arg(value: Any) -> Version | None:
+    """The ``version=`` argument of a client: ``None``, a :class:`Version` or a version string."""
+    if value is None or isinstance(value, Version):
+        return value
+    if isinstance(value, str):
+        return Version.parse(value)
+    raise ValidationError("version", f"must be a version string such as 1.14.2, not {_kind(value)}")
+
+
+def partial_body(
+    model: type[models.APIModel], update: Mapping[str, Any], argument: str = "update"
+) -> dict[str, Any]:
     """The JSON of a partial update: just the fields in ``update``, each validated.
 
     Keys are the model's field names or their API aliases; an unknown key, or a
-    value the field refuses, raises :class:`ValidationError` naming it.
+    value the field refuses, raises :class:`ValidationError` naming it (and
+    naming ``argument`` when ``update`` is not a mapping at all).
     """
     if not isinstance(update, Mapping):
         raise ValidationError(
-            "", f"a {model.api_name} update must be a mapping of fields, not {_kind(update)}"
+            argument,
+            f"must be a {model.api_name} or a mapping of some of its fields, not {_kind(update)}",
         )
     by_key = {name: name for name in model.model_fields}
     by_key |= {f.alias: name for name, f in model.model_fields.items() if f.alias}

@@ -33,13 +33,20 @@ from . import models
 from ._request import (
     DEFAULT,
     TimeoutArg,
+    as_model,
     build_request,
     check_request,
+    check_socket_path,
+    check_timeout,
+    check_version_arg,
     decode,
     encode_body,
+    json_object,
     needs_version,
     partial_body,
+    shortcut_model,
 )
+from .errors import ValidationError
 from .operations import OPERATIONS_BY_ID, Operation
 from .transport import transport_error, unix_transport
 from .versions import Version
@@ -66,10 +73,16 @@ class Client:
             the connected version lacks (:class:`firec.errors.UnsupportedError`).
         transport: an httpx transport to use instead of the Unix socket.
 
+    Each method takes its request body as a model (``models.Drive(...)``) or a
+    mapping of the model's fields (``{"drive_id": "rootfs", ...}``), validated
+    the same way; a few also take a shortcut (``create_action("InstanceStart")``,
+    ``patch_vm("Paused")``).
+
     Connections are kept alive and reused. Errors: :class:`firec.errors.APIError`
     when Firecracker refuses (with its ``fault_message``),
     :class:`firec.errors.ConnectError` / :class:`firec.errors.TimeoutError` naming
-    the socket, :class:`firec.errors.ValidationError` for bad values.
+    the socket, :class:`firec.errors.ValidationError` for bad values (naming the
+    field, before anything is sent).
     """
 
     def __init__(
@@ -82,11 +95,17 @@ class Client:
         check_version: bool = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.socket_path = os.fspath(socket_path)
+        self.socket_path = check_socket_path(socket_path)
+        check_timeout(timeout)
+        check_timeout(slow_timeout, "slow_timeout")
+        if transport is not None and not isinstance(transport, httpx.BaseTransport):
+            raise ValidationError(
+                "transport", f"must be an httpx.BaseTransport, not {type(transport).__name__}"
+            )
         self.timeout = timeout
         self.slow_timeout = slow_timeout
         self.check_version = check_version
-        self._version = Version.parse(version) if isinstance(version, str) else version
+        self._version = check_version_arg(version)
         self._transport = transport or unix_transport(self.socket_path)
         self._closed = False
         self._urls: dict[str, httpx.URL] = {}
@@ -130,6 +149,7 @@ class Client:
         if self._closed:
             raise RuntimeError(f"{self!r} is closed: make a new client")
         op: Operation = OPERATIONS_BY_ID[operation_id]
+        check_timeout(timeout)
         data = encode_body(body)
         if self.check_version and needs_version(op, data):
             check_request(op, data, self._version or self.firecracker_version())
@@ -162,22 +182,27 @@ class Client:
 
     def create_action(
         self,
-        action: models.InstanceActionInfo | models.ActionType | str,
+        action: models.InstanceActionInfo | models.ActionType | str | Mapping[str, Any],
         *,
         timeout: TimeoutArg = DEFAULT,
     ) -> None:
-        """``PUT /actions``: ``InstanceStart``, ``SendCtrlAltDel`` or ``FlushMetrics``."""
-        if not isinstance(action, models.InstanceActionInfo):
-            action = models.InstanceActionInfo(action_type=models.ActionType(action))
-        self._call("createSyncAction", action, timeout=timeout)
+        """``PUT /actions``: ``InstanceStart``, ``SendCtrlAltDel`` or ``FlushMetrics``.
+
+        ``action`` is the action type (``"InstanceStart"``, exactly so spelled) or
+        a whole :class:`~firec.models.InstanceActionInfo`.
+        """
+        info = shortcut_model(models.InstanceActionInfo, "action_type", action, "action")
+        self._call("createSyncAction", info, timeout=timeout)
 
     def patch_vm(
-        self, state: models.Vm | models.VmState | str, *, timeout: TimeoutArg = DEFAULT
+        self,
+        state: models.Vm | models.VmState | str | Mapping[str, Any],
+        *,
+        timeout: TimeoutArg = DEFAULT,
     ) -> None:
         """``PATCH /vm``: pause (``"Paused"``) or resume (``"Resumed"``) the microVM."""
-        if not isinstance(state, models.Vm):
-            state = models.Vm(state=models.VmState(state))
-        self._call("patchVm", state, timeout=timeout)
+        vm = shortcut_model(models.Vm, "state", state, "state")
+        self._call("patchVm", vm, timeout=timeout)
 
     def get_vm_config(self, *, timeout: TimeoutArg = DEFAULT) -> models.FullVmConfiguration:
         """``GET /vm/config``: the full configuration of the microVM."""
@@ -187,9 +212,10 @@ class Client:
     # -- boot source, machine, cpu -------------------------------------------
 
     def put_boot_source(
-        self, boot_source: models.BootSource, *, timeout: TimeoutArg = DEFAULT
+        self, boot_source: models.BootSource | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
     ) -> None:
         """``PUT /boot-source``: the kernel, initrd and kernel command line. Pre-boot only."""
+        boot_source = as_model(models.BootSource, boot_source, "boot_source")
         self._call("putGuestBootSource", boot_source, timeout=timeout)
 
     def get_machine_config(self, *, timeout: TimeoutArg = DEFAULT) -> models.MachineConfiguration:
@@ -198,9 +224,13 @@ class Client:
         return result
 
     def put_machine_config(
-        self, config: models.MachineConfiguration, *, timeout: TimeoutArg = DEFAULT
+        self,
+        config: models.MachineConfiguration | Mapping[str, Any],
+        *,
+        timeout: TimeoutArg = DEFAULT,
     ) -> None:
         """``PUT /machine-config``: set the whole machine configuration. Pre-boot only."""
+        config = as_model(models.MachineConfiguration, config, "config")
         self._call("putMachineConfiguration", config, timeout=timeout)
 
     def patch_machine_config(
@@ -216,73 +246,108 @@ class Client:
         """
         body: Any = update
         if not isinstance(update, models.MachineConfiguration):
-            body = partial_body(models.MachineConfiguration, update)
+            body = partial_body(models.MachineConfiguration, update, "update")
         self._call("patchMachineConfiguration", body, timeout=timeout)
 
     def put_cpu_config(
-        self, cpu_config: models.CpuConfig, *, timeout: TimeoutArg = DEFAULT
+        self, cpu_config: models.CpuConfig | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
     ) -> None:
         """``PUT /cpu-config``: a custom CPU template (Firecracker 1.4+). Pre-boot only."""
+        cpu_config = as_model(models.CpuConfig, cpu_config, "cpu_config")
         self._call("putCpuConfiguration", cpu_config, timeout=timeout)
 
     # -- block devices -------------------------------------------------------
 
-    def put_drive(self, drive: models.Drive, *, timeout: TimeoutArg = DEFAULT) -> None:
+    def put_drive(
+        self, drive: models.Drive | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """``PUT /drives/{drive_id}``: add or replace a block device. Pre-boot only."""
+        drive = as_model(models.Drive, drive, "drive")
         self._call("putGuestDriveByID", drive, timeout=timeout, drive_id=drive.drive_id)
 
-    def patch_drive(self, drive: models.PartialDrive, *, timeout: TimeoutArg = DEFAULT) -> None:
+    def patch_drive(
+        self, drive: models.PartialDrive | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """``PATCH /drives/{drive_id}``: swap a drive's backing file or rate limiter. Post-boot."""
+        drive = as_model(models.PartialDrive, drive, "drive")
         self._call("patchGuestDriveByID", drive, timeout=timeout, drive_id=drive.drive_id)
 
-    def put_pmem(self, pmem: models.Pmem, *, timeout: TimeoutArg = DEFAULT) -> None:
+    def put_pmem(
+        self, pmem: models.Pmem | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """``PUT /pmem/{id}``: add a virtio-pmem device (Firecracker 1.14+). Pre-boot only."""
+        pmem = as_model(models.Pmem, pmem, "pmem")
         self._call("putGuestPmemByID", pmem, timeout=timeout, id=pmem.id)
 
-    def patch_pmem(self, pmem: models.PartialPmem, *, timeout: TimeoutArg = DEFAULT) -> None:
+    def patch_pmem(
+        self, pmem: models.PartialPmem | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """``PATCH /pmem/{id}``: update a pmem device (Firecracker 1.16+)."""
+        pmem = as_model(models.PartialPmem, pmem, "pmem")
         self._call("patchGuestPmemByID", pmem, timeout=timeout, id=pmem.id)
 
     # -- network -------------------------------------------------------------
 
     def put_network_interface(
-        self, iface: models.NetworkInterface, *, timeout: TimeoutArg = DEFAULT
+        self, iface: models.NetworkInterface | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
     ) -> None:
         """``PUT /network-interfaces/{iface_id}``: add a virtio-net device. Pre-boot only."""
+        iface = as_model(models.NetworkInterface, iface, "iface")
         self._call("putGuestNetworkInterfaceByID", iface, timeout=timeout, iface_id=iface.iface_id)
 
     def patch_network_interface(
-        self, iface: models.PartialNetworkInterface, *, timeout: TimeoutArg = DEFAULT
+        self,
+        iface: models.PartialNetworkInterface | Mapping[str, Any],
+        *,
+        timeout: TimeoutArg = DEFAULT,
     ) -> None:
         """``PATCH /network-interfaces/{iface_id}``: update rate limiters. Post-boot."""
+        iface = as_model(models.PartialNetworkInterface, iface, "iface")
         self._call(
             "patchGuestNetworkInterfaceByID", iface, timeout=timeout, iface_id=iface.iface_id
         )
 
     # -- vsock, entropy, serial, memory hotplug ------------------------------
 
-    def put_vsock(self, vsock: models.Vsock, *, timeout: TimeoutArg = DEFAULT) -> None:
+    def put_vsock(
+        self, vsock: models.Vsock | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """``PUT /vsock``: the virtio-vsock device. Pre-boot only."""
+        vsock = as_model(models.Vsock, vsock, "vsock")
         self._call("putGuestVsock", vsock, timeout=timeout)
 
-    def put_entropy(self, entropy: models.EntropyDevice, *, timeout: TimeoutArg = DEFAULT) -> None:
+    def put_entropy(
+        self, entropy: models.EntropyDevice | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """``PUT /entropy``: the virtio-rng device (Firecracker 1.4+). Pre-boot only."""
+        entropy = as_model(models.EntropyDevice, entropy, "entropy")
         self._call("putEntropyDevice", entropy, timeout=timeout)
 
-    def put_serial(self, serial: models.SerialDevice, *, timeout: TimeoutArg = DEFAULT) -> None:
+    def put_serial(
+        self, serial: models.SerialDevice | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """``PUT /serial``: where the serial console goes (Firecracker 1.14+). Pre-boot only."""
+        serial = as_model(models.SerialDevice, serial, "serial")
         self._call("putSerialDevice", serial, timeout=timeout)
 
     def put_memory_hotplug(
-        self, config: models.MemoryHotplugConfig, *, timeout: TimeoutArg = DEFAULT
+        self,
+        config: models.MemoryHotplugConfig | Mapping[str, Any],
+        *,
+        timeout: TimeoutArg = DEFAULT,
     ) -> None:
         """``PUT /hotplug/memory``: the hotpluggable memory region (Firecracker 1.14+)."""
+        config = as_model(models.MemoryHotplugConfig, config, "config")
         self._call("putMemoryHotplug", config, timeout=timeout)
 
     def patch_memory_hotplug(
-        self, update: models.MemoryHotplugSizeUpdate, *, timeout: TimeoutArg = DEFAULT
+        self,
+        update: models.MemoryHotplugSizeUpdate | Mapping[str, Any],
+        *,
+        timeout: TimeoutArg = DEFAULT,
     ) -> None:
         """``PATCH /hotplug/memory``: resize the plugged memory. Post-boot."""
+        update = as_model(models.MemoryHotplugSizeUpdate, update, "update")
         self._call("patchMemoryHotplug", update, timeout=timeout)
 
     def get_memory_hotplug(self, *, timeout: TimeoutArg = DEFAULT) -> models.MemoryHotplugStatus:
@@ -292,27 +357,46 @@ class Client:
 
     # -- logger, metrics -----------------------------------------------------
 
-    def put_logger(self, logger: models.Logger, *, timeout: TimeoutArg = DEFAULT) -> None:
+    def put_logger(
+        self, logger: models.Logger | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """``PUT /logger``: where and how Firecracker logs."""
+        logger = as_model(models.Logger, logger, "logger")
         self._call("putLogger", logger, timeout=timeout)
 
-    def put_metrics(self, metrics: models.Metrics, *, timeout: TimeoutArg = DEFAULT) -> None:
+    def put_metrics(
+        self, metrics: models.Metrics | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """``PUT /metrics``: where Firecracker writes its metrics."""
+        metrics = as_model(models.Metrics, metrics, "metrics")
         self._call("putMetrics", metrics, timeout=timeout)
 
     # -- MMDS ----------------------------------------------------------------
 
-    def put_mmds_config(self, config: models.MmdsConfig, *, timeout: TimeoutArg = DEFAULT) -> None:
+    def put_mmds_config(
+        self, config: models.MmdsConfig | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """``PUT /mmds/config``: MMDS version, interfaces and address. Pre-boot only."""
+        config = as_model(models.MmdsConfig, config, "config")
         self._call("putMmdsConfig", config, timeout=timeout)
 
-    def put_mmds(self, data: Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT) -> None:
-        """``PUT /mmds``: replace the whole MMDS data store with ``data``."""
-        self._call("putMmds", dict(data), timeout=timeout)
+    def put_mmds(
+        self,
+        data: Mapping[str, Any] | models.MmdsContentsObject,
+        *,
+        timeout: TimeoutArg = DEFAULT,
+    ) -> None:
+        """``PUT /mmds``: replace the whole MMDS data store with ``data`` (a JSON object)."""
+        self._call("putMmds", json_object(data, "data"), timeout=timeout)
 
-    def patch_mmds(self, data: Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT) -> None:
+    def patch_mmds(
+        self,
+        data: Mapping[str, Any] | models.MmdsContentsObject,
+        *,
+        timeout: TimeoutArg = DEFAULT,
+    ) -> None:
         """``PATCH /mmds``: merge ``data`` into the MMDS data store (RFC 7396)."""
-        self._call("patchMmds", dict(data), timeout=timeout)
+        self._call("patchMmds", json_object(data, "data"), timeout=timeout)
 
     def get_mmds(self, *, timeout: TimeoutArg = DEFAULT) -> Any:
         """``GET /mmds``: the MMDS data store's contents."""
@@ -320,8 +404,11 @@ class Client:
 
     # -- balloon -------------------------------------------------------------
 
-    def put_balloon(self, balloon: models.Balloon, *, timeout: TimeoutArg = DEFAULT) -> None:
+    def put_balloon(
+        self, balloon: models.Balloon | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """``PUT /balloon``: the balloon device. Pre-boot only."""
+        balloon = as_model(models.Balloon, balloon, "balloon")
         self._call("putBalloon", balloon, timeout=timeout)
 
     def get_balloon(self, *, timeout: TimeoutArg = DEFAULT) -> models.Balloon:
@@ -329,8 +416,11 @@ class Client:
         result: models.Balloon = self._call("describeBalloonConfig", timeout=timeout)
         return result
 
-    def patch_balloon(self, update: models.BalloonUpdate, *, timeout: TimeoutArg = DEFAULT) -> None:
+    def patch_balloon(
+        self, update: models.BalloonUpdate | Mapping[str, Any], *, timeout: TimeoutArg = DEFAULT
+    ) -> None:
         """``PATCH /balloon``: change the balloon's target size. Post-boot."""
+        update = as_model(models.BalloonUpdate, update, "update")
         self._call("patchBalloon", update, timeout=timeout)
 
     def get_balloon_stats(self, *, timeout: TimeoutArg = DEFAULT) -> models.BalloonStats:
@@ -339,16 +429,24 @@ class Client:
         return result
 
     def patch_balloon_stats(
-        self, update: models.BalloonStatsUpdate, *, timeout: TimeoutArg = DEFAULT
+        self,
+        update: models.BalloonStatsUpdate | Mapping[str, Any],
+        *,
+        timeout: TimeoutArg = DEFAULT,
     ) -> None:
         """``PATCH /balloon/statistics``: change the statistics polling interval. Post-boot."""
+        update = as_model(models.BalloonStatsUpdate, update, "update")
         self._call("patchBalloonStatsInterval", update, timeout=timeout)
 
     def start_balloon_hinting(
-        self, command: models.BalloonStartCmd | None = None, *, timeout: TimeoutArg = DEFAULT
+        self,
+        command: models.BalloonStartCmd | Mapping[str, Any] | None = None,
+        *,
+        timeout: TimeoutArg = DEFAULT,
     ) -> None:
         """``PATCH /balloon/hinting/start``: start free page hinting (Firecracker 1.14+)."""
-        self._call("startBalloonHinting", command, timeout=timeout)
+        body = None if command is None else as_model(models.BalloonStartCmd, command, "command")
+        self._call("startBalloonHinting", body, timeout=timeout)
 
     def get_balloon_hinting(self, *, timeout: TimeoutArg = DEFAULT) -> models.BalloonHintingStatus:
         """``GET /balloon/hinting/status``: the state of free page hinting."""
@@ -362,13 +460,21 @@ class Client:
     # -- snapshots -----------------------------------------------------------
 
     def create_snapshot(
-        self, params: models.SnapshotCreateParams, *, timeout: TimeoutArg = DEFAULT
+        self,
+        params: models.SnapshotCreateParams | Mapping[str, Any],
+        *,
+        timeout: TimeoutArg = DEFAULT,
     ) -> None:
         """``PUT /snapshot/create``: write the paused microVM's state and memory to files."""
+        params = as_model(models.SnapshotCreateParams, params, "params")
         self._call("createSnapshot", params, timeout=timeout)
 
     def load_snapshot(
-        self, params: models.SnapshotLoadParams, *, timeout: TimeoutArg = DEFAULT
+        self,
+        params: models.SnapshotLoadParams | Mapping[str, Any],
+        *,
+        timeout: TimeoutArg = DEFAULT,
     ) -> None:
         """``PUT /snapshot/load``: restore a snapshot into this (unconfigured) VMM."""
+        params = as_model(models.SnapshotLoadParams, params, "params")
         self._call("loadSnapshot", params, timeout=timeout)

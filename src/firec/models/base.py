@@ -25,6 +25,7 @@ from firec.errors import ValidationError
 __all__ = [
     "APIModel",
     "DeviceId",
+    "EnumText",
     "HostPath",
     "ResponseModel",
     "StrictBool",
@@ -58,6 +59,17 @@ UInt = Annotated[int, Strict(), Field(ge=0)]
 
 HostPath = Annotated[str, BeforeValidator(_fspath), Strict()]
 """A path on the host: a string or an :class:`os.PathLike`."""
+
+
+def _text_only(value: object) -> object:
+    if isinstance(value, bytes | bytearray):
+        raise ValueError(f"must be a string, not {type(value).__name__}")
+    return value
+
+
+EnumText = BeforeValidator(_text_only)
+"""For ``Annotated[SomeEnum, EnumText]``: an enumeration field takes its members or
+their values as strings (``"Paused"``), not bytes (pydantic would decode them)."""
 
 _PATTERN_REASONS: dict[str, str] = {}
 

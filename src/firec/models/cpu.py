@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from firec.models.base import APIModel, StrictStr, UInt, explained_pattern
+from firec.models.base import APIModel, EnumText, StrictStr, UInt, explained_pattern
 
 __all__ = [
     "ArmRegisterModifier",
@@ -79,7 +79,9 @@ with warnings.catch_warnings():
         Part of :class:`CpuidLeafModifier` (``PUT /cpu-config``).
         """
 
-        register: CpuidRegister = Field(description="Target CPUID register name.")
+        register: Annotated[CpuidRegister, EnumText] = Field(
+            description="Target CPUID register name."
+        )
         bitmap: StrictStr = Field(
             description=(
                 '32-bit bitmap string defining which bits to modify: "0b" followed by 32 '
