@@ -166,8 +166,8 @@ def minimal_samples() -> list[m.APIModel]:
         m.SerialDevice(),
         m.Pmem(id="pmem0", path_on_host="/srv/pmem.img"),
         m.PartialPmem(id="pmem0"),
-        m.MemoryHotplugConfig(),
-        m.MemoryHotplugSizeUpdate(),
+        m.MemoryHotplugConfig(total_size_mib=1024),
+        m.MemoryHotplugSizeUpdate(requested_size_mib=0),
     ]
 
 
