@@ -289,7 +289,7 @@ def needs_version(op: Operation, body: Any) -> bool:
     """Whether sending ``op`` with ``body`` must be checked against the connected version.
 
     A request without a body to an endpoint every version has cannot be
-    refused for the version: it is sent without asking the version first.
+    refused for the version (once it is known to be 1.0 or newer).
     """
     return body is not None or not _in_every_version(op)
 

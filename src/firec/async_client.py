@@ -47,10 +47,10 @@ from ._request import (
     partial_body,
     shortcut_model,
 )
-from .errors import ValidationError
+from .errors import APIError, ValidationError
 from .operations import OPERATIONS_BY_ID, Operation
 from .transport import async_unix_transport, transport_error
-from .versions import Version
+from .versions import Version, check_supported
 
 __all__ = ["AsyncClient"]
 
@@ -58,6 +58,8 @@ __all__ = ["AsyncClient"]
 DEFAULT_TIMEOUT = 10.0
 #: Seconds a snapshot create/load may take.
 DEFAULT_SLOW_TIMEOUT = 300.0
+#: Operations whose answer tells the version: sent without asking it first.
+_TELLS_VERSION = frozenset({"describeInstance", "getFirecrackerVersion"})
 
 
 class AsyncClient:
@@ -69,7 +71,9 @@ class AsyncClient:
             takes ``timeout=`` for that call alone.
         slow_timeout: seconds a snapshot create or load may take.
         version: the Firecracker version, when known; otherwise it is asked once
-            (``GET /version``) before the first checked call and cached.
+            (``GET /version``) before the first call (unless that call is
+            ``GET /``, whose answer tells it) and cached. A Firecracker older
+            than 1.0 is refused (:class:`firec.errors.UnsupportedError`).
         check_version: refuse, before sending, endpoints, fields and values that
             the connected version lacks (:class:`firec.errors.UnsupportedError`).
         transport: an httpx transport to use instead of the Unix socket.
@@ -107,6 +111,8 @@ class AsyncClient:
         self.slow_timeout = slow_timeout
         self.check_version = check_version
         self._version = check_version_arg(version)
+        if self._version is not None:
+            check_supported(self._version)
         self._transport = transport or async_unix_transport(self.socket_path)
         self._closed = False
         self._urls: dict[str, httpx.URL] = {}
@@ -133,10 +139,27 @@ class AsyncClient:
         return f"<{type(self).__name__} socket_path={self.socket_path!r}>"
 
     async def firecracker_version(self) -> Version:
-        """The connected Firecracker's version, asked once and cached."""
+        """The connected Firecracker's version, asked once and cached.
+
+        Raises:
+            firec.errors.UnsupportedError: it is older than 1.0, which firec
+                does not support (those answer ``GET /version`` with 400).
+        """
         if self._version is None:
-            answer = await self.get_version()
-            self._version = Version.parse(answer.firecracker_version)
+            try:
+                answer = await self.get_version()
+            except APIError as exc:
+                if exc.status_code != 400:
+                    raise
+                # Before 1.0 there was no GET /version; GET / names the version
+                # (and get_instance_info refuses one before 1.0).
+                await self.get_instance_info()
+                if self._version is None:  # pragma: no cover - get_instance_info sets it
+                    raise
+                return self._version
+            version = Version.parse(answer.firecracker_version)
+            check_supported(version)
+            self._version = version
         return self._version
 
     async def _call(
@@ -152,8 +175,12 @@ class AsyncClient:
         op: Operation = OPERATIONS_BY_ID[operation_id]
         check_timeout(timeout)
         data = encode_body(body)
-        if self.check_version and needs_version(op, data):
-            check_request(op, data, self._version or await self.firecracker_version())
+        if self.check_version:
+            version = self._version
+            if version is None and operation_id not in _TELLS_VERSION:
+                version = await self.firecracker_version()
+            if version is not None and needs_version(op, data):
+                check_request(op, data, version)
         if timeout is DEFAULT:
             timeout = self.slow_timeout if op.slow else self.timeout
         request = build_request(
@@ -173,7 +200,9 @@ class AsyncClient:
         """``GET /``: the instance's id, state and VMM version (remembered for checks)."""
         result: models.InstanceInfo = await self._call("describeInstance", timeout=timeout)
         if self._version is None:
-            self._version = Version.parse(result.vmm_version)
+            version = Version.parse(result.vmm_version)
+            check_supported(version)  # firec does not speak the API before 1.0
+            self._version = version
         return result
 
     async def get_version(self, *, timeout: TimeoutArg = DEFAULT) -> models.FirecrackerVersion:

@@ -134,9 +134,10 @@ class AsyncMachine:
 
         With :attr:`~firec.config.BootMethod.CONFIG_FILE` the VM boots right
         away. Raises :class:`~firec.errors.ConfigError` for a bad config (before
-        anything is made) and :class:`~firec.errors.MachineError` when the VMM
-        does not come up, showing Firecracker's own last lines; either way
-        nothing is left behind.
+        anything is made), :class:`~firec.errors.MachineError` when the VMM
+        does not come up, showing Firecracker's own last lines, and
+        :class:`~firec.errors.UnsupportedError` for a Firecracker older than
+        1.0 (firec needs 1.0 or newer); either way nothing is left behind.
         """
         config.validate()
         network: VMNetwork | None = None
@@ -177,7 +178,7 @@ class AsyncMachine:
         socket_path = find_socket(target)
         client = AsyncClient(socket_path, timeout=timeout)
         try:
-            info = await client.get_instance_info()
+            info = await client.get_instance_info()  # refuses a Firecracker before 1.0
         except FirecError:
             await client.aclose()
             raise

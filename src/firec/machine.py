@@ -133,9 +133,10 @@ class Machine:
 
         With :attr:`~firec.config.BootMethod.CONFIG_FILE` the VM boots right
         away. Raises :class:`~firec.errors.ConfigError` for a bad config (before
-        anything is made) and :class:`~firec.errors.MachineError` when the VMM
-        does not come up, showing Firecracker's own last lines; either way
-        nothing is left behind.
+        anything is made), :class:`~firec.errors.MachineError` when the VMM
+        does not come up, showing Firecracker's own last lines, and
+        :class:`~firec.errors.UnsupportedError` for a Firecracker older than
+        1.0 (firec needs 1.0 or newer); either way nothing is left behind.
         """
         config.validate()
         network: VMNetwork | None = None
@@ -176,7 +177,7 @@ class Machine:
         socket_path = find_socket(target)
         client = Client(socket_path, timeout=timeout)
         try:
-            info = client.get_instance_info()
+            info = client.get_instance_info()  # refuses a Firecracker before 1.0
         except FirecError:
             client.close()
             raise
