@@ -303,3 +303,45 @@ def test_bad_client_arguments_are_refused(cls: Any, kwargs: dict[str, Any], fiel
     with pytest.raises(firec.errors.ValidationError) as caught:
         cls(**kwargs)
     assert caught.value.field == field
+
+
+# -- the API's payload limit ------------------------------------------------------------
+
+
+def _mmds_of_size(size: int) -> dict[str, str]:
+    """MMDS data whose compact JSON body is exactly ``size`` bytes."""
+    return {"k": "x" * (size - len('{"k":""}'))}
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_body_over_the_payload_limit_is_refused_before_sending(flavour: str) -> None:
+    """Firecracker takes 51,200 bytes unless told otherwise: larger is refused, saying why."""
+    recorder = Recorder("1.14.2")
+    call(flavour, recorder, "put_mmds", _mmds_of_size(51200))
+    assert len(recorder.requests[-1].content) == 51200
+    sent = len(recorder.requests)
+    with pytest.raises(firec.errors.ValidationError) as caught:
+        call(flavour, recorder, "put_mmds", _mmds_of_size(51201))
+    message = str(caught.value)
+    assert "51201 bytes" in message
+    assert "51200 bytes" in message
+    assert "--http-api-max-payload-size" in message
+    assert caught.value.field == "body"
+    assert [r for r in recorder.requests[sent:] if r.method == "PUT"] == []
+
+
+def test_the_client_takes_the_limit_it_is_given() -> None:
+    recorder = Recorder("1.14.2")
+    transport = httpx.MockTransport(recorder)
+    with firec.Client("/x.sock", transport=transport, max_payload_size=1000) as client:
+        client.put_mmds(_mmds_of_size(1000))
+        with pytest.raises(firec.errors.ValidationError) as caught:
+            client.put_mmds(_mmds_of_size(1001))
+        assert "1001 bytes" in str(caught.value) and "1000 bytes" in str(caught.value)
+    with firec.Client("/x.sock", transport=transport, max_payload_size=None) as client:
+        client.put_mmds(_mmds_of_size(200_000))  # no limit: sent
+    assert len(recorder.requests[-1].content) == 200_000
+    for bad in (0, -5, "1000", 1.5, True):
+        with pytest.raises(firec.errors.ValidationError) as refused:
+            firec.Client("/x.sock", max_payload_size=bad)
+        assert refused.value.field == "max_payload_size"

@@ -21,7 +21,7 @@ from pydantic import ValidationError as PydanticValidationError
 from . import models, versions
 from .errors import APIError, ValidationError
 from .models.base import _convert as convert_error
-from .operations import Operation
+from .operations import DEFAULT_MAX_PAYLOAD_SIZE, MAX_PAYLOAD_FLAG, Operation
 from .transport import BASE_URL
 from .versions import Version
 
@@ -31,6 +31,7 @@ __all__ = [
     "TimeoutArg",
     "as_model",
     "build_request",
+    "check_max_payload",
     "check_request",
     "check_socket_path",
     "check_timeout",
@@ -150,6 +151,19 @@ def check_timeout(value: Any, argument: str = "timeout") -> None:
         raise ValidationError(argument, f"must be at least 0 seconds, not {value!r}")
 
 
+def check_max_payload(value: Any) -> int | None:
+    """The ``max_payload_size=`` of a client: ``None`` (no limit) or a number of bytes >= 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(
+            "max_payload_size", f"must be a number of bytes or None, not {_kind(value)}"
+        )
+    if value < 1:
+        raise ValidationError("max_payload_size", f"must be at least 1 byte, not {value}")
+    return value
+
+
 def check_socket_path(value: Any) -> str:
     """The API socket path as a string; refused unless a ``str`` or an ``os.PathLike``."""
     if isinstance(value, str | os.PathLike):
@@ -247,13 +261,22 @@ def timeout_extension(timeout: float | None) -> dict[str, float | None]:
 
 
 def build_request(
-    method: str, path: str, data: Any, timeout: float | None, urls: dict[str, httpx.URL]
+    method: str,
+    path: str,
+    data: Any,
+    timeout: float | None,
+    urls: dict[str, httpx.URL],
+    max_payload: int | None = None,
 ) -> httpx.Request:
     """The :class:`httpx.Request` of one API call: ``data`` (JSON) sent to ``path``.
 
     ``urls`` caches the parsed URL of each path; the caller owns it. The
     request carries every header itself (no client adds any), and its
     ``timeout`` extension.
+
+    Raises:
+        ValidationError: the encoded body is longer than ``max_payload`` bytes
+            (Firecracker would refuse it, and may die of the broken pipe).
     """
     url = urls.get(path)
     if url is None:
@@ -266,6 +289,15 @@ def build_request(
         headers = _BODYLESS if method == "GET" else _EMPTY_PUT
         return httpx.Request(method, url, headers=headers, stream=_EMPTY, extensions=extensions)
     content = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    if max_payload is not None and len(content) > max_payload:
+        raise ValidationError(
+            "body",
+            f"{method} {path}: the request body is {len(content)} bytes, over the limit of "
+            f"{max_payload} bytes that Firecracker's API takes ({MAX_PAYLOAD_FLAG}, "
+            f"{DEFAULT_MAX_PAYLOAD_SIZE} unless given). Start Firecracker with a larger "
+            f"{MAX_PAYLOAD_FLAG} (Config.http_api_max_payload_size) and give the client "
+            "that limit (max_payload_size=)",
+        )
     headers = httpx.Headers(
         [
             *_HEADERS,

@@ -36,6 +36,7 @@ from ._request import (
     TimeoutArg,
     as_model,
     build_request,
+    check_max_payload,
     check_request,
     check_socket_path,
     check_timeout,
@@ -48,7 +49,7 @@ from ._request import (
     shortcut_model,
 )
 from .errors import APIError, ValidationError
-from .operations import OPERATIONS_BY_ID, Operation
+from .operations import DEFAULT_MAX_PAYLOAD_SIZE, OPERATIONS_BY_ID, Operation
 from .transport import async_unix_transport, transport_error
 from .versions import Version, check_supported
 
@@ -77,6 +78,11 @@ class AsyncClient:
         check_version: refuse, before sending, endpoints, fields and values that
             the connected version lacks (:class:`firec.errors.UnsupportedError`).
         transport: an httpx transport to use instead of the Unix socket.
+        max_payload_size: the largest request body, in bytes, the VMM takes: its
+            ``--http-api-max-payload-size``, Firecracker's default 51200 unless
+            given (a :class:`~firec.Machine` tells its client). A larger body is
+            refused before sending (:class:`firec.errors.ValidationError` naming
+            the size, the limit and the flag); ``None`` sends any size.
 
     Each method takes its request body as a model (``models.Drive(...)``) or a
     mapping of the model's fields (``{"drive_id": "rootfs", ...}``), validated
@@ -99,8 +105,10 @@ class AsyncClient:
         version: str | Version | None = None,
         check_version: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_payload_size: int | None = DEFAULT_MAX_PAYLOAD_SIZE,
     ) -> None:
         self.socket_path = check_socket_path(socket_path)
+        self.max_payload_size = check_max_payload(max_payload_size)
         check_timeout(timeout)
         check_timeout(slow_timeout, "slow_timeout")
         if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
@@ -184,7 +192,12 @@ class AsyncClient:
         if timeout is DEFAULT:
             timeout = self.slow_timeout if op.slow else self.timeout
         request = build_request(
-            op.method, op.url(**params) if params else op.path, data, timeout, self._urls
+            op.method,
+            op.url(**params) if params else op.path,
+            data,
+            timeout,
+            self._urls,
+            self.max_payload_size,
         )
         try:
             response = await self._transport.handle_async_request(request)

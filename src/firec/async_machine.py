@@ -67,7 +67,8 @@ from .launch import (
 )
 from .logs import LogForwarder
 from .metrics import MetricsForwarder, MetricsSnapshot
-from .process import ExitStatus, VmmProcess, find_vmm_pid
+from .operations import DEFAULT_MAX_PAYLOAD_SIZE, payload_limit_in_args
+from .process import ExitStatus, VmmProcess, find_vmm_pid, process_args
 from .restore import attach_restore_network, plan_restore, prepare_restore
 from .snapshot import Snapshot, SnapshotTarget
 from .state import MachineState
@@ -112,7 +113,9 @@ class AsyncMachine:
     ) -> None:
         self.config = config
         self._launch = launch or plan(config)
-        self.client = client or AsyncClient(self._launch.socket_path)
+        self.client = client or AsyncClient(
+            self._launch.socket_path, max_payload_size=config.max_payload_size
+        )
         self._process = process
         self._owned = False  # whether firec made this VM's files (create) or not (connect)
         self._console_reader: AsyncLineReader | None = None
@@ -184,6 +187,9 @@ class AsyncMachine:
             raise
         config = Config(vm_id=info.id, kernel_image=Path("/"), socket_path=socket_path)
         pid = pid or find_vmm_pid(os.fspath(socket_path))
+        if pid is not None:  # its --http-api-max-payload-size, when it was given one
+            limit = payload_limit_in_args(process_args(pid))
+            client.max_payload_size = limit if limit is not None else DEFAULT_MAX_PAYLOAD_SIZE
         process = VmmProcess(pid) if pid is not None else None
         return cls(config, launch=attached(config), client=client, process=process)
 
@@ -251,7 +257,11 @@ class AsyncMachine:
             checked, network = await io.run_blocking(attach_restore_network, checked)
         try:
             launch = plan(checked.config)
-            client = AsyncClient(launch.socket_path, version=checked.version)
+            client = AsyncClient(
+                launch.socket_path,
+                version=checked.version,
+                max_payload_size=checked.config.max_payload_size,
+            )
             machine = cls(checked.config, launch=launch, client=client)
         except BaseException:
             if network is not None:

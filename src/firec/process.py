@@ -25,6 +25,7 @@ __all__ = [
     "VmmProcess",
     "boot_id",
     "find_vmm_pid",
+    "process_args",
     "wait_until",
 ]
 
@@ -199,6 +200,16 @@ def wait_until(done: Callable[[], bool], timeout: float) -> bool:
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
     return True
+
+
+def process_args(pid: int) -> list[str]:
+    """The command line of process ``pid`` (empty when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    return [os.fsdecode(arg) for arg in raw.split(b"\0")[:-1]]
 
 
 def find_vmm_pid(socket_path: str) -> int | None:
