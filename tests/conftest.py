@@ -24,6 +24,8 @@ import pytest
 
 import firec
 from firec.versions import Version
+from tests import host_tools
+from tests.host_tools import pytest_configure, pytest_runtest_setup
 from tests.support import (
     binary_version,
     emulator_wrapper,
@@ -33,6 +35,8 @@ from tests.support import (
 )
 
 BACKENDS = ("emulator", "firecracker")
+
+__all__ = ["pytest_configure", "pytest_runtest_setup"]  # the host tools rule (host_tools.py)
 
 
 def known_firecracker_defect(exc: BaseException) -> str | None:
@@ -185,6 +189,7 @@ def guest_kernel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """firec's tiny test guest, built once per session."""
     from firec.testing.guest import build_test_guest
 
+    host_tools.require("cc")
     return build_test_guest(tmp_path_factory.mktemp("guest"))
 
 

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from firec.testing.guest import build_test_guest
+from tests import host_tools
 
 REAL = os.environ.get("FIRECRACKER_BIN") or None
 
@@ -64,6 +65,7 @@ def command(backend: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> str:
+    host_tools.require("cc")
     return str(build_test_guest(tmp_path_factory.mktemp("guest")))
 
 
