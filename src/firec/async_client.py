@@ -23,7 +23,9 @@ Example (against firec's emulator; the same works against a real Firecracker)::
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -32,7 +34,12 @@ import httpx
 
 from . import models
 from ._request import (
+    API_THREAD_PATHS,
     DEFAULT,
+    LEAVES_PREBOOT,
+    SETTLE_BLIND,
+    SETTLE_LIMIT,
+    SETTLE_POLL,
     TimeoutArg,
     as_model,
     build_request,
@@ -44,12 +51,14 @@ from ._request import (
     decode,
     encode_body,
     json_object,
+    loses_requests,
     needs_version,
     partial_body,
     shortcut_model,
 )
 from .errors import APIError, ValidationError
 from .operations import DEFAULT_MAX_PAYLOAD_SIZE, OPERATIONS_BY_ID, Operation
+from .process import VmmThreadWatch, socket_peer_pid
 from .transport import async_unix_transport, transport_error
 from .versions import Version, check_supported
 
@@ -89,7 +98,12 @@ class AsyncClient:
     the same way; a few also take a shortcut (``create_action("InstanceStart")``,
     ``patch_vm("Paused")``).
 
-    Connections are kept alive and reused. Errors: :class:`firec.errors.APIError`
+    Connections are kept alive and reused. On Firecracker releases that can
+    lose a request sent right after another's answer (1.0 to 1.2.0, 1.3.0 and
+    1.3.1: the whole API then hangs), requests to a booted VM go one at a time,
+    each once Firecracker's VMM thread is done with the previous one.
+
+    Errors: :class:`firec.errors.APIError`
     when Firecracker refuses (with its ``fault_message``),
     :class:`firec.errors.ConnectError` / :class:`firec.errors.TimeoutError` naming
     the socket, :class:`firec.errors.ValidationError` for bad values (naming the
@@ -118,18 +132,34 @@ class AsyncClient:
         self.timeout = timeout
         self.slow_timeout = slow_timeout
         self.check_version = check_version
-        self._version = check_version_arg(version)
-        if self._version is not None:
-            check_supported(self._version)
+        #: The VMM's pid, when known (a Machine sets it); otherwise found from the
+        #: socket when needed (only for releases that can lose requests).
+        self.vmm_pid: int | None = None
+        self._version: Version | None = None
+        self._loses_requests = False
+        self._preboot = False  # seen "Not started", and not started since
+        self._watch: VmmThreadWatch | None = None
+        self._watched = False
+        self._one_at_a_time = asyncio.Lock()
+        given = check_version_arg(version)
+        if given is not None:
+            self._learn(given)
         self._transport = transport or async_unix_transport(self.socket_path)
         self._closed = False
         self._urls: dict[str, httpx.URL] = {}
-        #: bodiless operations the version check already let through
+
+    def _learn(self, version: Version) -> None:
+        """Remember the connected version (refusing one before 1.0)."""
+        check_supported(version)
+        self._version = version
+        self._loses_requests = loses_requests(version)
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
         if not self._closed:
             self._closed = True
+            if self._watch is not None:
+                self._watch.close()
             await self._transport.aclose()
 
     async def __aenter__(self) -> Self:
@@ -164,10 +194,8 @@ class AsyncClient:
                 await self.get_instance_info()
                 if self._version is None:  # pragma: no cover - get_instance_info sets it
                     raise
-                return self._version
-            version = Version.parse(answer.firecracker_version)
-            check_supported(version)
-            self._version = version
+            self._learn(Version.parse(answer.firecracker_version))
+        assert self._version is not None
         return self._version
 
     async def _call(
@@ -199,13 +227,63 @@ class AsyncClient:
             self._urls,
             self.max_payload_size,
         )
+        if not self._loses_requests or op.path in API_THREAD_PATHS:
+            return decode(op, await self._exchange(request))
+        # A release that can lose a request sent right after another one's answer
+        # (see loses_requests): one at a time, once its VMM thread sleeps again.
+        async with self._one_at_a_time:
+            if not self._preboot:
+                await self._vmm_thread_settled()
+            if operation_id in LEAVES_PREBOOT:
+                self._preboot = False
+            return decode(op, await self._exchange(request))
+
+    async def _exchange(self, request: httpx.Request) -> httpx.Response:
         try:
             response = await self._transport.handle_async_request(request)
             response.request = request
             await response.aread()
         except httpx.TransportError as exc:
             raise transport_error(exc, self.socket_path) from exc
-        return decode(op, response)
+        return response
+
+    def _vmm_thread(self) -> VmmThreadWatch | None:
+        """The watch on the VMM thread: of :attr:`vmm_pid`, or of the socket's server."""
+        pid, watch = self.vmm_pid, self._watch
+        if watch is not None and (pid is None or watch.pid == pid):
+            return watch
+        if pid is None:
+            if self._watched:
+                return None  # the socket did not tell
+            self._watched = True
+            pid = socket_peer_pid(self.socket_path)
+            if pid is None:
+                return None
+        if watch is not None:
+            watch.close()
+        try:
+            self._watch = VmmThreadWatch(pid)
+        except OSError:  # gone, or not ours to look at
+            self._watch = None
+        return self._watch
+
+    async def _vmm_thread_settled(self) -> None:
+        """Wait until the VMM thread is asleep: done with the answer it last sent."""
+        watch = self._vmm_thread()
+        deadline = 0.0
+        while True:
+            asleep = watch.asleep() if watch is not None else None
+            if asleep is None:  # cannot see it: give it time instead
+                await asyncio.sleep(SETTLE_BLIND)
+                return
+            if asleep:
+                return
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + SETTLE_LIMIT
+            elif now > deadline:
+                return  # busy all along: its answer is long done
+            await asyncio.sleep(SETTLE_POLL)
 
     # -- instance ------------------------------------------------------------
 
@@ -213,9 +291,8 @@ class AsyncClient:
         """``GET /``: the instance's id, state and VMM version (remembered for checks)."""
         result: models.InstanceInfo = await self._call("describeInstance", timeout=timeout)
         if self._version is None:
-            version = Version.parse(result.vmm_version)
-            check_supported(version)  # firec does not speak the API before 1.0
-            self._version = version
+            self._learn(Version.parse(result.vmm_version))  # refuses one before 1.0
+        self._preboot = result.state is models.InstanceState.NOT_STARTED
         return result
 
     async def get_version(self, *, timeout: TimeoutArg = DEFAULT) -> models.FirecrackerVersion:

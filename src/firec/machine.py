@@ -186,6 +186,7 @@ class Machine:
             raise
         config = Config(vm_id=info.id, kernel_image=Path("/"), socket_path=socket_path)
         pid = pid or find_vmm_pid(os.fspath(socket_path))
+        client.vmm_pid = pid
         if pid is not None:  # its --http-api-max-payload-size, when it was given one
             limit = payload_limit_in_args(process_args(pid))
             client.max_payload_size = limit if limit is not None else DEFAULT_MAX_PAYLOAD_SIZE
@@ -316,6 +317,8 @@ class Machine:
     def _spawn(self, ready_timeout: float, *, ask: bool = True) -> None:
         popen, console = spawn(self._launch)
         self._process = VmmProcess(popen.pid, popen)
+        if self.config.jailer is None:  # Firecracker itself (jailed: found from the socket)
+            self.client.vmm_pid = popen.pid
         if console is not None:
             wanted = self._launch.console
             if wanted.on_output is not None:
