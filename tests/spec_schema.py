@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import yaml
 from openapi_schema_validator import OAS30WriteValidator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
@@ -26,7 +27,6 @@ from firec.versions import Version
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_DIR = (REPO / ".." / "shared" / "firecracker-api").resolve()
-SPEC_FILES = sorted(SPEC_DIR.glob("firecracker-v*.yaml")) if SPEC_DIR.is_dir() else []
 NO_SPECS = f"no Firecracker API specifications in {SPEC_DIR}"
 
 # Spec errata, checked against a real Firecracker v1.4.0: the 1.4 to 1.10
@@ -70,15 +70,33 @@ def version_of(path: Path) -> Version:
     return Version.parse(match[1])
 
 
+SPEC_FILES = (
+    sorted(SPEC_DIR.glob("firecracker-v*.yaml"), key=version_of) if SPEC_DIR.is_dir() else []
+)
+"""The specification files, oldest first."""
+
 MINORS = [version_of(p).minor_key for p in SPEC_FILES]
 """The minor versions ("1.0" ...) whose specification is present, oldest first."""
 
 
 @cache
+def _loader() -> type[yaml.SafeLoader]:
+    """The generator's YAML loader (1.2 booleans), on libyaml when there is one (10x faster)."""
+    generator_loader: type[yaml.SafeLoader] = load_generator().SpecLoader
+    base = getattr(yaml, "CSafeLoader", None)
+    if base is None:
+        return generator_loader
+    fast = type("FastSpecLoader", (base,), {})
+    fast.yaml_implicit_resolvers = generator_loader.yaml_implicit_resolvers
+    return fast  # type: ignore[no-any-return]
+
+
+@cache
 def spec(minor: str) -> dict[str, Any]:
-    """The specification of minor version ``minor``, as the generator reads it."""
+    """The specification of minor version ``minor``, read as the generator reads it."""
     path = next(p for p in SPEC_FILES if version_of(p).minor_key == minor)
-    loaded: dict[str, Any] = load_generator().load_spec(path)
+    with path.open(encoding="utf-8") as stream:
+        loaded: dict[str, Any] = yaml.load(stream, Loader=_loader())
     return loaded
 
 

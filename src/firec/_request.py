@@ -305,7 +305,8 @@ def build_request(
     if max_payload is not None and len(content) > max_payload:
         raise ValidationError(
             "body",
-            f"{method} {path}: the request body is {len(content)} bytes, over the limit of "
+            f"{method} {path}: the request body is {len(content)} bytes{_largest_part(data)}, "
+            f"over the limit of "
             f"{max_payload} bytes that Firecracker's API takes ({MAX_PAYLOAD_FLAG}, "
             f"{DEFAULT_MAX_PAYLOAD_SIZE} unless given). Start Firecracker with a larger "
             f"{MAX_PAYLOAD_FLAG} (Config.http_api_max_payload_size) and give the client "
@@ -321,6 +322,22 @@ def build_request(
     return httpx.Request(
         method, url, headers=headers, stream=httpx.ByteStream(content), extensions=extensions
     )
+
+
+def _largest_part(data: Any) -> str:
+    """Where most of a JSON body is, for the message of a body over the limit."""
+    path, value = "", data
+    while isinstance(value, Mapping | list) and value:
+        items = value.items() if isinstance(value, Mapping) else enumerate(value)
+        key, value = max(items, key=lambda item: len(json.dumps(item[1], ensure_ascii=False)))
+        if isinstance(key, int):
+            path += f"[{key}]"
+        else:
+            path += f".{key}" if path else str(key)
+    if not path:
+        return ""
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    return f" (the largest part: {path}, {size} bytes)"
 
 
 @functools.cache

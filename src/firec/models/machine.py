@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from firec.models.base import APIModel, EnumText, StrictBool, StrictInt
+from firec.models.base import U64_MAX, APIModel, EnumText, StrictBool, StrictInt
 from firec.models.cpu import CpuTemplate
 
 __all__ = ["HugePages", "MachineConfiguration"]
@@ -30,7 +30,7 @@ class MachineConfiguration(APIModel):
     vcpu_count: StrictInt = Field(
         ge=1, le=32, description="Number of vCPUs (either 1 or an even number)."
     )
-    mem_size_mib: StrictInt = Field(ge=1, description="Memory size of VM, in MiB.")
+    mem_size_mib: StrictInt = Field(ge=1, le=U64_MAX, description="Memory size of VM, in MiB.")
     smt: StrictBool | None = Field(
         default=None,
         description=(
