@@ -345,3 +345,22 @@ def test_the_client_takes_the_limit_it_is_given() -> None:
         with pytest.raises(firec.errors.ValidationError) as refused:
             firec.Client("/x.sock", max_payload_size=bad)
         assert refused.value.field == "max_payload_size"
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_closed_client_says_so_with_a_firec_error(flavour: str) -> None:
+    recorder = Recorder("1.14.2")
+    if flavour == "sync":
+        client = firec.Client("/x.sock", transport=httpx.MockTransport(recorder))
+        client.close()
+        with pytest.raises(firec.errors.ConnectError, match="closed: make a new client"):
+            client.get_instance_info()
+        return
+
+    async def run() -> None:
+        aclient = firec.AsyncClient("/x.sock", transport=httpx.MockTransport(recorder))
+        await aclient.aclose()
+        with pytest.raises(firec.errors.ConnectError, match="closed: make a new client"):
+            await aclient.get_instance_info()
+
+    asyncio.run(run())

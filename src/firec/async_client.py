@@ -56,7 +56,7 @@ from ._request import (
     partial_body,
     shortcut_model,
 )
-from .errors import APIError, ValidationError
+from .errors import APIError, ConnectError, ValidationError
 from .operations import DEFAULT_MAX_PAYLOAD_SIZE, OPERATIONS_BY_ID, Operation
 from .process import VmmThreadWatch, socket_peer_pid
 from .transport import async_unix_transport, transport_error
@@ -207,7 +207,9 @@ class AsyncClient:
         **params: str,
     ) -> Any:
         if self._closed:
-            raise RuntimeError(f"{self!r} is closed: make a new client")
+            raise ConnectError(
+                f"{self!r} is closed: make a new client", socket_path=self.socket_path
+            )
         op: Operation = OPERATIONS_BY_ID[operation_id]
         check_timeout(timeout)
         data = encode_body(body)
