@@ -418,3 +418,36 @@ def _runs(proc: Path, binary: str) -> bool:
         return binary.encode() in (proc / "cmdline").read_bytes()
     except OSError:
         return False
+
+
+def test_restore_onto_firecracker_before_1_0_is_unsupported(
+    short_tmp: Path, guest_kernel: Path
+) -> None:
+    """Refused before anything is spawned, naming 1.0 and the binary's version."""
+    directory = short_tmp / "snap"
+    directory.mkdir()
+    (directory / "vmstate").write_bytes(b"state")
+    with open(directory / "memory", "wb") as memory:
+        memory.truncate(64 << 20)
+    snapshot = firec.Snapshot(
+        directory=directory,
+        state_file=directory / "vmstate",
+        memory_file=directory / "memory",
+        type=m.SnapshotType.FULL,
+        firecracker_version=V("1.14.2"),
+        snapshot_format=V("8.0.0"),
+        vm_id="old-vm",
+        vm_config_json='{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}',
+        host_paths_json="{}",
+    )
+    config = (
+        firec.Config.builder("old-restore", guest_kernel)
+        .firecracker_binary(_old_firecracker_binary(short_tmp))
+        .workdir(short_tmp / "vms")
+        .build()
+    )
+    with pytest.raises(UnsupportedError) as caught:
+        firec.Machine.restore(snapshot, config)
+    assert "needs Firecracker 1.0 or newer" in str(caught.value)
+    assert caught.value.connected == "0.24.4"
+    assert not (short_tmp / "vms" / "old-restore").exists()
