@@ -30,6 +30,9 @@ HEADER = (
 )
 
 SUBSTITUTIONS: list[tuple[str, str]] = [
+    (r"\bawait asyncio\.sleep\(", "time.sleep("),
+    (r"\basyncio\.Lock\(\)", "threading.Lock()"),
+    (r"\nimport asyncio\n", "\nimport threading\n"),
     (r"\basync def\b", "def"),
     (r"\basync with\b", "with"),
     (r"\bawait ", ""),

@@ -7,7 +7,9 @@ exclusive variant), ``minimal_samples()`` only the required ones, and
 
 from __future__ import annotations
 
+import typing
 from enum import Enum
+from typing import Any
 
 from firec import models as m
 
@@ -164,9 +166,18 @@ def minimal_samples() -> list[m.APIModel]:
         m.SerialDevice(),
         m.Pmem(id="pmem0", path_on_host="/srv/pmem.img"),
         m.PartialPmem(id="pmem0"),
-        m.MemoryHotplugConfig(),
-        m.MemoryHotplugSizeUpdate(),
+        m.MemoryHotplugConfig(total_size_mib=1024),
+        m.MemoryHotplugSizeUpdate(requested_size_mib=0),
     ]
+
+
+def enum_types(annotation: Any) -> list[type[Enum]]:
+    """The enumerations a field annotation takes (through ``| None`` and ``Annotated``)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return enum_types(typing.get_args(annotation)[0])
+    if isinstance(annotation, type):
+        return [annotation] if issubclass(annotation, Enum) else []
+    return [e for arg in typing.get_args(annotation) for e in enum_types(arg)]
 
 
 def enum_variants() -> list[m.APIModel]:
@@ -175,9 +186,7 @@ def enum_variants() -> list[m.APIModel]:
     seen: set[tuple[str, str]] = set()
     for sample in full_samples():
         for name, field in type(sample).model_fields.items():
-            kind = field.annotation
-            options = [a for a in getattr(kind, "__args__", (kind,)) if isinstance(a, type)]
-            enums = [a for a in options if issubclass(a, Enum)]
+            enums = enum_types(field.annotation)
             if not enums or (sample.api_name, name) in seen:
                 continue
             seen.add((sample.api_name, name))

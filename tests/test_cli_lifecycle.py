@@ -27,6 +27,7 @@ from firec.cli.output import ExitCode
 from firec.cli.vms import VmState, live_state
 from firec.registry import Registry, VmRecord
 from firec.testing.guest import BOOT_LINE
+from tests import host_tools
 
 ECHO_LINE = "firec-guest: echo hello-from-firec"
 PARKED = "console=ttyS0"  # boot args of a test guest that stays running
@@ -327,6 +328,7 @@ def host_ns() -> Iterator[str]:
     """A network namespace playing the host, so the real host is never touched."""
     if os.geteuid() != 0:
         pytest.skip("networking needs root")
+    host_tools.require("ip")
     name = f"fccli-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
@@ -336,6 +338,7 @@ def host_ns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
+@pytest.mark.needs_tool("nft")
 def test_a_routed_vm_and_gc_of_its_network(host_ns: str, cli: Cli) -> None:
     def in_ns(*args: str) -> list[str]:
         return ["ip", "netns", "exec", host_ns, *args]

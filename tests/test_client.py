@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -131,6 +133,7 @@ class Recorder:
 
     def __init__(self, version: str) -> None:
         self.version = version
+        self.state = "Running"
         self.requests: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -138,7 +141,7 @@ class Recorder:
         if request.url.path == "/version":
             return httpx.Response(200, json={"firecracker_version": self.version})
         if request.method == "GET" and request.url.path == "/":
-            info = {"id": "x", "state": "Running", "vmm_version": self.version}
+            info = {"id": "x", "state": self.state, "vmm_version": self.version}
             return httpx.Response(200, json={**info, "app_name": "Firecracker"})
         return httpx.Response(204)
 
@@ -348,3 +351,133 @@ def test_connections_are_reused(short_tmp: Path) -> None:
     listener.close()
     assert connections == [1]
     os.unlink(path)
+
+
+# -- Firecracker 1.0-1.2.0's lost requests ---------------------------------------------------
+
+
+BUSY_THEN_ASLEEP = """
+import sys, time
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    pass
+time.sleep(60)
+"""
+
+
+def _busy_vmm_thread(seconds: float) -> subprocess.Popen[str]:
+    """A process whose main thread runs for ``seconds``, then sleeps: a VMM thread stand-in."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", BUSY_THEN_ASLEEP, str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None and process.stdout.readline() == "ready\n"
+    return process
+
+
+@pytest.mark.parametrize(
+    ("version", "waits"),
+    [("1.0.0", True), ("1.2.0", True), ("1.2.1", False), ("1.3.1", True), ("1.4.0", False)],
+)
+def test_booted_vm_requests_wait_for_the_vmm_thread_on_releases_that_lose_them(
+    version: str, waits: bool
+) -> None:
+    """On 1.0-1.2.0 / 1.3.0-1.3.1 a request to a booted VM waits until the VMM thread sleeps."""
+    recorder = Recorder(version)
+    client = firec.Client("/x.sock", version=version, transport=httpx.MockTransport(recorder))
+    vmm = _busy_vmm_thread(0.4)
+    try:
+        client.vmm_pid = vmm.pid
+        started = time.monotonic()
+        client.get_machine_config()
+        elapsed = time.monotonic() - started
+        assert (elapsed >= 0.3) is waits, elapsed
+        started = time.monotonic()
+        client.get_machine_config()  # asleep now: no wait at all
+        assert time.monotonic() - started < 0.1
+    finally:
+        vmm.kill()
+        vmm.wait()
+        client.close()
+
+
+def test_mmds_data_and_preboot_requests_do_not_wait() -> None:
+    """The API thread answers MMDS data itself; before boot nothing can be lost."""
+    recorder = Recorder("1.0.0")
+    recorder.state = "Not started"
+    client = firec.Client("/x.sock", version="1.0.0", transport=httpx.MockTransport(recorder))
+    client.get_instance_info()  # "Not started": pre-boot from now on
+    vmm = _busy_vmm_thread(5)
+    try:
+        client.vmm_pid = vmm.pid
+        started = time.monotonic()
+        client.put_mmds({"a": 1})
+        client.get_mmds()
+        client.put_machine_config({"vcpu_count": 1, "mem_size_mib": 64})
+        client.get_machine_config()
+        client.create_action("InstanceStart")
+        assert time.monotonic() - started < 0.5
+        started = time.monotonic()
+        client.get_machine_config()  # booted: waits (for at most SETTLE_LIMIT, 1 s)
+        assert time.monotonic() - started > 0.9
+    finally:
+        vmm.kill()
+        vmm.wait()
+        client.close()
+
+
+async def test_async_client_waits_too_and_sends_one_at_a_time() -> None:
+    recorder = Recorder("1.0.0")
+    in_flight = 0
+    most = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return recorder(request)
+
+    vmm = _busy_vmm_thread(0.4)
+    try:
+        async with firec.AsyncClient(
+            "/x.sock", version="1.0.0", transport=httpx.MockTransport(handler)
+        ) as client:
+            client.vmm_pid = vmm.pid
+            started = time.monotonic()
+            await asyncio.gather(*(client.get_machine_config() for _ in range(5)))
+            assert time.monotonic() - started >= 0.3
+            assert most == 1  # never two at once
+            most = 0
+            await asyncio.gather(*(client.get_mmds() for _ in range(5)))
+            assert most > 1  # MMDS data is not the VMM thread's
+    finally:
+        vmm.kill()
+        vmm.wait()
+
+
+def test_requests_right_after_instance_start_are_answered(
+    vmm_binary: Path, guest_kernel: Path, short_tmp: Path
+) -> None:
+    """The sequence that used to stop 1.0's API: back-to-back requests after boot.
+
+    bench/stall_1_0.py runs it for thousands of boots.
+    """
+    binary = vmm_binary
+    for _ in range(10):
+        config = (
+            firec.Config.builder(None, guest_kernel)
+            .kernel_args("console=ttyS0")
+            .firecracker_binary(binary)
+            .workdir(short_tmp / "vms")
+            .build()
+        )
+        with firec.Machine.create(config) as machine:
+            machine.client.timeout = 5.0
+            machine.start()
+            for _ in range(4):
+                assert machine.client.get_instance_info().state == models.InstanceState.RUNNING
+                machine.client.get_machine_config()
+                machine.client.patch_vm("Paused")
+                machine.client.patch_vm("Resumed")

@@ -371,7 +371,11 @@ def test_device_sent_to_versions_that_have_it(version: str, call: Call) -> None:
 MACHINE_TOO_NEW: list[tuple[str, str, Callable[[Builder, Path], Builder | Config]]] = [
     ("entropy", "1.3", lambda b, d: b.entropy()),
     ("serial", "1.13", lambda b, d: b.serial(d / "serial.out")),
-    ("memory hotplug", "1.13", lambda b, d: b.memory_hotplug(models.MemoryHotplugConfig())),
+    (
+        "memory hotplug",
+        "1.13",
+        lambda b, d: b.memory_hotplug(models.MemoryHotplugConfig(total_size_mib=1024)),
+    ),
     (
         "balloon hinting",
         "1.13",

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from firec.testing.guest import build_test_guest
+from tests import host_tools
 
 REAL = os.environ.get("FIRECRACKER_BIN") or None
 
@@ -64,6 +65,7 @@ def command(backend: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> str:
+    host_tools.require("cc")
     return str(build_test_guest(tmp_path_factory.mktemp("guest")))
 
 
@@ -352,3 +354,42 @@ def test_socket_in_use_is_refused(spawn, tmp_path):  # type: ignore[no-untyped-d
     second = spawn("--api-sock", first.sock, api=False)
     assert second.proc.wait(10) != 0
     assert first.client.get("/").status_code == 200
+
+
+def _first_response(sock_path: str, body: bytes) -> tuple[int, bytes]:
+    """PUT /mmds with ``body`` on a new connection: the status and body of the first answer."""
+    head = b"PUT /mmds HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(sock_path)
+        s.sendall(head % len(body) + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        top, _, rest = data.partition(b"\r\n\r\n")
+        match = re.search(rb"Content-Length: (\d+)", top)
+        length = int(match.group(1)) if match else 0
+        while len(rest) < length:
+            rest += s.recv(65536)
+    return int(top.split(b" ")[1]), rest[:length]
+
+
+@pytest.mark.parametrize("limit", [None, 1000])
+def test_payload_limit(spawn, limit):  # type: ignore[no-untyped-def]
+    """51,200 bytes unless --http-api-max-payload-size says otherwise; over it a non-JSON 400."""
+    biggest = limit or 51200
+    flags = ["--http-api-max-payload-size", str(limit)] if limit else []
+    for size, expected in ((biggest, 204), (biggest + 1, 400)):
+        vmm = spawn(*flags)
+        body = json.dumps({"k": "x" * (size - len('{"k": ""}'))}).encode()
+        assert len(body) == size
+        status, answer = _first_response(vmm.sock, body)
+        assert status == expected, answer
+        if expected == 400:
+            text = answer.decode()
+            assert (
+                f"Request payload with size {size} is larger than the limit of {biggest} "
+                "allowed by server." in text
+            )
+            with pytest.raises(json.JSONDecodeError):
+                json.loads(text)  # micro_http's own answer: a raw newline in a string

@@ -22,10 +22,12 @@ from firec.testing.emulator._release import parse_release
 from firec.testing.emulator._schema import schema
 from firec.testing.emulator._serde import SerdeError, from_text
 from firec.testing.guest import build_test_guest
+from tests import host_tools
 
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> str:
+    host_tools.require("cc")
     return str(build_test_guest(tmp_path_factory.mktemp("guest")))
 
 

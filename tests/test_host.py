@@ -111,7 +111,7 @@ print(check.ok, check.detail, "|", check.fix)
 @pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root to make a device node and drop capabilities"
 )
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) missing")
+@pytest.mark.needs_tool("setpriv")
 def test_kvm_without_permission_says_to_join_its_group(tmp_path: Path) -> None:
     node = tmp_path / "kvm"
     os.mknod(node, stat.S_IFCHR | 0o660, os.makedev(10, 232))
@@ -343,9 +343,7 @@ def test_missing_tun(tmp_path: Path) -> None:
     assert "not a character device" in check_tun(tmp_path / "tun").detail
 
 
-@pytest.mark.skipif(
-    shutil.which("nft", path="/usr/sbin:/sbin:/usr/bin") is None, reason="nft missing"
-)
+@pytest.mark.needs_tool("nft")
 def test_real_nft() -> None:
     check = check_nft()
     assert check.ok, check
@@ -377,13 +375,13 @@ def test_no_cni_plugins(tmp_path: Path) -> None:
     assert "containernetworking-plugins" in check.fix
 
 
-@pytest.mark.skipif(not os.path.isdir("/usr/lib/cni"), reason="no CNI plugins installed")
+@pytest.mark.needs_tool("cni-plugins")
 def test_real_cni_plugins() -> None:
     check = check_cni()
     assert check.ok and "bridge" in check.detail
 
 
-@pytest.mark.skipif(e2fs.find_tool("mkfs.ext4") is None, reason="e2fsprogs not installed")
+@pytest.mark.needs_tool("mkfs.ext4")
 def test_real_e2fsprogs() -> None:
     check = check_e2fsprogs()
     assert check.ok, check

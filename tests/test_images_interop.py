@@ -20,10 +20,7 @@ import pytest
 
 from firec.images import build_rootfs
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("umoci") is None or shutil.which("skopeo") is None,
-    reason="umoci and skopeo are not installed (apt-get install umoci skopeo)",
-)
+pytestmark = pytest.mark.needs_tool("umoci", "skopeo")
 
 
 def run(*args: str, cwd: Path) -> None:

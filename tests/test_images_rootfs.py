@@ -12,7 +12,6 @@ import io
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -27,10 +26,7 @@ import zstandard
 from firec.errors import FirecError, ValidationError
 from firec.images import build_rootfs, parse_size
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("mkfs.ext4", path="/usr/sbin:/sbin:" + os.environ.get("PATH", "")) is None,
-    reason="e2fsprogs (mkfs.ext4) is not installed",
-)
+pytestmark = pytest.mark.needs_tool("mkfs.ext4", "debugfs")
 
 # -- helpers: layers, OCI layouts, docker save tarballs --------------------------------
 
@@ -552,7 +548,7 @@ build_rootfs(sys.argv[1], sys.argv[2])
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop capabilities")
-@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) missing")
+@pytest.mark.needs_tool("setpriv")
 def test_build_without_capabilities_still_sets_owners_and_devices(tmp_path: Path) -> None:
     """With every capability dropped (no chown, no mknod), debugfs sets owners and nodes."""
     archive = oci_archive(tmp_path / "img.tar", [BASE, TOP, THIRD])

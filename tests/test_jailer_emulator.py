@@ -29,6 +29,7 @@ import pytest
 from firec.testing.binaries import emulator_binary, jailer_emulator_binary
 from firec.testing.guest import BOOT_LINE, echo_line, guest_args
 from firec.testing.jailer import formatted_help
+from tests import host_tools
 
 UID, GID = 1234, 1235
 CGROUP_V1 = Path("/sys/fs/cgroup")
@@ -647,6 +648,7 @@ def test_resource_limits(jailer: Jailer) -> None:
 
 @pytest.fixture
 def netns() -> Iterator[Path]:
+    host_tools.require("ip")
     name = f"firec-jt-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:

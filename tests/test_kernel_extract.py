@@ -11,7 +11,6 @@ import bz2
 import gzip
 import lzma
 import os
-import shutil
 import struct
 import subprocess
 from collections.abc import Callable
@@ -129,7 +128,7 @@ def test_multi_block_lz4(tmp_path: Path) -> None:
     assert extract_vmlinux(src, tmp_path / "vmlinux").read_bytes() == vmlinux
 
 
-@pytest.mark.skipif(shutil.which("lz4") is None, reason="the lz4 command is not installed")
+@pytest.mark.needs_tool("lz4")
 def test_lz4_legacy_written_by_the_lz4_command(tmp_path: Path) -> None:
     """The kernel build runs `lz4 -l`; decode what that very tool writes."""
     vmlinux = tiny_elf(extra=os.urandom(4096) + bytes(9 << 20))

@@ -455,3 +455,69 @@ def test_flush_metrics_without_a_metrics_path_says_so(builder: firec.config.Buil
         machine.start()
         with pytest.raises(MachineError, match="metrics_path or metrics_fifo"):
             machine.flush_metrics()
+
+
+# -- the API's payload limit -----------------------------------------------------------
+
+
+def _mmds_of_size(size: int) -> dict[str, str]:
+    return {"k": "x" * (size - len('{"k":""}'))}
+
+
+def test_payload_limit_default_refused_before_sending(builder: firec.config.Builder) -> None:
+    """Over 51,200 bytes the machine's client refuses, and the VMM is left unharmed."""
+    with firec.Machine.create(builder.build()) as machine:
+        machine.client.put_mmds(_mmds_of_size(51200))
+        with pytest.raises(firec.errors.ValidationError) as caught:
+            machine.client.put_mmds(_mmds_of_size(60_000))
+        assert "--http-api-max-payload-size" in str(caught.value)
+        assert "60000 bytes" in str(caught.value) and "51200 bytes" in str(caught.value)
+        assert machine.client.get_mmds() == _mmds_of_size(51200)  # still serving
+        assert machine.exit_status is None
+
+
+def test_payload_limit_set_in_config_reaches_the_vmm_and_the_client(
+    builder: firec.config.Builder,
+) -> None:
+    config = builder.http_api_max_payload_size(100_000).build()
+    assert config.max_payload_size == 100_000
+    with firec.Machine.create(config) as machine:
+        assert "--http-api-max-payload-size" in machine.launch.argv
+        assert machine.client.max_payload_size == 100_000
+        machine.client.put_mmds(_mmds_of_size(90_000))  # the VMM takes it: it got the flag
+        assert machine.client.get_mmds() == _mmds_of_size(90_000)
+        with pytest.raises(firec.errors.ValidationError, match="100000 bytes"):
+            machine.client.put_mmds(_mmds_of_size(100_001))
+        other = firec.Machine.connect(machine.socket_path)
+        assert other.client.max_payload_size == 100_000  # read from its command line
+        other.client.close()
+
+
+def test_payload_limit_in_extra_args_is_known_too(builder: firec.config.Builder) -> None:
+    config = builder.extra_args("--http-api-max-payload-size", "70000").build()
+    assert config.max_payload_size == 70_000
+    with firec.Machine.create(config) as machine:
+        assert machine.client.max_payload_size == 70_000
+        machine.client.put_mmds(_mmds_of_size(65_000))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"http_api_max_payload_size": 0}, "http_api_max_payload_size"),
+        ({"http_api_max_payload_size": True}, "http_api_max_payload_size"),
+        ({"http_api_max_payload_size": "big"}, "http_api_max_payload_size"),
+        (
+            {"http_api_max_payload_size": 9000, "extra_args": ("--http-api-max-payload-size", "1")},
+            "http_api_max_payload_size",
+        ),
+        ({"extra_args": ("--http-api-max-payload-size",)}, "extra_args"),
+    ],
+)
+def test_bad_payload_limits_are_config_errors(
+    guest_kernel: Path, change: dict[str, object], field: str
+) -> None:
+    config = Config(vm_id="limit", kernel_image=guest_kernel).replace(**change)
+    with pytest.raises(ConfigError) as caught:
+        config.validate()
+    assert caught.value.field == field

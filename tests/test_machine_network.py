@@ -30,6 +30,7 @@ def _firec_table() -> dict[str, object] | None:
     return json.loads(result.stdout) if result.returncode == 0 else None
 
 
+@pytest.mark.needs_tool("nft")
 def test_routed_interface_is_set_up_and_torn_down(
     vmm_binary: Path, guest_kernel: Path, short_tmp: Path
 ) -> None:
@@ -130,6 +131,7 @@ def test_bridged_interface_puts_the_tap_on_the_host_bridge(
     assert host_bridge in links_in(None)  # the bridge is the caller's: it stays
 
 
+@pytest.mark.needs_tool("nft")
 def test_restore_gets_a_fresh_tap_namespace_and_lease(
     vmm_binary: Path, guest_kernel: Path, short_tmp: Path
 ) -> None:
@@ -182,6 +184,7 @@ def test_restore_gets_a_fresh_tap_namespace_and_lease(
     assert fn.LeaseStore(state, subnet).leases() == []
 
 
+@pytest.mark.needs_tool("nft")
 def test_clones_each_get_their_own_network(
     vmm_binary: Path, guest_kernel: Path, short_tmp: Path
 ) -> None:

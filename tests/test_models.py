@@ -12,8 +12,10 @@ import pytest
 
 from firec import _features
 from firec import models as m
-from firec.errors import FirecError, ValidationError
-from model_samples import full_samples, minimal_samples
+from firec.errors import FirecError, UnsupportedError, ValidationError
+from firec.versions import Version, check_body, has_field
+from model_samples import enum_types, full_samples, minimal_samples
+from spec_schema import MINORS, NO_SPECS, REQUIRED_BEYOND_SPEC, SPEC_FILES, required, spec
 
 
 def refused(model: type[m.APIModel], **data: Any) -> ValidationError:
@@ -53,22 +55,75 @@ def test_model_fields_are_the_union_of_every_version(name: str) -> None:
     assert fields <= spec_keys
 
 
-@pytest.mark.parametrize("name", sorted(m.MODELS))
-def test_required_fields_are_those_of_the_newest_version(name: str) -> None:
-    required = {
+def _model_required(cls: type[m.APIModel]) -> set[str]:
+    return {
         field.serialization_alias or field.alias or key
-        for key, field in m.MODELS[name].model_fields.items()
+        for key, field in cls.model_fields.items()
         if field.is_required()
     }
-    assert required == set(_features.REQUIRED[name][-1][1])
+
+
+@pytest.mark.parametrize("name", sorted(m.MODELS))
+def test_required_fields_are_those_of_the_newest_version(name: str) -> None:
+    """What the newest specification requires, and what real Firecracker requires beyond it."""
+    beyond = set(REQUIRED_BEYOND_SPEC.get(name, {}))
+    assert _model_required(m.MODELS[name]) == set(_features.REQUIRED[name][-1][1]) | beyond
+
+
+def _leave_out(name: str, samples: list[dict[str, Any]], field: str, version: Version) -> Any:
+    """A body that ``version`` takes (keeping only what it knows), with ``field`` left out."""
+    for sample in samples:
+        body = {k: v for k, v in sample.items() if has_field(name, k, version)}
+        if field not in body:
+            continue
+        try:
+            check_body(name, body, version)
+        except (ValidationError, UnsupportedError):
+            continue
+        del body[field]
+        return body
+    raise AssertionError(f"{name}: no sample that {version} takes with {field} in it")
+
+
+@pytest.mark.skipif(not SPEC_FILES, reason=NO_SPECS)
+@pytest.mark.parametrize("name", sorted(m.MODELS))
+def test_required_fields_audit_against_every_version(name: str) -> None:
+    """Every model against the ``required`` list of every specification that has it.
+
+    A request model may leave a field optional that an older version requires
+    (the models follow the newest version) only if firec then refuses, for
+    that version, a body that leaves it out. A response model requires nothing
+    that some version may leave out of what it sends.
+    """
+    cls = m.MODELS[name]
+    model_required = _model_required(cls)
+    samples = [s.to_api() for s in full_samples() + minimal_samples() if s.api_name == name]
+    problems: list[str] = []
+    for minor in MINORS:
+        if name not in spec(minor)["definitions"]:
+            continue
+        wanted = required(minor, name)
+        if issubclass(cls, m.ResponseModel):
+            if model_required - wanted:
+                problems.append(f"{minor} may leave out {sorted(model_required - wanted)}")
+            continue
+        version = Version.parse(_features.SPEC_VERSIONS[minor])
+        for field in sorted(wanted - model_required):
+            body = _leave_out(name, samples, field, version)
+            try:
+                check_body(name, body, version)
+            except (ValidationError, UnsupportedError) as exc:
+                assert field in str(exc), exc
+            else:
+                problems.append(f"{minor} requires {field}, which firec lets be left out")
+    assert not problems, f"{name}: " + "; ".join(problems)
 
 
 def _enum_of(cls: type[m.APIModel], field: str) -> type[enum.Enum]:
-    annotation = cls.model_fields[field].annotation
-    for arg in (*getattr(annotation, "__args__", ()), annotation):
-        if isinstance(arg, type) and issubclass(arg, enum.Enum):
-            return arg
-    raise AssertionError(f"{cls.__name__}.{field} is not an enum field")
+    enums = enum_types(cls.model_fields[field].annotation)
+    if not enums:
+        raise AssertionError(f"{cls.__name__}.{field} is not an enum field")
+    return enums[0]
 
 
 def test_enum_fields_have_every_value_of_every_version() -> None:
@@ -188,8 +243,18 @@ def test_response_models_ignore_unknown_keys_request_models_refuse_them() -> Non
             "guest_mac",
             "must be a MAC address such as 06:00:AC:10:00:02",
         ),
-        (m.MemoryHotplugConfig, {"slot_size_mib": 64}, "slot_size_mib", "must be at least 128"),
-        (m.MemoryHotplugConfig, {"block_size_mib": 1}, "block_size_mib", "must be at least 2"),
+        (
+            m.MemoryHotplugConfig,
+            {"total_size_mib": 1, "slot_size_mib": 64},
+            "slot_size_mib",
+            "must be at least 128",
+        ),
+        (
+            m.MemoryHotplugConfig,
+            {"total_size_mib": 1, "block_size_mib": 1},
+            "block_size_mib",
+            "must be at least 2",
+        ),
         (m.Balloon, {"amount_mib": -1, "deflate_on_oom": True}, "amount_mib", "must be at least 0"),
         (
             m.Drive,

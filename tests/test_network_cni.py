@@ -45,10 +45,7 @@ CNI_DIR = Path("/usr/lib/cni")
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_NET_ADMIN) for links and netns"),
-    pytest.mark.skipif(
-        not all((CNI_DIR / p).exists() for p in ("bridge", "host-local", "tuning")),
-        reason="needs the CNI plugins in /usr/lib/cni (Debian package containernetworking-plugins)",
-    ),
+    pytest.mark.needs_tool("cni-plugins"),
 ]
 
 GATEWAY = IPv4Address("10.88.0.1")

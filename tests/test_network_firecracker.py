@@ -73,6 +73,7 @@ def _wait_for_line(proc: subprocess.Popen[bytes], wanted: str, timeout: float) -
     )
 
 
+@pytest.mark.needs_tool("nft")
 def test_firecracker_boots_with_a_tap_in_the_vm_namespace(host_ns: str, tmp_path: Path) -> None:
     assert FIRECRACKER is not None
     kernel = build_test_guest(tmp_path / "guest")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -59,7 +58,7 @@ from tests.network_support import (
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_NET_ADMIN) for links and netns"),
     pytest.mark.skipif(not os.path.exists("/dev/net/tun"), reason="needs /dev/net/tun"),
-    pytest.mark.skipif(shutil.which("nft") is None, reason="needs nft (Debian package nftables)"),
+    pytest.mark.needs_tool("nft"),
 ]
 
 UPLINK = IPv4Interface("172.31.9.1/24")

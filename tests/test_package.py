@@ -27,3 +27,29 @@ def test_py_typed_ships() -> None:
     from importlib.resources import files
 
     assert files("firec").joinpath("py.typed").is_file()
+
+
+def test_every_public_subpackage_is_reachable_from_import_firec() -> None:
+    """``import firec`` alone is enough for ``firec.network``, ``firec.images``..."""
+    names = ("cli", "errors", "images", "models", "network", "testing", "versions")
+    code = (
+        "import sys, types, firec\n"
+        f"for name in {names!r}:\n"
+        "    module = getattr(firec, name)\n"
+        "    assert isinstance(module, types.ModuleType), name\n"
+        "    assert module.__name__ == 'firec.' + name, module.__name__\n"
+        "    assert name in dir(firec), name\n"
+        "assert firec.network.VMNetwork is not None\n"
+        "assert firec.images.build_rootfs is not None\n"
+        "assert firec.testing.Emulator is not None\n"
+        "try:\n"
+        "    firec.no_such_module\n"
+        "except AttributeError as exc:\n"
+        "    assert 'no_such_module' in str(exc)\n"
+        "else:\n"
+        "    raise AssertionError('firec.no_such_module resolved')\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

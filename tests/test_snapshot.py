@@ -30,6 +30,7 @@ from firec.sparse import data_extents
 from firec.state import MachineState
 from firec.testing.guest import BOOT_LINE
 from firec.versions import Version
+from tests import host_tools
 from tests.support import (
     assert_nothing_left,
     binary_version,
@@ -597,6 +598,7 @@ def test_uffd_restore_with_a_handler_process(
 @pytest.fixture
 def bridge(taps: list[str]) -> Iterator[str]:
     """A fresh Linux bridge (removed afterwards)."""
+    host_tools.require("ip")
     name = f"fs{os.getpid() % 100000}br"
     subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
     try:

@@ -884,7 +884,7 @@ def test_client_timeouts_reach_the_transport() -> None:
     ]
     client.close()
     assert transport.closed
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(firec.errors.ConnectError, match="closed"):
         client.get_instance_info()
 
 

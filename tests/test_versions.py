@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from pathlib import Path
+
 import pytest
 
+import firec
+import pre_1_0_firecracker
 from firec import _features
 from firec import models as m
 from firec.errors import UnsupportedError, ValidationError
@@ -337,3 +343,111 @@ def test_the_documented_examples_run() -> None:
     result = doctest.testmod(firec.versions)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# -- Firecracker before 1.0 --------------------------------------------------------------
+
+
+def _old_firecracker_binary(directory: Path) -> Path:
+    script = Path(__file__).with_name("pre_1_0_firecracker.py")
+    wrapper = directory / "firecracker-v0.24"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} {script} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_client_says_firecracker_before_1_0_is_unsupported(short_tmp: Path) -> None:
+    """GET /version answers 400 there: firec says it needs 1.0, not "GET /version failed"."""
+    socket_path = str(short_tmp / "old.sock")
+    server = pre_1_0_firecracker.serve(socket_path)
+    try:
+        for call in (
+            lambda c: c.firecracker_version(),
+            lambda c: c.put_machine_config({"vcpu_count": 1, "mem_size_mib": 128}),
+            lambda c: c.get_machine_config(),
+        ):
+            with firec.Client(socket_path) as client, pytest.raises(UnsupportedError) as caught:
+                call(client)
+            assert caught.value.connected == "0.24.4"
+            assert caught.value.introduced == "1.0"
+            assert "needs Firecracker 1.0 or newer" in str(caught.value)
+            assert "0.24.4" in str(caught.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_async_client_says_firecracker_before_1_0_is_unsupported(short_tmp: Path) -> None:
+    socket_path = str(short_tmp / "old.sock")
+    server = pre_1_0_firecracker.serve(socket_path)
+    try:
+        async with firec.AsyncClient(socket_path) as client:
+            with pytest.raises(UnsupportedError) as caught:
+                await client.firecracker_version()
+        assert caught.value.connected == "0.24.4"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_machine_says_firecracker_before_1_0_is_unsupported(
+    short_tmp: Path, guest_kernel: Path, flavour: str
+) -> None:
+    """Machine.create refuses it once it answers, and leaves nothing behind."""
+    binary = _old_firecracker_binary(short_tmp)
+    config = (
+        firec.Config.builder("old-vm", guest_kernel)
+        .firecracker_binary(binary)
+        .workdir(short_tmp / "vms")
+        .build()
+    )
+    with pytest.raises(UnsupportedError) as caught:
+        if flavour == "sync":
+            firec.Machine.create(config)
+        else:
+            asyncio.run(firec.AsyncMachine.create(config))
+    assert "needs Firecracker 1.0 or newer" in str(caught.value)
+    assert caught.value.connected == "0.24.4"
+    assert not (short_tmp / "vms" / "old-vm").exists()
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _runs(p, str(binary))]
+
+
+def _runs(proc: Path, binary: str) -> bool:
+    try:
+        return binary.encode() in (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_restore_onto_firecracker_before_1_0_is_unsupported(
+    short_tmp: Path, guest_kernel: Path
+) -> None:
+    """Refused before anything is spawned, naming 1.0 and the binary's version."""
+    directory = short_tmp / "snap"
+    directory.mkdir()
+    (directory / "vmstate").write_bytes(b"state")
+    with open(directory / "memory", "wb") as memory:
+        memory.truncate(64 << 20)
+    snapshot = firec.Snapshot(
+        directory=directory,
+        state_file=directory / "vmstate",
+        memory_file=directory / "memory",
+        type=m.SnapshotType.FULL,
+        firecracker_version=V("1.14.2"),
+        snapshot_format=V("8.0.0"),
+        vm_id="old-vm",
+        vm_config_json='{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}',
+        host_paths_json="{}",
+    )
+    config = (
+        firec.Config.builder("old-restore", guest_kernel)
+        .firecracker_binary(_old_firecracker_binary(short_tmp))
+        .workdir(short_tmp / "vms")
+        .build()
+    )
+    with pytest.raises(UnsupportedError) as caught:
+        firec.Machine.restore(snapshot, config)
+    assert "needs Firecracker 1.0 or newer" in str(caught.value)
+    assert caught.value.connected == "0.24.4"
+    assert not (short_tmp / "vms" / "old-restore").exists()

@@ -38,7 +38,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from firec import errors, models, versions
+    from firec import cli as cli
+    from firec import errors, images, models, network, testing, versions
     from firec.async_client import AsyncClient
     from firec.async_machine import AsyncMachine
     from firec.client import Client
@@ -74,7 +75,9 @@ _HOMES = {
     "Snapshot": "firec.snapshot",
     "Version": "firec.versions",
 }
-_SUBMODULES = {"errors", "models", "versions"}
+# Subpackages and modules, imported on first use too: `import firec` is enough for
+# `firec.network.VMNetwork` or `firec.testing.Emulator`.
+_SUBMODULES = {"cli", "errors", "images", "models", "network", "testing", "versions"}
 
 __all__ = [
     "APIError",
@@ -95,13 +98,16 @@ __all__ = [
     "Version",
     "__version__",
     "errors",
+    "images",
     "models",
+    "network",
+    "testing",
     "versions",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
+    if name in _SUBMODULES or (not name.startswith("_") and _is_submodule(name)):
         return importlib.import_module(f"firec.{name}")
     home = _HOMES.get(name)
     if home is None:
@@ -111,5 +117,12 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def _is_submodule(name: str) -> bool:
+    """Whether ``firec.<name>`` is a public module of the package (``firec.vsock``...)."""
+    import importlib.util
+
+    return name.isidentifier() and importlib.util.find_spec(f"firec.{name}") is not None
+
+
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)

@@ -67,7 +67,8 @@ from .launch import (
 )
 from .logs import LogForwarder
 from .metrics import MetricsForwarder, MetricsSnapshot
-from .process import ExitStatus, VmmProcess, find_vmm_pid
+from .operations import DEFAULT_MAX_PAYLOAD_SIZE, payload_limit_in_args
+from .process import ExitStatus, VmmProcess, find_vmm_pid, process_args
 from .registry import Registration, Registry
 from .restore import attach_restore_network, plan_restore, prepare_restore
 from .snapshot import Snapshot, SnapshotTarget
@@ -113,7 +114,9 @@ class AsyncMachine:
     ) -> None:
         self.config = config
         self._launch = launch or plan(config)
-        self.client = client or AsyncClient(self._launch.socket_path)
+        self.client = client or AsyncClient(
+            self._launch.socket_path, max_payload_size=config.max_payload_size
+        )
         self._process = process
         self._owned = False  # whether firec made this VM's files (create) or not (connect)
         self._console_reader: AsyncLineReader | None = None
@@ -152,7 +155,11 @@ class AsyncMachine:
             InUseError: a VM with this id runs, or is being started, on this
                 host; that VM is left exactly as it was.
             MachineError: the VMM did not come up (with Firecracker's own last
-                lines). Nothing is left behind.
+                lines).
+            UnsupportedError: a Firecracker older than 1.0 (firec needs 1.0 or
+                newer).
+
+        Either way nothing is left behind.
         """
         config.validate()
         registration = cls._claim(config, registry)
@@ -212,12 +219,16 @@ class AsyncMachine:
         socket_path = find_socket(target)
         client = AsyncClient(socket_path, timeout=timeout)
         try:
-            info = await client.get_instance_info()
+            info = await client.get_instance_info()  # refuses a Firecracker before 1.0
         except FirecError:
             await client.aclose()
             raise
         config = Config(vm_id=info.id, kernel_image=Path("/"), socket_path=socket_path)
         pid = pid or find_vmm_pid(os.fspath(socket_path))
+        client.vmm_pid = pid
+        if pid is not None:  # its --http-api-max-payload-size, when it was given one
+            limit = payload_limit_in_args(process_args(pid))
+            client.max_payload_size = limit if limit is not None else DEFAULT_MAX_PAYLOAD_SIZE
         process = VmmProcess(pid) if pid is not None else None
         return cls(config, launch=attached(config), client=client, process=process)
 
@@ -291,7 +302,11 @@ class AsyncMachine:
                 checked, network = await io.run_blocking(attach_restore_network, checked)
             try:
                 launch = plan(checked.config)
-                client = AsyncClient(launch.socket_path, version=checked.version)
+                client = AsyncClient(
+                    launch.socket_path,
+                    version=checked.version,
+                    max_payload_size=checked.config.max_payload_size,
+                )
                 machine = cls(checked.config, launch=launch, client=client)
             except BaseException:
                 if network is not None:
@@ -352,6 +367,8 @@ class AsyncMachine:
     async def _spawn(self, ready_timeout: float, *, ask: bool = True) -> None:
         popen, console = spawn(self._launch)
         self._process = VmmProcess(popen.pid, popen)
+        if self.config.jailer is None:  # Firecracker itself (jailed: found from the socket)
+            self.client.vmm_pid = popen.pid
         if console is not None:
             wanted = self._launch.console
             if wanted.on_output is not None:

@@ -57,6 +57,7 @@ from ._checks import (
 from .errors import ConfigError, ValidationError
 from .jailer import Jail, JailerBuilder, JailerConfig, resolve_binary, validate_id
 from .network.interface import Interface
+from .operations import DEFAULT_MAX_PAYLOAD_SIZE, MAX_PAYLOAD_FLAG, payload_limit_in_args
 
 if TYPE_CHECKING:
     from .console import Console
@@ -131,6 +132,10 @@ class Config:
         net_ns: a network namespace (name in ``/var/run/netns`` or a path) to run in.
         jailer: jailer settings; ``None`` runs Firecracker plainly.
         firecracker_binary: the Firecracker executable for plain runs.
+        http_api_max_payload_size: the largest API request body Firecracker
+            takes, in bytes (its ``--http-api-max-payload-size``; ``None``:
+            Firecracker's default, 51200). The machine's client refuses larger
+            bodies before sending them.
         extra_args: further Firecracker command-line arguments.
         boot_method: :class:`BootMethod`.
         console: where the serial console goes (:mod:`firec.console`).
@@ -174,6 +179,7 @@ class Config:
     net_ns: str | None = None
     jailer: JailerConfig | None = None
     firecracker_binary: Path | None = None
+    http_api_max_payload_size: int | None = None
     extra_args: tuple[str, ...] = ()
     boot_method: BootMethod = BootMethod.API
     console: Console | None = None
@@ -259,6 +265,22 @@ class Config:
         """The initrd as Firecracker sees it."""
         return self._seen(self.initrd) if self.initrd is not None else None
 
+    @property
+    def max_payload_size(self) -> int:
+        """The largest API request body this VM's Firecracker will take, in bytes.
+
+        :attr:`http_api_max_payload_size`, or the flag given in the extra
+        arguments, or Firecracker's default (51200).
+        """
+        if self.http_api_max_payload_size is not None:
+            return self.http_api_max_payload_size
+        given = payload_limit_in_args(self._all_extra_args())
+        return given if given is not None else DEFAULT_MAX_PAYLOAD_SIZE
+
+    def _all_extra_args(self) -> tuple[str, ...]:
+        """The extra Firecracker arguments that reach it (the jailer's, when jailed)."""
+        return self.jailer.extra_args if self.jailer is not None else self.extra_args
+
     def _seen(self, host_path: Path) -> str:
         jail = self.jail
         return jail.inside(host_path) if jail is not None else str(host_path)
@@ -306,6 +328,7 @@ class Config:
                     )
         if self.jailer is not None:
             self.jailer.validate()
+        self._check_payload_limit()
         socket_bytes = len(os.fsencode(self.host_socket_path))
         if socket_bytes > MAX_SOCKET_PATH:
             raise ConfigError(
@@ -389,6 +412,25 @@ class Config:
                         "them read-only (is_read_only(True)), or give each its own copy",
                     )
             seen.setdefault(key, (name, writable))
+
+    def _check_payload_limit(self) -> None:
+        limit = self.http_api_max_payload_size
+        in_args = MAX_PAYLOAD_FLAG in self._all_extra_args()
+        if limit is None:
+            if in_args and payload_limit_in_args(self._all_extra_args()) is None:
+                raise ConfigError(
+                    "extra_args", f"{MAX_PAYLOAD_FLAG} needs a number of bytes after it"
+                )
+            return
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(
+                "http_api_max_payload_size", f"must be a number of bytes >= 1, not {limit!r}"
+            )
+        if in_args:
+            raise ConfigError(
+                "http_api_max_payload_size",
+                f"{MAX_PAYLOAD_FLAG} is also in extra_args: give it once",
+            )
 
     def input_files(self) -> list[tuple[str, Path]]:
         """Every host file the VM reads, with the config field naming it."""
@@ -683,6 +725,10 @@ class Builder:
     def firecracker_binary(self, path: str | os.PathLike[str]) -> Self:
         """The Firecracker executable for plain (unjailed) runs."""
         return self._with(firecracker_binary=path_value("firecracker_binary", path))
+
+    def http_api_max_payload_size(self, size: int) -> Self:
+        """The largest API request body Firecracker takes, in bytes (default 51200)."""
+        return self._with(http_api_max_payload_size=size)
 
     def extra_args(self, *args: str) -> Self:
         """More Firecracker command-line arguments."""

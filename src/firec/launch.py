@@ -32,6 +32,7 @@ from .jailer import (
     jailer_argv,
     remove_cgroups,
 )
+from .operations import MAX_PAYLOAD_FLAG
 from .vsock import remove_stale_socket
 
 if TYPE_CHECKING:
@@ -298,6 +299,8 @@ def _firecracker_args(launch: Launch) -> list[str]:
         args += ["--config-file", launch.seen(launch.config_file_path)]
     if launch.metadata_path is not None:
         args += ["--metadata", launch.seen(launch.metadata_path)]
+    if config.http_api_max_payload_size is not None:
+        args += [MAX_PAYLOAD_FLAG, str(config.http_api_max_payload_size)]
     if config.jailer is None:
         args += list(config.extra_args)
     return args

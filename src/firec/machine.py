@@ -66,7 +66,8 @@ from .launch import (
 )
 from .logs import LogForwarder
 from .metrics import MetricsForwarder, MetricsSnapshot
-from .process import ExitStatus, VmmProcess, find_vmm_pid
+from .operations import DEFAULT_MAX_PAYLOAD_SIZE, payload_limit_in_args
+from .process import ExitStatus, VmmProcess, find_vmm_pid, process_args
 from .registry import Registration, Registry
 from .restore import attach_restore_network, plan_restore, prepare_restore
 from .snapshot import Snapshot, SnapshotTarget
@@ -112,7 +113,9 @@ class Machine:
     ) -> None:
         self.config = config
         self._launch = launch or plan(config)
-        self.client = client or Client(self._launch.socket_path)
+        self.client = client or Client(
+            self._launch.socket_path, max_payload_size=config.max_payload_size
+        )
         self._process = process
         self._owned = False  # whether firec made this VM's files (create) or not (connect)
         self._console_reader: LineReader | None = None
@@ -151,7 +154,11 @@ class Machine:
             InUseError: a VM with this id runs, or is being started, on this
                 host; that VM is left exactly as it was.
             MachineError: the VMM did not come up (with Firecracker's own last
-                lines). Nothing is left behind.
+                lines).
+            UnsupportedError: a Firecracker older than 1.0 (firec needs 1.0 or
+                newer).
+
+        Either way nothing is left behind.
         """
         config.validate()
         registration = cls._claim(config, registry)
@@ -211,12 +218,16 @@ class Machine:
         socket_path = find_socket(target)
         client = Client(socket_path, timeout=timeout)
         try:
-            info = client.get_instance_info()
+            info = client.get_instance_info()  # refuses a Firecracker before 1.0
         except FirecError:
             client.close()
             raise
         config = Config(vm_id=info.id, kernel_image=Path("/"), socket_path=socket_path)
         pid = pid or find_vmm_pid(os.fspath(socket_path))
+        client.vmm_pid = pid
+        if pid is not None:  # its --http-api-max-payload-size, when it was given one
+            limit = payload_limit_in_args(process_args(pid))
+            client.max_payload_size = limit if limit is not None else DEFAULT_MAX_PAYLOAD_SIZE
         process = VmmProcess(pid) if pid is not None else None
         return cls(config, launch=attached(config), client=client, process=process)
 
@@ -290,7 +301,11 @@ class Machine:
                 checked, network = io.run_blocking(attach_restore_network, checked)
             try:
                 launch = plan(checked.config)
-                client = Client(launch.socket_path, version=checked.version)
+                client = Client(
+                    launch.socket_path,
+                    version=checked.version,
+                    max_payload_size=checked.config.max_payload_size,
+                )
                 machine = cls(checked.config, launch=launch, client=client)
             except BaseException:
                 if network is not None:
@@ -351,6 +366,8 @@ class Machine:
     def _spawn(self, ready_timeout: float, *, ask: bool = True) -> None:
         popen, console = spawn(self._launch)
         self._process = VmmProcess(popen.pid, popen)
+        if self.config.jailer is None:  # Firecracker itself (jailed: found from the socket)
+            self.client.vmm_pid = popen.pid
         if console is not None:
             wanted = self._launch.console
             if wanted.on_output is not None:

@@ -18,12 +18,27 @@ checks against the official spec of every Firecracker version.
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
-__all__ = ["OPERATIONS", "OPERATIONS_BY_ID", "Operation"]
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_SIZE",
+    "MAX_PAYLOAD_FLAG",
+    "OPERATIONS",
+    "OPERATIONS_BY_ID",
+    "Operation",
+    "payload_limit_in_args",
+]
+
+#: The largest request body (bytes) Firecracker's API takes unless started with
+#: ``--http-api-max-payload-size``; a larger one gets a 400 that is not JSON.
+DEFAULT_MAX_PAYLOAD_SIZE = 51200
+#: The Firecracker flag that sets that limit (every release from 1.0 has it).
+MAX_PAYLOAD_FLAG = "--http-api-max-payload-size"
 
 Method = Literal["GET", "PUT", "PATCH"]
 
@@ -195,3 +210,15 @@ OPERATIONS: tuple[Operation, ...] = (
 )
 
 OPERATIONS_BY_ID: dict[str, Operation] = {op.operation_id: op for op in OPERATIONS}
+
+
+def payload_limit_in_args(args: Sequence[str]) -> int | None:
+    """The value of :data:`MAX_PAYLOAD_FLAG` in a Firecracker command line, if given.
+
+    ``None`` when absent or not a number (Firecracker refuses to start then);
+    Firecracker takes the flag and its value as two arguments only.
+    """
+    for flag, value in itertools.pairwise(args):
+        if flag == MAX_PAYLOAD_FLAG:
+            return int(value) if value.isascii() and value.isdigit() else None
+    return None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,8 +25,11 @@ __all__ = [
     "ExitStatus",
     "ProcessRef",
     "VmmProcess",
+    "VmmThreadWatch",
     "boot_id",
     "find_vmm_pid",
+    "process_args",
+    "socket_peer_pid",
     "wait_until",
 ]
 
@@ -201,6 +206,16 @@ def wait_until(done: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
+def process_args(pid: int) -> list[str]:
+    """The command line of process ``pid`` (empty when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    return [os.fsdecode(arg) for arg in raw.split(b"\0")[:-1]]
+
+
 def find_vmm_pid(socket_path: str) -> int | None:
     """The pid of the VMM started with ``--api-sock socket_path``, from the process table."""
     wanted = os.fsencode(socket_path)
@@ -216,3 +231,56 @@ def find_vmm_pid(socket_path: str) -> int | None:
             if flag == b"--api-sock" and value == wanted:
                 return int(entry.name)
     return None
+
+
+def socket_peer_pid(socket_path: str) -> int | None:
+    """The pid of the process serving the Unix socket ``socket_path`` (``SO_PEERCRED``).
+
+    ``None`` when nothing serves it, or the server is in a pid namespace that
+    this one cannot see.
+    """
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(socket_path)
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid: int = struct.unpack("3i", creds)[0]
+    return pid or None
+
+
+class VmmThreadWatch:
+    """Whether a Firecracker's VMM thread is asleep, read from ``/proc``.
+
+    Firecracker runs its VMM event loop on its main thread (thread id = pid).
+    Asleep means back in its event loop (``epoll_wait``), or blocked waiting for
+    the next API request; awake means running or runnable. The stat file stays
+    open, so each look costs one read (~5 us).
+
+    Raises:
+        OSError: the process is not there (or not readable).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._fd: int | None = os.open(f"/proc/{pid}/task/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+
+    def asleep(self) -> bool | None:
+        """Whether the thread sleeps now; ``None`` when that cannot be read (it is gone)."""
+        if self._fd is None:
+            return None
+        try:
+            data = os.pread(self._fd, 512, 0)
+        except OSError:
+            return None
+        end = data.rfind(b")")  # the state follows the command name, which may hold anything
+        if end < 0 or len(data) < end + 3:
+            return None
+        return data[end + 2] not in b"RD"  # running or runnable; in uninterruptible I/O
+
+    def close(self) -> None:
+        """Close the stat file."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -32,7 +32,7 @@ from .snapshot import PerClone, Snapshot
 from .snapshot_format import probe
 from .sparse import copy_sparse
 from .uffd import UffdHandler
-from .versions import Version, has_field
+from .versions import Version, check_supported, has_field
 
 if TYPE_CHECKING:
     from .async_machine import AsyncMachine
@@ -110,9 +110,9 @@ def plan_restore(
             snapshot file (or a drive it names) is missing or truncated.
         ConfigError: overrides naming interfaces the snapshot lacks, a vsock
             override without a vsock device, a bad config.
-        UnsupportedError: an option the target Firecracker does not have
-            (network overrides before 1.12, vsock override before 1.16,
-            the Uffd backend on 1.0).
+        UnsupportedError: a Firecracker older than 1.0, or an option the target
+            Firecracker does not have (network overrides before 1.12, vsock
+            override before 1.16, the Uffd backend on 1.0).
     """
     kind = models.MemoryBackendType(backend)
     if snapshot.type is models.SnapshotType.DIFF:
@@ -126,6 +126,7 @@ def plan_restore(
     base = config if config is not None else snapshot.config()
     binary = probe(base.exec_file)
     version = binary.version
+    check_supported(version)  # firec does not speak the API before 1.0
     snapshot.check_compatible(version, binary.snapshot_format)
     snapshot.check_files(memory=kind is models.MemoryBackendType.FILE or uffd_handler is None)
     overrides = dict(network_overrides or {})

@@ -37,6 +37,7 @@ __all__ = [
     "body_definition",
     "check_body",
     "check_operation",
+    "check_supported",
     "has_field",
     "has_operation",
 ]
@@ -105,14 +106,24 @@ _OPERATION_NAMES = {
 }
 
 
-def _minor(version: Version) -> str:
-    """The minor key whose tables apply to ``version``."""
+def check_supported(version: Version) -> None:
+    """Refuse a Firecracker older than 1.0, whose API firec does not speak.
+
+    Raises:
+        firec.errors.UnsupportedError: ``version`` is before 1.0 ("the firec SDK
+            ... needs Firecracker 1.0 or newer; the connected Firecracker is 0.24.4").
+    """
     if version < OLDEST:
         raise UnsupportedError(
             "the firec SDK (the API changed before 1.0)",
             introduced=OLDEST.minor_key,
             connected=str(version),
         )
+
+
+def _minor(version: Version) -> str:
+    """The minor key whose tables apply to ``version``."""
+    check_supported(version)
     if version.minor_key in _ORDER:
         return version.minor_key
     if (version.major, version.minor) > (LATEST.major, LATEST.minor):

@@ -23,9 +23,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, mode
 from firec.errors import ValidationError
 
 __all__ = [
+    "U64_MAX",
     "APIModel",
     "DeviceId",
+    "EnumText",
     "HostPath",
+    "NonNegativeInt32",
+    "NonNegativeInt64",
     "ResponseModel",
     "StrictBool",
     "StrictInt",
@@ -53,11 +57,31 @@ StrictBool = Annotated[bool, Strict()]
 StrictStr = Annotated[str, Strict()]
 """A string; nothing is converted to one."""
 
-UInt = Annotated[int, Strict(), Field(ge=0)]
-"""A non-negative integer (Firecracker reads it into an unsigned type)."""
+#: The largest integer Firecracker reads (its unsigned fields are at most 64 bits).
+U64_MAX = 2**64 - 1
+
+UInt = Annotated[int, Strict(), Field(ge=0, le=U64_MAX)]
+"""A non-negative integer of at most 64 bits (Firecracker reads it into an unsigned type)."""
+
+NonNegativeInt64 = Annotated[int, Strict(), Field(ge=0, le=2**63 - 1)]
+"""A non-negative integer the specification declares ``format: int64``."""
+
+NonNegativeInt32 = Annotated[int, Strict(), Field(ge=0, le=2**31 - 1)]
+"""A non-negative integer the specification declares ``format: int32``."""
 
 HostPath = Annotated[str, BeforeValidator(_fspath), Strict()]
 """A path on the host: a string or an :class:`os.PathLike`."""
+
+
+def _text_only(value: object) -> object:
+    if isinstance(value, bytes | bytearray):
+        raise ValueError(f"must be a string, not {type(value).__name__}")
+    return value
+
+
+EnumText = BeforeValidator(_text_only)
+"""For ``Annotated[SomeEnum, EnumText]``: an enumeration field takes its members or
+their values as strings (``"Paused"``), not bytes (pydantic would decode them)."""
 
 _PATTERN_REASONS: dict[str, str] = {}
 

@@ -8,7 +8,13 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from firec.models.base import APIModel, StrictStr, UInt, explained_pattern
+from firec.models.base import (
+    APIModel,
+    EnumText,
+    NonNegativeInt32,
+    StrictStr,
+    explained_pattern,
+)
 
 __all__ = [
     "ArmRegisterModifier",
@@ -79,7 +85,9 @@ with warnings.catch_warnings():
         Part of :class:`CpuidLeafModifier` (``PUT /cpu-config``).
         """
 
-        register: CpuidRegister = Field(description="Target CPUID register name.")
+        register: Annotated[CpuidRegister, EnumText] = Field(
+            description="Target CPUID register name."
+        )
         bitmap: StrictStr = Field(
             description=(
                 '32-bit bitmap string defining which bits to modify: "0b" followed by 32 '
@@ -107,7 +115,7 @@ class CpuidLeafModifier(APIModel):
         pattern=_NUMBER,
         description='CPUID subleaf index as hex, binary, or decimal string (e.g. "0x0").',
     )
-    flags: UInt = Field(description="KVM feature flags for this leaf-subleaf.")
+    flags: NonNegativeInt32 = Field(description="KVM feature flags for this leaf-subleaf.")
     modifiers: list[CpuidRegisterModifier] = Field(
         description="Register modifiers for this CPUID leaf."
     )
@@ -165,7 +173,7 @@ class VcpuFeatures(APIModel):
     Part of :class:`CpuConfig` (``PUT /cpu-config``, Firecracker 1.11+).
     """
 
-    index: UInt = Field(description="Index in the kvm_vcpu_init.features array.")
+    index: NonNegativeInt32 = Field(description="Index in the kvm_vcpu_init.features array.")
     bitmap: StrictStr = Field(
         description=(
             "32-bit bitmap string: \"0b\" followed by 32 characters where '0' = clear bit, "

@@ -87,11 +87,12 @@ class MemoryHotplugConfig(APIModel):
     """The hotpluggable memory device (virtio-mem).
 
     Endpoint: ``PUT /hotplug/memory`` (before boot, Firecracker 1.14+).
+    ``total_size_mib`` is required: Firecracker refuses a body without it
+    ("missing field `total_size_mib`"), though its API specification does not
+    mark it required.
     """
 
-    total_size_mib: UInt | None = Field(
-        default=None, description="Total size of the hotpluggable memory in MiB."
-    )
+    total_size_mib: UInt = Field(description="Total size of the hotpluggable memory in MiB.")
     slot_size_mib: UInt | None = Field(
         default=None,
         ge=128,
@@ -114,9 +115,11 @@ class MemoryHotplugSizeUpdate(APIModel):
     """A new requested size of the hotpluggable memory.
 
     Endpoint: ``PATCH /hotplug/memory`` (after boot, Firecracker 1.14+).
+    ``requested_size_mib`` is required: Firecracker refuses a body without it,
+    though its API specification does not mark it required.
     """
 
-    requested_size_mib: UInt | None = Field(default=None, description="New target region size.")
+    requested_size_mib: UInt = Field(description="New target region size, in MiB.")
 
 
 class MemoryHotplugStatus(ResponseModel):

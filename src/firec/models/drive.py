@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field
 
-from firec.models.base import APIModel, DeviceId, HostPath, StrictBool, StrictStr
+from firec.models.base import APIModel, DeviceId, EnumText, HostPath, StrictBool, StrictStr
 from firec.models.ratelimit import RateLimiter
 
 __all__ = ["CacheType", "Drive", "IoEngine", "PartialDrive"]
@@ -42,7 +43,7 @@ class Drive(APIModel):
             "it will be taken into account only if the is_root_device field is true."
         ),
     )
-    cache_type: CacheType | None = Field(
+    cache_type: Annotated[CacheType, EnumText] | None = Field(
         default=None, description="Represents the caching strategy for the block device."
     )
     is_read_only: StrictBool | None = Field(
@@ -62,7 +63,7 @@ class Drive(APIModel):
     rate_limiter: RateLimiter | None = Field(
         default=None, description="Rate limiter (virtio-block only)."
     )
-    io_engine: IoEngine | None = Field(
+    io_engine: Annotated[IoEngine, EnumText] | None = Field(
         default=None,
         description=(
             'Type of the IO engine used by the device. "Async" is supported on host kernels '

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import AliasChoices, Field
 
 from firec.models.balloon import Balloon
-from firec.models.base import APIModel, ResponseModel, StrictStr
+from firec.models.base import APIModel, EnumText, ResponseModel, StrictStr
 from firec.models.boot import BootSource
 from firec.models.cpu import CpuConfig
 from firec.models.devices import EntropyDevice, MemoryHotplugConfig, Pmem
@@ -45,7 +46,7 @@ class InstanceActionInfo(APIModel):
     Endpoint: ``PUT /actions``.
     """
 
-    action_type: ActionType = Field(
+    action_type: Annotated[ActionType, EnumText] = Field(
         description="Enumeration indicating what type of action is contained in the payload."
     )
 
@@ -63,7 +64,7 @@ class Vm(APIModel):
     Endpoint: ``PATCH /vm``.
     """
 
-    state: VmState = Field(description="Paused or Resumed.")
+    state: Annotated[VmState, EnumText] = Field(description="Paused or Resumed.")
 
 
 class InstanceState(StrEnum):

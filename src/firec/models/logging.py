@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field
 
-from firec.models.base import APIModel, HostPath, StrictBool, StrictStr
+from firec.models.base import APIModel, EnumText, HostPath, StrictBool, StrictStr
 
 __all__ = ["LogLevel", "Logger", "Metrics"]
 
@@ -44,7 +45,7 @@ class Logger(APIModel):
         default=None,
         description="Path to the named pipe or file for the human readable log output.",
     )
-    level: LogLevel | None = Field(
+    level: Annotated[LogLevel, EnumText] | None = Field(
         default=None, description="Set the level. The possible values are case-insensitive."
     )
     show_level: StrictBool | None = Field(

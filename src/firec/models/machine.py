@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import Field
 
-from firec.models.base import APIModel, StrictBool, StrictInt
+from firec.models.base import U64_MAX, APIModel, EnumText, StrictBool, StrictInt
 from firec.models.cpu import CpuTemplate
 
 __all__ = ["HugePages", "MachineConfiguration"]
@@ -29,7 +30,7 @@ class MachineConfiguration(APIModel):
     vcpu_count: StrictInt = Field(
         ge=1, le=32, description="Number of vCPUs (either 1 or an even number)."
     )
-    mem_size_mib: StrictInt = Field(ge=1, description="Memory size of VM, in MiB.")
+    mem_size_mib: StrictInt = Field(ge=1, le=U64_MAX, description="Memory size of VM, in MiB.")
     smt: StrictBool | None = Field(
         default=None,
         description=(
@@ -43,11 +44,11 @@ class MachineConfiguration(APIModel):
             "snapshots (diff snapshots) can be created."
         ),
     )
-    cpu_template: CpuTemplate | None = Field(
+    cpu_template: Annotated[CpuTemplate, EnumText] | None = Field(
         default=None,
         description="Static CPU template (deprecated by Firecracker; prefer PUT /cpu-config).",
     )
-    huge_pages: HugePages | None = Field(
+    huge_pages: Annotated[HugePages, EnumText] | None = Field(
         default=None,
         description=(
             "Which huge pages configuration (if any) should be used to back guest memory "

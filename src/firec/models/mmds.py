@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field
 
-from firec.models.base import APIModel, DeviceId, StrictBool, StrictStr, explained_pattern
+from firec.models.base import APIModel, DeviceId, EnumText, StrictBool, StrictStr, explained_pattern
 
 __all__ = ["MMDS_IPV4_PATTERN", "MmdsConfig", "MmdsContentsObject", "MmdsVersion"]
 
@@ -40,7 +40,7 @@ class MmdsConfig(APIModel):
             "on these interfaces are answered by the MMDS and do not reach the tap device."
         ),
     )
-    version: MmdsVersion | None = Field(
+    version: Annotated[MmdsVersion, EnumText] | None = Field(
         default=None, description="MMDS version to configure (V1 by default)."
     )
     ipv4_address: StrictStr | None = Field(

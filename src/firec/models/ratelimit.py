@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from firec.models.base import APIModel, UInt
+from firec.models.base import APIModel, NonNegativeInt64
 
 __all__ = ["RateLimiter", "TokenBucket"]
 
@@ -17,11 +17,11 @@ class TokenBucket(APIModel):
     while tokens last.
     """
 
-    size: UInt = Field(description="The total number of tokens this bucket can hold.")
-    refill_time: UInt = Field(
+    size: NonNegativeInt64 = Field(description="The total number of tokens this bucket can hold.")
+    refill_time: NonNegativeInt64 = Field(
         description="The amount of milliseconds it takes for the bucket to refill."
     )
-    one_time_burst: UInt | None = Field(
+    one_time_burst: NonNegativeInt64 | None = Field(
         default=None, description="The initial size of a token bucket."
     )
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
 from firec.errors import ValidationError
-from firec.models.base import APIModel, DeviceId, HostPath, StrictBool, StrictStr
+from firec.models.base import APIModel, DeviceId, EnumText, HostPath, StrictBool, StrictStr
 
 __all__ = [
     "MemoryBackend",
@@ -41,7 +41,7 @@ class MemoryBackend(APIModel):
     Part of :class:`SnapshotLoadParams` (``PUT /snapshot/load``).
     """
 
-    backend_type: MemoryBackendType = Field(description="File or Uffd.")
+    backend_type: Annotated[MemoryBackendType, EnumText] = Field(description="File or Uffd.")
     backend_path: HostPath = Field(
         description=(
             "File: path to the file that contains the guest memory to be loaded. Uffd: path to "
@@ -63,7 +63,7 @@ class SnapshotCreateParams(APIModel):
     mem_file_path: HostPath = Field(
         description="Path to the file that will contain the guest memory."
     )
-    snapshot_type: SnapshotType | None = Field(
+    snapshot_type: Annotated[SnapshotType, EnumText] | None = Field(
         default=None,
         description="Type of snapshot to create; by default a full snapshot is created.",
     )
