@@ -7,6 +7,7 @@ nothing is left behind: no process, socket, directory, jail, cgroup or fifo.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import stat
@@ -429,11 +430,43 @@ def test_log_fifo_goes_to_python_logging(
         while len(caplog.records) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         launch = machine.launch
-    ours = [r for r in caplog.records if r.name == f"firec.vmm.{config.vm_id}"]
+    ours = [r for r in caplog.records if getattr(r, "vm_id", None) == config.vm_id]
     assert ours, "no Firecracker log record reached Python logging"
+    assert {r.name for r in ours} == {"firec.vmm"}
     assert all(r.getMessage() for r in ours)
     assert not (short_tmp / "vmm.log.fifo").exists()
     assert_nothing_left(launch, machine.pid)
+
+
+def test_many_vms_with_a_log_leave_no_logger_behind(
+    builder: firec.config.Builder, short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A logger is never freed: VMs share the logger "firec.vmm", told apart by ``vm_id``."""
+    caplog.set_level("INFO", logger="firec.vmm")
+
+    def run(vm_id: str) -> None:
+        config = (
+            builder.kernel_args("console=ttyS0")
+            .logger(short_tmp / f"{vm_id}.log", level="Info")
+            .build()
+            .replace(vm_id=vm_id)
+        )
+        with firec.Machine.create(config) as machine:
+            machine.start()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(
+                getattr(r, "vm_id", None) == vm_id for r in caplog.records
+            ):
+                time.sleep(0.01)
+
+    run("first-of-many")  # whatever the first VM creates once
+    loggers = len(logging.Logger.manager.loggerDict)
+    ids = [f"many-{i}" for i in range(4)]
+    for vm_id in ids:
+        run(vm_id)
+    assert len(logging.Logger.manager.loggerDict) == loggers
+    seen = {getattr(r, "vm_id", None) for r in caplog.records if r.name == "firec.vmm"}
+    assert set(ids) <= seen
 
 
 def test_flush_metrics_returns_a_fresh_snapshot(

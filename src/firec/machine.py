@@ -29,7 +29,6 @@ Firecracker and a kernel)::
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 import signal
 import time
@@ -332,7 +331,7 @@ class Machine:
         if config.log_path is not None or config.log_fifo is not None:
             # Firecracker logs local time; in a jail (no /etc/localtime) that is UTC
             zone = datetime.UTC if launch.jail is not None else None
-            self._log = LogForwarder(logging.getLogger(f"firec.vmm.{self.vm_id}"), tz=zone)
+            self._log = LogForwarder(vm_id=self.vm_id, tz=zone)  # the one "firec.vmm" logger
             self._readers.append(LineReader(launch.log_path, self._log))
         if launch.metrics_path is not None:
             self._metrics = MetricsForwarder()
