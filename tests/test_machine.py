@@ -385,7 +385,8 @@ def test_jailed_boot_as_non_root_in_cgroup_v1(
             Path("/sys/fs/cgroup/cpu") / vmm_binary.name / "jailed-vm" / "cpu.shares"
         ).read_text().strip() == "100"
         kernel_in_jail = jail.root / config.kernel_image.name
-        assert kernel_in_jail.stat().st_uid == 1234
+        assert kernel_in_jail.samefile(config.kernel_image)  # readable by 1234 as it is: linked
+        assert kernel_in_jail.stat().st_uid == 0  # and never given away
         assert machine.socket_path.is_relative_to(jail.root)
         assert echo_line("jailed") in console_text(machine, echo_line("jailed"))
         launch = machine.launch
@@ -409,6 +410,97 @@ def test_jailed_daemon_mode(
         assert pid is not None and os.getsid(pid) == pid  # its own session, made by the jailer
         launch = machine.launch
     assert_nothing_left(launch, pid)
+
+
+def _owner_mode_mtime(*paths: Path) -> dict[str, tuple[int, int, int, int]]:
+    return {
+        p.name: (p.stat().st_uid, p.stat().st_gid, p.stat().st_mode, p.stat().st_mtime_ns)
+        for p in paths
+    }
+
+
+def test_a_jailed_run_never_changes_the_users_files(
+    jailer_binary: Path, vmm_binary: Path, guest_kernel: Path, short_tmp: Path
+) -> None:
+    """Owner, mode and mtime of every file given stay as they were; nothing is chowned.
+
+    The kernel (root's, 0644) and a read-only base image readable by all are
+    hard-linked; a read-only image only root may read is copied for the
+    jail's user; a writable drive the jail's user owns is hard-linked; a
+    writable drive it may not write is refused before anything is made.
+    Then the same for a snapshot's files, at restore.
+    """
+    if not Path("/sys/fs/cgroup/cpu/cpu.shares").exists():
+        pytest.skip("this host has no cgroup v1 cpu controller")
+    mine = short_tmp / "mine"
+    mine.mkdir(mode=0o700)  # the jail's user cannot even reach this directory
+    kernel = mine / "vmlinux"
+    kernel.write_bytes(guest_kernel.read_bytes())
+    base, secret, disk = mine / "base.img", mine / "secret.img", mine / "disk.img"
+    for image in (base, secret, disk):
+        image.write_bytes(b"\0" * (1 << 20))
+    kernel.chmod(0o644)
+    base.chmod(0o444)
+    secret.chmod(0o600)
+    os.chown(disk, 1234, 1235)
+    disk.chmod(0o600)
+    past = time.time_ns() - 86_400 * 10**9  # a day ago: a touched mtime would show
+    for path in (kernel, base, secret, disk):
+        os.utime(path, ns=(past, past))
+    before = _owner_mode_mtime(kernel, base, secret, disk)
+
+    def jailed(vm_id: str, *drives: tuple[str, Path, bool]) -> Config:
+        builder = guest_builder(vm_id, vmm_binary, kernel, short_tmp).kernel_args("console=ttyS0")
+        for drive_id, path, read_only in drives:
+            builder = builder.add_drive(drive_id, path).is_read_only(read_only).build()
+        return in_jail(builder, jailer_binary, vmm_binary, short_tmp).build().build()
+
+    config = jailed(
+        "own-files", ("base", base, True), ("secret", secret, True), ("disk", disk, False)
+    )
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        assert machine.state() is MachineState.RUNNING
+        jail = machine.launch.jail
+        assert jail is not None
+        for linked in (kernel, base, disk):
+            assert (jail.root / linked.name).samefile(linked)
+        copy = jail.root / secret.name
+        assert not copy.samefile(secret)
+        assert (copy.stat().st_uid, copy.stat().st_gid) == (1234, 1235)
+        assert copy.read_bytes() == secret.read_bytes()
+        snap = machine.snapshot(short_tmp / "snap")
+        launch, pid = machine.launch, machine.pid
+    assert_nothing_left(launch, pid)
+    assert _owner_mode_mtime(kernel, base, secret, disk) == before
+
+    # a writable drive the jail's user may not write: refused, untouched, nothing made
+    theirs = mine / "theirs.img"
+    theirs.write_bytes(b"\0" * 4096)
+    refused = jailed("refused", ("theirs", theirs, False))
+    theirs_before = _owner_mode_mtime(theirs)
+    with pytest.raises(ConfigError, match=r"drives\[0\].*chown 1234:1235"):
+        firec.Machine.create(refused)
+    assert _owner_mode_mtime(theirs) == theirs_before
+    assert refused.jail is not None and not refused.jail.base.exists()
+
+    # a snapshot's files, as Firecracker left them (the jail's user's) and as root's own
+    for owner in ((1234, 1235), (0, 0)):
+        for path in snap.files:
+            os.chown(path, *owner)
+            path.chmod(0o600)
+        files = _owner_mode_mtime(*snap.files, kernel, disk)
+        restored_config = jailed(f"restored-{owner[0]}", ("disk", disk, False))
+        with firec.Machine.restore(snap, restored_config) as restored:
+            assert restored.state() is MachineState.RUNNING
+            jail = restored.launch.jail
+            assert jail is not None
+            memory = jail.root / snap.memory_file.name
+            assert memory.samefile(snap.memory_file) == (owner == (1234, 1235))
+            assert (memory.stat().st_uid, memory.stat().st_gid) == (1234, 1235)
+            launch, pid = restored.launch, restored.pid
+        assert_nothing_left(launch, pid)
+        assert _owner_mode_mtime(*snap.files, kernel, disk) == files
 
 
 # -- logs and metrics ---------------------------------------------------------------------

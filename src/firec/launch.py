@@ -418,18 +418,34 @@ def config_file(launch: Launch) -> dict[str, Any]:
     return document
 
 
+def jailed_files(config: Config) -> list[tuple[str, Path, bool]]:
+    """Every host file the VM uses: ``(config field, path, whether Firecracker writes it)``.
+
+    Writable: the drives and pmem devices not marked read-only. See
+    :meth:`firec.jailer.Jail.bring_in` for how each goes into a jail.
+    """
+    drives = config.drives
+    writable = {Path(d.path_on_host) for d in drives if d.path_on_host and not d.is_read_only}
+    writable |= {Path(p.path_on_host) for p in config.pmem if not p.read_only}
+    return [(name, path, path in writable) for name, path in config.input_files()]
+
+
 def prepare(launch: Launch) -> None:
     """Make the VM's directory, bring files into the jail, make fifos and the config file.
 
     Everything made here is removed by :func:`cleanup`.
     """
     config = launch.config
-    launch.vm_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     jail = launch.jail
+    brought = jailed_files(config)
+    if jail is not None:  # refuse a file that cannot go in before anything is made
+        for field_name, path, writable in brought:
+            jail.check_bring_in(path, writable=writable, field=field_name)
+    launch.vm_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if jail is not None:
         jail.root.mkdir(parents=True, exist_ok=True)
-        for _, path in config.input_files():
-            jail.bring_in(path)
+        for field_name, path, writable in brought:
+            jail.bring_in(path, writable=writable, field=field_name)
         jail.make_dirs(str(Path(config.api_socket_path).parent))
         if config.vsock is not None:
             jail.make_dirs(str(Path(jail.inside(config.vsock.uds_path)).parent))

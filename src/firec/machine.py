@@ -207,14 +207,16 @@ class Machine:
         network plan (set up as by :meth:`create`, torn down with the VM); a
         tap other than the snapshot's becomes a network override. A drive of
         ``config`` with one of the snapshot's ids brings its file (jailed
-        restores: linked in at the snapshot's path). Example::
+        restores: linked in at the snapshot's path, under the rules of
+        :meth:`firec.jailer.Jail.bring_in`). Example::
 
             snap = machine.snapshot("/srv/snaps/base")
             copy = Machine.restore(snap, network_overrides={"eth0": "tap7"})
 
         Args:
-            snapshot: what to load (its files are only read; in a jail they are
-                hard-linked in).
+            snapshot: what to load (its files are only read, never changed; in a
+                jail they are hard-linked in when the jail's user may read them as
+                they are, copied for it otherwise: :meth:`firec.jailer.Jail.bring_in`).
             resume: resume the VM in the same request (otherwise it stays Paused).
             backend: ``"File"`` (Firecracker maps the memory file) or ``"Uffd"``
                 (a page-fault handler serves it: firec's own
@@ -640,8 +642,10 @@ class Machine:
         """Swap a running VM's drive to another backing file, or change its rate limiter.
 
         ``path`` is a host path; a jailed VM gets the file brought into its
-        jail (hard-linked) first. A ``rate_limiter`` replaces the buckets it
-        gives and keeps the others; a bucket of size 0 turns that limit off.
+        jail first, by :meth:`~firec.jailer.Jail.bring_in` (which never changes
+        the file: a writable drive the jail's user may not write as it is is
+        refused with a :class:`~firec.errors.ConfigError`). A ``rate_limiter``
+        replaces the buckets it gives and keeps the others; a bucket of size 0 turns that limit off.
         ``PATCH /drives/{drive_id}``: Firecracker's refusal (unknown drive, not
         booted yet) is an :class:`~firec.errors.APIError`.
         """
@@ -650,7 +654,17 @@ class Machine:
             if not Path(path).is_file() and not Path(path).is_block_device():
                 raise ConfigError(f"drives.{drive_id}.path_on_host", f"{path} is not a file")
             jail = self._launch.jail
-            seen = io.run_blocking(jail.bring_in, path) if jail else os.fspath(path)
+            if jail is None:
+                seen = os.fspath(path)
+            else:
+                known = {d.drive_id: d for d in self.config.drives}
+                writable = drive_id not in known or not known[drive_id].is_read_only
+                seen = io.run_blocking(
+                    jail.bring_in,
+                    path,
+                    writable=writable,
+                    field=f"drives.{drive_id}.path_on_host",
+                )
         self.client.patch_drive(
             models.PartialDrive(drive_id=drive_id, path_on_host=seen, rate_limiter=rate_limiter)
         )
