@@ -23,7 +23,15 @@ from firec.console import Console
 from firec.errors import APIError, ConfigError, MachineError, TimeoutError
 from firec.state import MachineState
 from firec.testing.guest import BOOT_LINE, echo_line, guest_args
-from tests.support import assert_nothing_left, console_text, guest_builder, in_jail, zombie
+from tests.support import (
+    assert_nothing_left,
+    console_text,
+    fill,
+    guest_builder,
+    in_jail,
+    small_tmpfs,
+    zombie,
+)
 
 
 @pytest.fixture
@@ -559,6 +567,47 @@ def test_many_vms_with_a_log_leave_no_logger_behind(
     assert len(logging.Logger.manager.loggerDict) == loggers
     seen = {getattr(r, "vm_id", None) for r in caplog.records if r.name == "firec.vmm"}
     assert set(ids) <= seen
+
+
+def test_a_full_workdir_is_said_not_silently_lost(
+    vmm_binary: Path, guest_kernel: Path, short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Firecracker drops what it cannot write: firec warns, naming the files lost."""
+    with small_tmpfs(short_tmp / "small") as small:
+        config = (
+            guest_builder(None, vmm_binary, guest_kernel, small)
+            .kernel_args(f"console=ttyS0 {guest_args(echo=['lost'])}")
+            .logger(small / "fc.log", level="Info")
+            .build()
+        )
+        filler = fill(small)
+        caplog.set_level("WARNING", logger="firec.machine")
+
+        def warnings() -> list[str]:
+            found = [r.getMessage() for r in caplog.records if r.name == "firec.machine"]
+            caplog.clear()
+            return found
+
+        with firec.Machine.create(config) as machine:
+            [said] = warnings()
+            assert said.startswith(f"microVM {config.vm_id}: no space left for ")
+            assert f"the serial console ({machine.console_path}," in said
+            assert f"Firecracker's log ({small / 'fc.log'}," in said
+            machine.start()
+            assert machine.state() is MachineState.RUNNING  # the VM runs...
+            time.sleep(0.2)
+            assert machine.console_path is not None
+            assert machine.console_path.read_text() == ""  # ...and its console is really lost
+            assert warnings() == []  # said once while it lasts
+            filler.unlink()
+            assert machine.state() is MachineState.RUNNING
+            assert warnings() == []
+            fill(small)  # full again, while it runs
+            assert machine.state() is MachineState.RUNNING
+            [again] = warnings()
+            assert f"the serial console ({machine.console_path}," in again
+            launch = machine.launch
+        assert_nothing_left(launch, machine.pid)
 
 
 def test_flush_metrics_returns_a_fresh_snapshot(

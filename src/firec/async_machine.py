@@ -30,6 +30,7 @@ Firecracker and a kernel)::
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import signal
 import time
@@ -59,6 +60,7 @@ from .launch import (
     attached,
     cleanup,
     find_socket,
+    full_outputs,
     plan,
     prepare,
     socket_accepts,
@@ -77,6 +79,8 @@ if TYPE_CHECKING:
     from .uffd import UffdHandler
 
 __all__ = ["AsyncMachine"]
+
+_log = logging.getLogger("firec.machine")
 
 #: Seconds to wait for the API socket to answer after spawning.
 READY_TIMEOUT = 10.0
@@ -124,6 +128,7 @@ class AsyncMachine:
         self._forwarded: dict[int, Any] = {}
         self._snapshot_base: Snapshot | None = None  # what a diff snapshot applies to
         self._uffd: UffdHandler | None = None  # firec's page-fault handler of a Uffd restore
+        self._full: set[Path] = set()  # output files on a full filesystem, already warned of
 
     # -- making one ------------------------------------------------------------------
 
@@ -155,6 +160,7 @@ class AsyncMachine:
         except BaseException:
             await machine.delete()
             raise
+        machine._check_space()
         return machine
 
     @classmethod
@@ -271,6 +277,7 @@ class AsyncMachine:
             await machine.delete()
             raise
         machine._snapshot_base = snapshot
+        machine._check_space()
         return machine
 
     async def _load(self, params: models.SnapshotLoadParams, deadline: float) -> None:
@@ -450,8 +457,31 @@ class AsyncMachine:
         """Resume the vCPUs (``PATCH /vm Resumed``)."""
         await self.client.patch_vm(models.VmState.RESUMED)
 
+    def _check_space(self) -> None:
+        """Warn when Firecracker's output files sit on a full filesystem (once while it lasts).
+
+        Firecracker ignores its write errors: on a full disk the console and
+        the log are lost without a word. This says it, naming the files, on
+        the logger ``firec.machine``; called after the VMM starts and each
+        time :meth:`state` or :meth:`wait` looks at it.
+        """
+        if not self._owned:
+            return  # a connected VM: its files are not known for sure
+        full = full_outputs(self._launch)
+        fresh = [(what, path, free) for what, path, free in full if path not in self._full]
+        self._full = {path for _, path, _ in full}
+        if fresh:
+            listed = "; ".join(f"{what} ({path}, {free} bytes free)" for what, path, free in fresh)
+            _log.warning(
+                "microVM %s: no space left for %s: what Firecracker writes there is lost "
+                "until space is freed",
+                self.vm_id,
+                listed,
+            )
+
     async def state(self) -> MachineState:
         """The VM's state: asked from the API while the VMM runs, ``EXITED`` after."""
+        self._check_space()
         if self._process is not None and not self._process.running:
             return MachineState.EXITED
         try:
@@ -687,6 +717,7 @@ class AsyncMachine:
             )
         if self._console_reader is not None:
             await io.drain(self._console_reader, 1.0)
+        self._check_space()
         status = process.exit_status
         assert status is not None
         return status

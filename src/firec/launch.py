@@ -44,6 +44,9 @@ __all__ = [
     "cleanup",
     "config_file",
     "find_socket",
+    "full_outputs",
+    "jailed_files",
+    "output_files",
     "plan",
     "prepare",
     "spawn",
@@ -128,6 +131,54 @@ class Launch:
         if self.metrics_is_fifo and self.metrics_path is not None:
             made.append(self.metrics_path)
         return [p for p in made if not p.is_relative_to(self.vm_dir)]
+
+
+#: Bytes free below which a filesystem counts as full for Firecracker's output
+#: (a write can fail a few blocks before the last: reservations, metadata).
+LOW_SPACE = 64 * 1024
+
+
+def output_files(launch: Launch) -> list[tuple[str, Path]]:
+    """The files the VMM itself writes, as ``(what, host path)``; fifos are not included.
+
+    Firecracker writes them directly (the console through its standard
+    output), ignoring write errors: on a full filesystem their output is
+    silently lost, which :func:`full_outputs` finds.
+    """
+    files: list[tuple[str, Path]] = []
+    if launch.console_path is not None:
+        files.append(("the serial console", launch.console_path))
+    serial = launch.config.serial
+    if serial is not None and serial.serial_out_path is not None:
+        path = Path(serial.serial_out_path)
+        if launch.jail is not None:
+            path = launch.jail.on_host(launch.jail.inside(path))
+        files.append(("the serial console", path))
+    if not launch.log_is_fifo:
+        files.append(("Firecracker's log", launch.log_path))
+    if launch.metrics_path is not None and not launch.metrics_is_fifo:
+        files.append(("Firecracker's metrics", launch.metrics_path))
+    files.append(("Firecracker's standard error", launch.stderr_path))
+    return files
+
+
+def full_outputs(launch: Launch) -> list[tuple[str, Path, int]]:
+    """The :func:`output_files` on a full filesystem: ``(what, path, bytes free)``.
+
+    Full: less than :data:`LOW_SPACE` free for the VMM's user (the jail's
+    uid, or this process's: root may use the blocks kept for it).
+    """
+    uid = launch.jail.uid if launch.jail is not None else os.geteuid()
+    full: list[tuple[str, Path, int]] = []
+    for what, path in output_files(launch):
+        try:
+            st = os.statvfs(path if path.exists() else path.parent)
+        except OSError:
+            continue  # not made yet, or gone: nothing is written there
+        free = (st.f_bfree if uid == 0 else st.f_bavail) * st.f_frsize
+        if free < LOW_SPACE:
+            full.append((what, path, free))
+    return full
 
 
 def plan(config: Config) -> Launch:

@@ -624,6 +624,8 @@ class Vmm:
         if serial_fd is not None:
             try:
                 os.write(serial_fd, output.encode())
+            except OSError:  # a full disk...: the serial device drops what it cannot write
+                pass
             finally:
                 os.close(serial_fd)
         else:
