@@ -7,6 +7,7 @@ nothing is left behind: no process, socket, directory, jail, cgroup or fifo.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ from tests.support import (
     fill,
     guest_builder,
     in_jail,
+    module_wrapper,
     small_tmpfs,
     zombie,
 )
@@ -239,6 +241,127 @@ def test_forwarded_signal_reaches_the_vmm(builder: firec.config.Builder) -> None
         status = machine.wait(timeout=10)
         assert status.signal == signal.SIGHUP or status.code is not None
     assert signal.getsignal(signal.SIGHUP) == previous
+
+
+# -- the guest powers off while state() is polled --------------------------------------
+
+#: A guest that prints a while (the 40 echo lines take tens of ms), then resets.
+POWER_OFF = f"console=ttyS0 {guest_args(exit=True, echo=[f'line{i}' for i in range(40)])}"
+HUNG = "hung while exiting"
+
+
+def _stopped_well(status: firec.ExitStatus) -> bool:
+    """Exited 0, or was hung in Firecracker's shutdown deadlock and ended by firec, saying so."""
+    return status.ok or (status.signal == signal.SIGKILL and HUNG in status.reason)
+
+
+def _poll_until_exited(machine: firec.Machine, within: float = 3.0) -> int:
+    started, polls = time.monotonic(), 0
+    while (state := machine.state()) is not MachineState.EXITED:
+        assert state is MachineState.RUNNING
+        polls += 1
+        assert time.monotonic() - started < within, f"still {state} after {polls} polls"
+    assert time.monotonic() - started < within
+    return polls
+
+
+def test_state_polled_while_the_guest_powers_off(
+    backend: str, builder: firec.config.Builder
+) -> None:
+    """Firecracker never answers a request that reaches it as it stops, nor exits then.
+
+    state() must still say EXITED at once (30 of 30 on real Firecracker), and
+    the VMM must be gone: exited 0, or ended by firec when a poll hung it.
+    """
+    rounds = 30 if backend == "firecracker" else 8
+    outcomes = []
+    for _ in range(rounds):
+        with firec.Machine.create(builder.kernel_args(POWER_OFF).build()) as machine:
+            machine.start()
+            polls = _poll_until_exited(machine)
+            assert polls > 0  # it was polled while running
+            status = machine.exit_status
+            assert status is not None, "EXITED, yet the VMM still runs"
+            assert _stopped_well(status), status
+            assert machine.wait(timeout=1) == status
+            outcomes.append(status.ok)
+            launch, pid = machine.launch, machine.pid
+        assert_nothing_left(launch, pid)
+    print(f"{outcomes.count(True)} exited 0, {outcomes.count(False)} ended by firec")
+
+
+async def test_async_state_polled_while_the_guest_powers_off(
+    backend: str, builder: firec.config.Builder
+) -> None:
+    rounds = 10 if backend == "firecracker" else 4
+    for _ in range(rounds):
+        machine = await firec.AsyncMachine.create(builder.kernel_args(POWER_OFF).build())
+        async with machine:
+            await machine.start()
+            started = time.monotonic()
+            pollers = [asyncio.create_task(_async_poll(machine)) for _ in range(3)]
+            await asyncio.gather(*pollers)  # three tasks poll at once
+            assert time.monotonic() - started < 3
+            status = machine.exit_status
+            assert status is not None and _stopped_well(status), status
+        assert_nothing_left(machine.launch, machine.pid)
+
+
+async def _async_poll(machine: firec.AsyncMachine) -> None:
+    while (state := await machine.state()) is not MachineState.EXITED:
+        assert state is MachineState.RUNNING
+
+
+@pytest.fixture
+def slow_stop(short_tmp: Path) -> Path:
+    """The emulator, stopping slowly: its vCPU threads and its deadlock window last 0.3 s."""
+    return module_wrapper(
+        short_tmp / "firecracker-slow-stop", "firec.testing.emulator", "--emulate-slow-stop", "0.3"
+    )
+
+
+def test_a_vmm_hung_by_a_poll_as_it_stops_is_ended(
+    slow_stop: Path, guest_kernel: Path, short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poll that lands in the window hangs the VMM: state() ends it and says EXITED."""
+    config = guest_builder(None, slow_stop, guest_kernel, short_tmp).kernel_args(POWER_OFF)
+    caplog.set_level("WARNING", logger="firec.machine")
+    with firec.Machine.create(config.build()) as machine:
+        machine.start()
+        _poll_until_exited(machine, within=2.0)
+        status = machine.exit_status
+        assert status is not None and status.signal == signal.SIGKILL and HUNG in str(status)
+        launch, pid = machine.launch, machine.pid
+    assert_nothing_left(launch, pid)
+    [said] = [r.getMessage() for r in caplog.records if r.name == "firec.machine"]
+    assert said.startswith(f"microVM {config.build().vm_id}: firec ended it") and HUNG in said
+
+
+def test_wait_ends_a_vmm_hung_by_another_clients_request(
+    slow_stop: Path, guest_kernel: Path, short_tmp: Path
+) -> None:
+    """Whoever's request hung it, wait() does not block until the VMM is killed at delete."""
+    config = guest_builder(None, slow_stop, guest_kernel, short_tmp).kernel_args(POWER_OFF)
+    with firec.Machine.create(config.build()) as machine:
+        machine.start()
+        other = firec.Client(machine.socket_path, timeout=5)  # not the machine's: no watch
+        hung = threading.Event()
+
+        def poll() -> None:
+            with contextlib.suppress(firec.errors.FirecError):
+                while True:
+                    other.get_instance_info()
+            hung.set()
+
+        threading.Thread(target=poll, daemon=True).start()
+        started = time.monotonic()
+        status = machine.wait(timeout=10)
+        assert time.monotonic() - started < 3
+        assert status.signal == signal.SIGKILL and HUNG in status.reason
+        assert hung.wait(10)  # the other client's request was never answered
+        other.close()
+        launch, pid = machine.launch, machine.pid
+    assert_nothing_left(launch, pid)
 
 
 # -- failures leave nothing behind ----------------------------------------------------

@@ -42,7 +42,7 @@ from ._request import (
     partial_body,
 )
 from .operations import OPERATIONS_BY_ID, Operation
-from .transport import async_unix_transport, transport_error
+from .transport import RequestWatch, async_unix_transport, transport_error
 from .versions import Version
 
 __all__ = ["AsyncClient"]
@@ -92,6 +92,20 @@ class AsyncClient:
         self._closed = False
         self._urls: dict[str, httpx.URL] = {}
         #: bodiless operations the version check already let through
+
+    def give_up_when(self, watch: RequestWatch | None) -> None:
+        """Have every request ask ``watch`` whether its answer will ever come.
+
+        While an answer is awaited, ``watch.check()`` is called every
+        ``watch.interval`` seconds; when it gives a reason, the request fails
+        at once with :class:`~firec.errors.ConnectError` saying it, instead
+        of waiting for its timeout. :class:`firec.Machine` sets its VMM's
+        :class:`~firec.process.ExitWatch` here: a request then ends as soon as
+        the VMM exits, and never keeps a stopping Firecracker from exiting.
+        Only firec's own Unix socket transports take a watch; ``None`` removes it.
+        """
+        if hasattr(self._transport, "watch"):
+            self._transport.watch = watch
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

@@ -41,7 +41,7 @@ from ._request import (
     partial_body,
 )
 from .operations import OPERATIONS_BY_ID, Operation
-from .transport import transport_error, unix_transport
+from .transport import RequestWatch, transport_error, unix_transport
 from .versions import Version
 
 __all__ = ["Client"]
@@ -91,6 +91,20 @@ class Client:
         self._closed = False
         self._urls: dict[str, httpx.URL] = {}
         #: bodiless operations the version check already let through
+
+    def give_up_when(self, watch: RequestWatch | None) -> None:
+        """Have every request ask ``watch`` whether its answer will ever come.
+
+        While an answer is awaited, ``watch.check()`` is called every
+        ``watch.interval`` seconds; when it gives a reason, the request fails
+        at once with :class:`~firec.errors.ConnectError` saying it, instead
+        of waiting for its timeout. :class:`firec.Machine` sets its VMM's
+        :class:`~firec.process.ExitWatch` here: a request then ends as soon as
+        the VMM exits, and never keeps a stopping Firecracker from exiting.
+        Only firec's own Unix socket transports take a watch; ``None`` removes it.
+        """
+        if hasattr(self._transport, "watch"):
+            self._transport.watch = watch
 
     def close(self) -> None:
         """Close the pooled connections."""

@@ -67,7 +67,7 @@ from .launch import (
 )
 from .logs import LogForwarder
 from .metrics import MetricsForwarder, MetricsSnapshot
-from .process import ExitStatus, VmmProcess, find_vmm_pid
+from .process import ExitStatus, ExitWatch, VmmProcess, find_vmm_pid
 from .restore import attach_restore_network, plan_restore, prepare_restore
 from .snapshot import Snapshot, SnapshotTarget
 from .state import MachineState
@@ -90,6 +90,10 @@ TERM_TIMEOUT = 3.0
 QUICK_RETRIES = 3
 #: How many of Firecracker's last lines an error shows.
 TAIL_LINES = 20
+#: Seconds :meth:`Machine.state` waits for a VMM it found exiting to be gone.
+EXIT_GRACE = 1.0
+#: Seconds between two looks at a waited-for VMM (is it hung while stopping?).
+WAIT_LOOK = 0.25
 
 
 class Machine:
@@ -128,6 +132,8 @@ class Machine:
         self._snapshot_base: Snapshot | None = None  # what a diff snapshot applies to
         self._uffd: UffdHandler | None = None  # firec's page-fault handler of a Uffd restore
         self._full: set[Path] = set()  # output files on a full filesystem, already warned of
+        self._watch: ExitWatch | None = None  # of self._process: running, stopping, hung?
+        self._exit_watch()
 
     # -- making one ------------------------------------------------------------------
 
@@ -272,6 +278,9 @@ class Machine:
             machine._uffd = setup.handler
             machine._spawn(ready_timeout, ask=False)
             machine._load(setup.params, time.monotonic() + ready_timeout)
+            watch = machine._exit_watch()
+            if watch is not None:
+                watch.observe()
         except BaseException:
             machine.delete()
             raise
@@ -332,6 +341,7 @@ class Machine:
         jailer = self.config.jailer
         if jailer is not None and jailer.new_pid_ns:
             self._adopt_from_pidfile(popen, deadline)
+        self._exit_watch()
         self._wait_ready(deadline, ready_timeout, ask=ask)
 
     def _follow_outputs(self) -> None:
@@ -430,6 +440,9 @@ class Machine:
             for method, argument in api_calls(self._launch):
                 getattr(self.client, method)(argument)
             self.client.create_action(models.ActionType.INSTANCE_START)
+            watch = self._exit_watch()
+            if watch is not None:
+                watch.observe()  # its vCPU threads, before a quick guest stops
         except (APIError, TransportError) as exc:
             status = self._stop_after_failure()
             if isinstance(exc, APIError):
@@ -476,15 +489,52 @@ class Machine:
                 listed,
             )
 
+    def _exit_watch(self) -> ExitWatch | None:
+        """The :class:`~firec.process.ExitWatch` of the VMM process, given to the client."""
+        process = self._process
+        if process is None:
+            return None
+        if self._watch is None or self._watch.process is not process:
+            self._watch = ExitWatch(process, name=self.vm_id)
+            self.client.give_up_when(self._watch)
+        return self._watch
+
+    def _exits(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the VMM to be gone (ending it if it hangs stopping)."""
+        process, watch = self._process, self._exit_watch()
+        if process is None or watch is None:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if io.wait_pid(process.pid, max(0.0, min(left, watch.interval)), process.popen):
+                return True
+            watch.check()
+            if left <= 0:
+                return not process.running
+
     def state(self) -> MachineState:
-        """The VM's state: asked from the API while the VMM runs, ``EXITED`` after."""
+        """The VM's state: asked from the API while the VMM runs, ``EXITED`` after.
+
+        ``EXITED`` as soon as the VMM is exiting, too: once its guest has
+        stopped (powered off, reset), its vCPU threads are gone, and the API
+        is not asked. Firecracker (1.0 to 1.14) never answers a request that
+        reaches it as it stops, and then never exits: a request under way
+        when the VMM exits is given up, and a Firecracker hung that way is
+        ended (:class:`~firec.process.ExitWatch`; its exit status says so).
+        Up to a second is spent waiting for an exiting VMM to be gone, so
+        that :attr:`exit_status` is known when this returns ``EXITED``.
+        """
         self._check_space()
-        if self._process is not None and not self._process.running:
+        watch = self._exit_watch()
+        if watch is not None and watch.stopping():
+            self._exits(EXIT_GRACE)
             return MachineState.EXITED
         try:
             info = self.client.get_instance_info()
         except ConnectError:
-            if self._process is None or not self._process.running:
+            # refused, cut or given up: a VMM that is exiting (its API is gone first)
+            if watch is None or self._exits(EXIT_GRACE) or watch.stopping():
                 return MachineState.EXITED
             raise
         return MachineState.from_instance(info.state)
@@ -704,14 +754,26 @@ class Machine:
     def wait(self, timeout: float | None = None) -> ExitStatus:
         """Wait until the VMM exits and return how it ended.
 
-        Raises :class:`~firec.errors.TimeoutError` if ``timeout`` passes first.
+        A VMM whose guest has stopped but that hangs in Firecracker's shutdown
+        (a request reached it as it stopped: see :meth:`state`) is ended, and
+        its exit status says so. Raises :class:`~firec.errors.TimeoutError`
+        if ``timeout`` passes first.
         """
         process = self._require_process()
-        if not io.wait_pid(process.pid, timeout, process.popen):
-            raise TimeoutError(
-                f"microVM {self.vm_id} (pid {process.pid}) still runs after {timeout:g}s",
-                socket_path=str(self.socket_path),
-            )
+        watch = self._exit_watch()
+        assert watch is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            step = WAIT_LOOK if left is None else min(left, WAIT_LOOK)
+            if io.wait_pid(process.pid, step, process.popen):
+                break
+            watch.check()  # a VMM hung as it stops is ended: it could never exit
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"microVM {self.vm_id} (pid {process.pid}) still runs after {timeout:g}s",
+                    socket_path=str(self.socket_path),
+                )
         if self._console_reader is not None:
             io.drain(self._console_reader, 1.0)
         self._check_space()

@@ -8,9 +8,12 @@ returns the response data or raises :class:`ActionError` with Firecracker's text
 from __future__ import annotations
 
 import copy
+import ctypes
 import json
 import os
 import socket
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +24,7 @@ from ._metrics import Metrics
 from ._release import Release
 from ._schema import MAX_VCPUS
 
-__all__ = ["ActionError", "Exit", "Vmm"]
+__all__ = ["ActionError", "Exit", "Vmm", "named_thread"]
 
 NOT_STARTED, RUNNING, PAUSED = "Not started", "Running", "Paused"
 PREBOOT_ONLY = "The requested operation is not supported before starting the microVM."
@@ -40,10 +43,38 @@ class ActionError(Exception):
 
 @dataclass
 class Exit:
-    """Firecracker must stop after answering: exit status and its log line."""
+    """Firecracker must stop: exit status and its log line.
+
+    ``at``: when (``time.monotonic()``), for a guest that resets after
+    running a while; ``None``: right after answering.
+    """
 
     code: int
     reason: str = ""
+    at: float | None = None
+
+
+_PR_SET_NAME = 15
+
+
+def named_thread(name: str, target: Any) -> threading.Thread:
+    """Start a daemon thread whose kernel name (``/proc/<pid>/task/<tid>/comm``) is ``name``.
+
+    Returns once the name is set. Firecracker's threads are ``fc_api`` and
+    ``fc_vcpu N``; tools (and firec) tell a running VM from a stopping one by them.
+    """
+    named = threading.Event()
+
+    def run() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+        named.set()
+        target()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    named.wait()
+    return thread
 
 
 def _os_error(exc: OSError) -> str:
@@ -92,6 +123,8 @@ class Vmm:
     metrics_configured: bool = False
     exit: Exit | None = None
     vsock_socket: socket.socket | None = None
+    vcpus: list[threading.Thread] = field(default_factory=list)
+    vcpus_finish: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.machine = {
@@ -613,8 +646,21 @@ class Vmm:
                     f"{_os_error(exc)}"
                 ) from None
         self.state = RUNNING
+        self.start_vcpus()
         self.log.info("Artificially kick devices", origin="src/vmm/src/device_manager/mod.rs:280")
         self._after_boot(serial_fd)
+
+    def start_vcpus(self) -> None:
+        """One thread per vCPU, named as Firecracker names them, alive until :meth:`stop_vcpus`."""
+        for index in range(int(self.machine.get("vcpu_count") or 1)):
+            self.vcpus.append(named_thread(f"fc_vcpu {index}", self.vcpus_finish.wait))
+
+    def stop_vcpus(self) -> None:
+        """``VcpuEvent::Finish`` to every vCPU thread, then join them (``Vmm::stop``)."""
+        self.vcpus_finish.set()
+        for thread in self.vcpus:
+            thread.join()
+        self.vcpus.clear()
 
     def _after_boot(self, serial_fd: int | None) -> None:
         boot_args = (self.boot_source or {}).get("boot_args") or ""
@@ -630,8 +676,8 @@ class Vmm:
                 os.close(serial_fd)
         else:
             _guest.write_stdout(output)
-        if wants_exit:
-            self.exit = Exit(0)
+        if wants_exit:  # the guest resets once it has printed, a little later
+            self.exit = Exit(0, at=time.monotonic() + _guest.run_time(output))
         else:
             _vsock.guest_boot(self)
         self.metrics.write()
@@ -694,6 +740,7 @@ class Vmm:
                 ) from None
             raise ActionError(f"Load microVM snapshot error: {exc.legacy}") from None
         _snapshot.restore(self, saved, cfg)
+        self.start_vcpus()
         if cfg.get("resume_vm"):
             self.resume()
 
