@@ -256,6 +256,7 @@ def test_a_request_read_as_the_vmm_stops_hangs_it_for_good(kernel: str) -> None:
         assert emu.process is not None
         pid = emu.process.pid
         assert sorted(n for n in _threads(pid) if n.startswith("fc_")) == [
+            "fc_api",
             "fc_vcpu 0",
             "fc_vcpu 1",
         ]

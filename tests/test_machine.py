@@ -693,9 +693,14 @@ def test_many_vms_with_a_log_leave_no_logger_behind(
 
 
 def test_a_full_workdir_is_said_not_silently_lost(
-    vmm_binary: Path, guest_kernel: Path, short_tmp: Path, caplog: pytest.LogCaptureFixture
+    vmm_binary: Path,
+    guest_kernel: Path,
+    short_tmp: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Firecracker drops what it cannot write: firec warns, naming the files lost."""
+    monkeypatch.setattr(firec.machine, "SPACE_LOOK", 0.0)  # state() looks every time
     with small_tmpfs(short_tmp / "small") as small:
         config = (
             guest_builder(None, vmm_binary, guest_kernel, small)

@@ -95,6 +95,9 @@ TAIL_LINES = 20
 EXIT_GRACE = 1.0
 #: Seconds between two looks at a waited-for VMM (is it hung while stopping?).
 WAIT_LOOK = 0.25
+#: Seconds between two looks, from :meth:`AsyncMachine.state`, at the space left for
+#: Firecracker's output (a look costs ~30 us; state() may be polled).
+SPACE_LOOK = 1.0
 
 
 class AsyncMachine:
@@ -133,6 +136,7 @@ class AsyncMachine:
         self._snapshot_base: Snapshot | None = None  # what a diff snapshot applies to
         self._uffd: UffdHandler | None = None  # firec's page-fault handler of a Uffd restore
         self._full: set[Path] = set()  # output files on a full filesystem, already warned of
+        self._space_looked = -SPACE_LOOK  # when (time.monotonic()) the space was last looked at
         self._watch: ExitWatch | None = None  # of self._process: running, stopping, hung?
         self._exit_watch()
 
@@ -470,16 +474,18 @@ class AsyncMachine:
         """Resume the vCPUs (``PATCH /vm Resumed``)."""
         await self.client.patch_vm(models.VmState.RESUMED)
 
-    def _check_space(self) -> None:
+    def _check_space(self, *, every: float = 0.0) -> None:
         """Warn when Firecracker's output files sit on a full filesystem (once while it lasts).
 
         Firecracker ignores its write errors: on a full disk the console and
         the log are lost without a word. This says it, naming the files, on
-        the logger ``firec.machine``; called after the VMM starts and each
-        time :meth:`state` or :meth:`wait` looks at it.
+        the logger ``firec.machine``; called after the VMM starts, when
+        :meth:`wait` returns, and from :meth:`state` (at most every ``every`` s).
         """
-        if not self._owned:
-            return  # a connected VM: its files are not known for sure
+        now = time.monotonic()
+        if not self._owned or now - self._space_looked < every:
+            return  # a connected VM's files are not known for sure
+        self._space_looked = now
         full = full_outputs(self._launch)
         fresh = [(what, path, free) for what, path, free in full if path not in self._full]
         self._full = {path for _, path, _ in full}
@@ -527,8 +533,10 @@ class AsyncMachine:
         ended (:class:`~firec.process.ExitWatch`; its exit status says so).
         Up to a second is spent waiting for an exiting VMM to be gone, so
         that :attr:`exit_status` is known when this returns ``EXITED``.
+        At most once a second, it also warns (logger ``firec.machine``) when
+        Firecracker's output files have no space left.
         """
-        self._check_space()
+        self._check_space(every=SPACE_LOOK)
         watch = self._exit_watch()
         if watch is not None and watch.stopping():
             await self._exits(EXIT_GRACE)

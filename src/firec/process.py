@@ -121,18 +121,18 @@ class VmmProcess:
             return ExitStatus.unknown()
         return None
 
-    def threads(self) -> list[str] | None:
-        """The names of its threads (``fc_api``, ``fc_vcpu 0``...); ``None`` once it is gone."""
+    def threads(self) -> dict[str, str] | None:
+        """Its threads, thread id -> name (``fc_api``, ``fc_vcpu 0``...); ``None`` once gone."""
         task = f"/proc/{self.pid}/task"
         try:
             tids = os.listdir(task)
         except OSError:
             return None
-        names = []
+        names = {}
         for tid in tids:
             try:
                 with open(f"{task}/{tid}/comm") as comm:
-                    names.append(comm.read().rstrip("\n"))
+                    names[tid] = comm.read().rstrip("\n")
             except OSError:
                 continue  # that thread just ended
         return names
@@ -199,24 +199,36 @@ class ExitWatch:
         self.process = process
         self.name = name or f"VMM pid {process.pid}"
         self.interval = interval
-        self._vcpus_seen = False
+        self._vcpus: list[str] = []  # /proc/<pid>/task/<tid> of its vCPU threads, once seen
+        self._api: str | None = None  # and of its API thread
         self._stopping_since: float | None = None
 
     def _look(self) -> tuple[bool, bool]:
-        """(whether it is stopping, whether its API thread is there), from its threads."""
-        names = self.process.threads()
-        if names is None:
-            return True, False  # gone
-        api = "fc_api" in names
-        if any(name.startswith("fc_vcpu") for name in names):
-            self._vcpus_seen = True
+        """(whether it is stopping, whether its API thread is there), from its threads.
+
+        Once the vCPU threads are known, whether they still exist is one
+        ``stat`` (reading every thread's name costs ~30 us a thread).
+        """
+        if not self._vcpus:
+            threads = self.process.threads()
+            if threads is None:
+                return True, False  # gone
+            task = f"/proc/{self.process.pid}/task"
+            self._vcpus = [f"{task}/{t}" for t, n in threads.items() if n.startswith("fc_vcpu")]
+            api = [f"{task}/{tid}" for tid, name in threads.items() if name == "fc_api"]
+            self._api = api[0] if api else None
+            return False, bool(api)  # not started (no vCPU yet), or running
+        if any(os.path.exists(vcpu) for vcpu in self._vcpus):
             self._stopping_since = None
-            return False, api
-        if not self._vcpus_seen:
-            return False, api  # not started yet (or firec never saw it run)
+            return False, True
         if self._stopping_since is None:
             self._stopping_since = time.monotonic()
-        return True, api
+        if self._api is None:  # not seen at first: look again (rare: only while it stops)
+            threads = self.process.threads() or {}
+            api = [tid for tid, name in threads.items() if name == "fc_api"]
+            if api:
+                self._api = f"/proc/{self.process.pid}/task/{api[0]}"
+        return True, self._api is not None and os.path.exists(self._api)
 
     def observe(self) -> None:
         """Look at the VMM's threads now (say, right after its guest started)."""

@@ -343,6 +343,7 @@ class Process:
         self.next_flush: float | None = None
         self.slow_stop = slow_stop
         self.stopping = False
+        self.api_done = threading.Event()
 
     # --- exits ---
 
@@ -704,6 +705,9 @@ class Process:
             force=True,
             origin="src/firecracker/src/api_server_adapter.rs:179",
         )
+        # Firecracker serves its API from a thread of that name; the emulator from its main
+        # thread, but keeps one named so, as tools (and firec) look for it
+        named_thread("fc_api", self.api_done.wait)
         self.log.log(
             "Info",
             "API server started.",
@@ -759,6 +763,7 @@ class Process:
         while self.server is not None and (left := start + window - time.monotonic()) > 0:
             self.server.poll(left)  # a request read here never returns: hang()
         vmm.stop_vcpus()
+        self.api_done.set()  # the kill switch: the API thread ends
 
     def hang(self, request: Request) -> NoReturn:
         """A request read after the VMM left its event loop: never answered, never exits."""
@@ -768,11 +773,10 @@ class Process:
             thread="fc_api",
             origin="src/firecracker/src/api_server/parsed_request.rs:70",
         )
-        api = named_thread("fc_api", threading.Event().wait)  # waits for the VMM's answer
         assert self.vmm is not None
         self.vmm.stop_vcpus()  # the VMM thread finishes stopping, never to answer
-        while True:  # the main thread joins the API thread (only SIGKILL/SIGTERM end this)
-            api.join()
+        while True:  # the API thread waits for the answer, the main thread for it, for good
+            self.api_done.wait()
 
     def loop(self) -> NoReturn:
         while True:
