@@ -7,11 +7,14 @@ builder for the tiny test guest, and the checks that a VM left nothing behind.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -152,3 +155,35 @@ def console_text(machine: firec.Machine | firec.AsyncMachine, want: str) -> str:
         if want in text or time.monotonic() > deadline:
             return text
         time.sleep(0.01)
+
+
+# -- a small disk -------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def small_tmpfs(directory: Path, size: str = "256k") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``directory`` (root only), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], check=True
+    )
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Write a file in ``directory`` until its filesystem is full (ENOSPC); return it."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    return filler

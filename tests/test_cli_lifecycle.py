@@ -28,6 +28,7 @@ from firec.cli.vms import VmState, live_state
 from firec.registry import Registry, VmRecord
 from firec.testing.guest import BOOT_LINE
 from tests import host_tools
+from tests.support import fill, small_tmpfs
 
 ECHO_LINE = "firec-guest: echo hello-from-firec"
 PARKED = "console=ttyS0"  # boot args of a test guest that stays running
@@ -286,6 +287,31 @@ def test_a_vm_that_does_not_boot_leaves_nothing(cli: Cli, short_tmp: Path) -> No
     assert "did not boot" in err and "ELF" in err
     assert cli.ls() == {}
     assert not (cli.workdir / "bad").exists()
+
+
+def test_a_full_workdir_is_said_on_stderr(cli: Cli, short_tmp: Path) -> None:
+    """The VM runs, but its console and log are lost: ``firec run`` says so."""
+    with small_tmpfs(short_tmp / "small") as small:
+        fill(small)
+        args = cli.vm_args()
+        args[args.index("--workdir") + 1] = str(small / "vms")
+        result = subprocess.run(
+            cli.command("run", "-d", "--id", "full", *args),
+            env=cli.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "full\n"
+        said = " ".join(result.stderr.split())  # rich may wrap long lines
+        assert said.startswith("warning: microVM full: no space left for the serial console")
+        assert str(small / "vms" / "full" / "console.log") in said
+        assert "Firecracker's log" in said and "is lost" in said
+        record = cli.registry.load("full")
+        assert record is not None
+        cli("rm", "-f", "full")
+        nothing_left(record)
 
 
 # -- jailed -------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -427,6 +428,8 @@ def test_jailed_drive_swap_brings_the_new_file_into_the_jail(
     first, second = short_tmp / "first.img", short_tmp / "second.img"
     first.write_bytes(b"\0" * 4096)
     second.write_bytes(b"\1" * 4096)
+    for disk in (first, second):  # writable drives: the jail's user must own them
+        os.chown(disk, 1234, 1235)
     builder = (
         Config.builder("drive-swap", guest_kernel)
         .kernel_args("console=ttyS0")
@@ -443,6 +446,12 @@ def test_jailed_drive_swap_brings_the_new_file_into_the_jail(
         inside = jail.root / "second.img"
         assert inside.samefile(second)  # hard-linked, not copied
         assert (inside.stat().st_uid, inside.stat().st_gid) == (1234, 1235)
+        theirs = short_tmp / "theirs.img"  # root's, 0644: the jail's user may not write it
+        theirs.write_bytes(b"\2" * 4096)
+        with pytest.raises(ConfigError, match=r"chown 1234:1235 .*theirs\.img"):
+            machine.update_drive("data", path=theirs)
+        assert not (jail.root / "theirs.img").exists()
+        assert (theirs.stat().st_uid, stat.S_IMODE(theirs.stat().st_mode)) == (0, 0o644)
         drives = machine.client.get_vm_config().drives or []
         assert [d.path_on_host for d in drives] == ["/second.img"]
     assert not jail.base.exists()

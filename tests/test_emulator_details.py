@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -229,3 +230,58 @@ def test_emulator_context_manager_cleans_up() -> None:
         proc = emu.process
     assert proc is not None and proc.poll() is not None
     assert not os.path.exists(emu.socket_path)
+
+
+def _threads(pid: int) -> list[str]:
+    names = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:
+            continue
+    return names
+
+
+def _boot_args(kernel: str, *tokens: str) -> list[tuple[str, dict[str, object]]]:
+    return [
+        ("/boot-source", {"kernel_image_path": kernel, "boot_args": " ".join(tokens)}),
+        ("/machine-config", {"vcpu_count": 2, "mem_size_mib": 64}),
+        ("/actions", {"action_type": "InstanceStart"}),
+    ]
+
+
+def test_a_request_read_as_the_vmm_stops_hangs_it_for_good(kernel: str) -> None:
+    """Firecracker 1.0-1.14's shutdown deadlock, reproduced (and its vCPU threads)."""
+    with Emulator(args=["--emulate-slow-stop", "0.5"]) as emu, client(emu) as api:
+        for path, body in _boot_args(kernel, "console=ttyS0"):
+            assert api.put(path, json=body).status_code == 204
+        assert emu.process is not None
+        pid = emu.process.pid
+        assert sorted(n for n in _threads(pid) if n.startswith("fc_")) == [
+            "fc_api",
+            "fc_vcpu 0",
+            "fc_vcpu 1",
+        ]
+        assert api.patch("/vm", json={"state": "Paused"}).status_code == 204
+        assert "fc_vcpu 1" in _threads(pid)  # paused vCPUs keep their threads
+    with Emulator(args=["--emulate-slow-stop", "0.5"]) as emu, client(emu) as api:
+        for path, body in _boot_args(kernel, "console=ttyS0", "firec.exit"):
+            api.put(path, json=body)
+        deadline = time.monotonic() + 5
+        while "Vmm is stopping." not in emu.stdout and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "Vmm is stopping." in emu.stdout
+        with pytest.raises(httpx.ReadTimeout):
+            api.get("/", timeout=1.0)  # read while it stops: never answered
+        assert emu.process is not None and emu.process.poll() is None  # and never exits
+        threads = _threads(emu.process.pid)
+        assert "fc_api" in threads and not any(n.startswith("fc_vcpu") for n in threads)
+
+
+def test_a_vmm_left_alone_as_it_stops_exits_cleanly(kernel: str) -> None:
+    with Emulator(args=["--emulate-slow-stop", "0.2"]) as emu, client(emu) as api:
+        for path, body in _boot_args(kernel, "console=ttyS0", "firec.exit"):
+            api.put(path, json=body)
+        assert emu.process is not None
+        assert emu.process.wait(timeout=5) == 0
+        assert emu.stdout.count("Vmm is stopping.") == 2

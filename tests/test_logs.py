@@ -14,7 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from firec.logs import LogForwarder, LogRecord, parse_log_line, python_level, to_logging
+from firec.logs import (
+    LogForwarder,
+    LogRecord,
+    VmFilter,
+    parse_log_line,
+    python_level,
+    to_logging,
+)
 from firec.streams import LineReader
 from firec.testing.guest import BOOT_LINE, build_test_guest, echo_line, guest_args
 from tests.support import require_firecracker
@@ -272,7 +279,8 @@ def test_to_logging_emits_a_record_with_firecrackers_metadata(collect: Collect) 
     assert record is not None
     to_logging(record)
     [emitted] = collect.records
-    assert emitted.name == "firec.vmm.vm-7"
+    assert emitted.name == "firec.vmm"
+    assert emitted.__dict__["vm_id"] == "vm-7"
     assert emitted.levelno == logging.WARNING
     assert emitted.getMessage() == record.message
     assert emitted.created == pytest.approx(at("2026-11-27T13:39:20.668423128"[:26]).timestamp())
@@ -301,6 +309,27 @@ def test_to_logging_leaves_percent_signs_alone_and_honours_levels(collect: Colle
     assert emitted.getMessage() == "100% %s %d"
 
 
+def test_every_vm_logs_on_one_logger_and_is_told_apart_by_vm_id(collect: Collect) -> None:
+    """No logger per VM (a logger is never freed): one logger, ``vm_id`` on each record."""
+    before = set(logging.Logger.manager.loggerDict)
+    only_b = Collect()
+    only_b.addFilter(VmFilter("vm-b"))
+    logging.getLogger("firec.vmm").addHandler(only_b)
+    try:
+        for vm_id in (f"vm-{i}" for i in range(50)):
+            forwarder = LogForwarder(vm_id=vm_id)
+            forwarder("banner before any record")
+            forwarder(V1_14_ORIGIN.replace("[vm-7:", f"[{vm_id}:"))
+        LogForwarder(vm_id="vm-b")(V1_14_ORIGIN)  # the id given wins over the line's
+    finally:
+        logging.getLogger("firec.vmm").removeHandler(only_b)
+    kept = only_b.records
+    assert set(logging.Logger.manager.loggerDict) == before
+    assert {r.name for r in collect.records} == {"firec.vmm"}
+    assert [getattr(r, "vm_id", None) for r in collect.records[:4]] == ["vm-0"] * 2 + ["vm-1"] * 2
+    assert [(r.vm_id, r.vmm_instance) for r in kept] == [("vm-b", "vm-7")]  # type: ignore[attr-defined]
+
+
 def test_forwarder_joins_continuation_lines_to_their_record(collect: Collect) -> None:
     forwarder = LogForwarder()
     for line in [V1_0_FIRST_LOG_FILE_LINE, *V1_0_MULTILINE, V1_0_LEVEL]:
@@ -308,11 +337,13 @@ def test_forwarder_joins_continuation_lines_to_their_record(collect: Collect) ->
     messages = [(r.name, r.levelname, r.getMessage()) for r in collect.records]
     assert messages == [
         ("firec.vmm", "INFO", V1_0_FIRST_LOG_FILE_LINE),
-        ("firec.vmm.anonymous-instance", "ERROR", V1_0_MULTILINE[0].split("] ", 1)[1]),
-        ("firec.vmm.anonymous-instance", "ERROR", ""),
-        ("firec.vmm.anonymous-instance", "ERROR", "For more information try --help."),
-        ("firec.vmm.anonymous-instance", "ERROR", "Invalid request method and/or path: PUT bogus."),
+        ("firec.vmm", "ERROR", V1_0_MULTILINE[0].split("] ", 1)[1]),
+        ("firec.vmm", "ERROR", ""),
+        ("firec.vmm", "ERROR", "For more information try --help."),
+        ("firec.vmm", "ERROR", "Invalid request method and/or path: PUT bogus."),
     ]
+    ids = [getattr(r, "vm_id", None) for r in collect.records]
+    assert ids == [None, *["anonymous-instance"] * 4]
     assert forwarder.recent() == [V1_0_FIRST_LOG_FILE_LINE, *V1_0_MULTILINE, V1_0_LEVEL]
     continued = forwarder.recent_records()[1]
     assert (continued.thread, continued.origin) == ("main", "src/firecracker/src/main.rs:213")
@@ -449,7 +480,9 @@ def test_real_firecracker_log_fifo_is_parsed(short_tmp: Path, collect: Collect) 
     assert [r.thread for r in received] == ["fc_api"]
     assert any(r.level == "DEBUG" for r in records)
     emitted = {(r.name, r.getMessage()) for r in collect.records}
-    assert ("firec.vmm.logs-test", received[0].message) in emitted
+    assert ("firec.vmm", received[0].message) in emitted
+    parsed = [r for r in collect.records if hasattr(r, "vmm_instance")]  # not 1.0's banner
+    assert {getattr(r, "vm_id", None) for r in parsed} == {"logs-test"}
     # Every line of a dedicated log file is a record, or (1.0) its version banner.
     others = [line for line in forwarder.recent() if parse_log_line(line) is None]
     assert all(line.startswith("Running Firecracker v") for line in others)

@@ -7,6 +7,8 @@ nothing is left behind: no process, socket, directory, jail, cgroup or fifo.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
 import stat
@@ -22,7 +24,16 @@ from firec.console import Console
 from firec.errors import APIError, ConfigError, MachineError, TimeoutError
 from firec.state import MachineState
 from firec.testing.guest import BOOT_LINE, echo_line, guest_args
-from tests.support import assert_nothing_left, console_text, guest_builder, in_jail, zombie
+from tests.support import (
+    assert_nothing_left,
+    console_text,
+    fill,
+    guest_builder,
+    in_jail,
+    module_wrapper,
+    small_tmpfs,
+    zombie,
+)
 
 
 @pytest.fixture
@@ -232,6 +243,127 @@ def test_forwarded_signal_reaches_the_vmm(builder: firec.config.Builder) -> None
     assert signal.getsignal(signal.SIGHUP) == previous
 
 
+# -- the guest powers off while state() is polled --------------------------------------
+
+#: A guest that prints a while (the 40 echo lines take tens of ms), then resets.
+POWER_OFF = f"console=ttyS0 {guest_args(exit=True, echo=[f'line{i}' for i in range(40)])}"
+HUNG = "hung while exiting"
+
+
+def _stopped_well(status: firec.ExitStatus) -> bool:
+    """Exited 0, or was hung in Firecracker's shutdown deadlock and ended by firec, saying so."""
+    return status.ok or (status.signal == signal.SIGKILL and HUNG in status.reason)
+
+
+def _poll_until_exited(machine: firec.Machine, within: float = 3.0) -> int:
+    started, polls = time.monotonic(), 0
+    while (state := machine.state()) is not MachineState.EXITED:
+        assert state is MachineState.RUNNING
+        polls += 1
+        assert time.monotonic() - started < within, f"still {state} after {polls} polls"
+    assert time.monotonic() - started < within
+    return polls
+
+
+def test_state_polled_while_the_guest_powers_off(
+    backend: str, builder: firec.config.Builder
+) -> None:
+    """Firecracker never answers a request that reaches it as it stops, nor exits then.
+
+    state() must still say EXITED at once (30 of 30 on real Firecracker), and
+    the VMM must be gone: exited 0, or ended by firec when a poll hung it.
+    """
+    rounds = 30 if backend == "firecracker" else 8
+    outcomes = []
+    for _ in range(rounds):
+        with firec.Machine.create(builder.kernel_args(POWER_OFF).build()) as machine:
+            machine.start()
+            polls = _poll_until_exited(machine)
+            assert polls > 0  # it was polled while running
+            status = machine.exit_status
+            assert status is not None, "EXITED, yet the VMM still runs"
+            assert _stopped_well(status), status
+            assert machine.wait(timeout=1) == status
+            outcomes.append(status.ok)
+            launch, pid = machine.launch, machine.pid
+        assert_nothing_left(launch, pid)
+    print(f"{outcomes.count(True)} exited 0, {outcomes.count(False)} ended by firec")
+
+
+async def test_async_state_polled_while_the_guest_powers_off(
+    backend: str, builder: firec.config.Builder
+) -> None:
+    rounds = 10 if backend == "firecracker" else 4
+    for _ in range(rounds):
+        machine = await firec.AsyncMachine.create(builder.kernel_args(POWER_OFF).build())
+        async with machine:
+            await machine.start()
+            started = time.monotonic()
+            pollers = [asyncio.create_task(_async_poll(machine)) for _ in range(3)]
+            await asyncio.gather(*pollers)  # three tasks poll at once
+            assert time.monotonic() - started < 3
+            status = machine.exit_status
+            assert status is not None and _stopped_well(status), status
+        assert_nothing_left(machine.launch, machine.pid)
+
+
+async def _async_poll(machine: firec.AsyncMachine) -> None:
+    while (state := await machine.state()) is not MachineState.EXITED:
+        assert state is MachineState.RUNNING
+
+
+@pytest.fixture
+def slow_stop(short_tmp: Path) -> Path:
+    """The emulator, stopping slowly: its vCPU threads and its deadlock window last 0.3 s."""
+    return module_wrapper(
+        short_tmp / "firecracker-slow-stop", "firec.testing.emulator", "--emulate-slow-stop", "0.3"
+    )
+
+
+def test_a_vmm_hung_by_a_poll_as_it_stops_is_ended(
+    slow_stop: Path, guest_kernel: Path, short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poll that lands in the window hangs the VMM: state() ends it and says EXITED."""
+    config = guest_builder(None, slow_stop, guest_kernel, short_tmp).kernel_args(POWER_OFF)
+    caplog.set_level("WARNING", logger="firec.machine")
+    with firec.Machine.create(config.build()) as machine:
+        machine.start()
+        _poll_until_exited(machine, within=2.0)
+        status = machine.exit_status
+        assert status is not None and status.signal == signal.SIGKILL and HUNG in str(status)
+        launch, pid = machine.launch, machine.pid
+    assert_nothing_left(launch, pid)
+    [said] = [r.getMessage() for r in caplog.records if r.name == "firec.machine"]
+    assert said.startswith(f"microVM {config.build().vm_id}: firec ended it") and HUNG in said
+
+
+def test_wait_ends_a_vmm_hung_by_another_clients_request(
+    slow_stop: Path, guest_kernel: Path, short_tmp: Path
+) -> None:
+    """Whoever's request hung it, wait() does not block until the VMM is killed at delete."""
+    config = guest_builder(None, slow_stop, guest_kernel, short_tmp).kernel_args(POWER_OFF)
+    with firec.Machine.create(config.build()) as machine:
+        machine.start()
+        other = firec.Client(machine.socket_path, timeout=5)  # not the machine's: no watch
+        hung = threading.Event()
+
+        def poll() -> None:
+            with contextlib.suppress(firec.errors.FirecError):
+                while True:
+                    other.get_instance_info()
+            hung.set()
+
+        threading.Thread(target=poll, daemon=True).start()
+        started = time.monotonic()
+        status = machine.wait(timeout=10)
+        assert time.monotonic() - started < 3
+        assert status.signal == signal.SIGKILL and HUNG in status.reason
+        assert hung.wait(10)  # the other client's request was never answered
+        other.close()
+        launch, pid = machine.launch, machine.pid
+    assert_nothing_left(launch, pid)
+
+
 # -- failures leave nothing behind ----------------------------------------------------
 
 
@@ -384,7 +516,8 @@ def test_jailed_boot_as_non_root_in_cgroup_v1(
             Path("/sys/fs/cgroup/cpu") / vmm_binary.name / "jailed-vm" / "cpu.shares"
         ).read_text().strip() == "100"
         kernel_in_jail = jail.root / config.kernel_image.name
-        assert kernel_in_jail.stat().st_uid == 1234
+        assert kernel_in_jail.samefile(config.kernel_image)  # readable by 1234 as it is: linked
+        assert kernel_in_jail.stat().st_uid == 0  # and never given away
         assert machine.socket_path.is_relative_to(jail.root)
         assert echo_line("jailed") in console_text(machine, echo_line("jailed"))
         launch = machine.launch
@@ -410,6 +543,97 @@ def test_jailed_daemon_mode(
     assert_nothing_left(launch, pid)
 
 
+def _owner_mode_mtime(*paths: Path) -> dict[str, tuple[int, int, int, int]]:
+    return {
+        p.name: (p.stat().st_uid, p.stat().st_gid, p.stat().st_mode, p.stat().st_mtime_ns)
+        for p in paths
+    }
+
+
+def test_a_jailed_run_never_changes_the_users_files(
+    jailer_binary: Path, vmm_binary: Path, guest_kernel: Path, short_tmp: Path
+) -> None:
+    """Owner, mode and mtime of every file given stay as they were; nothing is chowned.
+
+    The kernel (root's, 0644) and a read-only base image readable by all are
+    hard-linked; a read-only image only root may read is copied for the
+    jail's user; a writable drive the jail's user owns is hard-linked; a
+    writable drive it may not write is refused before anything is made.
+    Then the same for a snapshot's files, at restore.
+    """
+    if not Path("/sys/fs/cgroup/cpu/cpu.shares").exists():
+        pytest.skip("this host has no cgroup v1 cpu controller")
+    mine = short_tmp / "mine"
+    mine.mkdir(mode=0o700)  # the jail's user cannot even reach this directory
+    kernel = mine / "vmlinux"
+    kernel.write_bytes(guest_kernel.read_bytes())
+    base, secret, disk = mine / "base.img", mine / "secret.img", mine / "disk.img"
+    for image in (base, secret, disk):
+        image.write_bytes(b"\0" * (1 << 20))
+    kernel.chmod(0o644)
+    base.chmod(0o444)
+    secret.chmod(0o600)
+    os.chown(disk, 1234, 1235)
+    disk.chmod(0o600)
+    past = time.time_ns() - 86_400 * 10**9  # a day ago: a touched mtime would show
+    for path in (kernel, base, secret, disk):
+        os.utime(path, ns=(past, past))
+    before = _owner_mode_mtime(kernel, base, secret, disk)
+
+    def jailed(vm_id: str, *drives: tuple[str, Path, bool]) -> Config:
+        builder = guest_builder(vm_id, vmm_binary, kernel, short_tmp).kernel_args("console=ttyS0")
+        for drive_id, path, read_only in drives:
+            builder = builder.add_drive(drive_id, path).is_read_only(read_only).build()
+        return in_jail(builder, jailer_binary, vmm_binary, short_tmp).build().build()
+
+    config = jailed(
+        "own-files", ("base", base, True), ("secret", secret, True), ("disk", disk, False)
+    )
+    with firec.Machine.create(config) as machine:
+        machine.start()
+        assert machine.state() is MachineState.RUNNING
+        jail = machine.launch.jail
+        assert jail is not None
+        for linked in (kernel, base, disk):
+            assert (jail.root / linked.name).samefile(linked)
+        copy = jail.root / secret.name
+        assert not copy.samefile(secret)
+        assert (copy.stat().st_uid, copy.stat().st_gid) == (1234, 1235)
+        assert copy.read_bytes() == secret.read_bytes()
+        snap = machine.snapshot(short_tmp / "snap")
+        launch, pid = machine.launch, machine.pid
+    assert_nothing_left(launch, pid)
+    assert _owner_mode_mtime(kernel, base, secret, disk) == before
+
+    # a writable drive the jail's user may not write: refused, untouched, nothing made
+    theirs = mine / "theirs.img"
+    theirs.write_bytes(b"\0" * 4096)
+    refused = jailed("refused", ("theirs", theirs, False))
+    theirs_before = _owner_mode_mtime(theirs)
+    with pytest.raises(ConfigError, match=r"drives\[0\].*chown 1234:1235"):
+        firec.Machine.create(refused)
+    assert _owner_mode_mtime(theirs) == theirs_before
+    assert refused.jail is not None and not refused.jail.base.exists()
+
+    # a snapshot's files, as Firecracker left them (the jail's user's) and as root's own
+    for owner in ((1234, 1235), (0, 0)):
+        for path in snap.files:
+            os.chown(path, *owner)
+            path.chmod(0o600)
+        files = _owner_mode_mtime(*snap.files, kernel, disk)
+        restored_config = jailed(f"restored-{owner[0]}", ("disk", disk, False))
+        with firec.Machine.restore(snap, restored_config) as restored:
+            assert restored.state() is MachineState.RUNNING
+            jail = restored.launch.jail
+            assert jail is not None
+            memory = jail.root / snap.memory_file.name
+            assert memory.samefile(snap.memory_file) == (owner == (1234, 1235))
+            assert (memory.stat().st_uid, memory.stat().st_gid) == (1234, 1235)
+            launch, pid = restored.launch, restored.pid
+        assert_nothing_left(launch, pid)
+        assert _owner_mode_mtime(*snap.files, kernel, disk) == files
+
+
 # -- logs and metrics ---------------------------------------------------------------------
 
 
@@ -429,11 +653,89 @@ def test_log_fifo_goes_to_python_logging(
         while len(caplog.records) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         launch = machine.launch
-    ours = [r for r in caplog.records if r.name == f"firec.vmm.{config.vm_id}"]
+    ours = [r for r in caplog.records if getattr(r, "vm_id", None) == config.vm_id]
     assert ours, "no Firecracker log record reached Python logging"
+    assert {r.name for r in ours} == {"firec.vmm"}
     assert all(r.getMessage() for r in ours)
     assert not (short_tmp / "vmm.log.fifo").exists()
     assert_nothing_left(launch, machine.pid)
+
+
+def test_many_vms_with_a_log_leave_no_logger_behind(
+    builder: firec.config.Builder, short_tmp: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A logger is never freed: VMs share the logger "firec.vmm", told apart by ``vm_id``."""
+    caplog.set_level("INFO", logger="firec.vmm")
+
+    def run(vm_id: str) -> None:
+        config = (
+            builder.kernel_args("console=ttyS0")
+            .logger(short_tmp / f"{vm_id}.log", level="Info")
+            .build()
+            .replace(vm_id=vm_id)
+        )
+        with firec.Machine.create(config) as machine:
+            machine.start()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(
+                getattr(r, "vm_id", None) == vm_id for r in caplog.records
+            ):
+                time.sleep(0.01)
+
+    run("first-of-many")  # whatever the first VM creates once
+    loggers = len(logging.Logger.manager.loggerDict)
+    ids = [f"many-{i}" for i in range(4)]
+    for vm_id in ids:
+        run(vm_id)
+    assert len(logging.Logger.manager.loggerDict) == loggers
+    seen = {getattr(r, "vm_id", None) for r in caplog.records if r.name == "firec.vmm"}
+    assert set(ids) <= seen
+
+
+def test_a_full_workdir_is_said_not_silently_lost(
+    vmm_binary: Path,
+    guest_kernel: Path,
+    short_tmp: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Firecracker drops what it cannot write: firec warns, naming the files lost."""
+    monkeypatch.setattr(firec.machine, "SPACE_LOOK", 0.0)  # state() looks every time
+    with small_tmpfs(short_tmp / "small") as small:
+        config = (
+            guest_builder(None, vmm_binary, guest_kernel, small)
+            .kernel_args(f"console=ttyS0 {guest_args(echo=['lost'])}")
+            .logger(small / "fc.log", level="Info")
+            .build()
+        )
+        filler = fill(small)
+        caplog.set_level("WARNING", logger="firec.machine")
+
+        def warnings() -> list[str]:
+            found = [r.getMessage() for r in caplog.records if r.name == "firec.machine"]
+            caplog.clear()
+            return found
+
+        with firec.Machine.create(config) as machine:
+            [said] = warnings()
+            assert said.startswith(f"microVM {config.vm_id}: no space left for ")
+            assert f"the serial console ({machine.console_path}," in said
+            assert f"Firecracker's log ({small / 'fc.log'}," in said
+            machine.start()
+            assert machine.state() is MachineState.RUNNING  # the VM runs...
+            time.sleep(0.2)
+            assert machine.console_path is not None
+            assert machine.console_path.read_text() == ""  # ...and its console is really lost
+            assert warnings() == []  # said once while it lasts
+            filler.unlink()
+            assert machine.state() is MachineState.RUNNING
+            assert warnings() == []
+            fill(small)  # full again, while it runs
+            assert machine.state() is MachineState.RUNNING
+            [again] = warnings()
+            assert f"the serial console ({machine.console_path}," in again
+            launch = machine.launch
+        assert_nothing_left(launch, machine.pid)
 
 
 def test_flush_metrics_returns_a_fresh_snapshot(

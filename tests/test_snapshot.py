@@ -439,6 +439,7 @@ def test_jailed_snapshot_and_restore(
         pytest.skip("this host has no cgroup v1 cpu controller")
     disk = short_tmp / "data.img"
     disk.write_bytes(b"\0" * (1 << 20))
+    os.chown(disk, 1234, 1235)  # a writable drive: the jail's user must be able to write it
 
     def jailed(vm_id: str) -> Config:
         builder = _builder(vm_id, vmm_binary, guest_kernel, short_tmp).add_drive("data", disk)

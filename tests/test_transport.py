@@ -28,6 +28,7 @@ from firec._request import timeout_extension
 from firec.transport import (
     BASE_URL,
     AsyncUnixSocketTransport,
+    RequestAbandoned,
     UnixSocketTransport,
     _AsyncConnection,
     parse_head,
@@ -571,6 +572,73 @@ def test_read_timeout_then_no_late_answer_is_mistaken(serve: Any, drive: Any) ->
     answered.set()
     assert client.send().json() == {"fresh": True}
     assert server.connections == 2
+
+
+class Watch:
+    """A request watch that gives up after ``after`` checks (``None``: never)."""
+
+    interval = 0.02
+
+    def __init__(self, after: int | None) -> None:
+        self.after = after
+        self.checks = 0
+
+    def check(self) -> str | None:
+        self.checks += 1
+        if self.after is not None and self.checks >= self.after:
+            return "the VMM exited (exit code 0)"
+        return None
+
+
+def test_a_watch_gives_up_a_request_that_will_never_be_answered(serve: Any, drive: Any) -> None:
+    """Asked every ``interval`` while the answer is awaited; its reason ends the request."""
+    release = threading.Event()
+
+    def script(peer: Peer, index: int) -> None:
+        if index == 0:
+            peer.request()  # never answered
+            if peer.request() is None:
+                peer.server.closed.set()  # the client hung up
+            return
+        peer.request()
+        peer.send(reply(INFO))
+        peer.request()  # the next one is never answered
+        release.wait(10)
+
+    server = serve(script)
+    client = drive(server.path)
+    transport = client.sync or client.asynchronous
+    assert transport is not None and transport.watch is None
+    transport.watch = watch = Watch(after=3)
+    started = time.monotonic()
+    with pytest.raises(RequestAbandoned, match="gave up waiting for the answer: the VMM exited"):
+        client.send(timeout=10.0)
+    assert 0.04 <= time.monotonic() - started < 2
+    assert watch.checks == 3
+    assert server.closed.wait(5)  # its connection was closed, not kept
+    error = transport_error(RequestAbandoned("gave up: x"), server.path)
+    assert isinstance(error, errors.ConnectError) and "gave up: x" in str(error)
+    transport.watch = quiet = Watch(after=None)  # a watch that says nothing changes nothing
+    assert client.send().json()["id"] == "x"
+    with pytest.raises(httpx.ReadTimeout):  # nor the read timeout
+        client.send(timeout=httpx.Timeout(5.0, read=0.1))
+    assert quiet.checks >= 4
+    release.set()
+
+
+def test_a_client_gives_its_watch_to_its_transport(serve: Any) -> None:
+    server = serve(lambda peer, index: peer.answer_all())
+    client = firec.Client(server.path)
+    watch = Watch(after=None)
+    client.give_up_when(watch)
+    assert client.get_instance_info().id == "x"
+    assert watch.checks == 0  # answered at once: never asked
+    client.close()
+    mocked = firec.Client(
+        "/unused.sock", transport=httpx.MockTransport(lambda r: httpx.Response(204))
+    )
+    mocked.give_up_when(watch)  # other transports take no watch: ignored
+    assert not hasattr(mocked._transport, "watch")
 
 
 def test_write_timeout(serve: Any, drive: Any) -> None:

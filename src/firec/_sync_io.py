@@ -92,20 +92,20 @@ def wait_pid(pid: int, timeout: float | None, popen: subprocess.Popen[bytes] | N
     ``popen``, when the process is our child, is reaped so that its
     ``returncode`` is set.
     """
-    if popen is not None:
-        try:
-            popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
+    if popen is not None and popen.poll() is not None:
         return True
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([pidfd], [], [], timeout)[0])
-    finally:
-        os.close(pidfd)
+        exited = True
+    else:  # woken the moment it exits (Popen.wait(timeout) would poll, up to 50 ms late)
+        try:
+            exited = bool(select.select([pidfd], [], [], timeout)[0])
+        finally:
+            os.close(pidfd)
+    if exited and popen is not None:
+        popen.wait()
+    return exited
 
 
 def drain(reader: LineReader, timeout: float) -> None:

@@ -59,7 +59,7 @@ from ._request import (
 from .errors import APIError, ConnectError, ValidationError
 from .operations import DEFAULT_MAX_PAYLOAD_SIZE, OPERATIONS_BY_ID, Operation
 from .process import VmmThreadWatch, socket_peer_pid
-from .transport import async_unix_transport, transport_error
+from .transport import RequestWatch, async_unix_transport, transport_error
 from .versions import Version, check_supported
 
 __all__ = ["AsyncClient"]
@@ -153,6 +153,20 @@ class AsyncClient:
         check_supported(version)
         self._version = version
         self._loses_requests = loses_requests(version)
+
+    def give_up_when(self, watch: RequestWatch | None) -> None:
+        """Have every request ask ``watch`` whether its answer will ever come.
+
+        While an answer is awaited, ``watch.check()`` is called every
+        ``watch.interval`` seconds; when it gives a reason, the request fails
+        at once with :class:`~firec.errors.ConnectError` saying it, instead
+        of waiting for its timeout. :class:`firec.Machine` sets its VMM's
+        :class:`~firec.process.ExitWatch` here: a request then ends as soon as
+        the VMM exits, and never keeps a stopping Firecracker from exiting.
+        Only firec's own Unix socket transports take a watch; ``None`` removes it.
+        """
+        if hasattr(self._transport, "watch"):
+            self._transport.watch = watch
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

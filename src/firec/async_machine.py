@@ -60,6 +60,7 @@ from .launch import (
     attached,
     cleanup,
     find_socket,
+    full_outputs,
     plan,
     prepare,
     socket_accepts,
@@ -68,7 +69,7 @@ from .launch import (
 from .logs import LogForwarder
 from .metrics import MetricsForwarder, MetricsSnapshot
 from .operations import DEFAULT_MAX_PAYLOAD_SIZE, payload_limit_in_args
-from .process import ExitStatus, VmmProcess, find_vmm_pid, process_args
+from .process import ExitStatus, ExitWatch, VmmProcess, find_vmm_pid, process_args
 from .registry import Registration, Registry
 from .restore import attach_restore_network, plan_restore, prepare_restore
 from .snapshot import Snapshot, SnapshotTarget
@@ -81,6 +82,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncMachine"]
 
+_log = logging.getLogger("firec.machine")
+
 #: Seconds to wait for the API socket to answer after spawning.
 READY_TIMEOUT = 10.0
 #: Seconds a guest gets to stop after SendCtrlAltDel, then Firecracker after SIGTERM.
@@ -90,6 +93,13 @@ TERM_TIMEOUT = 3.0
 QUICK_RETRIES = 3
 #: How many of Firecracker's last lines an error shows.
 TAIL_LINES = 20
+#: Seconds :meth:`AsyncMachine.state` waits for a VMM it found exiting to be gone.
+EXIT_GRACE = 1.0
+#: Seconds between two looks at a waited-for VMM (is it hung while stopping?).
+WAIT_LOOK = 0.25
+#: Seconds between two looks, from :meth:`AsyncMachine.state`, at the space left for
+#: Firecracker's output (a look costs ~30 us; state() may be polled).
+SPACE_LOOK = 1.0
 
 
 class AsyncMachine:
@@ -130,6 +140,10 @@ class AsyncMachine:
         self._snapshot_base: Snapshot | None = None  # what a diff snapshot applies to
         self._uffd: UffdHandler | None = None  # firec's page-fault handler of a Uffd restore
         self._registration: Registration | None = None  # its host record (Config.host_record)
+        self._full: set[Path] = set()  # output files on a full filesystem, already warned of
+        self._space_looked = -SPACE_LOOK  # when (time.monotonic()) the space was last looked at
+        self._watch: ExitWatch | None = None  # of self._process: running, stopping, hung?
+        self._exit_watch()
 
     # -- making one ------------------------------------------------------------------
 
@@ -186,6 +200,7 @@ class AsyncMachine:
         except BaseException:
             await machine.delete()
             raise
+        machine._check_space()
         return machine
 
     @staticmethod
@@ -256,14 +271,16 @@ class AsyncMachine:
         network plan (set up as by :meth:`create`, torn down with the VM); a
         tap other than the snapshot's becomes a network override. A drive of
         ``config`` with one of the snapshot's ids brings its file (jailed
-        restores: linked in at the snapshot's path). Example::
+        restores: linked in at the snapshot's path, under the rules of
+        :meth:`firec.jailer.Jail.bring_in`). Example::
 
             snap = machine.snapshot("/srv/snaps/base")
             copy = await AsyncMachine.restore(snap, network_overrides={"eth0": "tap7"})
 
         Args:
-            snapshot: what to load (its files are only read; in a jail they are
-                hard-linked in).
+            snapshot: what to load (its files are only read, never changed; in a
+                jail they are hard-linked in when the jail's user may read them as
+                they are, copied for it otherwise: :meth:`firec.jailer.Jail.bring_in`).
             resume: resume the VM in the same request (otherwise it stays Paused).
             backend: ``"File"`` (Firecracker maps the memory file) or ``"Uffd"``
                 (a page-fault handler serves it: firec's own
@@ -327,10 +344,14 @@ class AsyncMachine:
             machine._uffd = setup.handler
             await machine._spawn(ready_timeout, ask=False)
             await machine._load(setup.params, time.monotonic() + ready_timeout)
+            watch = machine._exit_watch()
+            if watch is not None:
+                watch.observe()
         except BaseException:
             await machine.delete()
             raise
         machine._snapshot_base = snapshot
+        machine._check_space()
         return machine
 
     async def _load(self, params: models.SnapshotLoadParams, deadline: float) -> None:
@@ -393,6 +414,7 @@ class AsyncMachine:
         if self._registration is not None:
             networked = self.config if self._network is not None else None
             self._registration.spawned(self._launch, self.pid, attached=networked)
+        self._exit_watch()
         await self._wait_ready(deadline, ready_timeout, ask=ask)
 
     def _follow_outputs(self) -> None:
@@ -401,7 +423,7 @@ class AsyncMachine:
         if config.log_path is not None or config.log_fifo is not None:
             # Firecracker logs local time; in a jail (no /etc/localtime) that is UTC
             zone = datetime.UTC if launch.jail is not None else None
-            self._log = LogForwarder(logging.getLogger(f"firec.vmm.{self.vm_id}"), tz=zone)
+            self._log = LogForwarder(vm_id=self.vm_id, tz=zone)  # the one "firec.vmm" logger
             self._readers.append(AsyncLineReader(launch.log_path, self._log))
         if launch.metrics_path is not None:
             self._metrics = MetricsForwarder()
@@ -491,6 +513,9 @@ class AsyncMachine:
             for method, argument in api_calls(self._launch):
                 await getattr(self.client, method)(argument)
             await self.client.create_action(models.ActionType.INSTANCE_START)
+            watch = self._exit_watch()
+            if watch is not None:
+                watch.observe()  # its vCPU threads, before a quick guest stops
         except (APIError, TransportError) as exc:
             status = await self._stop_after_failure()
             if isinstance(exc, APIError):
@@ -515,14 +540,78 @@ class AsyncMachine:
         """Resume the vCPUs (``PATCH /vm Resumed``)."""
         await self.client.patch_vm(models.VmState.RESUMED)
 
+    def _check_space(self, *, every: float = 0.0) -> None:
+        """Warn when Firecracker's output files sit on a full filesystem (once while it lasts).
+
+        Firecracker ignores its write errors: on a full disk the console and
+        the log are lost without a word. This says it, naming the files, on
+        the logger ``firec.machine``; called after the VMM starts, when
+        :meth:`wait` returns, and from :meth:`state` (at most every ``every`` s).
+        """
+        now = time.monotonic()
+        if not self._owned or now - self._space_looked < every:
+            return  # a connected VM's files are not known for sure
+        self._space_looked = now
+        full = full_outputs(self._launch)
+        fresh = [(what, path, free) for what, path, free in full if path not in self._full]
+        self._full = {path for _, path, _ in full}
+        if fresh:
+            listed = "; ".join(f"{what} ({path}, {free} bytes free)" for what, path, free in fresh)
+            _log.warning(
+                "microVM %s: no space left for %s: what Firecracker writes there is lost "
+                "until space is freed",
+                self.vm_id,
+                listed,
+            )
+
+    def _exit_watch(self) -> ExitWatch | None:
+        """The :class:`~firec.process.ExitWatch` of the VMM process, given to the client."""
+        process = self._process
+        if process is None:
+            return None
+        if self._watch is None or self._watch.process is not process:
+            self._watch = ExitWatch(process, name=self.vm_id)
+            self.client.give_up_when(self._watch)
+        return self._watch
+
+    async def _exits(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the VMM to be gone (ending it if it hangs stopping)."""
+        process, watch = self._process, self._exit_watch()
+        if process is None or watch is None:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if await io.wait_pid(process.pid, max(0.0, min(left, watch.interval)), process.popen):
+                return True
+            watch.check()
+            if left <= 0:
+                return not process.running
+
     async def state(self) -> MachineState:
-        """The VM's state: asked from the API while the VMM runs, ``EXITED`` after."""
-        if self._process is not None and not self._process.running:
+        """The VM's state: asked from the API while the VMM runs, ``EXITED`` after.
+
+        ``EXITED`` as soon as the VMM is exiting, too: once its guest has
+        stopped (powered off, reset), its vCPU threads are gone, and the API
+        is not asked. Firecracker (1.0 to 1.14) never answers a request that
+        reaches it as it stops, and then never exits: a request under way
+        when the VMM exits is given up, and a Firecracker hung that way is
+        ended (:class:`~firec.process.ExitWatch`; its exit status says so).
+        Up to a second is spent waiting for an exiting VMM to be gone, so
+        that :attr:`exit_status` is known when this returns ``EXITED``.
+        At most once a second, it also warns (logger ``firec.machine``) when
+        Firecracker's output files have no space left.
+        """
+        self._check_space(every=SPACE_LOOK)
+        watch = self._exit_watch()
+        if watch is not None and watch.stopping():
+            await self._exits(EXIT_GRACE)
             return MachineState.EXITED
         try:
             info = await self.client.get_instance_info()
         except ConnectError:
-            if self._process is None or not self._process.running:
+            # refused, cut or given up: a VMM that is exiting (its API is gone first)
+            if watch is None or await self._exits(EXIT_GRACE) or watch.stopping():
                 return MachineState.EXITED
             raise
         return MachineState.from_instance(info.state)
@@ -710,8 +799,10 @@ class AsyncMachine:
         """Swap a running VM's drive to another backing file, or change its rate limiter.
 
         ``path`` is a host path; a jailed VM gets the file brought into its
-        jail (hard-linked) first. A ``rate_limiter`` replaces the buckets it
-        gives and keeps the others; a bucket of size 0 turns that limit off.
+        jail first, by :meth:`~firec.jailer.Jail.bring_in` (which never changes
+        the file: a writable drive the jail's user may not write as it is is
+        refused with a :class:`~firec.errors.ConfigError`). A ``rate_limiter``
+        replaces the buckets it gives and keeps the others; a bucket of size 0 turns that limit off.
         ``PATCH /drives/{drive_id}``: Firecracker's refusal (unknown drive, not
         booted yet) is an :class:`~firec.errors.APIError`.
         """
@@ -720,7 +811,17 @@ class AsyncMachine:
             if not Path(path).is_file() and not Path(path).is_block_device():
                 raise ConfigError(f"drives.{drive_id}.path_on_host", f"{path} is not a file")
             jail = self._launch.jail
-            seen = await io.run_blocking(jail.bring_in, path) if jail else os.fspath(path)
+            if jail is None:
+                seen = os.fspath(path)
+            else:
+                known = {d.drive_id: d for d in self.config.drives}
+                writable = drive_id not in known or not known[drive_id].is_read_only
+                seen = await io.run_blocking(
+                    jail.bring_in,
+                    path,
+                    writable=writable,
+                    field=f"drives.{drive_id}.path_on_host",
+                )
         await self.client.patch_drive(
             models.PartialDrive(drive_id=drive_id, path_on_host=seen, rate_limiter=rate_limiter)
         )
@@ -730,16 +831,29 @@ class AsyncMachine:
     async def wait(self, timeout: float | None = None) -> ExitStatus:
         """Wait until the VMM exits and return how it ended.
 
-        Raises :class:`~firec.errors.TimeoutError` if ``timeout`` passes first.
+        A VMM whose guest has stopped but that hangs in Firecracker's shutdown
+        (a request reached it as it stopped: see :meth:`state`) is ended, and
+        its exit status says so. Raises :class:`~firec.errors.TimeoutError`
+        if ``timeout`` passes first.
         """
         process = self._require_process()
-        if not await io.wait_pid(process.pid, timeout, process.popen):
-            raise TimeoutError(
-                f"microVM {self.vm_id} (pid {process.pid}) still runs after {timeout:g}s",
-                socket_path=str(self.socket_path),
-            )
+        watch = self._exit_watch()
+        assert watch is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            step = WAIT_LOOK if left is None else min(left, WAIT_LOOK)
+            if await io.wait_pid(process.pid, step, process.popen):
+                break
+            watch.check()  # a VMM hung as it stops is ended: it could never exit
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"microVM {self.vm_id} (pid {process.pid}) still runs after {timeout:g}s",
+                    socket_path=str(self.socket_path),
+                )
         if self._console_reader is not None:
             await io.drain(self._console_reader, 1.0)
+        self._check_space()
         status = process.exit_status
         assert status is not None
         return status

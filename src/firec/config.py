@@ -699,7 +699,12 @@ class Builder:
         show_level: bool = False,
         show_log_origin: bool = False,
     ) -> Self:
-        """Firecracker's logger: to a file ``path`` or a ``fifo`` firec reads, and its format."""
+        """Firecracker's logger: to a file ``path`` or a ``fifo`` firec reads, and its format.
+
+        A machine forwards every line to Python :mod:`logging`, on the one
+        logger ``firec.vmm`` for all VMs; each record's ``vm_id`` attribute
+        names the VM (keep one VM's lines with :class:`firec.logs.VmFilter`).
+        """
         return self._with(
             log_path=optional_path("log_path", path),
             log_fifo=optional_path("log_fifo", fifo),

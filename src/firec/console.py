@@ -11,6 +11,11 @@ output. firec sends it to one of:
 * :meth:`Console.terminal`: the caller's own standard output.
 * :meth:`Console.discard`: nowhere.
 
+Firecracker writes a console file (and its log) itself and ignores write
+errors: on a full filesystem the output is lost without a word. firec then
+warns on the logger ``firec.machine``, naming the files (the command line
+prints it on standard error).
+
 Example::
 
     import firec

@@ -34,6 +34,8 @@ import enum
 import os
 import re
 import shutil
+import stat
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -41,11 +43,12 @@ from typing import TYPE_CHECKING, Literal
 
 from ._checks import absolute_path, bool_value, enum_value, int_value, path_value, str_value
 from .errors import ConfigError, MachineError
+from .sparse import copy_sparse
 
 if TYPE_CHECKING:
     from .config import Builder
 
-__all__ = ["Jail", "JailerBuilder", "JailerConfig", "JailerMode", "validate_id"]
+__all__ = ["Jail", "JailerBuilder", "JailerConfig", "JailerMode", "may_access", "validate_id"]
 
 DEFAULT_CHROOT_BASE = Path("/srv/jailer")
 _ID = re.compile(r"[A-Za-z0-9-]{1,64}")
@@ -208,6 +211,70 @@ def resolve_binary(explicit: Path | None, name: str) -> Path:
     return candidate
 
 
+# tags of POSIX ACL entries (system.posix_acl_access, after a 4-byte version header)
+_ACL_USER = 0x02
+_ACL_GROUP_OBJ = 0x04
+_ACL_GROUP = 0x08
+_ACL_MASK = 0x10
+_ACL_OTHER = 0x20
+_ACL_HEADER = struct.Struct("<I")
+_ACL_ENTRY = struct.Struct("<HHI")
+
+
+def _acl_entries(path: Path) -> list[tuple[int, int, int]] | None:
+    """The file's POSIX access ACL as ``(tag, perm, id)`` entries, or ``None`` without one."""
+    try:
+        raw = os.getxattr(path, "system.posix_acl_access")
+    except OSError:
+        return None  # none set, or a filesystem without ACLs
+    if len(raw) < _ACL_HEADER.size or (len(raw) - _ACL_HEADER.size) % _ACL_ENTRY.size:
+        return None
+    return [
+        _ACL_ENTRY.unpack_from(raw, offset)
+        for offset in range(_ACL_HEADER.size, len(raw), _ACL_ENTRY.size)
+    ]
+
+
+def may_access(path: str | os.PathLike[str], uid: int, gid: int, *, write: bool = False) -> bool:
+    """Whether a process of ``uid``:``gid`` (no other group) may read (and write) ``path``.
+
+    Decided by the file's own owner, mode and POSIX ACL, as the kernel
+    decides for the jailed Firecracker (the jailer leaves it no
+    supplementary group). The directories above the file are not looked at:
+    a hard link in the jail does not go through them. uid 0 may do anything.
+    """
+    if uid == 0:
+        return True
+    st = os.stat(path)
+    want = 0o6 if write else 0o4
+    mode = stat.S_IMODE(st.st_mode)
+    if st.st_uid == uid:
+        return (mode >> 6) & want == want
+    entries = _acl_entries(Path(path))
+    if entries is None:
+        bits = (mode >> 3) if st.st_gid == gid else mode
+        return bits & want == want
+    mask = next((perm for tag, perm, _ in entries if tag == _ACL_MASK), 0o7)
+    for tag, perm, ident in entries:
+        if tag == _ACL_USER and ident == uid:
+            return perm & mask & want == want
+    groups = [
+        perm
+        for tag, perm, ident in entries
+        if (tag == _ACL_GROUP_OBJ and st.st_gid == gid) or (tag == _ACL_GROUP and ident == gid)
+    ]
+    if groups:
+        return any(perm & mask & want == want for perm in groups)
+    other = next((perm for tag, perm, _ in entries if tag == _ACL_OTHER), mode)
+    return other & want == want
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 @dataclass(frozen=True)
 class Jail:
     """A jailer chroot, and the translation of paths into and out of it.
@@ -244,31 +311,116 @@ class Jail:
             raise ConfigError("path", f"{jail_path} escapes the jail")
         return self.root / relative.relative_to("/")
 
-    def bring_in(self, host_path: str | os.PathLike[str]) -> str:
-        """Hard-link (or, across filesystems, copy) a file into the jail.
+    def bring_in(
+        self,
+        host_path: str | os.PathLike[str],
+        *,
+        writable: bool = False,
+        at: str | None = None,
+        field: str = "path",
+    ) -> str:
+        """Bring a file the user gave into the jail; return its path as Firecracker sees it.
 
-        The file is owned by the jail's uid/gid. Returns its path as
-        Firecracker sees it.
+        The user's file is never changed: not its owner, not its mode, not its
+        times. How it gets in (see :meth:`check_bring_in`):
+
+        * Read-only use (``writable=False``: the kernel, an initrd, a
+          read-only drive, a snapshot's files): a hard link when the jail's
+          uid/gid may already read the file as it is (its own owner, mode and
+          ACL decide; the directories above it do not matter to a link);
+          otherwise a copy owned by the jail's user, mode 0400 (a reflink
+          where the filesystem has them, keeping holes otherwise).
+        * ``writable=True`` (a writable drive): the guest writes to the
+          user's file, as it would without a jail, so only a hard link will
+          do, and only when the jail's uid/gid may already read and write
+          the file as it is. A copy would throw the guest's writes away with
+          the jail, and giving the file to the jail's user would change it:
+          both are refused, with the fix.
+
+        A block device gets a new device node in the jail (the user's node
+        stays as it is), owned by the jail's user.
+
+        Args:
+            host_path: the file on the host.
+            writable: whether Firecracker writes to it.
+            at: where Firecracker sees it (default ``/<file name>``).
+            field: the config field naming the file, for errors.
+
+        Raises:
+            ConfigError: a writable file the jail's user may not read and
+                write as it is, or that cannot be hard-linked into the jail
+                (another filesystem); the message says what to do.
         """
         source = Path(host_path)
-        inside = self.inside(source)
+        inside = at if at is not None else self.inside(source)
         target = self.on_host(inside)
+        how = self.check_bring_in(source, writable=writable, field=field)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             if target.samefile(source):
                 return inside
             raise MachineError(f"cannot bring {source} into the jail: {target} already exists")
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copy2(source, target)
-        else:
-            # a hard link shares the inode: hand over a copy if we may not chown it
-            if self.uid != os.geteuid() and os.geteuid() != 0:
-                target.unlink()
-                shutil.copy2(source, target)
+        if how == "node":
+            st = source.stat()
+            mode = stat.S_IFBLK | (0o600 if writable else 0o400)
+            os.mknod(target, mode, st.st_rdev)
+            os.chown(target, self.uid, self.gid)
+            return inside
+        if how == "link":
+            try:
+                os.link(source, target)
+                return inside
+            except OSError as exc:
+                if writable:
+                    raise ConfigError(
+                        field,
+                        f"cannot hard-link the writable file {source} into the jail "
+                        f"{self.root} ({exc.strerror}): a copy would lose the guest's writes. "
+                        "Keep the file on the same filesystem (and mount) as the jail's "
+                        "chroot base, or make the drive read-only",
+                    ) from exc
+        # a copy of our own: reflink or sparse copy, then it is ours to give away
+        copy_sparse(source, target)
         os.chown(target, self.uid, self.gid)
+        os.chmod(target, 0o400)
         return inside
+
+    def check_bring_in(
+        self, host_path: str | os.PathLike[str], *, writable: bool = False, field: str = "path"
+    ) -> Literal["link", "copy", "node"]:
+        """How :meth:`bring_in` would bring ``host_path`` in, or why it cannot.
+
+        Changes nothing, so that a config can be refused before any of its
+        files is touched. ``"link"``: a hard link to the user's file;
+        ``"copy"``: a copy owned by the jail's user; ``"node"``: a new device
+        node for a block device.
+        """
+        source = Path(host_path)
+        st = source.stat()
+        if stat.S_ISBLK(st.st_mode):
+            return "node"
+        usable = may_access(source, self.uid, self.gid, write=writable)
+        if not writable:
+            return "link" if usable else "copy"
+        if not usable:
+            raise ConfigError(
+                field,
+                f"the jailed Firecracker (uid {self.uid}, gid {self.gid}) may not read and "
+                f"write {source} (owner {st.st_uid}:{st.st_gid}, mode "
+                f"{stat.S_IMODE(st.st_mode):04o}), and firec never changes a file you give it. "
+                f"Give the VM its disk (chown {self.uid}:{self.gid} {source}), or let the "
+                f"jail's group write it (chgrp {self.gid} {source}; chmod g+rw {source}), "
+                "or make the drive read-only",
+            )
+        base = _existing_ancestor(self.base)
+        if base.stat().st_dev != st.st_dev:
+            raise ConfigError(
+                field,
+                f"the writable file {source} is on another filesystem than the jail "
+                f"({base}): it cannot be hard-linked in, and a copy would lose the guest's "
+                "writes. Keep it on the chroot base's filesystem, or make the drive read-only",
+            )
+        return "link"
 
     def make_fifo(self, jail_path: str) -> Path:
         """Create a fifo at ``jail_path`` inside the jail, owned by the jail's user."""

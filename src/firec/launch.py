@@ -45,6 +45,9 @@ __all__ = [
     "cleanup",
     "config_file",
     "find_socket",
+    "full_outputs",
+    "jailed_files",
+    "output_files",
     "plan",
     "prepare",
     "spawn",
@@ -129,6 +132,54 @@ class Launch:
         if self.metrics_is_fifo and self.metrics_path is not None:
             made.append(self.metrics_path)
         return [p for p in made if not p.is_relative_to(self.vm_dir)]
+
+
+#: Bytes free below which a filesystem counts as full for Firecracker's output
+#: (a write can fail a few blocks before the last: reservations, metadata).
+LOW_SPACE = 64 * 1024
+
+
+def output_files(launch: Launch) -> list[tuple[str, Path]]:
+    """The files the VMM itself writes, as ``(what, host path)``; fifos are not included.
+
+    Firecracker writes them directly (the console through its standard
+    output), ignoring write errors: on a full filesystem their output is
+    silently lost, which :func:`full_outputs` finds.
+    """
+    files: list[tuple[str, Path]] = []
+    if launch.console_path is not None:
+        files.append(("the serial console", launch.console_path))
+    serial = launch.config.serial
+    if serial is not None and serial.serial_out_path is not None:
+        path = Path(serial.serial_out_path)
+        if launch.jail is not None:
+            path = launch.jail.on_host(launch.jail.inside(path))
+        files.append(("the serial console", path))
+    if not launch.log_is_fifo:
+        files.append(("Firecracker's log", launch.log_path))
+    if launch.metrics_path is not None and not launch.metrics_is_fifo:
+        files.append(("Firecracker's metrics", launch.metrics_path))
+    files.append(("Firecracker's standard error", launch.stderr_path))
+    return files
+
+
+def full_outputs(launch: Launch) -> list[tuple[str, Path, int]]:
+    """The :func:`output_files` on a full filesystem: ``(what, path, bytes free)``.
+
+    Full: less than :data:`LOW_SPACE` free for the VMM's user (the jail's
+    uid, or this process's: root may use the blocks kept for it).
+    """
+    uid = launch.jail.uid if launch.jail is not None else os.geteuid()
+    full: list[tuple[str, Path, int]] = []
+    for what, path in output_files(launch):
+        try:
+            st = os.statvfs(path if path.exists() else path.parent)
+        except OSError:
+            continue  # not made yet, or gone: nothing is written there
+        free = (st.f_bfree if uid == 0 else st.f_bavail) * st.f_frsize
+        if free < LOW_SPACE:
+            full.append((what, path, free))
+    return full
 
 
 def plan(config: Config) -> Launch:
@@ -421,18 +472,34 @@ def config_file(launch: Launch) -> dict[str, Any]:
     return document
 
 
+def jailed_files(config: Config) -> list[tuple[str, Path, bool]]:
+    """Every host file the VM uses: ``(config field, path, whether Firecracker writes it)``.
+
+    Writable: the drives and pmem devices not marked read-only. See
+    :meth:`firec.jailer.Jail.bring_in` for how each goes into a jail.
+    """
+    drives = config.drives
+    writable = {Path(d.path_on_host) for d in drives if d.path_on_host and not d.is_read_only}
+    writable |= {Path(p.path_on_host) for p in config.pmem if not p.read_only}
+    return [(name, path, path in writable) for name, path in config.input_files()]
+
+
 def prepare(launch: Launch) -> None:
     """Make the VM's directory, bring files into the jail, make fifos and the config file.
 
     Everything made here is removed by :func:`cleanup`.
     """
     config = launch.config
-    launch.vm_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     jail = launch.jail
+    brought = jailed_files(config)
+    if jail is not None:  # refuse a file that cannot go in before anything is made
+        for field_name, path, writable in brought:
+            jail.check_bring_in(path, writable=writable, field=field_name)
+    launch.vm_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if jail is not None:
         jail.root.mkdir(parents=True, exist_ok=True)
-        for _, path in config.input_files():
-            jail.bring_in(path)
+        for field_name, path, writable in brought:
+            jail.bring_in(path, writable=writable, field=field_name)
         jail.make_dirs(str(Path(config.api_socket_path).parent))
         if config.vsock is not None:
             jail.make_dirs(str(Path(jail.inside(config.vsock.uds_path)).parent))

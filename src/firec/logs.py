@@ -33,10 +33,23 @@ Example::
     from firec.logs import LogForwarder
     from firec.streams import LineReader
 
-    forwarder = LogForwarder()  # records go to the logger "firec.vmm.<id>"
+    forwarder = LogForwarder()  # records go to the logger "firec.vmm"
     with LineReader("/run/fc/log.fifo", forwarder):
         ...
     print("\\n".join(forwarder.recent(10)))
+
+Every record goes to the one logger ``firec.vmm``, whatever the VM: a logger
+is never freed, so one per VM would grow without end in a long-running
+program. Each record says which VM wrote it in its attribute ``vm_id``; keep
+one VM's lines with :class:`VmFilter` (or any filter on ``record.vm_id``)::
+
+    import logging
+    from firec.logs import VmFilter
+
+    handler = logging.FileHandler("/var/log/vm-7.log")
+    handler.addFilter(VmFilter("vm-7"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(vm_id)s %(vmm_thread)s %(message)s"))
+    logging.getLogger("firec.vmm").addHandler(handler)
 """
 
 from __future__ import annotations
@@ -51,14 +64,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
 __all__ = [
+    "VMM_LOGGER",
     "LogForwarder",
     "LogRecord",
+    "VmFilter",
     "parse_log_line",
     "python_level",
     "to_logging",
 ]
 
-logging.getLogger("firec.vmm").addHandler(logging.NullHandler())
+#: The name of the logger every Firecracker log record goes to (with ``vm_id`` set).
+VMM_LOGGER = "firec.vmm"
+
+logging.getLogger(VMM_LOGGER).addHandler(logging.NullHandler())
 
 _LINE = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})T(?P<clock>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d{1,9}))?"
@@ -175,29 +193,33 @@ def _record(match: re.Match[str], tz: tzinfo | None) -> LogRecord | None:
     )
 
 
-def to_logging(record: LogRecord, logger: logging.Logger | None = None) -> None:
+def to_logging(
+    record: LogRecord, logger: logging.Logger | None = None, *, vm_id: str | None = None
+) -> None:
     """Emit ``record`` as a :mod:`logging` record.
 
     Args:
         record: a parsed Firecracker log line.
-        logger: where to emit; by default the logger
-            ``firec.vmm.<instance_id>``.
+        logger: where to emit; by default the logger ``firec.vmm``
+            (:data:`VMM_LOGGER`), shared by every VM.
+        vm_id: the VM the record is about, set as the record's ``vm_id``;
+            by default the instance id Firecracker wrote in the line.
 
     The emitted record has the mapped level (:func:`python_level`),
     ``created`` set to Firecracker's timestamp, ``threadName`` set to the
     Firecracker thread, ``pathname``/``lineno`` from the origin when known,
-    and the extra attributes ``vmm_instance``, ``vmm_thread``,
+    and the extra attributes ``vm_id``, ``vmm_instance``, ``vmm_thread``,
     ``vmm_level`` and ``vmm_origin`` (usable in a format string as
-    ``%(vmm_thread)s``).
+    ``%(vm_id)s``, and in a filter: see :class:`VmFilter`).
 
     Example::
 
         import logging
-        logging.basicConfig(format="%(asctime)s %(name)s %(vmm_thread)s %(levelname)s %(message)s")
+        logging.basicConfig(format="%(asctime)s %(vm_id)s %(vmm_thread)s %(levelname)s %(message)s")
         to_logging(parse_log_line(line))
     """
     level = record.logging_level
-    target = logger if logger is not None else logging.getLogger(f"firec.vmm.{record.instance_id}")
+    target = logger if logger is not None else logging.getLogger(VMM_LOGGER)
     if not target.isEnabledFor(level):
         return
     pathname, lineno = "", 0
@@ -213,6 +235,7 @@ def to_logging(record: LogRecord, logger: logging.Logger | None = None) -> None:
         (),
         None,
         extra={
+            "vm_id": vm_id if vm_id is not None else record.instance_id,
             "vmm_instance": record.instance_id,
             "vmm_thread": record.thread,
             "vmm_level": record.level,
@@ -228,18 +251,39 @@ def to_logging(record: LogRecord, logger: logging.Logger | None = None) -> None:
     target.handle(emitted)
 
 
+class VmFilter(logging.Filter):
+    """Let through only the records of the VMs named (their ``vm_id`` attribute).
+
+    Records without a ``vm_id`` (from other loggers) are dropped. Example::
+
+        handler.addFilter(VmFilter("vm-7", "vm-8"))
+    """
+
+    def __init__(self, *vm_ids: str) -> None:
+        super().__init__()
+        self.vm_ids = frozenset(vm_ids)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is about one of the VMs."""
+        return getattr(record, "vm_id", None) in self.vm_ids
+
+
 class LogForwarder:
     """Parse Firecracker's lines and forward them; keep the last few for errors.
 
     An instance is a line callback for :class:`~firec.streams.LineReader` and
     :class:`~firec.streams.AsyncLineReader`. Each log record goes to
-    :func:`to_logging` (to ``logger``, or ``firec.vmm.<instance_id>``) and to
-    ``on_record``. A line that is not a log record goes to ``other`` when
-    given (e.g. the serial console, on Firecracker's stdout); without
-    ``other`` it is taken as a continuation of a multi-line message and
-    forwarded as a record with the metadata of the record it continues (a
-    line before any record gets no instance id or thread: it is logged on
-    the logger ``firec.vmm`` at INFO).
+    :func:`to_logging` (to ``logger``, by default the one logger ``firec.vmm``
+    shared by every VM) and to ``on_record``. Each emitted
+    :class:`logging.LogRecord` carries ``vm_id`` (``vm_id``, or the instance
+    id in the line): to see one VM's lines, filter on it, e.g. with
+    ``handler.addFilter(VmFilter("vm-7"))`` (:class:`VmFilter`). A line that
+    is not a log record goes to ``other`` when given (e.g. the serial
+    console, on Firecracker's stdout); without ``other`` it is taken as a
+    continuation of a multi-line message and forwarded as a record with the
+    metadata of the record it continues (a line before any record gets no
+    instance id or thread: it is logged on the logger ``firec.vmm`` at INFO,
+    with ``vm_id`` set when the forwarder was given one).
 
     On a stream shared with the serial console, Firecracker's log lines are
     written whole, but the guest's console output arrives byte by byte, so
@@ -251,7 +295,9 @@ class LogForwarder:
     its end when the stream is over.
 
     Args:
-        logger: the logger for every record, instead of one per instance id.
+        logger: the logger for every record, instead of ``firec.vmm``.
+        vm_id: the VM whose lines these are, set as each record's ``vm_id``
+            (by default the instance id Firecracker writes in each line).
         keep: how many lines :meth:`recent` remembers.
         tz: Firecracker's zone (see :func:`parse_log_line`).
         on_record: also called with each record (after logging).
@@ -272,12 +318,14 @@ class LogForwarder:
         self,
         logger: logging.Logger | None = None,
         *,
+        vm_id: str | None = None,
         keep: int = 100,
         tz: tzinfo | None = None,
         on_record: Callable[[LogRecord], object] | None = None,
         other: Callable[[str], object] | None = None,
     ) -> None:
         self._logger = logger
+        self._vm_id = vm_id
         self._tz = tz
         self._on_record = on_record
         self._other = other
@@ -295,7 +343,9 @@ class LogForwarder:
         if record is None:
             if self._last is None:
                 self._keep(line, None)
-                logging.getLogger("firec.vmm").info("%s", line)
+                target = self._logger or logging.getLogger(VMM_LOGGER)
+                extra = {"vm_id": self._vm_id} if self._vm_id is not None else None
+                target.info("%s", line, extra=extra)
                 return
             record = dataclasses.replace(self._last, message=line)
         else:
@@ -332,7 +382,7 @@ class LogForwarder:
 
     def _emit(self, line: str, record: LogRecord) -> None:
         self._keep(line, record)
-        to_logging(record, self._logger)
+        to_logging(record, self._logger, vm_id=self._vm_id)
         if self._on_record is not None:
             self._on_record(record)
 

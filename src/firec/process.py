@@ -10,6 +10,7 @@ in ``_sync_io`` / ``_async_io``.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import signal
 import socket
@@ -20,9 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+_log = logging.getLogger("firec.machine")
+
 __all__ = [
     "FIRECRACKER_EXIT_CODES",
     "ExitStatus",
+    "ExitWatch",
     "ProcessRef",
     "VmmProcess",
     "VmmThreadWatch",
@@ -102,16 +106,46 @@ class VmmProcess:
         self.popen = popen if popen is not None and popen.pid == pid else None
         # not our child: told apart from a later process that reuses the pid
         self._ref = ProcessRef.of(pid) if self.popen is None else None
+        self._ended_because: str | None = None  # why firec killed it, when it had to
 
     @property
     def exit_status(self) -> ExitStatus | None:
         """How it ended, or ``None`` while it runs."""
+        status = self._status()
+        if status is not None and self._ended_because is not None:
+            return ExitStatus(status.code, status.signal, f"{status}: {self._ended_because}")
+        return status
+
+    def _status(self) -> ExitStatus | None:
         if self.popen is not None:
             code = self.popen.poll()
             return ExitStatus.from_returncode(code) if code is not None else None
         if self._ref is None or not self._ref.alive():
+            if self._ended_because is not None:
+                return ExitStatus(None, signal.SIGKILL, "killed by SIGKILL")
             return ExitStatus.unknown()
         return None
+
+    def threads(self) -> dict[str, str] | None:
+        """Its threads, thread id -> name (``fc_api``, ``fc_vcpu 0``...); ``None`` once gone."""
+        task = f"/proc/{self.pid}/task"
+        try:
+            tids = os.listdir(task)
+        except OSError:
+            return None
+        names = {}
+        for tid in tids:
+            try:
+                with open(f"{task}/{tid}/comm") as comm:
+                    names[tid] = comm.read().rstrip("\n")
+            except OSError:
+                continue  # that thread just ended
+        return names
+
+    def end_hung(self, why: str) -> bool:
+        """SIGKILL a VMM that cannot exit by itself, and remember ``why`` for its exit status."""
+        self._ended_because = why
+        return self.signal(signal.SIGKILL)
 
     @property
     def running(self) -> bool:
@@ -129,6 +163,102 @@ class VmmProcess:
         except ProcessLookupError:
             return False
         return True
+
+
+#: How often a pending request or a wait looks at the VMM's threads (seconds).
+WATCH_INTERVAL = 0.05
+#: How long a stopped VM's VMM (vCPU threads gone, API thread still there) may take
+#: to exit before it counts as hung in Firecracker's shutdown deadlock (seconds).
+HUNG_AFTER = 0.5
+
+_HUNG = (
+    "firec ended it: its guest had stopped, but Firecracker hung while exiting (its API "
+    "thread waited forever for the answer to a request that reached it as the VMM was "
+    "stopping, a Firecracker defect of 1.0 to 1.14)"
+)
+
+
+class ExitWatch:
+    """Whether a VMM is running, stopping, gone, or hung while stopping.
+
+    Firecracker's threads tell it: ``fc_vcpu N`` run the guest, ``fc_api``
+    serves the API. When the guest stops (it powers off, or resets), the VMM
+    thread joins the vCPU threads, leaves its event loop, and has the API
+    thread end. An API request read in between is handed to the VMM thread,
+    which no longer answers: the API thread waits forever, and the main
+    thread waits for it. Such a VMM, vCPU threads gone but ``fc_api`` still
+    there for :data:`HUNG_AFTER` seconds, can never exit: :meth:`check` ends
+    it (SIGKILL) and its exit status says why.
+
+    Only a VMM seen with vCPU threads once can count as stopping: before
+    its guest starts it has none either.
+
+    Attributes:
+        process: the VMM.
+        interval: how often a pending request calls :meth:`check` (seconds).
+    """
+
+    def __init__(
+        self, process: VmmProcess, *, name: str = "", interval: float = WATCH_INTERVAL
+    ) -> None:
+        self.process = process
+        self.name = name or f"VMM pid {process.pid}"
+        self.interval = interval
+        self._vcpus: list[str] = []  # /proc/<pid>/task/<tid> of its vCPU threads, once seen
+        self._api: str | None = None  # and of its API thread
+        self._stopping_since: float | None = None
+
+    def _look(self) -> tuple[bool, bool]:
+        """(whether it is stopping, whether its API thread is there), from its threads.
+
+        Once the vCPU threads are known, whether they still exist is one
+        ``stat`` (reading every thread's name costs ~30 us a thread).
+        """
+        if not self._vcpus:
+            threads = self.process.threads()
+            if threads is None:
+                return True, False  # gone
+            task = f"/proc/{self.process.pid}/task"
+            self._vcpus = [f"{task}/{t}" for t, n in threads.items() if n.startswith("fc_vcpu")]
+            api = [f"{task}/{tid}" for tid, name in threads.items() if name == "fc_api"]
+            self._api = api[0] if api else None
+            return False, bool(api)  # not started (no vCPU yet), or running
+        if any(os.path.exists(vcpu) for vcpu in self._vcpus):
+            self._stopping_since = None
+            return False, True
+        if self._stopping_since is None:
+            self._stopping_since = time.monotonic()
+        if self._api is None:  # not seen at first: look again (rare: only while it stops)
+            threads = self.process.threads() or {}
+            api = [tid for tid, name in threads.items() if name == "fc_api"]
+            if api:
+                self._api = f"/proc/{self.process.pid}/task/{api[0]}"
+        return True, self._api is not None and os.path.exists(self._api)
+
+    def observe(self) -> None:
+        """Look at the VMM's threads now (say, right after its guest started)."""
+        self._look()
+
+    def stopping(self) -> bool:
+        """Whether the VMM has exited or is exiting: its guest has stopped (see the class)."""
+        return self.process.exit_status is not None or self._look()[0]
+
+    def check(self) -> str | None:
+        """Why a request to this VMM will never be answered, or ``None`` while it may be.
+
+        The VMM exited; or it hangs while stopping (see the class), and is
+        ended here.
+        """
+        status = self.process.exit_status
+        if status is not None:
+            return f"the VMM exited ({status})"
+        stopping, api = self._look()
+        since = self._stopping_since
+        if stopping and api and since is not None and time.monotonic() - since >= HUNG_AFTER:
+            _log.warning("microVM %s: %s", self.name, _HUNG)
+            self.process.end_hung(_HUNG)
+            return "the VMM hung while exiting; firec ended it"
+        return None
 
 
 def boot_id() -> str:

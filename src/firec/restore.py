@@ -26,11 +26,9 @@ from typing import TYPE_CHECKING, Any
 from . import models
 from .config import Config
 from .errors import ConfigError, SnapshotError, UnsupportedError
-from .jailer import Jail
 from .launch import Launch, _make_output, attach_network
 from .snapshot import PerClone, Snapshot
 from .snapshot_format import probe
-from .sparse import copy_sparse
 from .uffd import UffdHandler
 from .versions import Version, check_supported, has_field
 
@@ -289,78 +287,59 @@ def _device_files(snapshot: Snapshot, config: Config) -> dict[str, str]:
     return files
 
 
-def _readable_by(path: Path, uid: int, gid: int) -> bool:
-    stat = path.stat()
-    if uid == 0:
-        return True
-    if stat.st_uid == uid:
-        return bool(stat.st_mode & 0o400)
-    if stat.st_gid == gid:
-        return bool(stat.st_mode & 0o040)
-    return bool(stat.st_mode & 0o004)
+def _jailed_files(plan: RestorePlan) -> list[tuple[str, Path, str, bool]]:
+    """What a jailed restore brings in: ``(field, host path, path in the jail, writable)``.
 
-
-def _link_in(jail: Jail, host: Path, seen: str, *, owned: bool) -> Path:
-    """Hard-link ``host`` into the jail at ``seen`` (Firecracker's path).
-
-    ``owned``: give it to the jail's user (a writable drive). Otherwise the
-    original is left untouched, and only copied when the jail's user could
-    not read it.
+    The snapshot's state and memory files (only read), and each drive and
+    pmem device of the config that the snapshot has, at the path the
+    snapshot recorded (writable unless marked read-only).
     """
-    target = jail.on_host(seen)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if owned:
-        if seen == jail.inside(host):
-            jail.bring_in(host)
-            return target
-        try:
-            os.link(host, target)
-        except OSError:
-            copy_sparse(host, target)
-        os.chown(target, jail.uid, jail.gid)
-        return target
-    if _readable_by(host, jail.uid, jail.gid):
-        try:
-            os.link(host, target)
-            return target
-        except OSError:
-            pass  # another filesystem
-    copy_sparse(host, target)
-    os.chown(target, jail.uid, jail.gid)
-    return target
+    snapshot, config = plan.snapshot, plan.config
+    files = [("snapshot state file", snapshot.state_file, "/" + snapshot.state_file.name, False)]
+    if plan.backend is not models.MemoryBackendType.UFFD:
+        memory = snapshot.memory_file
+        files.append(("snapshot memory file", memory, "/" + memory.name, False))
+    exported = snapshot.vm_config
+    seen_drives = {d["drive_id"]: d.get("path_on_host") for d in exported.get("drives") or []}
+    for drive in config.drives:
+        seen = seen_drives.get(drive.drive_id)
+        if drive.path_on_host and seen:
+            field_name = f"drives.{drive.drive_id}.path_on_host"
+            files.append((field_name, Path(drive.path_on_host), seen, not drive.is_read_only))
+    seen_pmem = {p["id"]: p["path_on_host"] for p in exported.get("pmem") or []}
+    for pmem in config.pmem:
+        if pmem.id in seen_pmem:
+            field_name = f"pmem.{pmem.id}.path_on_host"
+            host = Path(pmem.path_on_host)
+            files.append((field_name, host, seen_pmem[pmem.id], not pmem.read_only))
+    return files
 
 
 def prepare_restore(launch: Launch, plan: RestorePlan) -> RestoreSetup:
     """Make what the restore needs; everything lands in the VM directory or the jail.
 
-    In a jail the state file, the memory file and the drives are hard-linked
-    in (the snapshot files keep their owner and mode; a copy is made only
-    when the jail's user could not read them). A page-fault handler is
-    started for the Uffd backend unless the caller runs one.
+    In a jail the state file, the memory file and the drives are brought in
+    by :meth:`~firec.jailer.Jail.bring_in`, which never changes them: the
+    snapshot's files (only read) are hard-linked when the jail's user may
+    read them as they are, copied otherwise; a writable drive is
+    hard-linked, and refused (before anything is made) when the jail's user
+    may not write it as it is. A page-fault handler is started for the Uffd
+    backend unless the caller runs one.
     """
     snapshot, config = plan.snapshot, launch.config
-    launch.vm_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     jail = launch.jail
     uffd = plan.backend is models.MemoryBackendType.UFFD
+    brought = _jailed_files(plan) if jail is not None else []
+    if jail is not None:  # refuse what cannot go in before anything is made
+        for field_name, host, _, writable in brought:
+            jail.check_bring_in(host, writable=writable, field=field_name)
+    launch.vm_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if jail is not None:
         jail.root.mkdir(parents=True, exist_ok=True)
-        state = _link_in(jail, snapshot.state_file, "/" + snapshot.state_file.name, owned=False)
-        memory = None
-        if not uffd:
-            memory = _link_in(
-                jail, snapshot.memory_file, "/" + snapshot.memory_file.name, owned=False
-            )
-        seen_drives = {
-            d["drive_id"]: d.get("path_on_host") for d in snapshot.vm_config.get("drives") or []
-        }
-        for drive in config.drives:
-            seen = seen_drives.get(drive.drive_id)
-            if drive.path_on_host and seen:
-                _link_in(jail, Path(drive.path_on_host), seen, owned=True)
-        seen_pmem = {p["id"]: p["path_on_host"] for p in snapshot.vm_config.get("pmem") or []}
-        for pmem in config.pmem:
-            if pmem.id in seen_pmem:
-                _link_in(jail, Path(pmem.path_on_host), seen_pmem[pmem.id], owned=True)
+        for field_name, host, seen, writable in brought:
+            jail.bring_in(host, writable=writable, at=seen, field=field_name)
+        state = jail.on_host("/" + snapshot.state_file.name)
+        memory = None if uffd else jail.on_host("/" + snapshot.memory_file.name)
         jail.make_dirs(str(Path(config.api_socket_path).parent))
         vsock = plan.vsock_override or (snapshot.vm_config.get("vsock") or {}).get("uds_path")
         if vsock:

@@ -41,6 +41,11 @@ What the transports do, and refuse:
   arriving that no request asked for, and after an error response that is not
   an API-layer ``{"fault_message": ...}``: micro_http's own ``{ "error": ... }``
   replies mean the server may have lost track of the connection's requests.
+* With a :attr:`~UnixSocketTransport.watch` (a :class:`RequestWatch`, which
+  :class:`firec.Machine` sets to its VMM's :class:`~firec.process.ExitWatch`),
+  a request whose answer is slow to come asks it every ``watch.interval``
+  seconds whether to give up, and raises :class:`RequestAbandoned` (closing
+  the connection) when it says why: the VMM exited, or it hangs as it stops.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import os
 import socket
 import threading
 import time
+from typing import Protocol
 
 import httpx
 
@@ -61,6 +67,8 @@ __all__ = [
     "BASE_URL",
     "MAX_CONNECTIONS",
     "AsyncUnixSocketTransport",
+    "RequestAbandoned",
+    "RequestWatch",
     "UnixSocketTransport",
     "async_unix_transport",
     "transport_error",
@@ -87,6 +95,41 @@ _HTTP = b"HTTP/"
 
 class _NothingReceived(Exception):
     """The connection was closed (or reset) before any byte of the response."""
+
+
+class RequestWatch(Protocol):
+    """Says when to stop waiting for an answer (see :attr:`UnixSocketTransport.watch`)."""
+
+    #: Seconds between two calls of :meth:`check` while an answer is awaited.
+    interval: float
+
+    def check(self) -> str | None:
+        """Why no answer will ever come (the request is then given up), or ``None``."""
+
+
+class RequestAbandoned(httpx.ReadError):
+    """The transport stopped waiting for an answer: its watch said none would come."""
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _next_wait(deadline: float | None, watch: RequestWatch | None) -> float | None:
+    """Seconds to wait before the next look: until ``deadline``, at most ``watch.interval``."""
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    if watch is None:
+        return left
+    return watch.interval if left is None else min(left, watch.interval)
+
+
+def _give_up_if_told(deadline: float | None, watch: RequestWatch | None) -> None:
+    """After a wait without an answer: the read timed out, or the watch says why not."""
+    if deadline is not None and time.monotonic() >= deadline:
+        raise httpx.ReadTimeout("timed out waiting for the response")
+    reason = watch.check() if watch is not None else None
+    if reason is not None:
+        raise RequestAbandoned(f"gave up waiting for the answer: {reason}")
 
 
 # -- requests ------------------------------------------------------------------
@@ -328,16 +371,20 @@ class _Connection:
         except OSError as exc:
             raise httpx.WriteError(f"cannot send the request: {exc}") from exc
 
-    def recv(self, size: int, timeout: float | None) -> bytes:
-        self.settimeout(timeout)
-        try:
-            return self.sock.recv(size)
-        except builtins.TimeoutError as exc:
-            raise httpx.ReadTimeout("timed out waiting for the response") from exc
-        except ConnectionResetError:
-            return b""
-        except OSError as exc:
-            raise httpx.ReadError(f"cannot read the response: {exc}") from exc
+    def recv(self, size: int, timeout: float | None, watch: RequestWatch | None = None) -> bytes:
+        deadline = _deadline(timeout) if watch is not None else None
+        while True:
+            self.settimeout(timeout if watch is None else _next_wait(deadline, watch))
+            try:
+                return self.sock.recv(size)
+            except builtins.TimeoutError as exc:
+                if watch is None:
+                    raise httpx.ReadTimeout("timed out waiting for the response") from exc
+                _give_up_if_told(deadline, watch)
+            except ConnectionResetError:
+                return b""
+            except OSError as exc:
+                raise httpx.ReadError(f"cannot read the response: {exc}") from exc
 
     def pending(self) -> bytes:
         """What the server sent before it hung up, without waiting."""
@@ -348,7 +395,11 @@ class _Connection:
             return b""
 
     def exchange(
-        self, payload: bytes, method: str, timeouts: dict[str, float | None]
+        self,
+        payload: bytes,
+        method: str,
+        timeouts: dict[str, float | None],
+        watch: RequestWatch | None = None,
     ) -> tuple[_Head, bytes, bool]:
         """Send one request, read its response: (head, body, reusable)."""
         incoming = _Incoming(method)
@@ -363,7 +414,7 @@ class _Connection:
             done = incoming.feed(pending)
         read_timeout = timeouts.get("read")
         while not done:
-            chunk = self.recv(incoming.wanted(), read_timeout)
+            chunk = self.recv(incoming.wanted(), read_timeout, watch)
             if not chunk:
                 raise incoming.closed()
             done = incoming.feed(chunk)
@@ -379,6 +430,10 @@ class UnixSocketTransport(httpx.BaseTransport):
     At most ``max_connections`` connections are open at once (a request waits
     up to its ``pool`` timeout for one); idle ones are reused. Safe to share
     between threads.
+
+    Attributes:
+        watch: asked, while an answer is awaited, whether to give up (see the
+            module documentation); ``None``: wait until the read timeout.
     """
 
     def __init__(
@@ -388,6 +443,7 @@ class UnixSocketTransport(httpx.BaseTransport):
             raise ValueError("max_connections must be at least 1")
         self.socket_path = os.fspath(socket_path)
         self.max_connections = max_connections
+        self.watch: RequestWatch | None = None
         self._idle: list[_Connection] = []
         self._busy = 0
         self._freed = threading.Condition(threading.Lock())
@@ -458,7 +514,7 @@ class UnixSocketTransport(httpx.BaseTransport):
                 conn = self._connect(timeouts.get("connect"))
                 reused = False
             try:
-                head, body, reusable = conn.exchange(payload, method, timeouts)
+                head, body, reusable = conn.exchange(payload, method, timeouts, self.watch)
             except _NothingReceived as exc:
                 conn.close()
                 if reused and retry:
@@ -575,7 +631,10 @@ class _AsyncConnection:
             if not await _writable(self.sock, timeout):
                 raise httpx.WriteTimeout("timed out sending the request")
 
-    async def recv(self, size: int, timeout: float | None) -> bytes:
+    async def recv(
+        self, size: int, timeout: float | None, watch: RequestWatch | None = None
+    ) -> bytes:
+        deadline = _deadline(timeout) if watch is not None else None
         while True:
             try:
                 return self.sock.recv(size)
@@ -588,7 +647,8 @@ class _AsyncConnection:
             loop = asyncio.get_running_loop()
             self._watch(loop)
             waiter = self.waiter = loop.create_future()
-            timer = None if timeout is None else loop.call_later(timeout, _settle, waiter, False)
+            wait = timeout if watch is None else _next_wait(deadline, watch)
+            timer = None if wait is None else loop.call_later(wait, _settle, waiter, False)
             try:
                 ready = await waiter
             finally:
@@ -596,7 +656,9 @@ class _AsyncConnection:
                 if timer is not None:
                     timer.cancel()
             if not ready:
-                raise httpx.ReadTimeout("timed out waiting for the response")
+                if watch is None:
+                    raise httpx.ReadTimeout("timed out waiting for the response")
+                _give_up_if_told(deadline, watch)
 
     def pending(self) -> bytes:
         """What the server sent before it hung up, without waiting."""
@@ -606,7 +668,11 @@ class _AsyncConnection:
             return b""
 
     async def exchange(
-        self, payload: bytes, method: str, timeouts: dict[str, float | None]
+        self,
+        payload: bytes,
+        method: str,
+        timeouts: dict[str, float | None],
+        watch: RequestWatch | None = None,
     ) -> tuple[_Head, bytes, bool]:
         """Send one request, read its response: (head, body, reusable)."""
         incoming = _Incoming(method)
@@ -619,7 +685,7 @@ class _AsyncConnection:
             done = incoming.feed(pending)
         read_timeout = timeouts.get("read")
         while not done:
-            chunk = await self.recv(incoming.wanted(), read_timeout)
+            chunk = await self.recv(incoming.wanted(), read_timeout, watch)
             if not chunk:
                 raise incoming.closed()
             done = incoming.feed(chunk)
@@ -635,6 +701,9 @@ class AsyncUnixSocketTransport(httpx.AsyncBaseTransport):
 
     Concurrent requests each get their own connection, up to
     ``max_connections``; beyond that they wait (up to their ``pool`` timeout).
+
+    Attributes:
+        watch: as :attr:`UnixSocketTransport.watch` (checked on the event loop).
     """
 
     def __init__(
@@ -644,6 +713,7 @@ class AsyncUnixSocketTransport(httpx.AsyncBaseTransport):
             raise ValueError("max_connections must be at least 1")
         self.socket_path = os.fspath(socket_path)
         self.max_connections = max_connections
+        self.watch: RequestWatch | None = None
         self._idle: list[_AsyncConnection] = []
         self._busy = 0
         self._waiters: list[asyncio.Future[None]] = []
@@ -736,7 +806,7 @@ class AsyncUnixSocketTransport(httpx.AsyncBaseTransport):
                 conn = await self._connect(timeouts.get("connect"))
                 reused = False
             try:
-                head, body, reusable = await conn.exchange(payload, method, timeouts)
+                head, body, reusable = await conn.exchange(payload, method, timeouts, self.watch)
             except _NothingReceived as exc:
                 conn.close()
                 if reused and retry:
@@ -787,6 +857,8 @@ def async_unix_transport(
 
 def transport_error(exc: httpx.TransportError, socket_path: str) -> TransportError:
     """Translate an httpx failure into firec's error, naming the socket."""
+    if isinstance(exc, RequestAbandoned):
+        return ConnectError(f"Firecracker API socket {socket_path}: {exc}", socket_path=socket_path)
     if isinstance(exc, httpx.TimeoutException):
         detail = str(exc) or type(exc).__name__
         return TimeoutError(

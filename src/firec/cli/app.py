@@ -17,7 +17,7 @@ from firec.registry import Registry
 
 from . import follow, hostcmds, manage, run, snapshots
 from .imagecmds import image_app, kernel_app
-from .output import DEBUG_ENV, EPILOG, CliError, ExitCode, report, report_defect
+from .output import DEBUG_ENV, EPILOG, CliError, ExitCode, report, report_defect, warnings_on_stderr
 from .run import NETWORK_STATE
 
 __all__ = ["app", "main"]
@@ -115,7 +115,8 @@ app.add_typer(kernel_app, name="kernel")
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``firec`` with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     try:
-        app(args=list(argv) if argv is not None else sys.argv[1:], prog_name="firec")
+        with warnings_on_stderr():
+            app(args=list(argv) if argv is not None else sys.argv[1:], prog_name="firec")
     except SystemExit as exc:
         code = exc.code
         if code is None or isinstance(code, int):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from rich.console import Console
@@ -27,6 +29,7 @@ __all__ = [
     "report",
     "report_defect",
     "table",
+    "warnings_on_stderr",
 ]
 
 #: Set (to anything) to see the traceback of a defect instead of its one-line report.
@@ -135,6 +138,38 @@ def report_defect(exc: BaseException) -> ExitCode:
         f"[yellow]hint:[/] rerun with {DEBUG_ENV}=1 to see the traceback, and please report it"
     )
     return ExitCode.ERROR
+
+
+class _Warnings(logging.Handler):
+    """Shows firec's own warnings (not Firecracker's log lines, ``firec.vmm``) on stderr."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name != "firec.vmm" and not record.name.startswith("firec.vmm.")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            err.print(f"[yellow]warning:[/] {_escape(record.getMessage())}")
+        except Exception:  # never let a warning break the command
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def warnings_on_stderr() -> Iterator[None]:
+    """While the command runs, print the library's warnings (logger ``firec``) on stderr.
+
+    A full disk losing a VM's console, a VMM firec had to end: the library
+    says these through :mod:`logging`, which a command line must show.
+    """
+    handler = _Warnings()
+    logger = logging.getLogger("firec")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _escape(text: str) -> str:

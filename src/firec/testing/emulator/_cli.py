@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import NoReturn
@@ -17,11 +18,15 @@ from ._metrics import FLUSH_PERIOD_S, Metrics
 from ._release import Release, parse_release
 from ._schema import schema
 from ._serde import SerdeError, from_text
-from ._vmm import ActionError, Vmm
+from ._vmm import ActionError, Vmm, named_thread
 
 __all__ = ["main"]
 
 EMULATE_FLAG = "--emulate-version"
+#: The emulator's flag for a slow stop (seconds; see :class:`Process`).
+SLOW_STOP_FLAG = "--emulate-slow-stop"
+#: How long, by default, a stopping emulator still reads API requests (and hangs on one).
+STOP_WINDOW = 0.001
 DEFAULT_SOCKET = "/run/firecracker.socket"
 DEFAULT_PAYLOAD = 51200
 
@@ -317,15 +322,28 @@ def _io_debug(exc: OSError) -> str:
 
 
 class Process:
-    """One emulated Firecracker process."""
+    """One emulated Firecracker process.
 
-    def __init__(self, rel: Release) -> None:
+    Its guest's reset stops it the way Firecracker stops, down to its
+    deadlock: the VMM thread logs "Vmm is stopping.", finishes and joins the
+    vCPU threads and leaves its event loop; the API thread reads requests
+    until it sees the kill switch. A request it reads in that window is
+    handed to the VMM thread, which never answers it: the API thread waits
+    for the answer and the main thread for the API thread, for good (1.0 to
+    1.14). The window lasts :data:`STOP_WINDOW`; ``slow_stop`` seconds make
+    both it and the vCPU threads last longer, for tests that must land in it.
+    """
+
+    def __init__(self, rel: Release, *, slow_stop: float = 0.0) -> None:
         self.rel = rel
         self.log = Logger(rel)
         self.metrics = Metrics(rel)
         self.vmm: Vmm | None = None
         self.server: HttpServer | None = None
         self.next_flush: float | None = None
+        self.slow_stop = slow_stop
+        self.stopping = False
+        self.api_done = threading.Event()
 
     # --- exits ---
 
@@ -687,6 +705,9 @@ class Process:
             force=True,
             origin="src/firecracker/src/api_server_adapter.rs:179",
         )
+        # Firecracker serves its API from a thread of that name; the emulator from its main
+        # thread, but keeps one named so, as tools (and firec) look for it
+        named_thread("fc_api", self.api_done.wait)
         self.log.log(
             "Info",
             "API server started.",
@@ -702,6 +723,8 @@ class Process:
     def handle(self, request: Request) -> bytes:
         vmm = self.vmm
         assert vmm is not None
+        if self.stopping:
+            self.hang(request)
         was_started = vmm.started
         response = dispatch(vmm, request.method, request.uri, request.body)
         if vmm.started and not was_started:
@@ -711,10 +734,11 @@ class Process:
     def check_exit(self) -> None:
         vmm = self.vmm
         assert vmm is not None
-        if vmm.exit is None:
+        if vmm.exit is None or (vmm.exit.at is not None and time.monotonic() < vmm.exit.at):
             return
         if vmm.exit.code == 0:
             self.log.info("Vmm is stopping.", origin="src/vmm/src/lib.rs:783")
+            self.stop()
             self.log.info("Vmm is stopping.", origin="src/vmm/src/lib.rs:783")
             self.finish(0)
         if self.rel.modern:
@@ -727,12 +751,43 @@ class Process:
             )
         self.finish(vmm.exit.code)
 
+    def stop(self) -> None:
+        """The vCPUs finish; requests read meanwhile hang the process (see the class)."""
+        vmm = self.vmm
+        assert vmm is not None
+        self.stopping = True
+        start = time.monotonic()
+        if not self.slow_stop:
+            vmm.stop_vcpus()
+        window = max(STOP_WINDOW, self.slow_stop)
+        while self.server is not None and (left := start + window - time.monotonic()) > 0:
+            self.server.poll(left)  # a request read here never returns: hang()
+        vmm.stop_vcpus()
+        self.api_done.set()  # the kill switch: the API thread ends
+
+    def hang(self, request: Request) -> NoReturn:
+        """A request read after the VMM left its event loop: never answered, never exits."""
+        self.log.log(
+            "Info",
+            f'The API server received a {request.method.title()} request on "{request.uri}".',
+            thread="fc_api",
+            origin="src/firecracker/src/api_server/parsed_request.rs:70",
+        )
+        assert self.vmm is not None
+        self.vmm.stop_vcpus()  # the VMM thread finishes stopping, never to answer
+        while True:  # the API thread waits for the answer, the main thread for it, for good
+            self.api_done.wait()
+
     def loop(self) -> NoReturn:
         while True:
             self.check_exit()
             timeout = None
             if self.next_flush is not None:
                 timeout = max(0.0, self.next_flush - time.monotonic())
+            vmm = self.vmm
+            if vmm is not None and vmm.exit is not None and vmm.exit.at is not None:
+                until_exit = max(0.0, vmm.exit.at - time.monotonic())
+                timeout = until_exit if timeout is None else min(timeout, until_exit)
             if self.server is not None:
                 self.server.poll(timeout)
             else:
@@ -759,16 +814,20 @@ def _take(args: list[str], flag: str, what: str) -> str | None:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the emulator with Firecracker's command line.
 
-    Plus the emulator's own flags: ``--emulate-version``, and the jailer
-    emulator's ``--emulate-chroot`` and ``--emulate-user`` (see :mod:`._jail`).
+    Plus the emulator's own flags: ``--emulate-version``, ``--emulate-slow-stop
+    SECONDS`` (a stop whose deadlock window lasts that long, see
+    :class:`Process`), and the jailer emulator's ``--emulate-chroot`` and
+    ``--emulate-user`` (see :mod:`._jail`).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     wanted = _take(args, EMULATE_FLAG, "a version such as 1.14")
+    slow_stop_text = _take(args, SLOW_STOP_FLAG, "seconds")
     root = _take(args, _jail.CHROOT_FLAG, "a directory")
     user_text = _take(args, _jail.USER_FLAG, "UID:GID")
     try:
         rel = parse_release(wanted)
         user = _jail.parse_user(user_text) if user_text is not None else None
+        slow_stop = float(slow_stop_text) if slow_stop_text is not None else 0.0
     except ValueError as exc:
         sys.stderr.write(f"firec-emulator: {exc}\n")
         raise SystemExit(153) from None
@@ -777,7 +836,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except OSError as exc:
         sys.stderr.write(f"firec-emulator: cannot enter the emulated jail {root}: {exc}\n")
         raise SystemExit(1) from None
-    Process(rel).run(args)
+    Process(rel, slow_stop=slow_stop).run(args)
 
 
 _ = LEVELS

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["check_kernel", "run", "write_stdout"]
+__all__ = ["check_kernel", "run", "run_time", "write_stdout"]
 
 BOOT_LINE = "firec-guest: booted\n"
 ECHO_TOKEN = "firec.echo="
@@ -27,6 +27,17 @@ def run(boot_args: str) -> tuple[str, bool]:
         elif token.startswith(ECHO_TOKEN):
             lines.append(f"firec-guest: echo {token[len(ECHO_TOKEN) :]}\n")
     return "".join(lines), wants_exit
+
+
+#: Seconds the guest takes to boot, and per byte it prints, before it resets: on real
+#: Firecracker each byte is a VM exit to the serial device (about 60 to 100 us).
+BOOT_TIME = 0.001
+BYTE_TIME = 50e-6
+
+
+def run_time(output: str) -> float:
+    """How long the guest runs before it resets (``firec.exit``), printing ``output``."""
+    return BOOT_TIME + BYTE_TIME * len(output)
 
 
 def check_kernel(path: str) -> str | None:

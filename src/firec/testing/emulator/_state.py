@@ -8,6 +8,7 @@ change it without importing the VMM that calls them.
 from __future__ import annotations
 
 import socket
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +23,15 @@ NOT_STARTED, RUNNING, PAUSED = "Not started", "Running", "Paused"
 
 @dataclass
 class Exit:
-    """Firecracker must stop after answering: exit status and its log line."""
+    """Firecracker must stop: exit status and its log line.
+
+    ``at``: when (``time.monotonic()``), for a guest that resets after
+    running a while; ``None``: right after answering.
+    """
 
     code: int
     reason: str = ""
+    at: float | None = None
 
 
 @dataclass
@@ -59,6 +65,8 @@ class VmmState:
     metrics_configured: bool = False
     exit: Exit | None = None
     vsock_socket: socket.socket | None = None
+    vcpus: list[threading.Thread] = field(default_factory=list)
+    vcpus_finish: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.machine = {

@@ -8,9 +8,12 @@ returns the response data or raises :class:`ActionError` with Firecracker's text
 from __future__ import annotations
 
 import copy
+import ctypes
 import json
 import os
 import socket
+import threading
+import time
 from typing import Any
 
 from . import _guest, _snapshot, _uffd, _vsock
@@ -18,7 +21,7 @@ from ._jail import host_path
 from ._schema import MAX_VCPUS
 from ._state import NOT_STARTED, PAUSED, RUNNING, Exit, VmmState
 
-__all__ = ["ActionError", "Exit", "Vmm"]
+__all__ = ["ActionError", "Exit", "Vmm", "named_thread"]
 
 PREBOOT_ONLY = "The requested operation is not supported before starting the microVM."
 POSTBOOT_ONLY = "The requested operation is not supported after starting the microVM."
@@ -34,6 +37,29 @@ class ActionError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+_PR_SET_NAME = 15
+
+
+def named_thread(name: str, target: Any) -> threading.Thread:
+    """Start a daemon thread whose kernel name (``/proc/<pid>/task/<tid>/comm``) is ``name``.
+
+    Returns once the name is set. Firecracker's threads are ``fc_api`` and
+    ``fc_vcpu N``; tools (and firec) tell a running VM from a stopping one by them.
+    """
+    named = threading.Event()
+
+    def run() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+        named.set()
+        target()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    named.wait()
+    return thread
 
 
 def _os_error(exc: OSError) -> str:
@@ -565,6 +591,7 @@ class Vmm(VmmState):
                     f"{_os_error(exc)}"
                 ) from None
         self.state = RUNNING
+        self.start_vcpus()
         self.log.info("Artificially kick devices", origin="src/vmm/src/device_manager/mod.rs:280")
         self._after_boot(serial_fd)
 
@@ -587,6 +614,18 @@ class Vmm(VmmState):
                 "configured on the /dev/kvm file's ACL."
             ) from None
 
+    def start_vcpus(self) -> None:
+        """One thread per vCPU, named as Firecracker names them, alive until :meth:`stop_vcpus`."""
+        for index in range(int(self.machine.get("vcpu_count") or 1)):
+            self.vcpus.append(named_thread(f"fc_vcpu {index}", self.vcpus_finish.wait))
+
+    def stop_vcpus(self) -> None:
+        """``VcpuEvent::Finish`` to every vCPU thread, then join them (``Vmm::stop``)."""
+        self.vcpus_finish.set()
+        for thread in self.vcpus:
+            thread.join()
+        self.vcpus.clear()
+
     def _after_boot(self, serial_fd: int | None) -> None:
         boot_args = (self.boot_source or {}).get("boot_args") or ""
         output, wants_exit = _guest.run(boot_args)
@@ -595,12 +634,14 @@ class Vmm(VmmState):
         if serial_fd is not None:
             try:
                 os.write(serial_fd, output.encode())
+            except OSError:  # a full disk...: the serial device drops what it cannot write
+                pass
             finally:
                 os.close(serial_fd)
         else:
             _guest.write_stdout(output)
-        if wants_exit:
-            self.exit = Exit(0)
+        if wants_exit:  # the guest resets once it has printed, a little later
+            self.exit = Exit(0, at=time.monotonic() + _guest.run_time(output))
         else:
             _vsock.guest_boot(self)
         self.metrics.write()
@@ -663,6 +704,7 @@ class Vmm(VmmState):
                 ) from None
             raise ActionError(f"Load microVM snapshot error: {exc.legacy}") from None
         _snapshot.restore(self, saved, cfg)
+        self.start_vcpus()
         if cfg.get("resume_vm"):
             self.resume()
 
