@@ -63,6 +63,7 @@ def leftovers(
         key = vm_key(vm_id)
         candidates = [
             state_dir / "vms" / f"{vm_id}.json",
+            state_dir / "vms" / f"{vm_id}.lock",
             network_state / "networks" / f"{vm_id}.json",
         ]
         if workdir is not None:

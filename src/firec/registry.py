@@ -574,18 +574,22 @@ class Registry:
             MachineError: a dead VM's leftovers with this id could not be removed.
             StateError: the record could not be written (nothing is left behind).
         """
-        with self.lock(record.vm_id):
-            existing = self.load(record.vm_id)
-            if existing is not None:
-                holder = existing.holder()
-                if holder is not None:
-                    raise InUseError(record.vm_id, holder)
-                reap(self, existing)
-            if record.socket is not None and socket_accepts(Path(record.socket)):
-                raise InUseError(
-                    record.vm_id, f"a VMM already answers on its API socket {record.socket}"
-                )
-            self.create(record)
+        try:
+            with self.lock(record.vm_id):
+                existing = self.load(record.vm_id)
+                if existing is not None:
+                    holder = existing.holder()
+                    if holder is not None:
+                        raise InUseError(record.vm_id, holder)
+                    reap(self, existing)
+                if record.socket is not None and socket_accepts(Path(record.socket)):
+                    raise InUseError(
+                        record.vm_id, f"a VMM already answers on its API socket {record.socket}"
+                    )
+                self.create(record)
+        except BaseException:
+            self.prune_lock(record.vm_id)
+            raise
 
     def create(self, record: VmRecord) -> None:
         """Write the first record of a new VM; refused when its id is taken.
@@ -652,21 +656,27 @@ class Registry:
 
     def prune_locks(self) -> list[str]:
         """Remove the lock files of VMs without a record that nobody holds; their ids."""
-        pruned = []
         with contextlib.suppress(FileNotFoundError):
-            for lock_path in self.vms_dir.glob("*.lock"):
-                vm_id = lock_path.stem
+            return [p.stem for p in self.vms_dir.glob("*.lock") if self.prune_lock(p.stem)]
+        return []
+
+    def prune_lock(self, vm_id: str) -> bool:
+        """Remove ``vm_id``'s lock file if it has no record and nobody holds it; whether it did.
+
+        (A claim stays atomic even if a process still waits on the removed
+        file: the record itself is created in one step that fails if it exists.)
+        """
+        lock_path = self.vms_dir / f"{validate_id(vm_id)}.lock"
+        if self.path(vm_id).exists() or not lock_path.exists():
+            return False
+        try:
+            with filelock.FileLock(lock_path).acquire(timeout=0):
                 if self.path(vm_id).exists():
-                    continue
-                lock = filelock.FileLock(lock_path)
-                try:
-                    with lock.acquire(timeout=0):
-                        if not self.path(vm_id).exists():
-                            lock_path.unlink(missing_ok=True)
-                            pruned.append(vm_id)
-                except filelock.Timeout:
-                    continue
-        return pruned
+                    return False
+                lock_path.unlink(missing_ok=True)
+                return True
+        except filelock.Timeout:
+            return False
 
 
 # -- a VM this process runs --------------------------------------------------------------------
@@ -736,6 +746,7 @@ class Registration:
                 return
             if current is not None and current.controller == self.record.controller:
                 self.registry.remove(self.record.vm_id)
+        self.registry.prune_lock(self.record.vm_id)
 
 
 # -- reaping ----------------------------------------------------------------------------------
