@@ -500,7 +500,7 @@ def test_jail_layout_user_and_arguments(jailer: Jailer, guest_kernel: Path) -> N
     name = vm_id()
     root = jailer.root(name)
     root.mkdir(parents=True)  # as firec does: files brought in beforehand are kept
-    os.link(guest_kernel, root / "guest.elf")
+    shutil.copyfile(guest_kernel, root / "guest.elf")  # a link would share the owner
     os.chown(root / "guest.elf", UID, GID)
     vmm = jailer.start(name, fc_args=("--boot-timer",))
     for inside in ("", "dev", "dev/net", "run"):
@@ -539,8 +539,8 @@ def test_paths_are_resolved_inside_the_jail(jailer: Jailer, guest_kernel: Path) 
     for inside, source in (("guest.elf", guest_kernel), ("fc.log", None)):
         if source is None:
             (root / inside).touch()
-        else:
-            os.link(source, root / inside)
+        else:  # a copy: chowning a link would change the session's shared kernel
+            shutil.copyfile(source, root / inside)
         os.chown(root / inside, UID, GID)
     vmm = jailer.start(name, fc_args=("--log-path", "/fc.log", "--level", "Info"))
     with vmm.api() as api:

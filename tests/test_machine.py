@@ -504,6 +504,7 @@ def test_jailed_boot_as_non_root_in_cgroup_v1(
     )
     jail = config.jail
     assert jail is not None
+    owner = (config.kernel_image.stat().st_uid, config.kernel_image.stat().st_gid)
     with firec.Machine.create(config) as machine:
         machine.start()
         assert machine.state() is MachineState.RUNNING
@@ -517,7 +518,7 @@ def test_jailed_boot_as_non_root_in_cgroup_v1(
         ).read_text().strip() == "100"
         kernel_in_jail = jail.root / config.kernel_image.name
         assert kernel_in_jail.samefile(config.kernel_image)  # readable by 1234 as it is: linked
-        assert kernel_in_jail.stat().st_uid == 0  # and never given away
+        assert (kernel_in_jail.stat().st_uid, kernel_in_jail.stat().st_gid) == owner  # not given
         assert machine.socket_path.is_relative_to(jail.root)
         assert echo_line("jailed") in console_text(machine, echo_line("jailed"))
         launch = machine.launch
