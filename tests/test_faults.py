@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,14 @@ from tests import census
 from tests.support import jailer_wrapper, require_jailer
 
 ROOT = Path(__file__).resolve().parent.parent
-ROUTED_SUBNET = "172.31.244.0/24"
+#: ids, namespaces, taps and routes are host-wide: each run of the suite takes its own
+RUN = secrets.token_hex(2)
+ROUTED_SUBNET = f"172.31.{200 + secrets.randbelow(50)}.0/24"
+
+
+def vm(name: str) -> str:
+    """A VM id of this run of the suite (another run on the same host has other ids)."""
+    return f"{name}-{RUN}"
 
 
 @dataclass
@@ -151,52 +159,52 @@ def release(controller: subprocess.Popen[str]) -> None:
 def test_a_second_machine_with_a_running_vms_id_is_refused_and_harms_nothing(
     world: World,
 ) -> None:
-    holder = world.controller("vm-a")
+    holder = world.controller(vm("vm-a"))
     try:
         wait_ready(holder)
-        record = Registry(world.state_dir).load("vm-a")
+        record = Registry(world.state_dir).load(vm("vm-a"))
         assert record is not None and record.socket is not None
         socket, vm_dir = Path(record.socket), Path(record.vm_dir or "")
         before = sorted(p.name for p in vm_dir.iterdir())
-        with pytest.raises(InUseError, match=r"'vm-a' is in use: its VMM runs \(pid \d+"):
-            firec.Machine.create(world.config("vm-a"))
+        with pytest.raises(InUseError, match=rf"'{vm('vm-a')}' is in use: its VMM runs \(pid \d+"):
+            firec.Machine.create(world.config(vm("vm-a")))
         # the first VM is untouched: socket, files, record, state
         assert socket.is_socket()
         assert sorted(p.name for p in vm_dir.iterdir()) == before
-        assert Registry(world.state_dir).load("vm-a") == record
+        assert Registry(world.state_dir).load(vm("vm-a")) == record
         with firec.Client(socket, timeout=5) as client:
             assert client.get_instance_info().state.value == "Running"
         # the command line says so, with its documented code, and harms nothing either
         result = world.firec(
-            *("run", "--id", "vm-a", "--test-guest", "-d"),
+            *("run", "--id", vm("vm-a"), "--test-guest", "-d"),
             *("--firecracker-bin", str(world.binary), "--workdir", str(world.workdir)),
         )
         assert result.returncode == 5, result
-        assert "'vm-a' is in use" in result.stderr
+        assert f"'{vm('vm-a')}' is in use" in result.stderr
         assert socket.is_socket()
         with firec.Client(socket, timeout=5) as client:
             assert client.get_instance_info().state.value == "Running"
     finally:
         release(holder)
-    assert world.leftovers("vm-a") == []
+    assert world.leftovers(vm("vm-a")) == []
 
 
 def test_an_id_is_claimed_in_the_same_process_too(world: World) -> None:
-    with firec.Machine.create(world.config("vm-b")) as first:
+    with firec.Machine.create(world.config(vm("vm-b"))) as first:
         first.start()
-        with pytest.raises(InUseError, match="'vm-b' is in use"):
-            firec.Machine.create(world.config("vm-b"))
+        with pytest.raises(InUseError, match=f"'{vm('vm-b')}' is in use"):
+            firec.Machine.create(world.config(vm("vm-b")))
         assert first.state() is firec.MachineState.RUNNING
         assert first.socket_path.is_socket()
-    assert world.leftovers("vm-b") == []
+    assert world.leftovers(vm("vm-b")) == []
     # once it is gone the id is free again
-    with firec.Machine.create(world.config("vm-b")) as again:
+    with firec.Machine.create(world.config(vm("vm-b"))) as again:
         again.start()
-    assert world.leftovers("vm-b") == []
+    assert world.leftovers(vm("vm-b")) == []
 
 
 def test_two_controllers_racing_for_one_id_leave_one_vm(world: World) -> None:
-    controllers = [world.controller("vm-r") for _ in range(2)]
+    controllers = [world.controller(vm("vm-r")) for _ in range(2)]
     outcomes = []
     for controller in controllers:
         assert controller.stdout is not None
@@ -205,42 +213,44 @@ def test_two_controllers_racing_for_one_id_leave_one_vm(world: World) -> None:
     assert len(winners) == 1, outcomes
     loser = next(c for c in controllers if c not in winners)
     _, err = loser.communicate(timeout=30)
-    assert loser.returncode != 0 and "InUseError" in err and "'vm-r' is in use" in err
-    record = Registry(world.state_dir).load("vm-r")
+    assert loser.returncode != 0 and "InUseError" in err and f"'{vm('vm-r')}' is in use" in err
+    record = Registry(world.state_dir).load(vm("vm-r"))
     assert record is not None and record.socket is not None
     with firec.Client(record.socket, timeout=5) as client:
         assert client.get_instance_info().state.value == "Running"
     release(winners[0])
-    assert world.leftovers("vm-r") == []
+    assert world.leftovers(vm("vm-r")) == []
 
 
 def test_an_sdk_vm_is_listed_and_a_dead_records_id_is_free_again(world: World) -> None:
-    holder = world.controller("vm-l")
+    holder = world.controller(vm("vm-l"))
     wait_ready(holder)
     listed = json.loads(world.firec("ls", "--json").stdout)
-    assert [(v["id"], v["state"], v["mode"]) for v in listed] == [("vm-l", "running", "foreground")]
+    assert [(v["id"], v["state"], v["mode"]) for v in listed] == [
+        (vm("vm-l"), "running", "foreground")
+    ]
     holder.kill()  # its program dies: its VMM runs on, orphaned
     holder.communicate(timeout=30)
     listed = json.loads(world.firec("ls", "--json").stdout)
-    assert [(v["id"], v["mode"]) for v in listed] == [("vm-l", "orphaned")]
+    assert [(v["id"], v["mode"]) for v in listed] == [(vm("vm-l"), "orphaned")]
     # the orphan still holds its id ...
     with pytest.raises(InUseError, match="its VMM runs"):
-        firec.Machine.create(world.config("vm-l"))
+        firec.Machine.create(world.config(vm("vm-l")))
     # ... until gc reaps it
     result = world.firec("gc")
     assert result.returncode == 0, result
-    assert world.leftovers("vm-l") == []
+    assert world.leftovers(vm("vm-l")) == []
 
 
 def test_sdk_vms_can_opt_out_of_the_host_record(world: World) -> None:
-    with firec.Machine.create(world.config("vm-o").replace(host_record=False)) as machine:
+    with firec.Machine.create(world.config(vm("vm-o")).replace(host_record=False)) as machine:
         machine.start()
         assert Registry(world.state_dir).records() == []
         # the API socket still guards the id
         with pytest.raises(InUseError, match="already answers on its API socket"):
-            firec.Machine.create(world.config("vm-o"))
+            firec.Machine.create(world.config(vm("vm-o")))
         assert machine.state() is firec.MachineState.RUNNING
-    assert world.leftovers("vm-o") == []
+    assert world.leftovers(vm("vm-o")) == []
 
 
 # -- a controller killed at each step of create, then gc -----------------------------------------
@@ -250,7 +260,7 @@ PLAIN_STEPS = ["claim", "spawn", "recorded", "start"]
 
 @pytest.mark.parametrize("step", PLAIN_STEPS)
 def test_a_controller_killed_mid_create_leaves_nothing_after_gc(world: World, step: str) -> None:
-    vm_id = f"vm-k-{step}"
+    vm_id = vm(f"vm-k-{step}")
     controller = world.controller(vm_id, kill_after=step)
     _, err = controller.communicate(timeout=60)
     assert controller.returncode == -9, err  # it died where it was told to
@@ -275,7 +285,7 @@ def test_a_routed_controller_killed_mid_create_leaves_nothing_after_gc(
     world: World, step: str
 ) -> None:
     _require_network()
-    vm_id = f"vm-n-{step}"
+    vm_id = vm(f"vm-n-{step}")
     controller = world.controller(vm_id, kill_after=step, routed=ROUTED_SUBNET)
     _, err = controller.communicate(timeout=60)
     assert controller.returncode == -9, err
@@ -287,7 +297,7 @@ def test_a_routed_controller_killed_mid_create_leaves_nothing_after_gc(
 def test_gc_leaves_the_network_of_a_live_program_alone(world: World) -> None:
     """A VM without a host record whose network lives in the registry's folder (defect 5)."""
     _require_network()
-    config = world.config("vm-g", routed=ROUTED_SUBNET).replace(host_record=False)
+    config = world.config(vm("vm-g"), routed=ROUTED_SUBNET).replace(host_record=False)
     with firec.Machine.create(config) as machine:
         machine.start()
         netns = machine.config.net_ns
@@ -295,9 +305,9 @@ def test_gc_leaves_the_network_of_a_live_program_alone(world: World) -> None:
         result = world.firec("gc")
         assert result.returncode == 0, result
         assert Path("/var/run/netns", netns).exists()
-        assert (world.state_dir / "network" / "networks" / "vm-g.json").exists()
+        assert (world.state_dir / "network" / "networks" / f"{vm('vm-g')}.json").exists()
         assert machine.state() is firec.MachineState.RUNNING
-    assert world.leftovers("vm-g") == []
+    assert world.leftovers(vm("vm-g")) == []
 
 
 # -- a full disk -----------------------------------------------------------------------------------
@@ -336,16 +346,16 @@ def test_a_full_state_directory_is_said_and_leaves_nothing(world: World, full_di
     registry = Registry(full_dir / "state")
     registry.vms_dir.mkdir(parents=True)
     filler = fill(full_dir)
-    with pytest.raises(StateError, match=r"vms/vm-f\.json.*No space left on device"):
-        firec.Machine.create(world.config("vm-f"), registry=registry)
+    with pytest.raises(StateError, match=rf"vms/{vm('vm-f')}\.json.*No space left on device"):
+        firec.Machine.create(world.config(vm("vm-f")), registry=registry)
     assert list(registry.vms_dir.iterdir()) == []
-    assert world.leftovers("vm-f") == []
+    assert world.leftovers(vm("vm-f")) == []
     # with room again, the same id works
     filler.unlink()
-    with firec.Machine.create(world.config("vm-f"), registry=registry) as machine:
+    with firec.Machine.create(world.config(vm("vm-f")), registry=registry) as machine:
         machine.start()
     assert registry.records() == []
-    assert world.leftovers("vm-f") == []
+    assert world.leftovers(vm("vm-f")) == []
 
 
 @pytest.mark.parametrize("backend", ["emulator"], indirect=True)
@@ -357,13 +367,13 @@ def test_a_full_network_state_directory_is_said_and_does_not_poison_the_id(
     (state / "networks").mkdir(parents=True)
     (state / "leases").mkdir(parents=True)
     filler = fill(full_dir)
-    config = world.config("vm-s", routed=ROUTED_SUBNET).replace(state_dir=state)
+    config = world.config(vm("vm-s"), routed=ROUTED_SUBNET).replace(state_dir=state)
     with pytest.raises(StateError, match=r"No space left on device") as raised:
         firec.Machine.create(config)
     assert str(state) in str(raised.value)
     assert list((state / "networks").iterdir()) == []
-    assert census.leftovers(["vm-s"], state_dir=world.state_dir, network_state=state) == []
+    assert census.leftovers([vm("vm-s")], state_dir=world.state_dir, network_state=state) == []
     filler.unlink()
     with firec.Machine.create(config) as machine:  # no "already set up": the id is clean
         machine.start()
-    assert census.leftovers(["vm-s"], state_dir=world.state_dir, network_state=state) == []
+    assert census.leftovers([vm("vm-s")], state_dir=world.state_dir, network_state=state) == []
