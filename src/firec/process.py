@@ -9,6 +9,7 @@ in ``_sync_io`` / ``_async_io``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -261,6 +262,7 @@ class ExitWatch:
         return None
 
 
+@functools.cache
 def boot_id() -> str:
     """This boot's id (``/proc/sys/kernel/random/boot_id``); pids mean nothing across boots."""
     try:
