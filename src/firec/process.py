@@ -9,7 +9,6 @@ in ``_sync_io`` / ``_async_io``.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import os
@@ -262,7 +261,6 @@ class ExitWatch:
         return None
 
 
-@functools.cache
 def boot_id() -> str:
     """This boot's id (``/proc/sys/kernel/random/boot_id``); pids mean nothing across boots."""
     try:

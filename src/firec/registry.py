@@ -42,7 +42,6 @@ import collections.abc
 import contextlib
 import dataclasses
 import enum
-import functools
 import ipaddress
 import itertools
 import os
@@ -142,7 +141,6 @@ def _encode(value: Any) -> Any:
     raise TypeError(f"cannot record a {type(value).__name__} in a VM record")
 
 
-@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     # names some modules import only for type checking
     names: dict[str, Any] = {**vars(models), "Console": Console, "JailerConfig": JailerConfig}
@@ -541,10 +539,6 @@ class Registry:
         """The record file of ``vm_id``."""
         return self.vms_dir / f"{validate_id(vm_id)}.json"
 
-    def lock_path(self, vm_id: str) -> Path:
-        """The lock file of ``vm_id`` (see :meth:`lock`)."""
-        return self.vms_dir / f"{validate_id(vm_id)}.lock"
-
     @contextlib.contextmanager
     def lock(self, vm_id: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
         """Hold ``vm_id``'s lock (``timeout`` seconds at most to get it; -1: forever).
@@ -553,7 +547,7 @@ class Registry:
             MachineError: another process held it for longer than ``timeout``.
         """
         self._make_dirs()
-        lock = filelock.FileLock(self.lock_path(vm_id), mode=0o600)
+        lock = filelock.FileLock(self.vms_dir / f"{validate_id(vm_id)}.lock", mode=0o600)
         try:
             with lock.acquire(timeout=timeout):
                 yield
@@ -580,19 +574,6 @@ class Registry:
             MachineError: a dead VM's leftovers with this id could not be removed.
             StateError: the record could not be written (nothing is left behind).
         """
-        self._make_dirs()
-        try:  # the common case, one step: no record yet (gc re-reads a record under the lock)
-            _jsonfile.create(self.path(record.vm_id), record.to_dict())
-        except FileExistsError:
-            pass
-        else:
-            if record.socket is not None and socket_accepts(Path(record.socket)):
-                self.remove(record.vm_id)  # ours, made a moment ago
-                self.prune_lock(record.vm_id)
-                raise InUseError(
-                    record.vm_id, f"a VMM already answers on its API socket {record.socket}"
-                )
-            return
         try:
             with self.lock(record.vm_id):
                 existing = self.load(record.vm_id)
@@ -685,7 +666,7 @@ class Registry:
         (A claim stays atomic even if a process still waits on the removed
         file: the record itself is created in one step that fails if it exists.)
         """
-        lock_path = self.lock_path(vm_id)
+        lock_path = self.vms_dir / f"{validate_id(vm_id)}.lock"
         if self.path(vm_id).exists() or not lock_path.exists():
             return False
         try:
@@ -758,18 +739,14 @@ class Registration:
 
     def release(self) -> None:
         """Forget the VM (once everything it had is gone), unless another process took it over."""
-        vm_id = self.record.vm_id
-        mine = self.record.to_dict()["controller"]
-        with self.registry.lock(vm_id):
+        with self.registry.lock(self.record.vm_id):
             try:
-                current = _jsonfile.read(self.registry.path(vm_id), RECORD_FORMAT)
+                current = self.registry.load(self.record.vm_id)
             except StateError:
                 return
-            if current is None or current.get("controller") != mine:
-                return  # removed (firec rm -f), or taken over since
-            self.registry.remove(vm_id)
-            # the lock file goes too, as prune_lock would (a claim stays atomic regardless)
-            self.registry.lock_path(vm_id).unlink(missing_ok=True)
+            if current is not None and current.controller == self.record.controller:
+                self.registry.remove(self.record.vm_id)
+        self.registry.prune_lock(self.record.vm_id)
 
 
 # -- reaping ----------------------------------------------------------------------------------
