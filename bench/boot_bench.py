@@ -43,8 +43,8 @@ from _common import (
     vmm_binary,
     wait_for_socket,
 )
-from firec.console import Console
 from firec.testing.guest import build_test_guest
+from firec.vm.console import Console
 
 TARGET = 1.10
 BOOT_ARGS = "console=ttyS0"

@@ -39,11 +39,11 @@ from _common import (
     vmm_binary,
     wait_for_socket,
 )
-from firec.snapshot import Snapshot
-from firec.snapshot_format import probe
-from firec.state import MachineState
+from firec.api.versions import Version
+from firec.snapshots._format import probe
+from firec.snapshots.snapshot import Snapshot
 from firec.testing.guest import build_test_guest
-from firec.versions import Version
+from firec.vm.state import MachineState
 
 TARGET = 1.10
 #: Seconds between two measurements: the previous VM's teardown must not slow the next.
@@ -131,7 +131,7 @@ def sdk_async(binary: str, snap: Snapshot, workdir: Path) -> float:
 def clones_async(snap: Snapshot, config: firec.Config, count: int) -> float:
     async def run() -> float:
         started = time.perf_counter()
-        machines = await snap.aclone(count, config)
+        machines = await firec.AsyncMachine.clone(snap, count, config)
         elapsed = time.perf_counter() - started
         try:
             states = await asyncio.gather(*(m.state() for m in machines))
@@ -145,7 +145,7 @@ def clones_async(snap: Snapshot, config: firec.Config, count: int) -> float:
 
 def clones_sync(snap: Snapshot, config: firec.Config, count: int) -> float:
     started = time.perf_counter()
-    machines = snap.clone(count, config)
+    machines = firec.Machine.clone(snap, count, config)
     elapsed = time.perf_counter() - started
     try:
         assert {m.state() for m in machines} == {MachineState.RUNNING}

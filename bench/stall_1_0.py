@@ -6,7 +6,7 @@ eventfd by reading it to zero *after* answering, so the notification of a
 request that arrives in between is wiped out. The API thread then waits for an
 answer that never comes, and the whole API stops (fresh connections time out
 too). Firecracker fixed it in 1.2.1 / 1.3.2 / 1.4.0; firec's clients work
-around it on the affected releases (``firec._request.loses_requests``).
+around it on the affected releases (``firec.api._request.loses_requests``).
 
 Each boot here starts the tiny test guest and, right after InstanceStart,
 sends ``--requests`` requests back to back on the kept-alive connection
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import firec
-import firec.client
+import firec.api._sync.client
 from _common import UnixHTTPConnection, scratch_dir, vmm_binary, wait_for_socket
 from firec.testing.guest import build_test_guest
 
@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         first = version.splitlines()[0] if version else binary
         print(f"{name}: {first}; mode {args.mode}; {args.cpu_hogs} busy processes beside")
         if args.mode == "firec-unguarded":
-            firec.client.loses_requests = lambda version: False  # type: ignore[assignment]
+            firec.api._sync.client.loses_requests = lambda version: False  # type: ignore[assignment]
         boot = raw_boot if args.mode == "raw" else firec_boot
         kernel = build_test_guest(workdir / "guest")
         stalls: Counter[int] = Counter()

@@ -35,7 +35,7 @@ BACKENDS = ("emulator", "firecracker")
 
 __all__ = ["pytest_configure", "pytest_runtest_setup"]  # the host tools rule (host_tools.py)
 
-# Every Machine keeps a host record (firec.registry): the suite's go to a directory of its own
+# Every Machine keeps a host record (firec.host.registry): the suite's go to a directory of its own
 # (its subprocesses inherit it), not to the host's /run/firec/state.
 TEST_STATE_DIR = Path(
     os.environ.setdefault("FIREC_STATE_DIR", tempfile.mkdtemp(prefix="firec-test-state-"))
@@ -51,7 +51,7 @@ def known_firecracker_defect(exc: BaseException) -> str | None:
       Uffd restore cannot work (firec says so, see ``AsyncMachine._load``).
 
     (1.0's lost API requests after boot are firec's to avoid, and it does: see
-    ``firec._request.loses_requests``; a timeout there is a failure.)
+    ``firec.api._request.loses_requests``; a timeout there is a failure.)
     """
     binary = firecracker_bin()
     if binary is None:

@@ -27,22 +27,22 @@ from pathlib import Path
 from typing import Any
 
 import firec
-import firec.machine
+import firec.host.registry
 import firec.network.nat
 import firec.network.netns
 import firec.network.tap
-import firec.registry
+import firec.vm._sync.machine
 from firec.network import Interface, RoutedNetwork
 from firec.network.setup import vm_key
 
 #: step -> (object, attribute) to die right after.
 STEPS: dict[str, tuple[Any, str]] = {
-    "claim": (firec.registry.Registry, "claim"),
+    "claim": (firec.host.registry.Registry, "claim"),
     "netns": (firec.network.netns, "create_netns"),
     "tap": (firec.network.tap, "create_tap"),
     "nft": (firec.network.nat.NatTable, "add"),
-    "spawn": (firec.machine, "spawn"),
-    "recorded": (firec.registry.Registration, "spawned"),
+    "spawn": (firec.vm._sync.machine, "spawn"),
+    "recorded": (firec.host.registry.Registration, "spawned"),
     "start": (firec.Machine, "start"),
 }
 

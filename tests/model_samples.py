@@ -11,7 +11,7 @@ import typing
 from enum import Enum
 from typing import Any
 
-from firec import models as m
+from firec.api import models as m
 
 BUCKET = {"size": 1_048_576, "refill_time": 100, "one_time_burst": 4096}
 LIMITER = {"bandwidth": BUCKET, "ops": {"size": 1000, "refill_time": 1000, "one_time_burst": 10}}

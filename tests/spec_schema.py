@@ -23,7 +23,7 @@ from openapi_schema_validator import OAS30WriteValidator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from firec.versions import Version
+from firec.api.versions import Version
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_DIR = (REPO / ".." / "shared" / "firecracker-api").resolve()

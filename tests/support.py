@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 import firec
-from firec.config import Builder, Config
-from firec.jailer import JailerBuilder
-from firec.launch import Launch
-from firec.versions import Version
+from firec.api.versions import Version
+from firec.vm._launch import Launch
+from firec.vm.builders import JailerBuilder
+from firec.vm.config import Builder, Config
 
 # -- the binaries ---------------------------------------------------------------------------
 

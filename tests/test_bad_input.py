@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 import firec
 from firec.cli import app
 from firec.cli.output import ExitCode
-from firec.config import Builder, Config
 from firec.errors import ConfigError
-from firec.registry import Registry
+from firec.host.registry import Registry
+from firec.vm.config import Builder, Config
 
 runner = CliRunner()
 
@@ -295,7 +295,7 @@ def test_machine_create_refuses_two_writable_drives_on_one_file(host: Host) -> N
 
 
 def test_machine_create_refuses_root_in_the_jail(host: Host) -> None:
-    from firec.jailer import JailerConfig
+    from firec.vm.jailer import JailerConfig
 
     config = host.builder().build().replace(jailer=JailerConfig(exec_file=host.spy, gid=1234))
     refused(lambda: firec.Machine.create(config), "jailer.uid", "uid 0 is root")

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 import firec
 from firec.cli import app, main
 from firec.cli.output import ExitCode
-from firec.registry import ProcessRef, Registry, VmRecord
+from firec.host.registry import ProcessRef, Registry, VmRecord
 from firec.testing import emulator_binary
 
 runner = CliRunner()
@@ -118,7 +118,7 @@ def test_doctor_says_what_is_missing_and_exits_3(env: dict[str, str]) -> None:
 def test_doctor_is_happy_once_firecracker_is_there(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from firec import host
+    from firec.host import checks as host
 
     monkeypatch.setenv("FIRECRACKER_BIN", str(emulator_binary()))
     if not host.check_kvm().ok:
@@ -308,7 +308,7 @@ def release_server() -> Iterator[tuple[str, dict[str, bytes]]]:
 
 
 def _publish(routes: dict[str, bytes], checksum: str | None = None) -> None:
-    from firec.install import normalize_arch
+    from firec.host.install import normalize_arch
 
     arch = normalize_arch()
     name = f"firecracker-{VERSION}-{arch}.tgz"
@@ -352,7 +352,7 @@ def test_install_offline_is_a_clear_error(env: dict[str, str]) -> None:
 def test_run_names_every_missing_piece_kvm_too(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from firec import host
+    from firec.host import checks as host
 
     no_kvm = host.Check("kvm", False, "/dev/kvm does not exist", "load KVM (modprobe kvm_intel)")
     monkeypatch.setattr(host, "check_kvm", lambda: no_kvm)
@@ -367,7 +367,7 @@ def test_metrics_rates_are_counts_since_the_previous_write() -> None:
     from rich.console import Console
 
     from firec.cli.follow import metrics_table
-    from firec.metrics import parse_metrics_line
+    from firec.vm.metrics import parse_metrics_line
 
     first = parse_metrics_line('{"utc_timestamp_ms": 1000, "vcpu": {"exit_io_out": 50}}')
     second = parse_metrics_line(

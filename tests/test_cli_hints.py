@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from firec.cli import app
 from firec.cli.output import ExitCode
-from firec.registry import Registry
+from firec.host.registry import Registry
 from firec.testing import emulator_binary
 
 runner = CliRunner()

@@ -25,7 +25,7 @@ import pytest
 
 from firec.cli.output import ExitCode
 from firec.cli.vms import VmState, live_state
-from firec.registry import Registry, VmRecord
+from firec.host.registry import Registry, VmRecord
 from firec.testing.guest import BOOT_LINE
 from tests import host_tools
 from tests.support import fill, small_tmpfs

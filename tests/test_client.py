@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 import firec
-from firec import models
+from firec.api import models
 from firec.errors import (
     APIError,
     ConnectError,
@@ -39,7 +39,7 @@ def _boot_source(kernel: Path) -> models.BootSource:
 def test_version_and_instance_info(vmm: Vmm) -> None:
     with firec.Client(vmm.socket_path) as client:
         version = client.firecracker_version()
-        assert version >= firec.versions.Version.parse("1.0")
+        assert version >= firec.api.versions.Version.parse("1.0")
         assert (
             client.get_version()
             .firecracker_version.lstrip("v")

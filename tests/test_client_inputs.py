@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 import firec
-from firec import models
+from firec.api import models
+from firec.api.operations import OPERATIONS, Operation
+from firec.api.versions import KNOWN_VERSIONS, Version
 from firec.errors import UnsupportedError
-from firec.operations import OPERATIONS, Operation
-from firec.versions import KNOWN_VERSIONS, Version
 from model_samples import full_samples
 from spec_schema import NO_SPECS, SPEC_FILES, operation_body, schema_errors
 

@@ -3,8 +3,8 @@
 For each Firecracker minor version, each representative body (all optional
 fields set, minimal, every enum value) is validated against that version's
 schema with openapi-schema-validator, and compared with what
-:func:`firec.versions.check_body` says: it accepts exactly what the schema
-accepts. Also checks that ``src/firec/_features.py`` is what the generator
+:func:`firec.api.versions.check_body` says: it accepts exactly what the schema
+accepts. Also checks that ``src/firec/api/_generated_features.py`` is what the generator
 makes of the specs. Skipped when ``../shared/firecracker-api`` is absent.
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import pytest
 
-from firec import _features
-from firec import models as m
+from firec.api import _generated_features as _features
+from firec.api import models as m
+from firec.api.versions import Version, body_definition, check_body, has_operation
 from firec.errors import UnsupportedError
-from firec.versions import Version, body_definition, check_body, has_operation
 from model_samples import enum_variants, full_samples, minimal_samples
 from spec_schema import MINORS, NO_SPECS, REPO, SPEC_DIR, SPEC_FILES, load_generator, spec
 from spec_schema import schema_errors as _schema_errors
@@ -84,5 +84,9 @@ def test_spec_enums_are_model_enums(minor: str) -> None:
 def test_generated_feature_table_is_up_to_date() -> None:
     generator = load_generator()
     expected = generator.generate(SPEC_DIR)
-    current = (REPO / "src" / "firec" / "_features.py").read_text(encoding="utf-8")
-    assert current == expected, "src/firec/_features.py is stale: run scripts/gen_features.py"
+    current = (REPO / "src" / "firec" / "api" / "_generated_features.py").read_text(
+        encoding="utf-8"
+    )
+    assert current == expected, (
+        "src/firec/api/_generated_features.py is stale: run scripts/gen_features.py"
+    )

@@ -24,11 +24,11 @@ import httpx
 import pytest
 
 import firec
-from firec import models
-from firec.config import BootMethod, Builder, Config
+from firec.api import models
+from firec.api.versions import Version
 from firec.errors import APIError, ConfigError, UnsupportedError
 from firec.testing.guest import BOOT_LINE
-from firec.versions import Version
+from firec.vm.config import BootMethod, Builder, Config
 from tests.support import binary_version, emulator_wrapper, guest_builder, in_jail
 
 

@@ -25,7 +25,7 @@ import pytest
 
 import firec
 from firec.errors import InUseError, StateError
-from firec.registry import Registry
+from firec.host.registry import Registry
 from tests import census
 from tests.support import jailer_wrapper, require_jailer
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from firec.host import (
+from firec.host.checks import (
     JAILER_CAPABILITIES,
     Check,
     check_binary,
@@ -102,7 +102,7 @@ def test_kvm_that_does_not_speak_kvm() -> None:
 
 _NO_ACCESS = """
 import sys
-from firec.host import check_kvm
+from firec.host.checks import check_kvm
 check = check_kvm(sys.argv[1])
 print(check.ok, check.detail, "|", check.fix)
 """
@@ -240,7 +240,7 @@ def test_binary_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_binary_from_firec_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     empty_path(tmp_path, monkeypatch)
-    from firec.install import bin_dir, normalize_arch
+    from firec.host.install import bin_dir, normalize_arch
 
     for version in ("v1.10.0", "v1.14.2"):
         release = bin_dir() / version
@@ -400,7 +400,7 @@ def test_missing_e2fsprogs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_docstring_examples() -> None:
     import doctest
 
-    import firec.host
+    import firec.host.checks
 
-    result = doctest.testmod(firec.host)
+    result = doctest.testmod(firec.host.checks)
     assert result.failed == 0 and result.attempted > 0

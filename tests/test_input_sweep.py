@@ -1,6 +1,6 @@
 """A property-based sweep of bad input over ``Config.builder`` and ``firec run``.
 
-For every setter of :class:`firec.config.Builder` and of its sub-builders
+For every setter of :class:`firec.vm.config.Builder` and of its sub-builders
 (drives, machine, jailer), and for every option of ``firec run``, hypothesis
 draws invalid values: wrong types, numbers out of range, unknown or wrongly
 cased enum strings, control characters, empty, relative or missing paths.
@@ -36,12 +36,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from firec import models
+from firec.api import models
 from firec.cli import app
 from firec.cli.output import ExitCode
-from firec.config import Builder, Config
 from firec.errors import ValidationError
-from firec.registry import Registry
+from firec.host.registry import Registry
+from firec.vm.config import Builder, Config
 from tests.test_bad_input import children, spy_binary
 
 _HEALTH = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from firec.errors import FirecError, ValidationError
-from firec.install import (
+from firec.host.install import (
     PINNED_VERSION,
     bin_dir,
     data_dir,
@@ -316,7 +316,7 @@ def test_refuses_to_install_over_an_unrelated_directory(
 def test_docstring_examples() -> None:
     import doctest
 
-    import firec.install
+    import firec.host.install
 
-    result = doctest.testmod(firec.install)
+    result = doctest.testmod(firec.host.install)
     assert result.failed == 0 and result.attempted > 0

@@ -1,6 +1,6 @@
 """How a jail gets the files a user gives: hard link, copy, or a refusal; never a change.
 
-Unit tests of :func:`firec.jailer.may_access` and :meth:`firec.jailer.Jail.bring_in`
+Unit tests of :func:`firec.vm.jailer.may_access` and :meth:`firec.vm.jailer.Jail.bring_in`
 (no VMM runs here; ``test_machine`` runs them under real jails).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from firec.errors import ConfigError
-from firec.jailer import Jail, may_access
+from firec.vm.jailer import Jail, may_access
 
 UID, GID = 1234, 1235
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from firec.launch import socket_accepts
+from firec.vm._launch import socket_accepts
 
 
 def test_socket_accepts_tells_missing_bound_and_listening_apart(tmp_path: Path) -> None:

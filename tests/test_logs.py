@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from firec.logs import (
+from firec.testing.guest import BOOT_LINE, build_test_guest, echo_line, guest_args
+from firec.vm.logs import (
     LogForwarder,
     LogRecord,
     VmFilter,
@@ -22,8 +23,7 @@ from firec.logs import (
     python_level,
     to_logging,
 )
-from firec.streams import LineReader
-from firec.testing.guest import BOOT_LINE, build_test_guest, echo_line, guest_args
+from firec.vm.streams import LineReader
 from tests.support import require_firecracker
 
 # Real lines, verbatim, from /opt/fc/firecracker-v1.14.2 and -v1.0.0 on this host.

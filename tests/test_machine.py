@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 import firec
-from firec.config import BootMethod, Config
-from firec.console import Console
 from firec.errors import APIError, ConfigError, MachineError, TimeoutError
-from firec.state import MachineState
 from firec.testing.guest import BOOT_LINE, echo_line, guest_args
+from firec.vm.config import BootMethod, Config
+from firec.vm.console import Console
+from firec.vm.state import MachineState
 from tests.support import (
     assert_nothing_left,
     console_text,
@@ -37,7 +37,7 @@ from tests.support import (
 
 
 @pytest.fixture
-def builder(vmm_binary: Path, guest_kernel: Path, short_tmp: Path) -> firec.config.Builder:
+def builder(vmm_binary: Path, guest_kernel: Path, short_tmp: Path) -> firec.vm.config.Builder:
     """A config builder for the test guest with a random id."""
     return guest_builder(None, vmm_binary, guest_kernel, short_tmp)
 
@@ -45,7 +45,7 @@ def builder(vmm_binary: Path, guest_kernel: Path, short_tmp: Path) -> firec.conf
 # -- booting -------------------------------------------------------------------------
 
 
-def test_boot_print_and_clean_exit(builder: firec.config.Builder) -> None:
+def test_boot_print_and_clean_exit(builder: firec.vm.config.Builder) -> None:
     config = builder.kernel_args(f"console=ttyS0 {guest_args(exit=True, echo=['hi'])}").build()
     with firec.Machine.create(config) as machine:
         assert machine.pid is not None
@@ -61,7 +61,7 @@ def test_boot_print_and_clean_exit(builder: firec.config.Builder) -> None:
     assert_nothing_left(launch, pid)
 
 
-def test_boot_park_pause_resume_and_stop(builder: firec.config.Builder) -> None:
+def test_boot_park_pause_resume_and_stop(builder: firec.vm.config.Builder) -> None:
     config = builder.kernel_args("console=ttyS0").build()
     machine = firec.Machine.create(config)
     try:
@@ -82,7 +82,7 @@ def test_boot_park_pause_resume_and_stop(builder: firec.config.Builder) -> None:
     assert_nothing_left(machine.launch, machine.pid)
 
 
-def test_config_file_boot(builder: firec.config.Builder) -> None:
+def test_config_file_boot(builder: firec.vm.config.Builder) -> None:
     config = (
         builder.kernel_args(f"console=ttyS0 {guest_args(echo=['from-file'])}")
         .boot_method(BootMethod.CONFIG_FILE)
@@ -99,7 +99,7 @@ def test_config_file_boot(builder: firec.config.Builder) -> None:
     assert_nothing_left(launch, machine.pid)
 
 
-def test_config_file_and_api_boot_give_the_same_vm(builder: firec.config.Builder) -> None:
+def test_config_file_and_api_boot_give_the_same_vm(builder: firec.vm.config.Builder) -> None:
     exported = {}
     for method in BootMethod:
         config = builder.kernel_args("console=ttyS0").boot_method(method).build()
@@ -109,7 +109,7 @@ def test_config_file_and_api_boot_give_the_same_vm(builder: firec.config.Builder
     assert exported[BootMethod.API] == exported[BootMethod.CONFIG_FILE]
 
 
-async def test_async_machines_boot_concurrently(builder: firec.config.Builder) -> None:
+async def test_async_machines_boot_concurrently(builder: firec.vm.config.Builder) -> None:
     configs = [
         builder.kernel_args(f"console=ttyS0 {guest_args(echo=[f'vm{i}'])}").build()
         for i in range(4)
@@ -128,7 +128,7 @@ async def test_async_machines_boot_concurrently(builder: firec.config.Builder) -
         assert_nothing_left(machine.launch, machine.pid)
 
 
-async def test_async_clean_exit(builder: firec.config.Builder) -> None:
+async def test_async_clean_exit(builder: firec.vm.config.Builder) -> None:
     config = builder.kernel_args(f"console=ttyS0 {guest_args(exit=True)}").build()
     machine = await firec.AsyncMachine.create(config)
     async with machine:
@@ -138,7 +138,7 @@ async def test_async_clean_exit(builder: firec.config.Builder) -> None:
     assert_nothing_left(machine.launch, machine.pid)
 
 
-def test_console_to_a_callback(builder: firec.config.Builder) -> None:
+def test_console_to_a_callback(builder: firec.vm.config.Builder) -> None:
     lines: list[str] = []
     config = (
         builder.kernel_args(f"console=ttyS0 {guest_args(exit=True, echo=['cb'])}")
@@ -154,7 +154,7 @@ def test_console_to_a_callback(builder: firec.config.Builder) -> None:
     assert lines[:2] == [BOOT_LINE, echo_line("cb")]
 
 
-def test_console_stream_gets_the_bytes_as_written(builder: firec.config.Builder) -> None:
+def test_console_stream_gets_the_bytes_as_written(builder: firec.vm.config.Builder) -> None:
     chunks: list[bytes] = []
     config = (
         builder.kernel_args(f"console=ttyS0 {guest_args(exit=True, echo=['raw'])}")
@@ -173,7 +173,7 @@ def test_console_stream_gets_the_bytes_as_written(builder: firec.config.Builder)
 
 
 async def test_async_console_stream_gets_the_bytes_on_the_loop(
-    builder: firec.config.Builder,
+    builder: firec.vm.config.Builder,
 ) -> None:
     chunks: list[bytes] = []
     threads: set[int] = set()
@@ -195,7 +195,7 @@ async def test_async_console_stream_gets_the_bytes_on_the_loop(
     assert threads == {threading.get_ident()}  # called on the loop, no thread
 
 
-def test_connect_to_a_running_vm(builder: firec.config.Builder) -> None:
+def test_connect_to_a_running_vm(builder: firec.vm.config.Builder) -> None:
     config = builder.kernel_args("console=ttyS0").build()
     with firec.Machine.create(config) as machine:
         machine.start()
@@ -224,7 +224,7 @@ def test_connect_by_vm_id(vmm_binary: Path, guest_kernel: Path, short_tmp: Path)
         firec.Machine.connect("connect-by-id")
 
 
-def test_wait_times_out_while_the_vm_runs(builder: firec.config.Builder) -> None:
+def test_wait_times_out_while_the_vm_runs(builder: firec.vm.config.Builder) -> None:
     with firec.Machine.create(builder.kernel_args("console=ttyS0").build()) as machine:
         machine.start()
         with pytest.raises(TimeoutError) as caught:
@@ -232,7 +232,7 @@ def test_wait_times_out_while_the_vm_runs(builder: firec.config.Builder) -> None
         assert str(machine.pid) in str(caught.value)
 
 
-def test_forwarded_signal_reaches_the_vmm(builder: firec.config.Builder) -> None:
+def test_forwarded_signal_reaches_the_vmm(builder: firec.vm.config.Builder) -> None:
     with firec.Machine.create(builder.kernel_args("console=ttyS0").build()) as machine:
         machine.start()
         previous = signal.getsignal(signal.SIGHUP)
@@ -266,7 +266,7 @@ def _poll_until_exited(machine: firec.Machine, within: float = 3.0) -> int:
 
 
 def test_state_polled_while_the_guest_powers_off(
-    backend: str, builder: firec.config.Builder
+    backend: str, builder: firec.vm.config.Builder
 ) -> None:
     """Firecracker never answers a request that reaches it as it stops, nor exits then.
 
@@ -291,7 +291,7 @@ def test_state_polled_while_the_guest_powers_off(
 
 
 async def test_async_state_polled_while_the_guest_powers_off(
-    backend: str, builder: firec.config.Builder
+    backend: str, builder: firec.vm.config.Builder
 ) -> None:
     rounds = 10 if backend == "firecracker" else 4
     for _ in range(rounds):
@@ -368,7 +368,7 @@ def test_wait_ends_a_vmm_hung_by_another_clients_request(
 
 
 def test_missing_kernel_is_refused_before_anything_is_made(
-    builder: firec.config.Builder, short_tmp: Path
+    builder: firec.vm.config.Builder, short_tmp: Path
 ) -> None:
     config = builder.build().replace(kernel_image=short_tmp / "no-such-vmlinux")
     with pytest.raises(ConfigError) as caught:
@@ -379,7 +379,7 @@ def test_missing_kernel_is_refused_before_anything_is_made(
 
 
 def test_bad_drive_path_is_refused_naming_the_drive(
-    builder: firec.config.Builder, short_tmp: Path
+    builder: firec.vm.config.Builder, short_tmp: Path
 ) -> None:
     with pytest.raises(ConfigError) as caught:
         builder.add_drive("rootfs", short_tmp / "missing.ext4").is_root_device(True).build().build()
@@ -388,7 +388,7 @@ def test_bad_drive_path_is_refused_naming_the_drive(
 
 
 def test_duplicate_drive_ids_and_two_roots_are_refused(
-    builder: firec.config.Builder, short_tmp: Path
+    builder: firec.vm.config.Builder, short_tmp: Path
 ) -> None:
     disk = short_tmp / "disk.img"
     disk.write_bytes(b"\0" * 4096)
@@ -409,7 +409,7 @@ def test_duplicate_drive_ids_and_two_roots_are_refused(
 
 
 def test_firecracker_refusal_during_start_stops_and_cleans(
-    builder: firec.config.Builder, short_tmp: Path
+    builder: firec.vm.config.Builder, short_tmp: Path
 ) -> None:
     not_a_kernel = short_tmp / "not-a-kernel"
     not_a_kernel.write_bytes(b"this is not an ELF file\n" * 100)
@@ -423,7 +423,7 @@ def test_firecracker_refusal_during_start_stops_and_cleans(
     assert_nothing_left(machine.launch, machine.pid)
 
 
-def test_vmm_dying_during_configuration(builder: firec.config.Builder) -> None:
+def test_vmm_dying_during_configuration(builder: firec.vm.config.Builder) -> None:
     machine = firec.Machine.create(builder.kernel_args("console=ttyS0").build())
     assert machine.pid is not None
     os.kill(machine.pid, signal.SIGKILL)
@@ -442,7 +442,7 @@ def _fake_vmm(directory: Path, script: str) -> Path:
 
 
 def test_vmm_exiting_early_shows_its_last_lines(
-    builder: firec.config.Builder, short_tmp: Path
+    builder: firec.vm.config.Builder, short_tmp: Path
 ) -> None:
     fake = _fake_vmm(
         short_tmp, 'echo "Error: cannot open /dev/kvm: Permission denied" >&2\nexit 1\n'
@@ -457,7 +457,7 @@ def test_vmm_exiting_early_shows_its_last_lines(
 
 
 def test_vmm_never_ready_times_out_and_is_killed(
-    builder: firec.config.Builder, short_tmp: Path
+    builder: firec.vm.config.Builder, short_tmp: Path
 ) -> None:
     fake = _fake_vmm(short_tmp, 'echo $$ > "$(dirname "$0")/fake.pid"\nexec sleep 60\n')
     config = builder.firecracker_binary(fake).build()
@@ -639,7 +639,7 @@ def test_a_jailed_run_never_changes_the_users_files(
 
 
 def test_log_fifo_goes_to_python_logging(
-    builder: firec.config.Builder, short_tmp: Path, caplog: pytest.LogCaptureFixture
+    builder: firec.vm.config.Builder, short_tmp: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = (
         builder.kernel_args("console=ttyS0")
@@ -663,7 +663,7 @@ def test_log_fifo_goes_to_python_logging(
 
 
 def test_many_vms_with_a_log_leave_no_logger_behind(
-    builder: firec.config.Builder, short_tmp: Path, caplog: pytest.LogCaptureFixture
+    builder: firec.vm.config.Builder, short_tmp: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A logger is never freed: VMs share the logger "firec.vmm", told apart by ``vm_id``."""
     caplog.set_level("INFO", logger="firec.vmm")
@@ -701,7 +701,7 @@ def test_a_full_workdir_is_said_not_silently_lost(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Firecracker drops what it cannot write: firec warns, naming the files lost."""
-    monkeypatch.setattr(firec.machine, "SPACE_LOOK", 0.0)  # state() looks every time
+    monkeypatch.setattr(firec.vm._sync.machine, "SPACE_LOOK", 0.0)  # state() looks every time
     with small_tmpfs(short_tmp / "small") as small:
         config = (
             guest_builder(None, vmm_binary, guest_kernel, small)
@@ -740,7 +740,7 @@ def test_a_full_workdir_is_said_not_silently_lost(
 
 
 def test_flush_metrics_returns_a_fresh_snapshot(
-    builder: firec.config.Builder, short_tmp: Path
+    builder: firec.vm.config.Builder, short_tmp: Path
 ) -> None:
     config = builder.kernel_args("console=ttyS0").metrics(fifo=short_tmp / "metrics.fifo").build()
     with firec.Machine.create(config) as machine:
@@ -753,7 +753,7 @@ def test_flush_metrics_returns_a_fresh_snapshot(
     assert not (short_tmp / "metrics.fifo").exists()
 
 
-def test_flush_metrics_without_a_metrics_path_says_so(builder: firec.config.Builder) -> None:
+def test_flush_metrics_without_a_metrics_path_says_so(builder: firec.vm.config.Builder) -> None:
     with firec.Machine.create(builder.kernel_args("console=ttyS0").build()) as machine:
         machine.start()
         with pytest.raises(MachineError, match="metrics_path or metrics_fifo"):
@@ -767,7 +767,7 @@ def _mmds_of_size(size: int) -> dict[str, str]:
     return {"k": "x" * (size - len('{"k":""}'))}
 
 
-def test_payload_limit_default_refused_before_sending(builder: firec.config.Builder) -> None:
+def test_payload_limit_default_refused_before_sending(builder: firec.vm.config.Builder) -> None:
     """Over 51,200 bytes the machine's client refuses, and the VMM is left unharmed."""
     with firec.Machine.create(builder.build()) as machine:
         machine.client.put_mmds(_mmds_of_size(51200))
@@ -780,7 +780,7 @@ def test_payload_limit_default_refused_before_sending(builder: firec.config.Buil
 
 
 def test_payload_limit_set_in_config_reaches_the_vmm_and_the_client(
-    builder: firec.config.Builder,
+    builder: firec.vm.config.Builder,
 ) -> None:
     config = builder.http_api_max_payload_size(100_000).build()
     assert config.max_payload_size == 100_000
@@ -796,7 +796,7 @@ def test_payload_limit_set_in_config_reaches_the_vmm_and_the_client(
         other.client.close()
 
 
-def test_payload_limit_in_extra_args_is_known_too(builder: firec.config.Builder) -> None:
+def test_payload_limit_in_extra_args_is_known_too(builder: firec.vm.config.Builder) -> None:
     config = builder.extra_args("--http-api-max-payload-size", "70000").build()
     assert config.max_payload_size == 70_000
     with firec.Machine.create(config) as machine:

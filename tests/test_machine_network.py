@@ -13,10 +13,10 @@ import pytest
 
 import firec
 import firec.network as fn
+from firec.api.versions import Version
 from firec.errors import NetworkError, UnsupportedError
 from firec.network.mac import derive_mac
 from firec.network.netns import netns_exists
-from firec.versions import Version
 from tests.network_support import links_in, unique
 from tests.support import assert_nothing_left, binary_version, guest_builder
 
@@ -209,10 +209,10 @@ def test_clones_each_get_their_own_network(
 
     if binary_version(vmm_binary) < Version(1, 12):
         with pytest.raises(UnsupportedError, match=r"1\.12"):  # refused before anything is made
-            snapshot.clone(3, configure=own_network)
+            firec.Machine.clone(snapshot, 3, configure=own_network)
         assert fn.LeaseStore(state, subnet).leases() == []
         return
-    clones = snapshot.clone(3, configure=own_network)
+    clones = firec.Machine.clone(snapshot, 3, configure=own_network)
     try:
         namespaces = {clone.config.net_ns for clone in clones}
         assert len(namespaces) == 3 and None not in namespaces

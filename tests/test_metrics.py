@@ -17,9 +17,9 @@ import pydantic
 import pytest
 
 from firec.errors import ValidationError
-from firec.metrics import MetricsForwarder, MetricsSnapshot, parse_metrics_line
-from firec.streams import LineReader
 from firec.testing.guest import BOOT_LINE, build_test_guest, echo_line, guest_args
+from firec.vm.metrics import MetricsForwarder, MetricsSnapshot, parse_metrics_line
+from firec.vm.streams import LineReader
 from tests.support import require_firecracker
 
 # Real lines, verbatim: 1.14.2 with two drives (rootfs, data), eth0, vsock, balloon, entropy,

@@ -10,10 +10,10 @@ from typing import Any
 import pydantic
 import pytest
 
-from firec import _features
-from firec import models as m
+from firec.api import _generated_features as _features
+from firec.api import models as m
+from firec.api.versions import Version, check_body, has_field
 from firec.errors import FirecError, UnsupportedError, ValidationError
-from firec.versions import Version, check_body, has_field
 from model_samples import enum_types, full_samples, minimal_samples
 from spec_schema import MINORS, NO_SPECS, REQUIRED_BEYOND_SPEC, SPEC_FILES, required, spec
 
@@ -667,8 +667,8 @@ def test_model_for() -> None:
 def test_the_documented_examples_run() -> None:
     import doctest
 
-    import firec.models
+    import firec.api.models
 
-    result = doctest.testmod(firec.models)
+    result = doctest.testmod(firec.api.models)
     assert result.attempted > 0
     assert result.failed == 0

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 import firec.network as fn
-from firec import models
-from firec.client import Client
+from firec.api import models
+from firec.api._sync.client import Client
 from firec.network.netns import netns_exists, run_in_netns
 from firec.network.setup import netns_name
 from firec.testing.guest import BOOT_LINE, build_test_guest

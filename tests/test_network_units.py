@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 import firec.network as fn
+from firec.api.models import RateLimiter, TokenBucket
 from firec.errors import ConfigError, FirecError, NetworkError, ValidationError
-from firec.models import RateLimiter, TokenBucket
 from firec.network.cni import CNIConfList, CNIResult
 from firec.network.guest_ip import GuestIPConfig
 from firec.network.leases import LeaseStore, parse_subnet

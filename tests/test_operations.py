@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 import firec
-from firec.operations import OPERATIONS, OPERATIONS_BY_ID
+from firec.api.operations import OPERATIONS, OPERATIONS_BY_ID
 
 SPECS = Path(__file__).resolve().parents[1].parent / "shared" / "firecracker-api"
 NEWEST = SPECS / "firecracker-v1.16.1.yaml"
@@ -46,7 +46,7 @@ def test_every_spec_operation_has_a_client_method(newest_spec: dict[str, Any]) -
     for operation_id, (method, path, body, response) in _spec_operations(newest_spec).items():
         op = OPERATIONS_BY_ID.get(operation_id)
         if op is None:
-            missing.append(f"{operation_id} ({method} {path}) is not in firec.operations")
+            missing.append(f"{operation_id} ({method} {path}) is not in firec.api.operations")
             continue
         assert (op.method, op.path, op.body, op.response) == (method, path, body, response), op
         for client in (firec.Client, firec.AsyncClient):

@@ -11,7 +11,7 @@ import firec
 def test_every_exported_name_resolves() -> None:
     for name in firec.__all__:
         assert getattr(firec, name) is not None, name
-    assert firec.Machine.__module__ == "firec.machine"
+    assert firec.Machine.__module__ == "firec.vm._sync.machine"
     assert firec.errors.APIError is firec.APIError
 
 
@@ -31,7 +31,7 @@ def test_py_typed_ships() -> None:
 
 def test_every_public_subpackage_is_reachable_from_import_firec() -> None:
     """``import firec`` alone is enough for ``firec.network``, ``firec.images``..."""
-    names = ("cli", "errors", "images", "models", "network", "testing", "versions")
+    names = ("api", "cli", "errors", "host", "images", "network", "snapshots", "testing", "vm")
     code = (
         "import sys, types, firec\n"
         f"for name in {names!r}:\n"
@@ -42,6 +42,8 @@ def test_every_public_subpackage_is_reachable_from_import_firec() -> None:
         "assert firec.network.VMNetwork is not None\n"
         "assert firec.images.build_rootfs is not None\n"
         "assert firec.testing.Emulator is not None\n"
+        "assert firec.models.__name__ == 'firec.api.models'\n"
+        "assert firec.versions.Version is firec.api.Version\n"
         "try:\n"
         "    firec.no_such_module\n"
         "except AttributeError as exc:\n"

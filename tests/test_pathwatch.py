@@ -9,7 +9,9 @@ import shutil
 import threading
 from pathlib import Path
 
-from firec import _async_io, _pathwatch, _sync_io
+from firec.vm import _pathwatch
+from firec.vm._async import io as _async_io
+from firec.vm._sync import io as _sync_io
 
 
 def pump_until_quiet(watch: _pathwatch.PathWatch) -> None:

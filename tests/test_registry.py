@@ -15,10 +15,9 @@ import pytest
 
 import firec
 import firec.network as fn
-from firec import models
-from firec.console import Console
+from firec.api import models
 from firec.errors import FirecError, InUseError, MachineError
-from firec.registry import (
+from firec.host.registry import (
     NetworkInfo,
     Phase,
     ProcessRef,
@@ -30,6 +29,7 @@ from firec.registry import (
     reap,
     state_dir,
 )
+from firec.vm.console import Console
 
 
 @pytest.fixture

@@ -21,15 +21,15 @@ from pathlib import Path
 import pytest
 
 import firec
-from firec import models
-from firec.config import Config
+from firec.api import models
+from firec.api.models import SnapshotType
+from firec.api.versions import Version
 from firec.errors import ConfigError, MachineError, SnapshotError, UnsupportedError
-from firec.models import SnapshotType
-from firec.snapshot import MANIFEST, Snapshot
-from firec.sparse import data_extents
-from firec.state import MachineState
+from firec.snapshots._sparse import data_extents
+from firec.snapshots.snapshot import MANIFEST, Snapshot
 from firec.testing.guest import BOOT_LINE
-from firec.versions import Version
+from firec.vm.config import Config
+from firec.vm.state import MachineState
 from tests import host_tools
 from tests.support import (
     assert_nothing_left,
@@ -161,7 +161,7 @@ async def test_ten_clones_share_the_memory_file(builder: firec.Builder, short_tm
     snap = take(builder, short_tmp / "snap")
     before = fingerprint(snap)
     started = time.monotonic()
-    clones = await snap.aclone(10, builder.build().replace(vm_id="clone"))
+    clones = await firec.AsyncMachine.clone(snap, 10, builder.build().replace(vm_id="clone"))
     elapsed = time.monotonic() - started
     try:
         assert len(clones) == 10
@@ -187,7 +187,7 @@ async def test_ten_clones_share_the_memory_file(builder: firec.Builder, short_tm
 
 def test_sync_clone(builder: firec.Builder, short_tmp: Path) -> None:
     snap = take(builder, short_tmp / "snap")
-    clones = snap.clone(3, builder.build().replace(vm_id="sync"))
+    clones = firec.Machine.clone(snap, 3, builder.build().replace(vm_id="sync"))
     try:
         assert [c.state() for c in clones] == [MachineState.RUNNING] * 3
         assert all(isinstance(c, firec.Machine) for c in clones)
@@ -232,7 +232,9 @@ async def test_clone_failing_halfway_tears_down_the_others(
         return config
 
     with pytest.raises(MachineError) as caught:
-        await snap.aclone(8, builder.build().replace(vm_id="half"), configure=configure)
+        await firec.AsyncMachine.clone(
+            snap, 8, builder.build().replace(vm_id="half"), configure=configure
+        )
     assert "half-5" in str(caught.value)
     assert "1 of 8 clones failed" in " ".join(caught.value.__notes__)
     assert len(configs) == 8
@@ -482,7 +484,7 @@ def test_jailed_snapshot_and_restore(
             launch = restored.launch
         assert_nothing_left(launch, restored.pid)
 
-    clones = snap.clone(3, jailed("jclone"))
+    clones = firec.Machine.clone(snap, 3, jailed("jclone"))
     try:
         assert snap.memory_file.stat().st_nlink == 4  # three links, one file
         for clone in clones:
@@ -532,11 +534,11 @@ def test_clones_get_their_own_taps(
     template = {"eth0": taps[1][:-1] + "{i}"}  # clone i gets tap ...t<i>, i = 1..3 below
     if version < Version(1, 12, 0):
         with pytest.raises(UnsupportedError):
-            snap.clone(1, config, network_overrides=template)
+            firec.Machine.clone(snap, 1, config, network_overrides=template)
         assert not (short_tmp / "vms" / "tapclone-0").exists()
         return
-    clones = snap.clone(
-        3, config, network_overrides=lambda i: {"eth0": template["eth0"].format(i=i + 1)}
+    clones = firec.Machine.clone(
+        snap, 3, config, network_overrides=lambda i: {"eth0": template["eth0"].format(i=i + 1)}
     )
     try:
         for i, clone in enumerate(clones):
@@ -572,7 +574,7 @@ def test_uffd_restore_with_a_handler_process(
     snap = take(builder, short_tmp / "snap")
     socket_path = short_tmp / "handler.sock"
     handler = subprocess.Popen(
-        [sys.executable, "-m", "firec.uffd", str(socket_path), str(snap.memory_file)],
+        [sys.executable, "-m", "firec.snapshots.uffd", str(socket_path), str(snap.memory_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -627,10 +629,10 @@ def test_clones_bring_their_own_network_plans(
     config = builder.build().replace(vm_id="planclone")
     if version < Version(1, 12, 0):
         with pytest.raises(UnsupportedError, match=clone_taps[0]):
-            snap.clone(2, config, configure=configure)
+            firec.Machine.clone(snap, 2, config, configure=configure)
         assert not any(link_exists(tap) for tap in clone_taps)
         return
-    clones = snap.clone(2, config, configure=configure)
+    clones = firec.Machine.clone(snap, 2, config, configure=configure)
     try:
         for clone, tap in zip(clones, clone_taps, strict=True):
             assert clone.state() is MachineState.RUNNING

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 
+from firec.api.models import SnapshotType
+from firec.api.versions import Version
 from firec.errors import SnapshotError
-from firec.models import SnapshotType
-from firec.snapshot import MANIFEST, Snapshot
-from firec.snapshot_format import can_load, incompatibility, probe, written_by
-from firec.sparse import copy_sparse, data_extents, merge_diff
-from firec.uffd import (
+from firec.snapshots._format import can_load, incompatibility, probe, written_by
+from firec.snapshots._sparse import copy_sparse, data_extents, merge_diff
+from firec.snapshots.snapshot import MANIFEST, Snapshot
+from firec.snapshots.uffd import (
     GuestRegion,
     UffdError,
     UffdHandler,
@@ -37,7 +38,6 @@ from firec.uffd import (
     send_handshake,
     unmap,
 )
-from firec.versions import Version
 
 PAGE = 4096
 
@@ -382,9 +382,9 @@ def test_the_module_example_runs(tmp_path: Path) -> None:
     import subprocess
     import textwrap
 
-    import firec.snapshot
+    import firec.snapshots.snapshot
 
-    doc = firec.snapshot.__doc__ or ""
+    doc = firec.snapshots.snapshot.__doc__ or ""
     block = doc.split("Firecracker and a kernel)::\n", 1)[1].split("\nRestoring never", 1)[0]
     env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
     env.pop("FIRECRACKER_BIN", None)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from firec.errors import FirecError
-from firec.streams import MAX_LINE_BYTES, AsyncLineReader, LineReader, _Opened, tail_lines
+from firec.vm.streams import MAX_LINE_BYTES, AsyncLineReader, LineReader, _Opened, tail_lines
 
 WAIT = 10.0  # seconds before a wait is declared hung (never reached when things work)
 

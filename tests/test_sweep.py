@@ -31,11 +31,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import firec
-from firec import _features
-from firec import models as m
+from firec.api import _generated_features as _features
+from firec.api import models as m
+from firec.api.operations import DEFAULT_MAX_PAYLOAD_SIZE, OPERATIONS, Operation
+from firec.api.versions import Version, check_body
 from firec.errors import FirecError, UnsupportedError, ValidationError
-from firec.operations import DEFAULT_MAX_PAYLOAD_SIZE, OPERATIONS, Operation
-from firec.versions import Version, check_body
 from model_samples import full_samples, minimal_samples
 from spec_schema import MINORS, NO_SPECS, SPEC_FILES, operation_body, schema_errors, strict_spec
 

@@ -23,9 +23,10 @@ import httpx
 import pytest
 
 import firec
-from firec import errors, models
-from firec._request import timeout_extension
-from firec.transport import (
+from firec import errors
+from firec.api import models
+from firec.api._request import timeout_extension
+from firec.api.transport import (
     BASE_URL,
     AsyncUnixSocketTransport,
     RequestAbandoned,
@@ -250,9 +251,9 @@ def test_serialize_frames_the_body_itself() -> None:
 def test_docstring_examples() -> None:
     import doctest
 
-    import firec.transport
+    import firec.api.transport
 
-    assert doctest.testmod(firec.transport).failed == 0
+    assert doctest.testmod(firec.api.transport).failed == 0
 
 
 def test_serialize_refuses_header_injection() -> None:

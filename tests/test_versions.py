@@ -10,10 +10,9 @@ import pytest
 
 import firec
 import pre_1_0_firecracker
-from firec import _features
-from firec import models as m
-from firec.errors import UnsupportedError, ValidationError
-from firec.versions import (
+from firec.api import _generated_features as _features
+from firec.api import models as m
+from firec.api.versions import (
     KNOWN_VERSIONS,
     LATEST,
     OLDEST,
@@ -24,6 +23,7 @@ from firec.versions import (
     has_field,
     has_operation,
 )
+from firec.errors import UnsupportedError, ValidationError
 
 V = Version.parse
 
@@ -338,9 +338,9 @@ def test_always_required_field_missing_is_a_validation_error() -> None:
 def test_the_documented_examples_run() -> None:
     import doctest
 
-    import firec.versions
+    import firec.api.versions
 
-    result = doctest.testmod(firec.versions)
+    result = doctest.testmod(firec.api.versions)
     assert result.attempted > 0
     assert result.failed == 0
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 import firec
-from firec import vsock
-from firec.config import Builder
 from firec.errors import ConnectError, MachineError, TimeoutError, TransportError, ValidationError
 from firec.testing.emulator._vsock import CONNECT_TOKEN, LISTEN_TOKEN, greeting
+from firec.vm import vsock
+from firec.vm.config import Builder
 from tests.support import emulator_wrapper, guest_builder, in_jail, jailer_wrapper
 
 # -- a scripted Firecracker side ---------------------------------------------------------

@@ -23,61 +23,62 @@ The low-level clients speak every endpoint of the Firecracker API, typed,
 and refuse what the connected Firecracker version lacks::
 
     import firec
-    from firec.models import MachineConfiguration
+    from firec.api.models import MachineConfiguration
 
     with firec.Client("/run/firecracker.socket") as client:
         client.put_machine_config(MachineConfiguration(vcpu_count=2, mem_size_mib=512))
 
 :class:`AsyncClient` is the asyncio twin. Errors: :mod:`firec.errors`.
-Models of every API body: :mod:`firec.models`. Versions: :mod:`firec.versions`.
+Models of every API body: :mod:`firec.api.models`. Versions: :mod:`firec.api.versions`.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from firec import _moved
+from firec._lazy import lazy_door
 
 if TYPE_CHECKING:
-    from firec import cli as cli
-    from firec import errors, images, models, network, testing, versions
-    from firec.async_client import AsyncClient
-    from firec.async_machine import AsyncMachine
-    from firec.client import Client
-    from firec.config import BootMethod, Builder, Config
-    from firec.console import Console
+    from firec import api, cli, errors, host, images, network, snapshots, testing, vm
+    from firec.api import models, versions
+    from firec.api._async.client import AsyncClient
+    from firec.api._sync.client import Client
+    from firec.api.versions import Version
     from firec.errors import APIError, FirecError
-    from firec.jailer import JailerConfig, JailerMode
-    from firec.machine import Machine
-    from firec.process import ExitStatus
-    from firec.snapshot import Snapshot
-    from firec.state import MachineState
-    from firec.versions import Version
+    from firec.snapshots.snapshot import Snapshot
+    from firec.vm._async.machine import AsyncMachine
+    from firec.vm._sync.machine import Machine
+    from firec.vm.config import BootMethod, Builder, Config
+    from firec.vm.console import Console
+    from firec.vm.jailer import JailerConfig, JailerMode
+    from firec.vm.process import ExitStatus
+    from firec.vm.state import MachineState
 
 __version__ = "0.1.0"
 
-# Names are imported on first use: `import firec` stays cheap for programs
-# (the emulator, the CLI) that need only a corner of it.
+# Names and subpackages are imported on first use: `import firec` stays cheap
+# for programs (the emulator, the CLI) that need only a corner of it, and
+# `import firec` is enough for `firec.network.VMNetwork` or `firec.testing.Emulator`.
 _HOMES = {
     "APIError": "firec.errors",
-    "AsyncClient": "firec.async_client",
-    "AsyncMachine": "firec.async_machine",
-    "BootMethod": "firec.config",
-    "Builder": "firec.config",
-    "Client": "firec.client",
-    "Config": "firec.config",
-    "Console": "firec.console",
-    "ExitStatus": "firec.process",
+    "AsyncClient": "firec.api._async.client",
+    "AsyncMachine": "firec.vm._async.machine",
+    "BootMethod": "firec.vm.config",
+    "Builder": "firec.vm.config",
+    "Client": "firec.api._sync.client",
+    "Config": "firec.vm.config",
+    "Console": "firec.vm.console",
+    "ExitStatus": "firec.vm.process",
     "FirecError": "firec.errors",
-    "JailerConfig": "firec.jailer",
-    "JailerMode": "firec.jailer",
-    "Machine": "firec.machine",
-    "MachineState": "firec.state",
-    "Snapshot": "firec.snapshot",
-    "Version": "firec.versions",
+    "JailerConfig": "firec.vm.jailer",
+    "JailerMode": "firec.vm.jailer",
+    "Machine": "firec.vm._sync.machine",
+    "MachineState": "firec.vm.state",
+    "Snapshot": "firec.snapshots.snapshot",
+    "Version": "firec.api.versions",
 }
-# Subpackages and modules, imported on first use too: `import firec` is enough for
-# `firec.network.VMNetwork` or `firec.testing.Emulator`.
-_SUBMODULES = {"cli", "errors", "images", "models", "network", "testing", "versions"}
+_SUBPACKAGES = ("api", "cli", "errors", "host", "images", "network", "snapshots", "testing", "vm")
 
 __all__ = [
     "APIError",
@@ -97,32 +98,20 @@ __all__ = [
     "Snapshot",
     "Version",
     "__version__",
+    "api",
+    "cli",
     "errors",
+    "host",
     "images",
     "models",
     "network",
+    "snapshots",
     "testing",
     "versions",
+    "vm",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES or (not name.startswith("_") and _is_submodule(name)):
-        return importlib.import_module(f"firec.{name}")
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'firec' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def _is_submodule(name: str) -> bool:
-    """Whether ``firec.<name>`` is a public module of the package (``firec.vsock``...)."""
-    import importlib.util
-
-    return name.isidentifier() and importlib.util.find_spec(f"firec.{name}") is not None
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | _SUBMODULES)
+# The paths of firec before its layers became packages (firec.config,
+# firec.models...) keep working: see firec/_moved.py.
+_moved.install()
+__getattr__, __dir__ = lazy_door(__name__, _HOMES, _SUBPACKAGES, _moved.MOVED)

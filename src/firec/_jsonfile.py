@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import StateError
+from firec.errors import StateError
 
 __all__ = ["create", "read", "write"]
 

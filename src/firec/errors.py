@@ -19,12 +19,12 @@ catches them all::
 * :class:`UnsupportedError`: the connected Firecracker version lacks a feature
   (names the feature, the version that introduced it, and the connected one).
 * :class:`MachineError`: the VMM process or its set-up failed (see
-  :mod:`firec.machine`).
+  :mod:`firec.vm`).
 * :class:`NetworkError`: host networking could not be set up or torn down
   (netlink, nft, CNI plugin, lease store; see :mod:`firec.network`).
 * :class:`SnapshotError`: a snapshot cannot be taken or restored as asked
   (missing or truncated files, a Firecracker version that cannot load it; see
-  :mod:`firec.snapshot`).
+  :mod:`firec.snapshots.snapshot`).
 * :class:`InUseError`: a microVM id is already taken on this host (a
   :class:`MachineError`); nothing was touched.
 * :class:`StateError`: a state file of firec's (VM or network record, lease)

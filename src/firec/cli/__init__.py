@@ -3,7 +3,7 @@
 ``firec run`` boots a microVM (in the foreground, or detached with ``-d``);
 ``ls``, ``inspect``, ``stop``, ``kill``, ``pause``, ``resume``, ``snapshot``,
 ``restore``, ``clone``, ``console``, ``logs``, ``metrics``, ``rm`` and ``gc``
-manage the ones it started, from any process (:mod:`firec.registry`);
+manage the ones it started, from any process (:mod:`firec.host.registry`);
 ``doctor``, ``install``, ``image build``, ``kernel extract`` and ``version``
 look after the host. Exit codes: :class:`firec.cli.output.ExitCode`.
 

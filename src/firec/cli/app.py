@@ -12,13 +12,20 @@ from typing import Annotated, Any, TypeVar
 import typer
 import typer.exceptions
 
+from firec.cli import follow, hostcmds, manage, run, snapshots
+from firec.cli.imagecmds import image_app, kernel_app
+from firec.cli.output import (
+    DEBUG_ENV,
+    EPILOG,
+    CliError,
+    ExitCode,
+    report,
+    report_defect,
+    warnings_on_stderr,
+)
+from firec.cli.run import NETWORK_STATE
 from firec.errors import FirecError
-from firec.registry import Registry
-
-from . import follow, hostcmds, manage, run, snapshots
-from .imagecmds import image_app, kernel_app
-from .output import DEBUG_ENV, EPILOG, CliError, ExitCode, report, report_defect, warnings_on_stderr
-from .run import NETWORK_STATE
+from firec.host.registry import Registry
 
 __all__ = ["app", "main"]
 

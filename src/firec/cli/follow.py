@@ -15,15 +15,14 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from firec import models
-from firec.client import Client
+from firec.api import models
+from firec.api._sync.client import Client
+from firec.cli.output import ExitCode, fail, out, print_json, table
+from firec.cli.vms import VmState, console_path, live_state, resolve
 from firec.errors import FirecError, ValidationError
-from firec.metrics import MetricsSnapshot, parse_metrics_line
-from firec.registry import VmRecord
-from firec.streams import tail_lines
-
-from .output import ExitCode, fail, out, print_json, table
-from .vms import VmState, console_path, live_state, resolve
+from firec.host.registry import VmRecord
+from firec.vm.metrics import MetricsSnapshot, parse_metrics_line
+from firec.vm.streams import tail_lines
 
 __all__ = ["console", "follow_file", "logs", "metrics", "read_tail"]
 

@@ -17,9 +17,10 @@ from rich.progress import (
 from rich.text import Text
 
 import firec
-from firec import host, install, versions
-
-from .output import ExitCode, err, out, print_json, table
+from firec.api import versions
+from firec.cli.output import ExitCode, err, out, print_json, table
+from firec.host import checks as host
+from firec.host import install
 
 __all__ = ["doctor", "install_command", "version"]
 

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
+from firec.cli.output import EPILOG, out
 from firec.images import build_rootfs, extract_vmlinux
-
-from .output import EPILOG, out
 
 __all__ = ["image_app", "kernel_app"]
 

@@ -8,13 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
-from firec import models
-from firec.client import Client
+from firec.api import models
+from firec.api._sync.client import Client
+from firec.cli.output import ExitCode, err, fail, out, print_json, table
+from firec.cli.vms import Summary, VmState, describe, live_state, remove, resolve, stop
 from firec.errors import FirecError
-from firec.registry import Registry, VmRecord, reap
-
-from .output import ExitCode, err, fail, out, print_json, table
-from .vms import Summary, VmState, describe, live_state, remove, resolve, stop
+from firec.host.registry import Registry, VmRecord, reap
 
 __all__ = ["gc", "inspect", "kill", "ls", "pause", "resume", "rm", "stop_command"]
 

@@ -16,18 +16,17 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from firec import host
-from firec.config import BootMethod, Config, runtime_dir
-from firec.console import Console
+from firec.cli.output import ExitCode, err, fail, out, print_json
+from firec.cli.vms import describe
 from firec.errors import APIError, ConfigError, FirecError, MachineError, ValidationError
+from firec.host import checks as host
+from firec.host.registry import Registration, Registry, VmRecord, reap
 from firec.images import parse_size
-from firec.launch import plan
-from firec.machine import Machine
 from firec.network import Interface
-from firec.registry import Registration, Registry, VmRecord, reap
-
-from .output import ExitCode, err, fail, out, print_json
-from .vms import describe
+from firec.vm._launch import plan
+from firec.vm._sync.machine import Machine
+from firec.vm.config import BootMethod, Config, runtime_dir
+from firec.vm.console import Console
 
 __all__ = [
     "NetworkOptions",

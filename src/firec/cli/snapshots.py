@@ -7,18 +7,17 @@ from typing import Annotated
 
 import typer
 
-from firec.client import Client
-from firec.config import Config, runtime_dir
-from firec.console import Console
+from firec.api._sync.client import Client
+from firec.cli.output import ExitCode, fail, out, print_json
+from firec.cli.run import detach_or_run_foreground, new_vm_id, start_vm
+from firec.cli.vms import VmState, live_state, resolve
 from firec.errors import ConfigError
-from firec.machine import Machine
-from firec.process import VmmProcess
-from firec.registry import Registration, Registry, VmRecord
-from firec.snapshot import Snapshot
-
-from .output import ExitCode, fail, out, print_json
-from .run import detach_or_run_foreground, new_vm_id, start_vm
-from .vms import VmState, live_state, resolve
+from firec.host.registry import Registration, Registry, VmRecord
+from firec.snapshots.snapshot import Snapshot
+from firec.vm._sync.machine import Machine
+from firec.vm.config import Config, runtime_dir
+from firec.vm.console import Console
+from firec.vm.process import VmmProcess
 
 __all__ = ["clone", "restore", "snapshot"]
 

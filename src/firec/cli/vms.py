@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from firec.client import Client
+from firec.api._sync.client import Client
+from firec.cli.output import ExitCode, fail
 from firec.errors import FirecError
-from firec.machine import Machine
-from firec.registry import Registry, VmRecord, reap
-
-from .output import ExitCode, fail
+from firec.host.registry import Registry, VmRecord, reap
+from firec.vm._sync.machine import Machine
 
 __all__ = ["VmState", "describe", "live_state", "remove", "resolve", "stop"]
 

@@ -54,7 +54,7 @@ from firec.network.nat import PortForward
 from firec.network.tap import validate_ifname
 
 if TYPE_CHECKING:
-    from firec.models import NetworkInterface, RateLimiter
+    from firec.api.models import NetworkInterface, RateLimiter
 
 __all__ = ["BridgedNetwork", "CNINetwork", "Interface", "NetworkPlan", "RoutedNetwork"]
 
@@ -284,7 +284,7 @@ class Interface:
     network: NetworkPlan | None = None
 
     def __post_init__(self) -> None:
-        from firec.models import RateLimiter
+        from firec.api.models import RateLimiter
 
         if not isinstance(self.iface_id, str) or not _IFACE_ID.fullmatch(self.iface_id):
             raise ConfigError(
@@ -296,7 +296,7 @@ class Interface:
         for name in ("rx_rate_limiter", "tx_rate_limiter"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, RateLimiter):
-                raise ConfigError(name, f"{value!r} is not a firec.models.RateLimiter")
+                raise ConfigError(name, f"{value!r} is not a firec.api.models.RateLimiter")
         if self.network is not None and not isinstance(
             self.network, RoutedNetwork | BridgedNetwork | CNINetwork
         ):
@@ -307,7 +307,7 @@ class Interface:
 
     def to_model(self) -> NetworkInterface:
         """The body of ``PUT /network-interfaces/{iface_id}`` for this interface."""
-        from firec.models import NetworkInterface
+        from firec.api.models import NetworkInterface
 
         body: dict[str, Any] = {"iface_id": self.iface_id, "host_dev_name": self.host_dev_name}
         if self.guest_mac is not None:

@@ -72,7 +72,7 @@ from firec.network.guest_ip import GuestIPConfig, validate_hostname
 from firec.network.interface import BridgedNetwork, CNINetwork, Interface, RoutedNetwork
 from firec.network.leases import Lease, LeaseStore
 from firec.network.mac import derive_mac
-from firec.process import ProcessRef
+from firec.vm.process import ProcessRef
 
 __all__ = [
     "NS_UPLINK",
@@ -225,7 +225,7 @@ class _Record:
     """The write-ahead record of one VM's set-up steps.
 
     It names the process that set the network up (``owner``: pid, start time
-    and boot, as :class:`~firec.process.ProcessRef`), so that a clean-up of
+    and boot, as :class:`~firec.vm.process.ProcessRef`), so that a clean-up of
     what crashed processes left (``firec gc``) never touches the network of a
     VM whose owner still runs. Written with :mod:`firec._jsonfile`: a full
     disk leaves no record behind, never an empty one.

@@ -22,6 +22,6 @@ __all__ = ["main"]
 
 def main() -> NoReturn:
     """Console entry point (``firec-emulator``)."""
-    from ._cli import main as run
+    from firec.testing.emulator._cli import main as run
 
     run()

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._jail import host_path
-from ._schema import schema
-from ._serde import SerdeError, Struct, from_text
-from ._state import NOT_STARTED, PAUSED
-from ._vmm import POSTBOOT_ONLY, PREBOOT_ONLY, ActionError, Vmm
+from firec.testing.emulator._jail import host_path
+from firec.testing.emulator._schema import schema
+from firec.testing.emulator._serde import SerdeError, Struct, from_text
+from firec.testing.emulator._state import NOT_STARTED, PAUSED
+from firec.testing.emulator._vmm import POSTBOOT_ONLY, PREBOOT_ONLY, ActionError, Vmm
 
 __all__ = ["Response", "dispatch"]
 
@@ -286,7 +286,7 @@ def route(vmm: Vmm, method: str, uri: str, body: str | None) -> Action:
 
 
 def _parse_value(body: str) -> Any:
-    from ._serde import Any_
+    from firec.testing.emulator._serde import Any_
 
     try:
         return from_text(body, Any_())
@@ -564,7 +564,7 @@ def _update_drive(vmm: Vmm, cfg: dict[str, Any]) -> None:
             with open(host_path(cfg["path_on_host"]), "rb"):
                 pass
         except OSError as exc:
-            from ._vmm import _os_error
+            from firec.testing.emulator._vmm import _os_error
 
             raise vmm._err(
                 "Drive config error",

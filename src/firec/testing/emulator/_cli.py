@@ -10,15 +10,15 @@ import time
 from collections.abc import Sequence
 from typing import NoReturn
 
-from . import _jail, _snapshot
-from ._api import dispatch
-from ._http import HttpServer, Request, reply
-from ._log import LEVELS, Logger
-from ._metrics import FLUSH_PERIOD_S, Metrics
-from ._release import Release, parse_release
-from ._schema import schema
-from ._serde import SerdeError, from_text
-from ._vmm import ActionError, Vmm, named_thread
+from firec.testing.emulator import _jail, _snapshot
+from firec.testing.emulator._api import dispatch
+from firec.testing.emulator._http import HttpServer, Request, reply
+from firec.testing.emulator._log import LEVELS, Logger
+from firec.testing.emulator._metrics import FLUSH_PERIOD_S, Metrics
+from firec.testing.emulator._release import Release, parse_release
+from firec.testing.emulator._schema import schema
+from firec.testing.emulator._serde import SerdeError, from_text
+from firec.testing.emulator._vmm import ActionError, Vmm, named_thread
 
 __all__ = ["main"]
 

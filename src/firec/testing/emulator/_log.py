@@ -13,8 +13,8 @@ import os
 import sys
 import time
 
-from ._jail import host_path
-from ._release import Release
+from firec.testing.emulator._jail import host_path
+from firec.testing.emulator._release import Release
 
 __all__ = ["LEVELS", "Logger", "open_nonblocking", "timestamp"]
 

@@ -11,8 +11,8 @@ import os
 import time
 from typing import Any
 
-from ._log import open_nonblocking
-from ._release import Release
+from firec.testing.emulator._log import open_nonblocking
+from firec.testing.emulator._release import Release
 
 __all__ = ["FLUSH_PERIOD_S", "Metrics"]
 

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from ._release import Release
-from ._serde import (
+from firec.testing.emulator._release import Release
+from firec.testing.emulator._serde import (
     Any_,
     Bool,
     Custom,

@@ -15,10 +15,10 @@ import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from ._release import Release
+from firec.testing.emulator._release import Release
 
 if TYPE_CHECKING:
-    from ._state import VmmState
+    from firec.testing.emulator._state import VmmState
 
 __all__ = [
     "MEMORY_MAGIC",

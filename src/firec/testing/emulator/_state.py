@@ -12,9 +12,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._log import Logger
-from ._metrics import Metrics
-from ._release import Release
+from firec.testing.emulator._log import Logger
+from firec.testing.emulator._metrics import Metrics
+from firec.testing.emulator._release import Release
 
 __all__ = ["NOT_STARTED", "PAUSED", "RUNNING", "Exit", "VmmState"]
 

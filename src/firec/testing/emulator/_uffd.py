@@ -16,7 +16,7 @@ import ctypes
 import threading
 from typing import Any
 
-from firec.uffd import (
+from firec.snapshots.uffd import (
     GuestRegion,
     UffdError,
     map_anonymous,
@@ -24,10 +24,9 @@ from firec.uffd import (
     register,
     send_handshake,
 )
-
-from ._jail import host_path
-from ._release import Release
-from ._snapshot import MEMORY_MAGIC, SnapshotFileError, _os_error, _read_state
+from firec.testing.emulator._jail import host_path
+from firec.testing.emulator._release import Release
+from firec.testing.emulator._snapshot import MEMORY_MAGIC, SnapshotFileError, _os_error, _read_state
 
 __all__ = ["load"]
 

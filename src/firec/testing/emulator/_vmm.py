@@ -16,10 +16,10 @@ import threading
 import time
 from typing import Any
 
-from . import _guest, _snapshot, _uffd, _vsock
-from ._jail import host_path
-from ._schema import MAX_VCPUS
-from ._state import NOT_STARTED, PAUSED, RUNNING, Exit, VmmState
+from firec.testing.emulator import _guest, _snapshot, _uffd, _vsock
+from firec.testing.emulator._jail import host_path
+from firec.testing.emulator._schema import MAX_VCPUS
+from firec.testing.emulator._state import NOT_STARTED, PAUSED, RUNNING, Exit, VmmState
 
 __all__ = ["ActionError", "Exit", "Vmm", "named_thread"]
 

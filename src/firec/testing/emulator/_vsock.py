@@ -1,7 +1,7 @@
 """The emulated vsock device: Firecracker's host side of vsock, and a guest that uses it.
 
 Real Firecracker relays guest ``AF_VSOCK`` connections over Unix sockets
-(see :mod:`firec.vsock`). The emulator does the same with a thread per
+(see :mod:`firec.vm.vsock`). The emulator does the same with a thread per
 connection, and the emulated guest takes two more command-line tokens
 (firec's real tiny test guest has no vsock driver and ignores them):
 
@@ -30,10 +30,10 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ._jail import host_path
+from firec.testing.emulator._jail import host_path
 
 if TYPE_CHECKING:
-    from ._state import VmmState
+    from firec.testing.emulator._state import VmmState
 
 __all__ = ["CONNECT_TOKEN", "LISTEN_TOKEN", "greeting", "guest_boot", "serve"]
 

@@ -1,0 +1,381 @@
+"""Install an official Firecracker release into firec's data directory.
+
+:func:`install_firecracker` downloads the release tarball for this machine's
+architecture from the Firecracker project's GitHub releases::
+
+    https://github.com/firecracker-microvm/firecracker/releases/download/
+        v1.14.2/firecracker-v1.14.2-x86_64.tgz            the release
+        v1.14.2/firecracker-v1.14.2-x86_64.tgz.sha256.txt  its SHA-256
+
+checks the archive's SHA-256, and puts ``firecracker`` and ``jailer`` in
+``$XDG_DATA_HOME/firec/bin/<version>/`` (``~/.local/share/firec/bin/<version>/``).
+
+**What the checksum proves.** firec carries no table of release checksums of
+its own: unless the caller pins one (``sha256=``), the archive is checked
+against the ``.sha256.txt`` the release publishes next to it. That catches a
+truncated or corrupted download and a wrong file, not a compromised release
+host. Pin the checksum (``sha256=``, ``firec install --sha256``) to protect
+against that too.
+
+The install is atomic: files are prepared in a temporary directory beside the
+destination and renamed into place, so a failed or refused install leaves
+nothing behind, and an existing install is only replaced by a complete one.
+
+Example::
+
+    >>> from firec.host.install import install_firecracker
+    >>> release = install_firecracker()  # doctest: +SKIP
+    >>> release.firecracker  # doctest: +SKIP
+    PosixPath('/home/me/.local/share/firec/bin/v1.14.2/firecracker')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import httpx
+
+from firec.errors import FirecError, ValidationError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+__all__ = [
+    "GITHUB_RELEASES",
+    "PINNED_VERSION",
+    "InstalledRelease",
+    "bin_dir",
+    "data_dir",
+    "install_firecracker",
+    "installed_releases",
+    "normalize_arch",
+]
+
+#: The Firecracker release ``firec install`` installs by default.
+PINNED_VERSION = "v1.14.2"
+#: Where the official release assets live (``<base>/<version>/<asset>``).
+GITHUB_RELEASES = "https://github.com/firecracker-microvm/firecracker/releases/download"
+
+_ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)([-+][0-9A-Za-z.-]+)?$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MAX_ARCHIVE = 1 << 30
+_RECORD = "release.json"
+
+
+@dataclass(frozen=True)
+class InstalledRelease:
+    """A Firecracker release installed by firec.
+
+    Attributes:
+        version: the release, ``"v1.14.2"``.
+        arch: ``"x86_64"`` or ``"aarch64"``.
+        directory: where it is installed.
+        firecracker: the ``firecracker`` binary.
+        jailer: the ``jailer`` binary.
+        sha256: SHA-256 of the release archive it came from.
+        source: the URL of that archive.
+    """
+
+    version: str
+    arch: str
+    directory: Path
+    firecracker: Path
+    jailer: Path
+    sha256: str
+    source: str
+
+
+def data_dir() -> Path:
+    """firec's per-user data directory: ``$XDG_DATA_HOME/firec`` or ``~/.local/share/firec``.
+
+    >>> data_dir().name
+    'firec'
+    >>> bin_dir() == data_dir() / "bin"
+    True
+    """
+    base = os.environ.get("XDG_DATA_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "share"
+    return root / "firec"
+
+
+def bin_dir() -> Path:
+    """Where :func:`install_firecracker` puts releases, one directory per version."""
+    return data_dir() / "bin"
+
+
+def normalize_arch(arch: str | None = None) -> str:
+    """Firecracker's name for an architecture (``amd64`` -> ``x86_64``); this host's by default.
+
+    >>> normalize_arch("arm64")
+    'aarch64'
+    """
+    name = arch or platform.machine()
+    try:
+        return _ARCHES[name.lower()]
+    except KeyError:
+        raise ValidationError(
+            "arch", f"Firecracker is released for x86_64 and aarch64 only, not {name!r}"
+        ) from None
+
+
+def _normalize_version(version: str) -> str:
+    match = _VERSION.match(version.strip())
+    if match is None:
+        raise ValidationError("version", f"{version!r} is not a release version like 'v1.14.2'")
+    return "v" + version.strip().lstrip("v")
+
+
+def _version_key(version: str) -> tuple[int, int, int, str]:
+    match = _VERSION.match(version)
+    if match is None:
+        return (0, 0, 0, version)
+    # a pre-release sorts before its release
+    return (int(match[1]), int(match[2]), int(match[3]), match[4] or "~")
+
+
+def installed_releases(root: Path | None = None) -> list[InstalledRelease]:
+    """The releases installed under ``root`` (default :func:`bin_dir`), newest first.
+
+    Only complete installs count: both binaries present and executable.
+    """
+    base = root or bin_dir()
+    found = []
+    with contextlib.suppress(OSError):
+        for child in base.iterdir():
+            release = _read_record(child)
+            if release is not None:
+                found.append(release)
+    return sorted(found, key=lambda r: _version_key(r.version), reverse=True)
+
+
+def _read_record(directory: Path) -> InstalledRelease | None:
+    try:
+        record = json.loads((directory / _RECORD).read_text())
+        release = InstalledRelease(
+            version=str(record["version"]),
+            arch=str(record["arch"]),
+            directory=directory,
+            firecracker=directory / "firecracker",
+            jailer=directory / "jailer",
+            sha256=str(record["sha256"]),
+            source=str(record["source"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if all(os.access(p, os.X_OK) for p in (release.firecracker, release.jailer)):
+        return release
+    return None
+
+
+def install_firecracker(
+    version: str = PINNED_VERSION,
+    *,
+    arch: str | None = None,
+    dest: str | os.PathLike[str] | None = None,
+    base_url: str = GITHUB_RELEASES,
+    progress: Progress | None = None,
+    sha256: str | None = None,
+) -> InstalledRelease:
+    """Download, verify and install a Firecracker release; return what was installed.
+
+    Args:
+        version: the release (``"v1.14.2"`` or ``"1.14.2"``); :data:`PINNED_VERSION` by default.
+        arch: ``"x86_64"``/``"aarch64"`` (or ``amd64``/``arm64``); this host's by default.
+        dest: the directory to install into; ``<bin_dir()>/<version>`` by default.
+        base_url: where releases are served, laid out like GitHub's release downloads.
+        progress: a :class:`rich.progress.Progress` to show the download on.
+        sha256: the archive's expected SHA-256. Without it, the checksum the
+            release publishes (``<archive>.sha256.txt``) is used.
+
+    Returns:
+        The installed release. If ``dest`` already holds a complete install of
+        this version and architecture (matching ``sha256``, when given), it is
+        returned as is, without any download.
+
+    Raises:
+        ValidationError: a malformed ``version``, ``arch`` or ``sha256``.
+        FirecError: the release host cannot be reached (offline), the release
+            does not exist, the checksum does not match (nothing is installed),
+            or the archive lacks the binaries.
+
+    Example::
+
+        >>> from rich.progress import Progress
+        >>> with Progress() as bar:  # doctest: +SKIP
+        ...     release = install_firecracker("v1.14.2", progress=bar)
+        >>> release.version  # doctest: +SKIP
+        'v1.14.2'
+    """
+    version = _normalize_version(version)
+    arch = normalize_arch(arch)
+    if sha256 is not None and not _SHA256.match(sha256.lower()):
+        raise ValidationError("sha256", f"{sha256!r} is not a SHA-256 (64 hex digits)")
+    target = Path(dest) if dest is not None else bin_dir() / version
+    existing = _read_record(target)
+    if (
+        existing is not None
+        and (existing.version, existing.arch) == (version, arch)
+        and (sha256 is None or existing.sha256 == sha256.lower())
+    ):
+        return existing
+
+    _check_replaceable(target)
+    name = f"firecracker-{version}-{arch}.tgz"
+    archive_url = f"{base_url.rstrip('/')}/{version}/{name}"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        )
+    except OSError as exc:
+        raise FirecError(f"cannot create {target}: {exc.strerror or exc}") from exc
+    try:
+        with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(60, connect=15)) as client:
+            expected = sha256.lower() if sha256 else _published_sha256(client, archive_url, name)
+            archive = staging / name
+            actual = _download(client, archive_url, archive, progress, f"firecracker {version}")
+        if actual != expected:
+            raise FirecError(
+                f"checksum mismatch for {archive_url}: expected sha256 {expected}, got {actual}; "
+                "the download is corrupt or not the official release. Nothing was installed."
+            )
+        _extract_binaries(archive, staging, version, arch, archive_url)
+        archive.unlink()
+        record = {"version": version, "arch": arch, "sha256": actual, "source": archive_url}
+        (staging / _RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        _replace_dir(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    release = _read_record(target)
+    assert release is not None
+    return release
+
+
+def _published_sha256(client: httpx.Client, archive_url: str, name: str) -> str:
+    url = archive_url + ".sha256.txt"
+    data = b""
+    with _request(client, url) as response:
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > 64 << 10:
+                raise FirecError(f"{url}: too large for a checksum file")
+    text = data.decode("utf-8", "replace")
+    fields = text.split()
+    if not fields or not _SHA256.match(fields[0].lower()):
+        raise FirecError(f"{url}: not a SHA-256 checksum file (it starts {text[:60]!r})")
+    if len(fields) > 1 and Path(fields[1].lstrip("*")).name != name:
+        raise FirecError(f"{url}: the checksum is for {fields[1]!r}, not {name!r}")
+    return fields[0].lower()
+
+
+def _download(
+    client: httpx.Client, url: str, path: Path, progress: Progress | None, label: str
+) -> str:
+    digest = hashlib.sha256()
+    with _request(client, url) as response, path.open("wb") as out:
+        total = int(response.headers.get("content-length", 0)) or None
+        if total is not None and total > _MAX_ARCHIVE:
+            raise FirecError(f"{url}: {total} bytes is too large for a Firecracker release")
+        task = progress.add_task(label, total=total) if progress is not None else None
+        size = 0
+        for chunk in response.iter_bytes(1 << 16):
+            size += len(chunk)
+            if size > _MAX_ARCHIVE:
+                raise FirecError(f"{url}: more than {_MAX_ARCHIVE} bytes; refusing")
+            digest.update(chunk)
+            out.write(chunk)
+            if progress is not None and task is not None:
+                progress.update(task, advance=len(chunk))
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _request(client: httpx.Client, url: str) -> Iterator[httpx.Response]:
+    host = httpx.URL(url).host
+    try:
+        with client.stream("GET", url) as response:
+            if response.status_code == 404:
+                raise FirecError(
+                    f"{url}: not found (HTTP 404); is there such a Firecracker release for "
+                    "this architecture? See https://github.com/firecracker-microvm/firecracker/releases"
+                )
+            if response.status_code >= 400:
+                raise FirecError(f"{url}: HTTP {response.status_code} {response.reason_phrase}")
+            yield response
+    except httpx.ConnectError as exc:
+        raise FirecError(
+            f"cannot reach {host}: {exc} (offline?) — set FIRECRACKER_BIN (and JAILER_BIN) to "
+            "Firecracker binaries you already have, or run `firec install` again when online"
+        ) from exc
+    except httpx.TimeoutException as exc:
+        raise FirecError(f"{host} did not answer in time while fetching {url}: {exc}") from exc
+    except httpx.HTTPError as exc:
+        raise FirecError(f"downloading {url} failed: {exc}") from exc
+
+
+def _extract_binaries(archive: Path, staging: Path, version: str, arch: str, url: str) -> None:
+    wanted = {f"firecracker-{version}-{arch}": "firecracker", f"jailer-{version}-{arch}": "jailer"}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                installed = wanted.get(Path(member.name).name)
+                if installed is None or not member.isfile():
+                    continue
+                src: IO[bytes] | None = tar.extractfile(member)
+                assert src is not None
+                with src, (staging / installed).open("wb") as out:
+                    shutil.copyfileobj(src, out)
+                os.chmod(staging / installed, 0o755)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise FirecError(f"cannot unpack {url} into {staging}: {exc.strerror}") from exc
+        raise FirecError(f"{url}: not a valid release archive: {exc}") from exc
+    missing = [name for name, installed in wanted.items() if not (staging / installed).exists()]
+    if missing:
+        raise FirecError(f"{url}: the archive lacks {', '.join(missing)}")
+
+
+def _check_replaceable(target: Path) -> None:
+    """Refuse to install over anything but nothing, or a (possibly broken) firec install."""
+    if not target.exists() and not target.is_symlink():
+        return
+    ours = {"firecracker", "jailer", _RECORD}
+    try:
+        names = {p.name for p in target.iterdir()} if target.is_dir() else None
+    except OSError as exc:
+        raise FirecError(f"cannot read {target}: {exc.strerror or exc}") from exc
+    if target.is_symlink() or names is None or not names <= ours:
+        raise FirecError(
+            f"{target} exists and is not a firec install of Firecracker; "
+            "give a new or empty directory to install into"
+        )
+
+
+def _replace_dir(staging: Path, target: Path) -> None:
+    """Move ``staging`` to ``target``, replacing what is there only once all is ready."""
+    old: Path | None = None
+    if target.exists() or target.is_symlink():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+    try:
+        staging.rename(target)
+    except OSError:
+        if old is not None:
+            old.rename(target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

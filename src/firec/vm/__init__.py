@@ -1,0 +1,117 @@
+"""The microVM: its configuration, its process, and its whole life.
+
+* :mod:`firec.vm.config`: :class:`Config`, the value a user gives, and its
+  builders (``Config.builder(...)``, the ``firec`` crate's shape);
+* :mod:`firec.vm.jailer`: the jailer's settings (:class:`JailerConfig`) and
+  where a host path lives inside the jail (:class:`Jail`);
+* ``_launch.py``: one VM's spawn: files brought into place, the process
+  started, the API socket awaited, and undone on failure;
+* ``_restore.py``: what a restore or a clone needs before Firecracker loads
+  a :class:`firec.snapshots.Snapshot`;
+* :class:`Machine` / :class:`AsyncMachine`: create, start, pause, snapshot,
+  restore, clone, shutdown, delete (``_async/machine.py`` is the source,
+  ``_sync/machine.py`` is generated from it; ``_sync/io.py`` and
+  ``_async/io.py`` are their blocking and asyncio waits);
+* :mod:`firec.vm.process`: the VMM's process, exit status and threads;
+* :mod:`firec.vm.console`, :mod:`firec.vm.logs`, :mod:`firec.vm.metrics`,
+  :mod:`firec.vm.streams`: what Firecracker writes, as lines and records;
+* :mod:`firec.vm.vsock`: host ends of the guest's vsock;
+* :mod:`firec.vm.state`: :class:`MachineState`.
+
+Example::
+
+    >>> from firec.vm import Config
+    >>> config = Config.builder("vm-1", "/srv/vmlinux").machine_cfg().vcpu_count(2).build().build()
+    >>> config.vm_id, config.machine_cfg.vcpu_count
+    ('vm-1', 2)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from firec._lazy import lazy_door
+
+if TYPE_CHECKING:
+    from firec.vm import config, console, jailer, logs, metrics, process, state, streams, vsock
+    from firec.vm._async.machine import AsyncMachine
+    from firec.vm._sync.machine import Machine
+    from firec.vm.builders import DriveBuilder, JailerBuilder, MachineBuilder
+    from firec.vm.config import BootMethod, Builder, Config
+    from firec.vm.console import Console, ConsoleKind
+    from firec.vm.jailer import Jail, JailerConfig, JailerMode
+    from firec.vm.logs import LogForwarder, VmFilter
+    from firec.vm.metrics import MetricsForwarder
+    from firec.vm.process import ExitStatus, ExitWatch
+    from firec.vm.state import MachineState
+    from firec.vm.streams import AsyncLineReader, LineReader
+
+_HOMES = {
+    "AsyncLineReader": "firec.vm.streams",
+    "AsyncMachine": "firec.vm._async.machine",
+    "BootMethod": "firec.vm.config",
+    "Builder": "firec.vm.config",
+    "Config": "firec.vm.config",
+    "Console": "firec.vm.console",
+    "ConsoleKind": "firec.vm.console",
+    "ExitStatus": "firec.vm.process",
+    "ExitWatch": "firec.vm.process",
+    "Jail": "firec.vm.jailer",
+    "JailerBuilder": "firec.vm.builders",
+    "DriveBuilder": "firec.vm.builders",
+    "MachineBuilder": "firec.vm.builders",
+    "JailerConfig": "firec.vm.jailer",
+    "JailerMode": "firec.vm.jailer",
+    "LineReader": "firec.vm.streams",
+    "LogForwarder": "firec.vm.logs",
+    "Machine": "firec.vm._sync.machine",
+    "MachineState": "firec.vm.state",
+    "MetricsForwarder": "firec.vm.metrics",
+    "VmFilter": "firec.vm.logs",
+}
+_SUBMODULES = (
+    "config",
+    "console",
+    "jailer",
+    "logs",
+    "metrics",
+    "process",
+    "state",
+    "streams",
+    "vsock",
+)
+
+__all__ = [
+    "AsyncLineReader",
+    "AsyncMachine",
+    "BootMethod",
+    "Builder",
+    "Config",
+    "Console",
+    "ConsoleKind",
+    "DriveBuilder",
+    "ExitStatus",
+    "ExitWatch",
+    "Jail",
+    "JailerBuilder",
+    "JailerConfig",
+    "JailerMode",
+    "LineReader",
+    "LogForwarder",
+    "Machine",
+    "MachineBuilder",
+    "MachineState",
+    "MetricsForwarder",
+    "VmFilter",
+    "config",
+    "console",
+    "jailer",
+    "logs",
+    "metrics",
+    "process",
+    "state",
+    "streams",
+    "vsock",
+]
+
+__getattr__, __dir__ = lazy_door(__name__, _HOMES, _SUBMODULES)

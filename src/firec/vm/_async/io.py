@@ -1,0 +1,168 @@
+"""The waiting primitives of :class:`firec.AsyncMachine`: asyncio, and no thread per VM.
+
+A process is watched through a pidfd registered with the event loop, so any
+number of microVMs run from one loop without a watcher thread each.
+``_sync_io`` has the same functions, blocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import ParamSpec, TypeAlias, TypeVar
+
+from firec.vm import _pathwatch, vsock
+from firec.vm.streams import AsyncLineReader
+
+__all__ = [
+    "drain",
+    "gather",
+    "pause",
+    "run_blocking",
+    "sleep",
+    "vsock_connect",
+    "vsock_listen",
+    "wait_pid",
+    "yield_cpu",
+]
+
+#: A connection to a guest vsock port.
+VsockConnection: TypeAlias = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+#: A listener for guest connections to a host vsock port.
+VsockListener: TypeAlias = vsock.AsyncVsockListener
+
+#: Seconds of a wait for a path during which :func:`pause` only yields the CPU.
+YIELD_ONLY = 0.001
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def gather(*calls: Callable[[], Awaitable[T]]) -> list[T | BaseException]:
+    """Run ``calls`` concurrently on the loop; each one's result or exception, in order."""
+    return await asyncio.gather(*(call() for call in calls), return_exceptions=True)
+
+
+async def sleep(seconds: float) -> None:
+    """Wait ``seconds``."""
+    await asyncio.sleep(seconds)
+
+
+async def yield_cpu() -> None:
+    """Let other threads on this CPU run (a starting VMM), then other tasks of the loop."""
+    os.sched_yield()
+    await asyncio.sleep(0)
+
+
+async def pause(waited: float, appears: Path | None = None) -> None:
+    """Wait a little before looking again at something that has been awaited ``waited`` s.
+
+    From 0.2 ms, growing with the wait up to 10 ms. Never a busy loop: on a
+    small host, spinning would take the CPU from the Firecracker starting up.
+    With ``appears``, the wait ends as soon as an entry appears in its
+    directory (inotify: the loop cannot sleep less than 1 ms). In the first
+    millisecond (a VMM makes its socket ~0.5 ms after it starts) it only
+    yields the CPU: a sleeping waiter is woken late on a busy small host,
+    while the starting VMM gets the CPU it is yielded.
+    """
+    delay = min(max(waited / 4, 0.0002), 0.01)
+    if appears is not None and waited < YIELD_ONLY:
+        await yield_cpu()
+        return
+    watch = _pathwatch.shared() if appears is not None else None
+    if watch is None or appears is None:
+        await asyncio.sleep(delay)
+        return
+    loop = asyncio.get_running_loop()
+    woken: asyncio.Future[None] = loop.create_future()
+    here = threading.get_ident()
+
+    def wake() -> None:
+        if threading.get_ident() == here:  # pumped by this loop's reader: no self-pipe needed
+            _settle(woken)
+        else:
+            loop.call_soon_threadsafe(_settle, woken)
+
+    token = watch.watch(appears.parent, wake)
+    if token is None:
+        await asyncio.sleep(delay)
+        return
+    try:
+        if appears.exists():
+            return
+        if watch.reader_added(loop):
+            loop.add_reader(watch.fileno(), watch.pump)
+        timer = loop.call_later(delay, _settle, woken)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            if watch.reader_removed(loop):
+                loop.remove_reader(watch.fileno())
+    finally:
+        watch.unwatch(token)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def run_blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run slow file work (copying a disk image) off the event loop."""
+    return await asyncio.to_thread(func, *args, **kwargs)
+
+
+async def wait_pid(
+    pid: int, timeout: float | None, popen: subprocess.Popen[bytes] | None = None
+) -> bool:
+    """Wait until process ``pid`` has exited; ``False`` if ``timeout`` passed first.
+
+    ``popen``, when the process is our child, is reaped so that its
+    ``returncode`` is set.
+    """
+    if popen is not None and popen.poll() is not None:
+        return True
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    loop = asyncio.get_running_loop()
+    exited: asyncio.Future[None] = loop.create_future()
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
+    try:
+        await asyncio.wait_for(exited, timeout)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    if popen is not None:
+        popen.wait()
+    return True
+
+
+async def drain(reader: AsyncLineReader, timeout: float) -> None:
+    """Give ``reader`` up to ``timeout`` seconds to deliver what is left in its pipe."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(reader.wait(), timeout)
+
+
+async def vsock_connect(uds_path: Path, port: int, timeout: float | None) -> VsockConnection:
+    """Connect to guest vsock ``port`` (see :func:`firec.vm.vsock.open_connection`)."""
+    return await vsock.open_connection(uds_path, port, timeout=timeout)
+
+
+async def vsock_listen(uds_path: Path, port: int, owner: tuple[int, int] | None) -> VsockListener:
+    """Listen for guest connections to host ``port`` (see :func:`firec.vm.vsock.open_listener`)."""
+    return await vsock.open_listener(uds_path, port, owner=owner)

@@ -1,0 +1,134 @@
+"""The waiting primitives of :class:`firec.Machine`: blocking twins of ``_async_io``."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import select
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import ParamSpec, TypeAlias, TypeVar
+
+from firec.vm import _pathwatch, vsock
+from firec.vm.streams import LineReader
+
+__all__ = [
+    "drain",
+    "gather",
+    "pause",
+    "run_blocking",
+    "sleep",
+    "vsock_connect",
+    "vsock_listen",
+    "wait_pid",
+    "yield_cpu",
+]
+
+#: A connection to a guest vsock port.
+VsockConnection: TypeAlias = socket.socket
+#: A listener for guest connections to a host vsock port.
+VsockListener: TypeAlias = vsock.VsockListener
+
+#: Seconds of a wait for a path during which :func:`pause` only yields the CPU.
+YIELD_ONLY = 0.001
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def gather(*calls: Callable[[], T]) -> list[T | BaseException]:
+    """Run ``calls`` concurrently, a thread each; each one's result or exception, in order."""
+    if not calls:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [f.exception() or f.result() for f in futures]
+
+
+def sleep(seconds: float) -> None:
+    """Wait ``seconds``."""
+    time.sleep(seconds)
+
+
+def yield_cpu() -> None:
+    """Let other threads on this CPU run (a starting VMM)."""
+    os.sched_yield()
+
+
+def pause(waited: float, appears: Path | None = None) -> None:
+    """Wait a little before looking again at something that has been awaited ``waited`` s.
+
+    From 0.2 ms, growing with the wait up to 10 ms. With ``appears``, the
+    wait ends as soon as an entry appears in its directory (inotify); in
+    the first millisecond it only yields the CPU (see ``_async_io.pause``).
+    """
+    delay = min(max(waited / 4, 0.0002), 0.01)
+    if appears is not None and waited < YIELD_ONLY:
+        yield_cpu()
+        return
+    watch = _pathwatch.shared() if appears is not None else None
+    if watch is None or appears is None:
+        time.sleep(delay)
+        return
+    woken = threading.Event()
+    token = watch.watch(appears.parent, woken.set)
+    if token is None:
+        time.sleep(delay)
+        return
+    try:
+        end = time.monotonic() + delay
+        while not woken.is_set() and not appears.exists():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            # Another thread may pump (and deliver) our event: then the full delay passes.
+            if select.select([watch.fileno()], [], [], left)[0]:
+                watch.pump()
+    finally:
+        watch.unwatch(token)
+
+
+def run_blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run slow file work (copying a disk image)."""
+    return func(*args, **kwargs)
+
+
+def wait_pid(pid: int, timeout: float | None, popen: subprocess.Popen[bytes] | None = None) -> bool:
+    """Wait until process ``pid`` has exited; ``False`` if ``timeout`` passed first.
+
+    ``popen``, when the process is our child, is reaped so that its
+    ``returncode`` is set.
+    """
+    if popen is not None and popen.poll() is not None:
+        return True
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        exited = True
+    else:  # woken the moment it exits (Popen.wait(timeout) would poll, up to 50 ms late)
+        try:
+            exited = bool(select.select([pidfd], [], [], timeout)[0])
+        finally:
+            os.close(pidfd)
+    if exited and popen is not None:
+        popen.wait()
+    return exited
+
+
+def drain(reader: LineReader, timeout: float) -> None:
+    """Give ``reader`` up to ``timeout`` seconds to deliver what is left in its pipe."""
+    reader.wait(timeout)
+
+
+def vsock_connect(uds_path: Path, port: int, timeout: float | None) -> VsockConnection:
+    """Connect to guest vsock ``port`` (see :func:`firec.vm.vsock.connect`)."""
+    return vsock.connect(uds_path, port, timeout=timeout)
+
+
+def vsock_listen(uds_path: Path, port: int, owner: tuple[int, int] | None) -> VsockListener:
+    """Listen for guest connections to host vsock ``port`` (see :func:`firec.vm.vsock.listen`)."""
+    return vsock.listen(uds_path, port, owner=owner)
