@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
+from ._json_reader import Reader
 from ._release import Release
 from ._serde import (
     Any_,
@@ -21,7 +22,6 @@ from ._serde import (
     Field,
     Int,
     Opt,
-    Reader,
     SerdeError,
     Struct,
     Text,
