@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import json
 import json.decoder
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = [
     "Reader",
     "SerdeError",
     "colon",
+    "elements",
     "end_map",
     "end_seq",
     "invalid_type",
+    "keys",
     "next_element",
     "next_key",
     "parse_any",
@@ -165,23 +167,14 @@ def parse_any(r: Reader) -> Any:
     if c == "{":
         r.i += 1
         obj: dict[str, Any] = {}
-        first = True
-        while True:
-            key = next_key(r, first)
-            if key is None:
-                break
-            first = False
+        for key in keys(r):
             colon(r)
             obj[key] = parse_any(r)
         end_map(r)
         return obj
     if c == "[":
         r.i += 1
-        items: list[Any] = []
-        first = True
-        while next_element(r, first):
-            first = False
-            items.append(parse_any(r))
+        items = [parse_any(r) for _ in elements(r)]
         end_seq(r)
         return items
     if c == '"':
@@ -216,6 +209,14 @@ def next_key(r: Reader, first: bool) -> str | None:
     if c == "}":
         raise r.peek_error("trailing comma")
     raise r.peek_error("key must be a string")
+
+
+def keys(r: Reader) -> Iterator[str]:
+    """The keys of a map whose ``{`` is read; the caller reads each one's ``:`` and value."""
+    first = True
+    while (key := next_key(r, first)) is not None:
+        first = False
+        yield key
 
 
 def colon(r: Reader) -> None:
@@ -254,6 +255,14 @@ def next_element(r: Reader, first: bool) -> bool:
     if c is None:
         raise r.peek_error("EOF while parsing a list")
     return True
+
+
+def elements(r: Reader) -> Iterator[None]:
+    """Once per element of a sequence whose ``[`` is read; the caller reads the element."""
+    first = True
+    while next_element(r, first):
+        first = False
+        yield
 
 
 def end_seq(r: Reader) -> None:

@@ -14,17 +14,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ._json_reader import (
     Reader,
     SerdeError,
     colon,
+    elements,
     end_map,
     end_seq,
     invalid_type,
+    keys,
     next_element,
-    next_key,
     parse_any,
     parse_ident,
     parse_number,
@@ -211,22 +212,14 @@ class Vec(Type):
     def read(self, r: Reader) -> list[Any]:
         if r.ws() != "[":
             raise invalid_type(r, self.expecting)
-        r.i += 1
-        items: list[Any] = []
-        first = True
-        try:
-            while next_element(r, first):
-                first = False
-                items.append(self.item.read(r))
-        except SerdeError as err:
-            if err.offset is None:
-                _try_end(r, end_seq)
-            raise r.fix(err) from None
-        end_seq(r)
-        return items
+        return _visit(r, self._visit_seq, end_seq)
+
+    def _visit_seq(self, r: Reader) -> list[Any]:
+        return [self.item.read(r) for _ in elements(r)]
 
 
 _MISSING: Any = object()
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -266,36 +259,15 @@ class Struct(Type):
     def read(self, r: Reader) -> dict[str, Any]:
         c = r.ws()
         if c == "{":
-            r.i += 1
-            try:
-                values = self._visit_map(r)
-            except SerdeError as err:
-                if err.offset is None:
-                    _try_end(r, end_map)
-                raise r.fix(err) from None
-            end_map(r)
-            return values
+            return _visit(r, self._visit_map, end_map)
         if c == "[":
-            r.i += 1
-            try:
-                values = self._visit_seq(r)
-            except SerdeError as err:
-                if err.offset is None:
-                    _try_end(r, end_seq)
-                raise r.fix(err) from None
-            end_seq(r)
-            return values
+            return _visit(r, self._visit_seq, end_seq)
         raise invalid_type(r, self.expecting)
 
     def _visit_map(self, r: Reader) -> dict[str, Any]:
         by_name = {f.name: f for f in self.fields}
         found: dict[str, Any] = {}
-        first = True
-        while True:
-            key = next_key(r, first)
-            if key is None:
-                break
-            first = False
+        for key in keys(r):
             spec = by_name.get(key)
             if spec is None:
                 if self.deny_unknown:
@@ -337,10 +309,22 @@ def _copy(value: Any) -> Any:
     return list(value) if isinstance(value, list) else value
 
 
-def _try_end(r: Reader, end: Callable[[Reader], None]) -> None:
-    """serde_json runs end_map/end_seq even after a failure; only its consumption matters."""
-    with contextlib.suppress(SerdeError):
-        end(r)
+def _visit(r: Reader, visit: Callable[[Reader], _T], end: Callable[[Reader], None]) -> _T:
+    """Read a map or a sequence whose bracket is next: its contents, then its end.
+
+    After a failure that has no position yet, serde_json still runs end_map or
+    end_seq: only what that consumes matters (the error's position).
+    """
+    r.i += 1
+    try:
+        value = visit(r)
+    except SerdeError as err:
+        if err.offset is None:
+            with contextlib.suppress(SerdeError):
+                end(r)
+        raise r.fix(err) from None
+    end(r)
+    return value
 
 
 def _one_of(names: Sequence[str]) -> str:
