@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._errors import POSTBOOT_ONLY, PREBOOT_ONLY, ActionError, action_error, os_error
 from ._jail import host_path
 from ._schema import schema
 from ._serde import SerdeError, Struct, from_text
 from ._state import NOT_STARTED, PAUSED
-from ._vmm import POSTBOOT_ONLY, PREBOOT_ONLY, ActionError, Vmm
+from ._vmm import Vmm
 
 __all__ = ["Response", "dispatch"]
 
@@ -450,7 +451,7 @@ def _balloon_config(vmm: Vmm, started: bool) -> Response:
     if vmm.balloon is None:
         if started and vmm.rel.modern:
             raise _device_not_found(vmm, "Internal VMM error")
-        raise vmm._err("Balloon config error", "No balloon device found.")
+        raise action_error(vmm.rel, "Balloon config error", "No balloon device found.")
     return _json(vmm.balloon_out())
 
 
@@ -458,7 +459,8 @@ def _balloon_stats(vmm: Vmm) -> Response:
     if vmm.balloon is None:
         raise _device_not_found(vmm, "Internal VMM error")
     if not vmm.balloon["stats_polling_interval_s"]:
-        raise vmm._err(
+        raise action_error(
+            vmm.rel,
             "Internal VMM error",
             "Balloon: Received stats query when stats are disabled.",
             "Statistics for the balloon device are not enabled",
@@ -473,7 +475,8 @@ def _balloon_update(vmm: Vmm) -> None:
     if vmm.balloon is None:
         raise _device_not_found(vmm, "Balloon update error")
     # firec's test guest has no virtio-balloon driver: the device never activates.
-    raise vmm._err(
+    raise action_error(
+        vmm.rel,
         "Balloon update error",
         "Balloon: Device not activated yet.",
         "Device is inactive, check if balloon driver is enabled in guest kernel.",
@@ -485,7 +488,8 @@ def _balloon_stats_update(vmm: Vmm, cfg: dict[str, Any]) -> None:
         raise _device_not_found(vmm, "Balloon update error")
     old, new = vmm.balloon["stats_polling_interval_s"], cfg["stats_polling_interval_s"]
     if (old == 0) != (new == 0):
-        raise vmm._err(
+        raise action_error(
+            vmm.rel,
             "Balloon update error",
             "Balloon: Statistics cannot be enabled/disabled after activation.",
             "Cannot enable/disable the statistics after boot.",
@@ -564,12 +568,11 @@ def _update_drive(vmm: Vmm, cfg: dict[str, Any]) -> None:
             with open(host_path(cfg["path_on_host"]), "rb"):
                 pass
         except OSError as exc:
-            from ._vmm import _os_error
-
-            raise vmm._err(
+            raise action_error(
+                vmm.rel,
                 "Drive config error",
                 "Unable to patch the block device: Block: Virtio backend error: Error "
-                f"manipulating the backing file: {_os_error(exc)} {cfg['path_on_host']} Please "
+                f"manipulating the backing file: {os_error(exc)} {cfg['path_on_host']} Please "
                 "verify the request arguments.",
                 f"Invalid block device path: {cfg['path_on_host']}",
             ) from None
@@ -581,7 +584,8 @@ def _update_drive(vmm: Vmm, cfg: dict[str, Any]) -> None:
 def _update_net(vmm: Vmm, cfg: dict[str, Any]) -> None:
     net = next((n for n in vmm.nets if n["iface_id"] == cfg["iface_id"]), None)
     if net is None:
-        raise vmm._err(
+        raise action_error(
+            vmm.rel,
             "Network config error",
             "Unable to update the net device: Failed perform action on device: Device not found",
             "Error during interface update (patch): the device couldn't be found",
