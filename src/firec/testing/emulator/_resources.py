@@ -177,11 +177,7 @@ class VmResources(VmmState):
                 f'Os {{ code: 16, kind: ResourceBusy, message: "Resource busy" }}, '
                 f'"{net["host_dev_name"]}"))',
             )
-        for i, n in enumerate(self.nets):
-            if n["iface_id"] == net["iface_id"]:
-                self.nets[i] = net
-                return
-        self.nets.append(net)
+        _replace_or_append(self.nets, "iface_id", net)
 
     def set_vsock(self, cfg: dict[str, Any]) -> None:
         self.boot_path = True
@@ -241,11 +237,7 @@ class VmResources(VmmState):
             if any(p["root_device"] and p["id"] != cfg["id"] for p in self.pmem):
                 raise ActionError("Pmem device error: A root pmem device already exist")
         entry = {k: v for k, v in cfg.items() if k != "__present__"}
-        for i, p in enumerate(self.pmem):
-            if p["id"] == cfg["id"]:
-                self.pmem[i] = entry
-                return
-        self.pmem.append(entry)
+        _replace_or_append(self.pmem, "id", entry)
 
     def set_memory_hotplug(self, cfg: dict[str, Any]) -> None:
         self.boot_path = True
@@ -314,3 +306,12 @@ class VmResources(VmmState):
                 os_error(exc),
             ) from None
         self.metrics_configured = True
+
+
+def _replace_or_append(devices: list[dict[str, Any]], key: str, device: dict[str, Any]) -> None:
+    """A device put again under a known id replaces it, in its place; a new one comes last."""
+    for i, known in enumerate(devices):
+        if known[key] == device[key]:
+            devices[i] = device
+            return
+    devices.append(device)
