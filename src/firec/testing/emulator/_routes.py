@@ -62,6 +62,26 @@ def _checked_id(value: str | None) -> str:
     return value
 
 
+def _parse_for(
+    path_id: str | None, struct: Struct, body: str, key: str, *, show_ids: bool = False
+) -> dict[str, Any]:
+    """The body of a request on ``/<devices>/<path_id>``, whose ``key`` must be that id.
+
+    The path's id is checked first, then the body parsed; ``show_ids``: the
+    refusal of a mismatch names both ids (network interfaces, 1.6 and newer).
+    """
+    checked = _checked_id(path_id)
+    cfg = _parse(struct, body)
+    if cfg[key] != checked:
+        if show_ids:
+            raise _generic(
+                f"The id from the path [{checked}] does not match the id from the "
+                f"body [{cfg[key]}]!"
+            )
+        raise _generic("The id from the path does not match the id from the body!")
+    return cfg
+
+
 def _invalid_path(path: str, method: str) -> RequestError:
     return RequestError(
         f"Invalid request method and/or path: {method} {path}.",
@@ -120,17 +140,9 @@ def route(vmm: Vmm, method: str, uri: str, body: str | None) -> Action:
         if path == "cpu-config" and m >= 4:
             return Action("PutCpuConfiguration", _parse(s.cpu_config, body))
         if path == "drives":
-            drive_id = _checked_id(nxt)
-            cfg = _parse(s.drive, body)
-            if cfg["drive_id"] != drive_id:
-                raise _generic("The id from the path does not match the id from the body!")
-            return Action("InsertBlockDevice", cfg)
+            return Action("InsertBlockDevice", _parse_for(nxt, s.drive, body, "drive_id"))
         if path == "pmem" and m >= 14:
-            pmem_id = _checked_id(nxt)
-            cfg = _parse(s.pmem, body)
-            if cfg["id"] != pmem_id:
-                raise _generic("The id from the path does not match the id from the body!")
-            return Action("InsertPmemDevice", cfg)
+            return Action("InsertPmemDevice", _parse_for(nxt, s.pmem, body, "id"))
         if path == "logger":
             return Action("ConfigureLogger", _parse(s.logger, body))
         if path == "serial" and m >= 14:
@@ -154,15 +166,7 @@ def route(vmm: Vmm, method: str, uri: str, body: str | None) -> Action:
                 return Action("SetMmdsConfiguration", cfg, dep)
             raise _generic(f"Unrecognized PUT request path `{nxt}`.")
         if path == "network-interfaces":
-            iface_id = _checked_id(nxt)
-            cfg = _parse(s.net, body)
-            if cfg["iface_id"] != iface_id:
-                if rel.modern:
-                    raise _generic(
-                        f"The id from the path [{iface_id}] does not match the id from the "
-                        f"body [{cfg['iface_id']}]!"
-                    )
-                raise _generic("The id from the path does not match the id from the body!")
+            cfg = _parse_for(nxt, s.net, body, "iface_id", show_ids=rel.modern)
             return Action("InsertNetworkDevice", cfg)
         if path == "snapshot":
             if nxt is None:
@@ -200,10 +204,7 @@ def route(vmm: Vmm, method: str, uri: str, body: str | None) -> Action:
             raise _generic("Empty PATCH request.")
         if body is not None:
             if path == "drives":
-                drive_id = _checked_id(nxt)
-                cfg = _parse(s.drive_update, body)
-                if cfg["drive_id"] != drive_id:
-                    raise _generic("The id from the path does not match the id from the body!")
+                cfg = _parse_for(nxt, s.drive_update, body, "drive_id")
                 if not rel.modern and cfg["path_on_host"] is None and cfg["rate_limiter"] is None:
                     raise _generic(
                         "Please specify at least one property to patch: path_on_host, rate_limiter."
@@ -220,22 +221,10 @@ def route(vmm: Vmm, method: str, uri: str, body: str | None) -> Action:
             if path == "mmds":
                 return Action("PatchMMDS", _parse_value(body))
             if path == "network-interfaces":
-                iface_id = _checked_id(nxt)
-                cfg = _parse(s.net_update, body)
-                if cfg["iface_id"] != iface_id:
-                    if rel.modern:
-                        raise _generic(
-                            f"The id from the path [{iface_id}] does not match the id from the "
-                            f"body [{cfg['iface_id']}]!"
-                        )
-                    raise _generic("The id from the path does not match the id from the body!")
+                cfg = _parse_for(nxt, s.net_update, body, "iface_id", show_ids=rel.modern)
                 return Action("UpdateNetworkInterface", cfg)
             if path == "pmem" and m >= 16:
-                pmem_id = _checked_id(nxt)
-                cfg = _parse(s.pmem_update, body)
-                if cfg["id"] != pmem_id:
-                    raise _generic("The id from the path does not match the id from the body!")
-                return Action("UpdatePmemDevice", cfg)
+                return Action("UpdatePmemDevice", _parse_for(nxt, s.pmem_update, body, "id"))
             if path == "vm":
                 state = _parse(s.vm_state, body)["state"]
                 return Action("Pause" if state == "Paused" else "Resume")
