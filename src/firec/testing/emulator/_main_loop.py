@@ -8,13 +8,13 @@ to load. The stop keeps Firecracker's deadlock (see :class:`MainLoop`).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import NoReturn
 
 from ._api import dispatch
 from ._config_file import boot_from_config
+from ._errors import os_error
 from ._exits import Exits, Fatal, io_debug
 from ._http import HttpServer, Request, reply
 from ._jail import host_path
@@ -87,7 +87,7 @@ class MainLoop(Exits):
             self.fail(
                 Fatal(
                     "RunWithApiError error: Failed to bind and run the HTTP server: IO error: "
-                    f"{os.strerror(exc.errno or 0)} (os error {exc.errno})",
+                    f"{os_error(exc)}",
                     f"RunWithApi(FailedToBindAndRunHttpServer(IOError({io_debug(exc)})))",
                     1,
                 )

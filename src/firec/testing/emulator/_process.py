@@ -10,7 +10,6 @@ serve the API (:class:`._main_loop.MainLoop`).
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,7 +17,9 @@ from typing import NoReturn
 
 from . import _jail, _snapshot
 from ._args import DEFAULT_PAYLOAD, ArgError, formatted_help, parse_args, validate_id
+from ._errors import os_error
 from ._exits import Fatal, io_debug
+from ._log import LEVEL_NAMES
 from ._main_loop import MainLoop
 from ._schema import schema
 from ._serde import SerdeError, from_text
@@ -80,10 +81,8 @@ class Process(MainLoop):
                 self.fail(
                     Fatal(
                         "Could not initialize metrics: Cannot initialize the metrics system due "
-                        f"to bad user input: {os.strerror(exc.errno or 0)} (os error {exc.errno})",
-                        "MetricsInitialization(InitializationFailure("
-                        f'"{os.strerror(exc.errno or 0)} '
-                        f'(os error {exc.errno})"))',
+                        f"to bad user input: {os_error(exc)}",
+                        f'MetricsInitialization(InitializationFailure("{os_error(exc)}"))',
                         1,
                     )
                 )
@@ -95,8 +94,7 @@ class Process(MainLoop):
             except OSError as exc:
                 self.fail(
                     Fatal(
-                        f"Seccomp error: Filter file open error: {os.strerror(exc.errno or 0)} "
-                        f"(os error {exc.errno})",
+                        f"Seccomp error: Filter file open error: {os_error(exc)}",
                         f"SeccompFilter(FileOpen({io_debug(exc)}))",
                         1,
                     )
@@ -150,15 +148,7 @@ class Process(MainLoop):
         if rel.at_least(5):
             level = None
             if isinstance(level_text, str):
-                level = {
-                    "off": "Off",
-                    "trace": "Trace",
-                    "debug": "Debug",
-                    "info": "Info",
-                    "warn": "Warn",
-                    "warning": "Warn",
-                    "error": "Error",
-                }.get(level_text.lower())
+                level = LEVEL_NAMES.get(level_text.lower())
                 if level is None:
                     self.fail(
                         Fatal(
@@ -177,10 +167,9 @@ class Process(MainLoop):
                     module=str(args["module"]) if "module" in args else None,
                 )
             except OSError as exc:
-                msg = f"{os.strerror(exc.errno or 0)} (os error {exc.errno})"
                 self.fail(
                     Fatal(
-                        f"Could not initialize logger: Failed to open target file: {msg}",
+                        f"Could not initialize logger: Failed to open target file: {os_error(exc)}",
                         f"LoggerInitialization(LoggerUpdateError({io_debug(exc)}))",
                         1,
                     )
@@ -208,8 +197,7 @@ class Process(MainLoop):
         except OSError as exc:
             self.fail(
                 Fatal(
-                    f"Could not initialize logger:: {os.strerror(exc.errno or 0)} (os error "
-                    f"{exc.errno})",
+                    f"Could not initialize logger:: {os_error(exc)}",
                     "",
                     1,
                 )
