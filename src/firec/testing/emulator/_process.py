@@ -101,26 +101,12 @@ class Process(MainLoop):
                 )
         config_json = self.read_file(args, "config-file", "configuration")
         metadata = self.read_file(args, "metadata", "mmds content")
-        payload_limit = DEFAULT_PAYLOAD
-        if "http-api-max-payload-size" in args:
-            try:
-                payload_limit = int(str(args["http-api-max-payload-size"]))
-            except ValueError:
-                self.panic(
-                    "src/firecracker/src/main.rs:384:18",
-                    "'http-api-max-payload-size' parameter expected to be of 'usize' type.: "
-                    "ParseIntError { kind: InvalidDigit }",
-                )
-        mmds_limit = payload_limit
-        if "mmds-size-limit" in args:
-            try:
-                mmds_limit = int(str(args["mmds-size-limit"]))
-            except ValueError:
-                self.panic(
-                    "src/firecracker/src/main.rs:395:18",
-                    "'mmds-size-limit' parameter expected to be of 'usize' type.: "
-                    "ParseIntError { kind: InvalidDigit }",
-                )
+        payload_limit = self.size_arg(
+            args, "http-api-max-payload-size", DEFAULT_PAYLOAD, "src/firecracker/src/main.rs:384:18"
+        )
+        mmds_limit = self.size_arg(
+            args, "mmds-size-limit", payload_limit, "src/firecracker/src/main.rs:395:18"
+        )
         self.vmm = Vmm(
             rel,
             instance_id,
@@ -201,6 +187,19 @@ class Process(MainLoop):
                     "",
                     1,
                 )
+            )
+
+    def size_arg(self, args: dict[str, str | bool], name: str, default: int, where: str) -> int:
+        """A size flag's value (``default`` when not given); one that is no number panics."""
+        if name not in args:
+            return default
+        try:
+            return int(str(args[name]))
+        except ValueError:
+            self.panic(
+                where,
+                f"'{name}' parameter expected to be of 'usize' type.: "
+                "ParseIntError { kind: InvalidDigit }",
             )
 
     def read_file(self, args: dict[str, str | bool], name: str, what: str) -> str | None:
