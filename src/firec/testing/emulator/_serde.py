@@ -1,4 +1,4 @@
-"""The Rust types Firecracker's API bodies deserialize into, as serde derives them.
+"""Rust types as serde deserializes them: integers, strings, enums, options, vectors, structs.
 
 Firecracker deserializes each request body into a Rust struct; its error messages
 ("unknown field `x`, expected one of ...", "missing field `y`", "invalid type:
