@@ -133,22 +133,13 @@ def parse_number(r: Reader) -> int | float:
     is_float = False
     if i < n and s[i] == ".":
         is_float = True
-        i += 1
-        if i >= n or not s[i].isdigit():
-            r.i = i
-            raise r.peek_error("EOF while parsing a value" if i >= n else "invalid number")
-        while i < n and s[i].isdigit():
-            i += 1
+        i = _more_digits(r, i + 1)
     if i < n and s[i] in "eE":
         is_float = True
         i += 1
         if i < n and s[i] in "+-":
             i += 1
-        if i >= n or not s[i].isdigit():
-            r.i = i
-            raise r.peek_error("EOF while parsing a value" if i >= n else "invalid number")
-        while i < n and s[i].isdigit():
-            i += 1
+        i = _more_digits(r, i)
     r.i = i
     text = s[start:i]
     if is_float:
@@ -157,6 +148,17 @@ def parse_number(r: Reader) -> int | float:
     if value > 2**64 - 1 or value < -(2**63):
         return float(value)
     return value
+
+
+def _more_digits(r: Reader, i: int) -> int:
+    """Past the digits from ``i`` on: a fraction or an exponent needs one at least."""
+    s, n = r.s, len(r.s)
+    if i >= n or not s[i].isdigit():
+        r.i = i
+        raise r.peek_error("EOF while parsing a value" if i >= n else "invalid number")
+    while i < n and s[i].isdigit():
+        i += 1
+    return i
 
 
 def parse_any(r: Reader) -> Any:
