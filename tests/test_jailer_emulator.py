@@ -29,6 +29,7 @@ import pytest
 from firec.testing.binaries import emulator_binary, jailer_emulator_binary
 from firec.testing.guest import BOOT_LINE, echo_line, guest_args
 from firec.testing.jailer import formatted_help
+from firec.vm.jailer import remove_cgroups
 from tests import host_tools
 
 UID, GID = 1234, 1235
@@ -183,12 +184,13 @@ class Jailer:
                 running.jailer.kill()
                 running.jailer.wait(timeout=10)
         shutil.rmtree(self.base, ignore_errors=True)
-        for parent, vm_id in self.used:
-            for controller in CGROUP_V1.iterdir():
-                with contextlib.suppress(OSError):
-                    (controller / parent / vm_id).rmdir()
-                with contextlib.suppress(OSError):
-                    (controller / parent).rmdir()  # busy while another VM uses it: fine
+        # firec's own removal: it waits while a cgroup is busy (a VMM killed as pid 1 of its
+        # PID namespace is in it until reaped), then removes the parent if no VM uses it
+        remove_cgroups(
+            controller / parent / vm_id
+            for parent, vm_id in self.used
+            for controller in CGROUP_V1.iterdir()
+        )
         assert not _left_behind(self), "cgroups left behind"
 
 

@@ -1,4 +1,4 @@
-"""Test helpers for firec: a tiny guest kernel and a Firecracker emulator.
+"""Test helpers for firec: a tiny guest kernel, a Firecracker emulator and a jailer emulator.
 
 * :mod:`firec.testing.guest`: firec's tiny test guest (built with the host's C compiler).
 * :class:`Emulator` (from :mod:`firec.testing.emulator`): a Firecracker stand-in
@@ -8,6 +8,12 @@
 
       with Emulator(version="1.14") as emu:
           ...  # talk to emu.socket_path
+
+* :mod:`firec.testing.jailer`: a stand-in for Firecracker's jailer, which runs
+  the emulator as if jailed.
+* :mod:`firec.testing.binaries`: executables that run either emulator, for
+  anything that wants a ``firecracker`` or ``jailer`` path
+  (:func:`emulator_binary` is one).
 """
 
 from __future__ import annotations

@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import os
 import re
 import shutil
 import stat
 import struct
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -500,16 +502,26 @@ def cgroup_dirs(jailer: JailerConfig, vm_id: str, exec_file: Path) -> list[Path]
     return [root / controller / parent / vm_id for controller in sorted(controllers)]
 
 
-def remove_cgroups(directories: Iterable[Path]) -> list[str]:
+#: How long :func:`remove_cgroups` waits for a busy cgroup to empty (seconds).
+CGROUP_BUSY_WAIT = 5.0
+
+
+def remove_cgroups(
+    directories: Iterable[Path], *, busy_wait: float = CGROUP_BUSY_WAIT
+) -> list[str]:
     """Remove a VM's cgroup directories; return those that could not be removed.
 
+    A cgroup still busy (``EBUSY``) is tried again for up to ``busy_wait``
+    seconds in all: a VMM killed as pid 1 of its own PID namespace
+    (``--new-pid-ns``) stays in its cgroup until its parent reaps it.
     Each parent (the jailer's ``--parent-cgroup``, shared by VMs) goes too when
     no other VM uses it any more.
     """
+    deadline = time.monotonic() + busy_wait
     left = []
     for directory in directories:
         try:
-            directory.rmdir()
+            _rmdir_once_free(directory, deadline)
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -518,3 +530,15 @@ def remove_cgroups(directories: Iterable[Path]) -> list[str]:
         with contextlib.suppress(OSError):
             directory.parent.rmdir()  # busy while another VM is in it: fine
     return left
+
+
+def _rmdir_once_free(directory: Path, deadline: float) -> None:
+    """``rmdir``, again every 10 ms while the cgroup is busy, until ``deadline``."""
+    while True:
+        try:
+            directory.rmdir()
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)

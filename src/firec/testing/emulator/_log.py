@@ -16,9 +16,19 @@ import time
 from firec.testing.emulator._jail import host_path
 from firec.testing.emulator._release import Release
 
-__all__ = ["LEVELS", "Logger", "open_nonblocking", "timestamp"]
+__all__ = ["LEVELS", "LEVEL_NAMES", "Logger", "open_nonblocking", "timestamp"]
 
 LEVELS = {"Off": 0, "Error": 1, "Warn": 2, "Info": 3, "Debug": 4, "Trace": 5}
+#: The level names Firecracker takes from 1.5 on (``--level``, ``PUT /logger``), lowercased.
+LEVEL_NAMES = {
+    "off": "Off",
+    "trace": "Trace",
+    "debug": "Debug",
+    "info": "Info",
+    "warn": "Warn",
+    "warning": "Warn",
+    "error": "Error",
+}
 _NAMES = {1: "ERROR", 2: "WARN", 3: "INFO", 4: "DEBUG", 5: "TRACE"}
 
 

@@ -12,8 +12,10 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from firec.testing.emulator._release import Release
-from firec.testing.emulator._serde import (
+from ._json_reader import Reader
+from ._log import LEVEL_NAMES
+from ._release import Release
+from ._serde import (
     Any_,
     Bool,
     Custom,
@@ -21,7 +23,6 @@ from firec.testing.emulator._serde import (
     Field,
     Int,
     Opt,
-    Reader,
     SerdeError,
     Struct,
     Text,
@@ -50,20 +51,9 @@ def _ipv4(text: str) -> str:
         raise SerdeError("invalid IPv4 address syntax", -1) from None
 
 
-_LEVELS = {
-    "off": "Off",
-    "trace": "Trace",
-    "debug": "Debug",
-    "info": "Info",
-    "warn": "Warn",
-    "warning": "Warn",
-    "error": "Error",
-}
-
-
 def _level_filter(text: str) -> str:
     try:
-        return _LEVELS[text.lower()]
+        return LEVEL_NAMES[text.lower()]
     except KeyError:
         raise SerdeError("Invalid LevelFilter") from None
 

@@ -15,10 +15,11 @@ import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from firec.testing.emulator._release import Release
+from ._errors import os_error
+from ._release import Release
 
 if TYPE_CHECKING:
-    from firec.testing.emulator._state import VmmState
+    from ._state import VmmState
 
 __all__ = [
     "MEMORY_MAGIC",
@@ -50,10 +51,6 @@ _SAVED = (
 )
 
 
-def _os_error(exc: OSError) -> str:
-    return f"{os.strerror(exc.errno or 0)} (os error {exc.errno})"
-
-
 class SnapshotFileError(Exception):
     """A snapshot file could not be written or read; texts for modern and legacy releases."""
 
@@ -77,8 +74,8 @@ def save(vmm: VmmState, state_path: str, mem_path: str, *, diff: bool) -> None:
         fd = os.open(state_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     except OSError as exc:
         raise SnapshotFileError(
-            f"Cannot perform open on the snapshot backing file: {_os_error(exc)}",
-            f"Cannot perform open on the snapshot backing file: {_os_error(exc)}",
+            f"Cannot perform open on the snapshot backing file: {os_error(exc)}",
+            f"Cannot perform open on the snapshot backing file: {os_error(exc)}",
         ) from None
     with os.fdopen(fd, "wb") as f:
         f.write(STATE_MAGIC + json.dumps(doc).encode())
@@ -87,8 +84,8 @@ def save(vmm: VmmState, state_path: str, mem_path: str, *, diff: bool) -> None:
         fd = os.open(mem_path, os.O_WRONLY | os.O_CREAT | (0 if diff else os.O_TRUNC), 0o644)
     except OSError as exc:
         raise SnapshotFileError(
-            f"Cannot save the memory file: Cannot open the memory file: {_os_error(exc)}",
-            f"Cannot perform open on the memory file: {_os_error(exc)}",
+            f"Cannot save the memory file: Cannot open the memory file: {os_error(exc)}",
+            f"Cannot perform open on the memory file: {os_error(exc)}",
         ) from None
     with os.fdopen(fd, "wb") as f:
         f.write(MEMORY_MAGIC + snap_id.encode() + b"\n")
@@ -102,8 +99,8 @@ def _read_state(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise SnapshotFileError(
             "Failed to get snapshot state from file: Failed to open snapshot file: "
-            f"{_os_error(exc)}",
-            f"Cannot perform open on the snapshot backing file: {_os_error(exc)}",
+            f"{os_error(exc)}",
+            f"Cannot perform open on the snapshot backing file: {os_error(exc)}",
         ) from None
     if not data.startswith(STATE_MAGIC):
         raise SnapshotFileError(
@@ -138,8 +135,8 @@ def load(rel: Release, state_path: str, mem_path: str) -> dict[str, Any]:
             size = os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise SnapshotFileError(
-            f"Failed to load guest memory: Cannot open the memory file: {_os_error(exc)}",
-            f"Cannot deserialize the microVM state: Cannot open the memory file: {_os_error(exc)}",
+            f"Failed to load guest memory: Cannot open the memory file: {os_error(exc)}",
+            f"Cannot deserialize the microVM state: Cannot open the memory file: {os_error(exc)}",
         ) from None
     expected = MEMORY_MAGIC + str(doc.get("id")).encode() + b"\n"
     mem_mib = int(doc["vm"]["machine"]["mem_size_mib"])

@@ -1,8 +1,9 @@
 """The emulated VMM's state: what is configured, and where the boot state machine stands.
 
-Kept apart from its behaviour (:mod:`._vmm`) so that the modules that
-snapshot, restore and serve it (:mod:`._snapshot`, :mod:`._vsock`) read and
-change it without importing the VMM that calls them.
+Kept apart from its behaviour (:mod:`._vmm`, built from :mod:`._resources`,
+:mod:`._mmds` and :mod:`._vm_config`) so that the modules that snapshot,
+restore and serve it (:mod:`._snapshot`, :mod:`._vsock`) read and change it
+without importing the VMM that calls them.
 """
 
 from __future__ import annotations

@@ -24,9 +24,11 @@ from firec.snapshots.uffd import (
     register,
     send_handshake,
 )
-from firec.testing.emulator._jail import host_path
-from firec.testing.emulator._release import Release
-from firec.testing.emulator._snapshot import MEMORY_MAGIC, SnapshotFileError, _os_error, _read_state
+
+from ._errors import os_error
+from ._jail import host_path
+from ._release import Release
+from ._snapshot import MEMORY_MAGIC, SnapshotFileError, _read_state
 
 __all__ = ["load"]
 
@@ -62,7 +64,7 @@ def load(rel: Release, state_path: str, socket_path: str) -> dict[str, Any]:
     except OSError as exc:
         raise _fail(
             f"Error creating guest memory from uffd: Failed to connect to UDS Unix stream: "
-            f"{_os_error(exc)}"
+            f"{os_error(exc)}"
         ) from None
     _KEPT.append((uffd, address, size, conn))
     expected = MEMORY_MAGIC + str(doc.get("id")).encode() + b"\n"
