@@ -1,8 +1,8 @@
-"""Generate the synchronous client and machine from the asynchronous ones.
+"""Generate the synchronous transport, client and machine from the asynchronous ones.
 
-``src/firec/api/_async/client.py`` and ``src/firec/vm/_async/machine.py`` are
-the one source of both flavours; this script writes their twins in the
-``_sync`` folder beside them by
+``src/firec/api/_async/transport.py``, ``src/firec/api/_async/client.py`` and
+``src/firec/vm/_async/machine.py`` are the one source of both flavours; this
+script writes their twins in the ``_sync`` folder beside them by
 plain token substitution (as httpcore does), then sorts their imports and
 formats them with ruff. ``--check`` exits 1 if a generated file is stale.
 
@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "firec"
 #: (asyncio source, generated synchronous twin)
 PAIRS = [
+    (PACKAGE / "api" / "_async" / "transport.py", PACKAGE / "api" / "_sync" / "transport.py"),
     (PACKAGE / "api" / "_async" / "client.py", PACKAGE / "api" / "_sync" / "client.py"),
     (PACKAGE / "vm" / "_async" / "machine.py", PACKAGE / "vm" / "_sync" / "machine.py"),
 ]
@@ -31,6 +32,12 @@ HEADER = (
 )
 
 SUBSTITUTIONS: list[tuple[str, str]] = [
+    # a body httpx already holds needs no await; a blocking read is just that
+    (
+        r"if isinstance\(request\.stream, httpx\.SyncByteStream\):\n"
+        r"\s*(content = request\.read\(\))[^\n]*\n\s*else:\n\s*content = await request\.aread\(\)",
+        r"\1",
+    ),
     (r"\bawait asyncio\.sleep\(", "time.sleep("),
     (r"\basyncio\.Lock\(\)", "threading.Lock()"),
     (r"\nimport asyncio\n", "\nimport threading\n"),
@@ -39,6 +46,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bawait ", ""),
     (r"\bAsyncClient\b", "Client"),
     (r"\bAsyncMachine\b", "Machine"),
+    (r"\bAsyncUnixSocketTransport\b", "UnixSocketTransport"),
     (r"\bAsyncLineReader\b", "LineReader"),
     (r"\._async\b", "._sync"),
     (r"\bwith asyncio: ", ""),
@@ -56,6 +64,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"# This file is the one source of both \w+.*?unasync\.py\.\n\n", ""),
     (r"    asyncio\.run\(main\(\)\)\n", "    main()\n"),
     (r"import asyncio, firec", "import firec"),
+    (r"\btasks of one event loop\b", "threads"),
 ]
 
 
@@ -65,7 +74,8 @@ def render(source: Path, target: Path) -> str:
     for pattern, replacement in SUBSTITUTIONS:
         text = re.sub(pattern, replacement, text, flags=re.DOTALL)
     text = HEADER.format(source=source.relative_to(ROOT)) + text
-    for ruff in (["check", "--fix", "--select", "I", "--quiet"], ["format"]):
+    # sort the imports, and drop those only the asyncio flavour uses
+    for ruff in (["check", "--fix", "--select", "I,F401", "--quiet"], ["format"]):
         text = subprocess.run(
             [sys.executable, "-m", "ruff", *ruff, "--stdin-filename", str(target), "-"],
             input=text,

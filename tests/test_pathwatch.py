@@ -96,3 +96,11 @@ def test_a_forked_child_gets_its_own_instance() -> None:
     os.close(read)
     os.waitpid(pid, 0)
     assert _pathwatch.shared() is watch
+
+
+def test_waiting_docstring_examples() -> None:
+    import doctest
+
+    from firec.vm import _waiting
+
+    assert doctest.testmod(_waiting).failed == 0

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from firec.errors import FirecError
-from firec.vm.streams import MAX_LINE_BYTES, AsyncLineReader, LineReader, _Opened, tail_lines
+from firec.vm._follow import Opened as _Opened
+from firec.vm.streams import MAX_LINE_BYTES, AsyncLineReader, LineReader, tail_lines
 
 WAIT = 10.0  # seconds before a wait is declared hung (never reached when things work)
 
@@ -495,3 +496,12 @@ def test_tail_lines_refuses_what_it_cannot_tail(tmp_path: Path, fifo: Path) -> N
         tail_lines(fifo, 5)
     with pytest.raises(FirecError, match=r"cannot read the last lines of .*missing"):
         tail_lines(tmp_path / "missing", 5)
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from firec.vm import _follow, streams
+
+    for module in (streams, _follow):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -25,13 +25,13 @@ import pytest
 import firec
 from firec import errors
 from firec.api import models
+from firec.api._async.connection import Connection as _AsyncConnection
 from firec.api._request import timeout_extension
 from firec.api.transport import (
     BASE_URL,
     AsyncUnixSocketTransport,
     RequestAbandoned,
     UnixSocketTransport,
-    _AsyncConnection,
     parse_head,
     serialize_request,
     transport_error,
@@ -251,9 +251,12 @@ def test_serialize_frames_the_body_itself() -> None:
 def test_docstring_examples() -> None:
     import doctest
 
+    import firec.api._http
+    import firec.api._watch
     import firec.api.transport
 
-    assert doctest.testmod(firec.api.transport).failed == 0
+    for module in (firec.api.transport, firec.api._http, firec.api._watch):
+        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 def test_serialize_refuses_header_injection() -> None:

@@ -441,3 +441,12 @@ def test_jailed_guest_connects_to_a_listener_in_the_jail(
         machine.start()
         with listener.accept_within(10) as conn:
             assert conn.recv(100) == greeting(6002)
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from firec.vm import _vsock_listen
+
+    for module in (vsock, _vsock_listen):
+        assert doctest.testmod(module).failed == 0, module.__name__

@@ -27,8 +27,10 @@ What is followed, and how:
 
 :class:`LineReader` runs a daemon thread per reader; :class:`AsyncLineReader`
 runs on the asyncio loop with no thread (``loop.add_reader`` for fifos and
-pipes, a polling task for regular files). :func:`tail_lines` reads the last
-lines of a file without reading all of it.
+pipes, a polling task for regular files). They differ only in how they wait:
+opening, reading what is there, cutting lines and delivering them are shared
+(``_follow.py``). :func:`tail_lines` reads the last lines of a file without
+reading all of it.
 
 Example::
 
@@ -44,16 +46,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import select
 import stat
 import threading
-from collections.abc import Callable
-from types import TracebackType
-from typing import Final, Literal, overload
 
 from firec.errors import FirecError
+from firec.vm._follow import (
+    MAX_LINE_BYTES,
+    ChunkCallback,
+    Follower,
+    LineCallback,
+    Opened,
+    decode,
+)
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -64,186 +70,8 @@ __all__ = [
     "tail_lines",
 ]
 
-MAX_LINE_BYTES: Final = 1 << 20
-"""A line longer than this (1 MiB) is delivered in pieces of this size."""
 
-LineCallback = Callable[[str], object]
-"""What receives each line: any callable taking the line as ``str``."""
-
-ChunkCallback = Callable[[bytes], object]
-"""What receives the bytes as they are read (``lines=False``): prompts, escapes, binary."""
-
-Source = str | os.PathLike[str] | int
-
-_CHUNK: Final = 65536
-_log = logging.getLogger("firec.streams")
-
-
-class _LineSplitter:
-    """Cut bytes into decoded lines, keeping a partial last line."""
-
-    def __init__(self) -> None:
-        self._partial = b""
-
-    def feed(self, data: bytes) -> list[str]:
-        *complete, partial = (self._partial + data).split(b"\n")
-        pieces: list[bytes] = []
-        for piece in complete:
-            while len(piece) > MAX_LINE_BYTES:
-                pieces.append(piece[:MAX_LINE_BYTES])
-                piece = piece[MAX_LINE_BYTES:]
-            pieces.append(piece)
-        while len(partial) > MAX_LINE_BYTES:
-            pieces.append(partial[:MAX_LINE_BYTES])
-            partial = partial[MAX_LINE_BYTES:]
-        self._partial = partial
-        return [_decode(piece) for piece in pieces]
-
-    def flush(self) -> list[str]:
-        partial, self._partial = self._partial, b""
-        return [_decode(partial)] if partial else []
-
-
-def _decode(piece: bytes) -> str:
-    if piece.endswith(b"\r"):
-        piece = piece[:-1]
-    return piece.decode("utf-8", errors="replace")
-
-
-class _Opened:
-    """The fds of one followed source, opened by the reader and closed by it."""
-
-    def __init__(self, source: Source, follow: bool) -> None:
-        self.name = f"fd {source}" if isinstance(source, int) else os.fspath(source)
-        self.fd = -1
-        self.writer_fd = -1  # our own write end of a followed fifo
-        self.kind: Literal["file", "stream"] = "stream"
-        try:
-            if isinstance(source, int):
-                self.fd = os.dup(source)
-                mode = os.fstat(self.fd).st_mode
-            else:
-                mode = os.stat(source).st_mode
-                if stat.S_ISDIR(mode):
-                    raise IsADirectoryError(21, "Is a directory")
-                flags = os.O_RDONLY | os.O_CLOEXEC
-                if not stat.S_ISREG(mode):
-                    flags |= os.O_NONBLOCK  # a fifo without writer must not block open()
-                self.fd = os.open(source, flags)
-                if stat.S_ISFIFO(mode) and follow:
-                    self.writer_fd = os.open(source, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            self.close()
-            raise FirecError(f"cannot follow {self.name}: {exc.strerror or exc}") from exc
-        if stat.S_ISREG(mode):
-            self.kind = "file"
-        self.offset = 0
-
-    def readable(self) -> bool:
-        """Whether a read would return at once (data, or end of file)."""
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        return bool(poller.poll(0))
-
-    def read_stream(self) -> bytes | None:
-        """One read of a stream: bytes, ``b""`` at end of file, None if nothing yet."""
-        try:
-            return os.read(self.fd, _CHUNK)
-        except BlockingIOError:
-            return None
-
-    def read_file(self) -> bytes:
-        """What the regular file holds past our offset (from 0 again if it shrank)."""
-        if os.fstat(self.fd).st_size < self.offset:
-            self.offset = 0
-        data = os.pread(self.fd, _CHUNK, self.offset)
-        self.offset += len(data)
-        return data
-
-    def close(self) -> None:
-        for fd in (self.fd, self.writer_fd):
-            if fd >= 0:
-                os.close(fd)
-        self.fd = self.writer_fd = -1
-
-
-class _Delivery:
-    """Hand what was read to the callback: complete lines, or (``lines=False``) bytes as read."""
-
-    def __init__(self, callback: LineCallback | ChunkCallback, name: str, *, lines: bool) -> None:
-        self._callback: Callable[[str | bytes], object] = callback  # type: ignore[assignment]
-        self._name = name
-        self._splitter = _LineSplitter() if lines else None
-        self.lines_seen = 0
-
-    def feed(self, data: bytes) -> None:
-        if self._splitter is None:
-            self._deliver([data])
-        else:
-            self._deliver(self._splitter.feed(data))
-
-    def flush(self) -> None:
-        if self._splitter is not None:
-            self._deliver(self._splitter.flush())
-
-    def _deliver(self, pieces: list[str] | list[bytes]) -> None:
-        for piece in pieces:
-            self.lines_seen += 1
-            try:
-                self._callback(piece)
-            except Exception:
-                _log.exception("callback for %s failed; the reader goes on", self._name)
-
-
-class _Follower:
-    """What both readers share: the source, how to follow it, where what is read goes."""
-
-    @overload
-    def __init__(
-        self,
-        source: Source,
-        callback: LineCallback,
-        *,
-        follow: bool = ...,
-        poll_interval: float = ...,
-        lines: Literal[True] = ...,
-    ) -> None: ...
-    @overload
-    def __init__(
-        self,
-        source: Source,
-        callback: ChunkCallback,
-        *,
-        follow: bool = ...,
-        poll_interval: float = ...,
-        lines: Literal[False],
-    ) -> None: ...
-    def __init__(
-        self,
-        source: Source,
-        callback: LineCallback | ChunkCallback,
-        *,
-        follow: bool = True,
-        poll_interval: float = 0.05,
-        lines: bool = True,
-    ) -> None:
-        self._source = source
-        self._follow = follow
-        self._poll_interval = poll_interval
-        name = f"fd {source}" if isinstance(source, int) else os.fspath(source)
-        self._delivery = _Delivery(callback, name, lines=lines)
-        self._init_state()
-
-    def _init_state(self) -> None:
-        """Set the reader's own state (called by ``__init__``)."""
-
-    @property
-    def lines_seen(self) -> int:
-        """How many lines (with ``lines=False``: chunks) were delivered to the callback so far."""
-        return self._delivery.lines_seen
-
-
-class LineReader(_Follower):
+class LineReader(Follower):
     """Follow a file, fifo or pipe in a daemon thread, calling ``callback`` per line.
 
     Args:
@@ -282,7 +110,7 @@ class LineReader(_Follower):
 
     def _init_state(self) -> None:
         self._thread: threading.Thread | None = None
-        self._opened: _Opened | None = None
+        self._opened: Opened | None = None
         self._wake_r = self._wake_w = -1
         self._stopping = False
         self._done = threading.Event()
@@ -297,7 +125,7 @@ class LineReader(_Follower):
         """
         if self._thread is not None:
             raise FirecError("this LineReader was already started; create a new one")
-        opened = _Opened(self._source, self._follow)
+        opened = self._open()
         try:
             self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
@@ -336,12 +164,7 @@ class LineReader(_Follower):
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def _run(self) -> None:
@@ -353,29 +176,27 @@ class LineReader(_Follower):
             else:
                 self._run_stream(opened)
         except OSError as exc:
-            _log.error("reading %s failed: %s", opened.name, exc)
+            self._failed(opened, exc)
         finally:
-            self._delivery.flush()
-            opened.close()
+            self._close(opened)
             with self._wake_lock:
                 os.close(self._wake_r)
                 os.close(self._wake_w)
                 self._wake_r = self._wake_w = -1
             self._done.set()
 
-    def _run_file(self, opened: _Opened) -> None:
+    def _run_file(self, opened: Opened) -> None:
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         while True:
             # read after looking at the flag: what was written before stop() is then seen
             stopping = self._stopping
-            while data := opened.read_file():
-                self._delivery.feed(data)
+            self._read_file(opened)
             if stopping or not self._follow:
                 return
             poller.poll(max(1, round(self._poll_interval * 1000)))
 
-    def _run_stream(self, opened: _Opened) -> None:
+    def _run_stream(self, opened: Opened) -> None:
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         poller.register(opened.fd, select.POLLIN)
@@ -383,19 +204,12 @@ class LineReader(_Follower):
             events = dict(poller.poll())
             if opened.fd not in events:
                 continue
-            if events[opened.fd] & select.POLLNVAL:
+            if events[opened.fd] & select.POLLNVAL or not self._read_stream(opened):
                 return
-            data = opened.read_stream()
-            if data == b"":
-                return
-            if data:
-                self._delivery.feed(data)
-        # Stopping: take what is already there, without waiting for more.
-        while opened.readable() and (data := opened.read_stream()):
-            self._delivery.feed(data)
+        self._read_ready(opened)  # stopping: what is there already, without waiting
 
 
-class AsyncLineReader(_Follower):
+class AsyncLineReader(Follower):
     """Follow a file, fifo or pipe on the running asyncio loop, without a thread.
 
     Same arguments and line semantics as :class:`LineReader`; ``callback`` is
@@ -417,7 +231,7 @@ class AsyncLineReader(_Follower):
     """
 
     def _init_state(self) -> None:
-        self._opened: _Opened | None = None
+        self._opened: Opened | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._done: asyncio.Event | None = None
@@ -434,7 +248,7 @@ class AsyncLineReader(_Follower):
         if self._loop is not None:
             raise FirecError("this AsyncLineReader was already started; create a new one")
         loop = asyncio.get_running_loop()
-        opened = _Opened(self._source, self._follow)
+        opened = self._open()
         self._loop, self._opened, self._done = loop, opened, asyncio.Event()
         if opened.kind == "file":
             self._task = loop.create_task(self._poll_file(opened))
@@ -455,12 +269,10 @@ class AsyncLineReader(_Follower):
             await asyncio.wait([self._task])
             if self._opened is None:  # the task finished on its own meanwhile
                 return
-            while data := opened.read_file():
-                self._delivery.feed(data)
+            self._read_file(opened)
         else:
             self._unwatch()
-            while opened.readable() and (chunk := opened.read_stream()):
-                self._delivery.feed(chunk)
+            self._read_ready(opened)
         self._finish()
 
     async def wait(self) -> None:
@@ -473,40 +285,29 @@ class AsyncLineReader(_Follower):
         self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     def _on_readable(self) -> None:
         opened = self._opened
         assert opened is not None
         try:
-            data = opened.read_stream()
+            if self._read_stream(opened):
+                return
         except OSError as exc:
-            _log.error("reading %s failed: %s", opened.name, exc)
-            data = b""
-        if data is None:
-            return
-        if data:
-            self._delivery.feed(data)
-            return
+            self._failed(opened, exc)
         self._unwatch()
         self._finish()
 
-    async def _poll_file(self, opened: _Opened) -> None:
+    async def _poll_file(self, opened: Opened) -> None:
         try:
             while True:
-                while data := opened.read_file():
-                    self._delivery.feed(data)
+                self._read_file(opened)
                 if not self._follow:
                     break
                 await asyncio.sleep(self._poll_interval)
         except OSError as exc:
-            _log.error("reading %s failed: %s", opened.name, exc)
+            self._failed(opened, exc)
         self._finish()
 
     def _unwatch(self) -> None:
@@ -517,8 +318,7 @@ class AsyncLineReader(_Follower):
     def _finish(self) -> None:
         if self._opened is None:
             return
-        self._delivery.flush()
-        self._opened.close()
+        self._close(self._opened)
         self._opened = None
         assert self._done is not None
         self._done.set()
@@ -574,4 +374,4 @@ def tail_lines(path: str | os.PathLike[str], n: int) -> list[str]:
     pieces = data.split(b"\n")
     if end > 0:
         pieces = pieces[1:]  # the first piece may be the end of a longer line
-    return [_decode(piece) for piece in pieces[-n:]]
+    return [decode(piece) for piece in pieces[-n:]]

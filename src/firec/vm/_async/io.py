@@ -1,8 +1,11 @@
 """The waiting primitives of :class:`firec.AsyncMachine`: asyncio, and no thread per VM.
 
-A process is watched through a pidfd registered with the event loop, so any
-number of microVMs run from one loop without a watcher thread each.
-``_sync_io`` has the same functions, blocking.
+Not generated, unlike the machine (see :mod:`firec.vm._waiting`, which holds
+what both flavours share): a process is watched through a pidfd, and a path
+through the inotify fd, registered with the event loop, so any number of
+microVMs run from one loop without a watcher thread each, where
+:mod:`firec.vm._sync.io` blocks the calling thread in ``select()``. The names,
+and what they mean, are the same in both.
 """
 
 from __future__ import annotations
@@ -16,28 +19,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import ParamSpec, TypeAlias, TypeVar
 
-from firec.vm import _pathwatch, vsock
+from firec.vm import vsock
+from firec.vm._waiting import PRIMITIVES, open_pidfd, plan_pause
 from firec.vm.streams import AsyncLineReader
 
-__all__ = [
-    "drain",
-    "gather",
-    "pause",
-    "run_blocking",
-    "sleep",
-    "vsock_connect",
-    "vsock_listen",
-    "wait_pid",
-    "yield_cpu",
-]
+__all__ = [*PRIMITIVES]
 
 #: A connection to a guest vsock port.
 VsockConnection: TypeAlias = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 #: A listener for guest connections to a host vsock port.
 VsockListener: TypeAlias = vsock.AsyncVsockListener
-
-#: Seconds of a wait for a path during which :func:`pause` only yields the CPU.
-YIELD_ONLY = 0.001
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -62,19 +53,16 @@ async def yield_cpu() -> None:
 async def pause(waited: float, appears: Path | None = None) -> None:
     """Wait a little before looking again at something that has been awaited ``waited`` s.
 
-    From 0.2 ms, growing with the wait up to 10 ms. Never a busy loop: on a
-    small host, spinning would take the CPU from the Firecracker starting up.
-    With ``appears``, the wait ends as soon as an entry appears in its
-    directory (inotify: the loop cannot sleep less than 1 ms). In the first
-    millisecond (a VMM makes its socket ~0.5 ms after it starts) it only
-    yields the CPU: a sleeping waiter is woken late on a busy small host,
-    while the starting VMM gets the CPU it is yielded.
+    How long, and whether it only yields the CPU, is
+    :func:`firec.vm._waiting.plan_pause`'s. With ``appears``, the wait ends as
+    soon as an entry appears in its directory (inotify: the loop cannot sleep
+    less than 1 ms).
     """
-    delay = min(max(waited / 4, 0.0002), 0.01)
-    if appears is not None and waited < YIELD_ONLY:
+    plan = plan_pause(waited, appears)
+    if plan is None:
         await yield_cpu()
         return
-    watch = _pathwatch.shared() if appears is not None else None
+    delay, watch = plan
     if watch is None or appears is None:
         await asyncio.sleep(delay)
         return
@@ -126,11 +114,8 @@ async def wait_pid(
     ``popen``, when the process is our child, is reaped so that its
     ``returncode`` is set.
     """
-    if popen is not None and popen.poll() is not None:
-        return True
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
+    pidfd = open_pidfd(pid, popen)
+    if pidfd is None:
         return True
     loop = asyncio.get_running_loop()
     exited: asyncio.Future[None] = loop.create_future()

@@ -1,4 +1,11 @@
-"""The waiting primitives of :class:`firec.Machine`: blocking twins of ``_async_io``."""
+"""The waiting primitives of :class:`firec.Machine`: blocking, in the calling thread.
+
+Not generated, unlike the machine (see :mod:`firec.vm._waiting`, which holds
+what both flavours share): a blocking wait parks the thread in ``select()``
+on a pidfd or on the inotify fd, and concurrent work takes a thread per call,
+where :mod:`firec.vm._async.io` registers the same fds with the event loop.
+The names, and what they mean, are the same in both.
+"""
 
 from __future__ import annotations
 
@@ -13,28 +20,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeAlias, TypeVar
 
-from firec.vm import _pathwatch, vsock
+from firec.vm import vsock
+from firec.vm._waiting import PRIMITIVES, open_pidfd, plan_pause
 from firec.vm.streams import LineReader
 
-__all__ = [
-    "drain",
-    "gather",
-    "pause",
-    "run_blocking",
-    "sleep",
-    "vsock_connect",
-    "vsock_listen",
-    "wait_pid",
-    "yield_cpu",
-]
+__all__ = [*PRIMITIVES]
 
 #: A connection to a guest vsock port.
 VsockConnection: TypeAlias = socket.socket
 #: A listener for guest connections to a host vsock port.
 VsockListener: TypeAlias = vsock.VsockListener
-
-#: Seconds of a wait for a path during which :func:`pause` only yields the CPU.
-YIELD_ONLY = 0.001
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -62,15 +57,15 @@ def yield_cpu() -> None:
 def pause(waited: float, appears: Path | None = None) -> None:
     """Wait a little before looking again at something that has been awaited ``waited`` s.
 
-    From 0.2 ms, growing with the wait up to 10 ms. With ``appears``, the
-    wait ends as soon as an entry appears in its directory (inotify); in
-    the first millisecond it only yields the CPU (see ``_async_io.pause``).
+    How long, and whether it only yields the CPU, is
+    :func:`firec.vm._waiting.plan_pause`'s. With ``appears``, the wait ends as
+    soon as an entry appears in its directory (inotify).
     """
-    delay = min(max(waited / 4, 0.0002), 0.01)
-    if appears is not None and waited < YIELD_ONLY:
+    plan = plan_pause(waited, appears)
+    if plan is None:
         yield_cpu()
         return
-    watch = _pathwatch.shared() if appears is not None else None
+    delay, watch = plan
     if watch is None or appears is None:
         time.sleep(delay)
         return
@@ -103,17 +98,13 @@ def wait_pid(pid: int, timeout: float | None, popen: subprocess.Popen[bytes] | N
     ``popen``, when the process is our child, is reaped so that its
     ``returncode`` is set.
     """
-    if popen is not None and popen.poll() is not None:
+    pidfd = open_pidfd(pid, popen)
+    if pidfd is None:
         return True
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        exited = True
-    else:  # woken the moment it exits (Popen.wait(timeout) would poll, up to 50 ms late)
-        try:
-            exited = bool(select.select([pidfd], [], [], timeout)[0])
-        finally:
-            os.close(pidfd)
+    try:  # woken the moment it exits (Popen.wait(timeout) would poll, up to 50 ms late)
+        exited = bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
     if exited and popen is not None:
         popen.wait()
     return exited
