@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import firec
+from firec.vm._launch import socket_accepts
 from tests import host_tools
 from tests.host_tools import pytest_configure, pytest_runtest_setup
 from tests.support import (
@@ -150,7 +151,11 @@ class Vmm:
 
 
 def start_vmm(backend: str, workdir: Path, *args: str) -> Vmm:
-    """Start a VMM of ``backend`` serving its API in ``workdir``, and wait for the socket."""
+    """Start a VMM of ``backend`` serving its API in ``workdir``; wait until it listens.
+
+    Firecracker creates the socket file before it listens on it: a test that
+    connected as soon as the file is there could be refused.
+    """
     socket_path = str(workdir / "api.sock")
     log_path = workdir / "vmm.log"  # keeps stdout for the serial console alone
     log_path.touch()
@@ -164,11 +169,11 @@ def start_vmm(backend: str, workdir: Path, *args: str) -> Vmm:
     )
     vmm = Vmm(backend, socket_path, process, workdir)
     deadline = time.monotonic() + 10
-    while not os.path.exists(socket_path):
+    while not socket_accepts(Path(socket_path)):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             _, err = process.communicate(timeout=10)
-            pytest.fail(f"{backend} did not create its API socket: {err.decode()}")
+            pytest.fail(f"{backend} did not listen on its API socket: {err.decode()}")
         time.sleep(0.005)
     return vmm
 

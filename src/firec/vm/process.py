@@ -4,7 +4,7 @@ Firecracker runs as our child, except under the jailer's ``--new-pid-ns``
 (the jailer forks it into a new PID namespace and exits; the pid is then read
 from the jailer's pidfile) and after :meth:`firec.Machine.connect` (someone
 else started it). :class:`VmmProcess` hides the difference; waiting happens
-in ``_sync_io`` / ``_async_io``.
+in ``vm._sync.io`` / ``vm._async.io``.
 """
 
 from __future__ import annotations
