@@ -125,7 +125,7 @@ def _port_forwards(specs: Sequence[str]) -> tuple[Any, ...]:
 def network_interfaces(vm_id: str, options: NetworkOptions) -> list[Interface]:
     """The interfaces ``--net`` asks for (eth0, eth1...), with their network plans."""
     from firec.network import CNINetwork, RoutedNetwork
-    from firec.network.setup import vm_key
+    from firec.network.names import vm_key
 
     nics: list[Interface] = []
     forwards = _port_forwards(options.publish)
