@@ -9,7 +9,7 @@ import typer
 
 from firec.api._sync.client import Client
 from firec.cli.output import ExitCode, fail, out, print_json
-from firec.cli.run import detach_or_run_foreground, new_vm_id, start_vm
+from firec.cli.start import detach_or_run_foreground, new_vm_id, start_vm
 from firec.cli.vms import VmState, live_state, resolve
 from firec.errors import ConfigError
 from firec.host.registry import Registration, Registry, VmRecord
