@@ -2,13 +2,15 @@
 
 No tests here: the executables that stand in for Firecracker and the jailer,
 the real binaries named by ``FIRECRACKER_BIN`` and ``JAILER_BIN``, a config
-builder for the tiny test guest, and the checks that a VM left nothing behind.
+builder for the tiny test guest, the checks that a VM left nothing behind, and
+a mock Firecracker API for the clients.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import subprocess
@@ -17,7 +19,9 @@ import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 import firec
@@ -187,3 +191,34 @@ def fill(directory: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+# -- a mock Firecracker API -----------------------------------------------------------------
+
+
+class Recorder:
+    """A mock Firecracker of one version for :class:`httpx.MockTransport`: records what is sent.
+
+    ``GET /version`` and ``GET /`` are answered as that version; everything else with 204.
+    """
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path == "/version":
+            return httpx.Response(200, json={"firecracker_version": self.version})
+        if request.method == "GET" and request.url.path == "/":
+            info = {"id": "x", "state": "Running", "vmm_version": self.version}
+            return httpx.Response(200, json={**info, "app_name": "Firecracker"})
+        return httpx.Response(204)
+
+    def sent(self) -> list[str]:
+        """Each request sent, as ``"METHOD /path"``."""
+        return [f"{r.method} {r.url.path}" for r in self.requests]
+
+    def bodies(self) -> list[Any]:
+        """The JSON body of each request sent (``None`` for none)."""
+        return [json.loads(r.content) if r.content else None for r in self.requests]
