@@ -78,7 +78,7 @@ def wait_for_socket(path: Path, process: subprocess.Popen[bytes], *, poll: float
 
 
 def request_when_listening(
-    connection: UnixHTTPConnection, method: str, path: str, body: str
+    connection: UnixHTTPConnection, method: str, path: str, body: str | None
 ) -> http.client.HTTPResponse:
     """Send a JSON request and read its answer, retrying while the socket does not accept yet.
 

@@ -42,7 +42,13 @@ from typing import Any
 
 import firec
 import firec.api._sync.client
-from _common import UnixHTTPConnection, scratch_dir, vmm_binary, wait_for_socket
+from _common import (
+    UnixHTTPConnection,
+    request_when_listening,
+    scratch_dir,
+    vmm_binary,
+    wait_for_socket,
+)
 from firec.testing.guest import build_test_guest
 
 REQUESTS: list[tuple[str, str, Any]] = [
@@ -112,16 +118,7 @@ def raw_boot(binary: str, kernel: Path, workdir: Path, count: int, timeout: floa
 
         def send(method: str, path: str, body: Any) -> int:
             payload = json.dumps(body) if body is not None else None
-            for _ in range(1000):
-                try:
-                    connection.request(method, path, payload, {"Accept": "application/json"})
-                    break
-                except (ConnectionRefusedError, FileNotFoundError):
-                    connection.close()
-                    time.sleep(0.0005)
-            response = connection.getresponse()
-            response.read()
-            return response.status
+            return request_when_listening(connection, method, path, payload).status
 
         setup = [
             ("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": 64}),

@@ -2,13 +2,17 @@
 
 No tests here: the executables that stand in for Firecracker and the jailer,
 the real binaries named by ``FIRECRACKER_BIN`` and ``JAILER_BIN``, a config
-builder for the tiny test guest, and the checks that a VM left nothing behind.
+builder for the tiny test guest, the checks that a VM left nothing behind, a
+scratch host for bad input (where nothing may be spawned or made), and a
+mock Firecracker API for the clients.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
+import json
 import os
 import re
 import subprocess
@@ -17,14 +21,20 @@ import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
 
+import httpx
 import pytest
 
 import firec
 from firec.api.versions import Version
+from firec.host.registry import Registry
 from firec.vm._launch import Launch
 from firec.vm.builders import JailerBuilder
 from firec.vm.config import Builder, Config
+
+if TYPE_CHECKING:
+    from click.testing import Result
 
 # -- the binaries ---------------------------------------------------------------------------
 
@@ -187,3 +197,120 @@ def fill(directory: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+# -- bad input: nothing spawned, nothing left -----------------------------------------------
+
+
+def spy_binary(path: Path, log: Path) -> Path:
+    """An executable that records that it ran (its arguments), and fails."""
+    path.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexit 1\n')
+    path.chmod(0o755)
+    return path
+
+
+def children() -> list[int]:
+    """The live child processes of this test process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class SpyHost:
+    """A scratch host for bad input: real files for the valid part of a config, a spy
+    standing in for Firecracker and the jailer, and the places where nothing may appear.
+
+    Attributes:
+        root: the scratch directory.
+        kernel: a file that passes for a kernel.
+        disk: a file that passes for a disk image.
+        spy: the spy binary (:func:`spy_binary`).
+        spawned: the file the spy writes when it runs: there must be none.
+        workdir: the VMs' work directory: it must stay empty.
+        state: the command line's state directory (``FIREC_STATE_DIR``): no record may appear.
+    """
+
+    root: Path
+    kernel: Path
+    disk: Path
+    spy: Path
+    spawned: Path
+    workdir: Path
+    state: Path
+
+    @classmethod
+    def make(cls, root: Path) -> Self:
+        """The scratch host in directory ``root``: its files made, nothing else."""
+        kernel = root / "vmlinux"
+        kernel.write_bytes(b"\x7fELF" + bytes(60))
+        disk = root / "disk.img"
+        disk.write_bytes(bytes(4096))
+        spawned = root / "spawned.log"
+        spy = spy_binary(root / "firecracker", spawned)
+        return cls(root, kernel, disk, spy, spawned, root / "vms", root / "state")
+
+    def firec_run(self, *options: str, kernel: str | None = None, leave_out: str = "") -> Result:
+        """``firec run`` of this host's kernel (or ``kernel``), workdir and spies, with ``options``.
+
+        The spy is given as ``--firecracker-bin`` and ``--jailer-bin``, but for
+        the one named ``leave_out``.
+        """
+        args = ["run", str(self.kernel) if kernel is None else kernel]
+        args += ["--workdir", str(self.workdir)]
+        for option in ("--firecracker-bin", "--jailer-bin"):
+            if option != leave_out:
+                args += [option, str(self.spy)]
+        from typer.testing import CliRunner
+
+        from firec.cli import app
+
+        return CliRunner().invoke(app, [*args, *options], env={"FIREC_STATE_DIR": str(self.state)})
+
+    def assert_nothing_made(self) -> None:
+        """No VMM was spawned; the workdir, the registry and the process table hold nothing new."""
+        assert not self.spawned.exists(), f"spawned: {self.spawned.read_text()}"
+        assert not self.workdir.exists() or list(self.workdir.iterdir()) == []
+        assert Registry(self.state).records() == []
+        vms = self.state / "vms"
+        assert not vms.exists() or list(vms.iterdir()) == []
+        assert children() == [], "a child process is left"
+
+
+# -- a mock Firecracker API -----------------------------------------------------------------
+
+
+class Recorder:
+    """A mock Firecracker of one version for :class:`httpx.MockTransport`: records what is sent.
+
+    ``GET /version`` and ``GET /`` are answered as that version; everything else with 204.
+    """
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path == "/version":
+            return httpx.Response(200, json={"firecracker_version": self.version})
+        if request.method == "GET" and request.url.path == "/":
+            info = {"id": "x", "state": "Running", "vmm_version": self.version}
+            return httpx.Response(200, json={**info, "app_name": "Firecracker"})
+        return httpx.Response(204)
+
+    def sent(self) -> list[str]:
+        """Each request sent, as ``"METHOD /path"``."""
+        return [f"{r.method} {r.url.path}" for r in self.requests]
+
+    def bodies(self) -> list[Any]:
+        """The JSON body of each request sent (``None`` for none)."""
+        return [json.loads(r.content) if r.content else None for r in self.requests]

@@ -10,7 +10,6 @@ The property-based sweep over every setter and option is in
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +21,8 @@ import firec
 from firec.cli import app
 from firec.cli.output import ExitCode
 from firec.errors import ConfigError
-from firec.host.registry import Registry
 from firec.vm.config import Builder, Config
+from tests.support import SpyHost
 
 runner = CliRunner()
 
@@ -31,16 +30,8 @@ runner = CliRunner()
 # -- helpers --------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Host:
-    """A scratch host: a kernel and disk files, a spy Firecracker, and a workdir."""
-
-    root: Path
-    kernel: Path
-    disk: Path
-    spy: Path
-    spawned: Path
-    workdir: Path
+class Host(SpyHost):
+    """The scratch host, with a config builder for its kernel and spy."""
 
     def builder(self, vm_id: str = "vm-1") -> Builder:
         return (
@@ -50,44 +41,10 @@ class Host:
             .kernel_args("console=ttyS0")
         )
 
-    def assert_nothing_made(self) -> None:
-        """No VMM was spawned, and the workdir (and the process table) holds nothing new."""
-        assert not self.spawned.exists(), f"spawned: {self.spawned.read_text()}"
-        assert not self.workdir.exists() or list(self.workdir.iterdir()) == []
-        assert children() == [], "a child process is left"
-
-
-def children() -> list[int]:
-    """The live child processes of this test process."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def spy_binary(path: Path, log: Path) -> Path:
-    """An executable that records that it ran (its arguments), and fails."""
-    path.write_text(f'#!/bin/sh\necho "$@" >> {log}\nexit 1\n')
-    path.chmod(0o755)
-    return path
-
 
 @pytest.fixture
 def host(short_tmp: Path) -> Host:
-    kernel = short_tmp / "vmlinux"
-    kernel.write_bytes(b"\x7fELF" + bytes(60))
-    disk = short_tmp / "disk.img"
-    disk.write_bytes(bytes(4096))
-    spawned = short_tmp / "spawned.log"
-    spy = spy_binary(short_tmp / "firecracker", spawned)
-    return Host(short_tmp, kernel, disk, spy, spawned, short_tmp / "vms")
+    return Host.make(short_tmp)
 
 
 def refused(call: Callable[[], object], field: str, *phrases: str) -> ConfigError:
@@ -344,39 +301,19 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
 @pytest.mark.parametrize(
     ("args", "message"), [pytest.param(*case[1:], id=case[0]) for case in CLI_CASES]
 )
-def test_firec_run_refuses(
-    host: Host, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
-) -> None:
-    state = host.root / "state"
-    monkeypatch.setenv("FIREC_STATE_DIR", str(state))
-    args = [a.replace("{disk}", str(host.disk)) for a in args]
-    result = runner.invoke(
-        app,
-        [
-            "run",
-            str(host.kernel),
-            "--firecracker-bin",
-            str(host.spy),
-            "--jailer-bin",
-            str(host.spy),
-            "--workdir",
-            str(host.workdir),
-            *args,
-        ],
-    )
+def test_firec_run_refuses(host: Host, args: list[str], message: str) -> None:
+    result = host.firec_run(*(a.replace("{disk}", str(host.disk)) for a in args))
     text = " ".join(result.stderr.split())
     assert result.exit_code == ExitCode.USAGE, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
     assert message.replace("{disk}", str(host.disk)) in text
     host.assert_nothing_made()
-    assert Registry(state).records() == []
-    assert not (state / "vms").exists() or list((state / "vms").iterdir()) == []
 
 
 def test_no_input_gives_a_traceback(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
     """A defect of firec itself (here: a setter that blows up) is one line, exit 1."""
-    monkeypatch.setenv("FIREC_STATE_DIR", str(host.root / "state"))
+    monkeypatch.setenv("FIREC_STATE_DIR", str(host.state))
 
     def broken(self: Builder, level: object) -> Builder:
         raise KeyError("oops")

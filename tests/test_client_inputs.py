@@ -10,7 +10,6 @@ whether the version takes the body (then it must be sent as is) or not (then
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import httpx
@@ -23,29 +22,7 @@ from firec.api.versions import KNOWN_VERSIONS, Version
 from firec.errors import UnsupportedError
 from model_samples import full_samples
 from spec_schema import NO_SPECS, SPEC_FILES, operation_body, schema_errors
-
-
-class Recorder:
-    """A mock Firecracker of one version: ``GET /version`` and ``GET /`` answered, 204 else."""
-
-    def __init__(self, version: str) -> None:
-        self.version = version
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if request.url.path == "/version":
-            return httpx.Response(200, json={"firecracker_version": self.version})
-        if request.method == "GET" and request.url.path == "/":
-            info = {"id": "x", "state": "Running", "vmm_version": self.version}
-            return httpx.Response(200, json={**info, "app_name": "Firecracker"})
-        return httpx.Response(204)
-
-    def sent(self) -> list[str]:
-        return [f"{r.method} {r.url.path}" for r in self.requests]
-
-    def bodies(self) -> list[Any]:
-        return [json.loads(r.content) if r.content else None for r in self.requests]
+from tests.support import Recorder
 
 
 def call(flavour: str, recorder: Recorder, method: str, *args: Any, check: bool = True) -> None:

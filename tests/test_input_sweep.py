@@ -26,7 +26,6 @@ import re
 import string
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,15 +33,12 @@ import typer.main
 import typer.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from firec.api import models
-from firec.cli import app
 from firec.cli.output import ExitCode
 from firec.errors import ValidationError
-from firec.host.registry import Registry
 from firec.vm.config import Builder, Config
-from tests.test_bad_input import children, spy_binary
+from tests.support import SpyHost
 
 _HEALTH = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
 _PROFILES = {  # examples per setter, and per option (each one a whole `firec run`)
@@ -59,23 +55,12 @@ SWEEP = settings(
 )
 SWEEP_CLI = settings(SWEEP, max_examples=_OPTION_EXAMPLES)
 
-runner = CliRunner()
-
 
 # -- the scratch host ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Scratch:
-    """Real files for the valid part of each config, a spy binary, and where nothing may appear."""
-
-    root: Path
-    kernel: Path
-    disk: Path
-    spy: Path
-    spawned: Path
-    workdir: Path
-    state: Path
+class Scratch(SpyHost):
+    """The scratch host, with a valid start for each setter."""
 
     def base(self, *, jailed: bool = False) -> Any:
         """A valid start: the config builder, or (``jailed``) its jailer's builder."""
@@ -83,14 +68,6 @@ class Scratch:
         if not jailed:
             return builder.firecracker_binary(self.spy)
         return builder.jailer_cfg().exec_file(self.spy).jailer_binary(self.spy).uid(1234).gid(1234)
-
-    def assert_nothing_made(self) -> None:
-        assert not self.spawned.exists(), f"spawned: {self.spawned.read_text()}"
-        assert not self.workdir.exists() or list(self.workdir.iterdir()) == []
-        assert Registry(self.state).records() == []
-        vms = self.state / "vms"
-        assert not vms.exists() or list(vms.iterdir()) == []
-        assert children() == []
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,14 +80,7 @@ def _one_command_for_all_runs() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory: pytest.TempPathFactory) -> Scratch:
-    root = tmp_path_factory.mktemp("sweep")
-    kernel = root / "vmlinux"
-    kernel.write_bytes(b"\x7fELF" + bytes(60))
-    disk = root / "disk.img"
-    disk.write_bytes(bytes(4096))
-    spawned = root / "spawned.log"
-    spy = spy_binary(root / "firecracker", spawned)
-    return Scratch(root, kernel, disk, spy, spawned, root / "vms", root / "state")
+    return Scratch.make(tmp_path_factory.mktemp("sweep"))
 
 
 def assert_names(error: ValidationError, field: str) -> None:
@@ -187,6 +157,19 @@ def bad_int(minimum: int, maximum: int | None = None) -> st.SearchStrategy[Any]:
     )
 
 
+def not_matching(
+    pattern: str, max_size: int, alphabet: st.SearchStrategy[str] = TEXT
+) -> st.SearchStrategy[str]:
+    """Text of ``alphabet`` (at most ``max_size`` characters) that ``pattern`` does not match."""
+    return st.text(alphabet, max_size=max_size).filter(lambda t: not re.fullmatch(pattern, t))
+
+
+#: What ``vm_id``, a ``--cgroup`` and a jailer resource limit must match.
+VM_ID = r"[A-Za-z0-9-]{1,64}"
+CGROUP = r"[a-z_]+\.[a-zA-Z0-9_.]+=[^\x00-\x1f\x7f]+"
+RESOURCE_LIMIT = r"(fsize|no-file)=[0-9]+"
+
+
 def with_char(alphabet: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     """Printable ASCII text holding one character of ``alphabet``."""
     printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=10)
@@ -196,12 +179,12 @@ def with_char(alphabet: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
 CONTROL = st.characters(max_codepoint=0x1F) | st.just("\x7f")
 NOT_PRINTABLE_ASCII = st.one_of(CONTROL, st.characters(min_codepoint=0x80, codec="utf-8"))
 BAD_ID = st.one_of(
-    st.text(TEXT, max_size=70).filter(lambda t: not re.fullmatch(r"[A-Za-z0-9-]{1,64}", t)),
-    st.from_regex(r"[A-Za-z0-9-]{1,64}\n", fullmatch=True),
+    not_matching(VM_ID, 70),
+    st.from_regex(VM_ID + r"\n", fullmatch=True),
     NOT_A_STR.filter(lambda v: v is not None),
     st.lists(st.text(max_size=3), max_size=1),
 )
-BAD_DEVICE_ID = st.text(TEXT, max_size=10).filter(lambda t: not re.fullmatch(r"[A-Za-z0-9_]+", t))
+BAD_DEVICE_ID = not_matching(r"[A-Za-z0-9_]+", 10)
 NOT_A_MODEL = st.one_of(st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2))
 
 
@@ -233,6 +216,17 @@ def _machine(b: Builder, name: str, value: Any) -> Builder:
 def _jailer(b: Any, name: str, *values: Any) -> Builder:
     """``b`` is a JailerBuilder (``Scratch.base(jailed=True)``): set, then back to the config."""
     return getattr(b, name)(*values).build()
+
+
+def _jailer_setter(method: str, field: str, bad: st.SearchStrategy[Any]) -> Setter:
+    """The jailer builder's ``method``, whose refusals name ``jailer.<field>``."""
+    return Setter(
+        f"jailer {method}",
+        f"jailer.{field}",
+        bad,
+        lambda s, b, v: _jailer(b, method, v),
+        jailed=True,
+    )
 
 
 def _plain(name: str, field: str, bad: st.SearchStrategy[Any]) -> Setter:
@@ -390,9 +384,7 @@ SETTERS: list[Setter] = [
         "drive part_uuid",
         "drives.d.partuuid",
         st.one_of(
-            st.text(TEXT, max_size=12).filter(
-                lambda t: not re.fullmatch(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)*", t)
-            ),
+            not_matching(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)*", 12),
             NOT_A_STR,
         ),
         lambda s, b, v: _drive(s, b, part_uuid=v),
@@ -455,13 +447,7 @@ SETTERS: list[Setter] = [
 ]
 
 JAILER_SETTERS: list[Setter] = [
-    Setter(
-        f"jailer {name}",
-        f"jailer.{name}",
-        bad,
-        (lambda n: lambda s, b, v: _jailer(b, n, v))(name),
-        jailed=True,
-    )
+    _jailer_setter(name, name, bad)
     for name, bad in [
         ("uid", bad_int(1, 2**32 - 2)),
         ("gid", bad_int(1, 2**32 - 2)),
@@ -504,44 +490,12 @@ JAILER_SETTERS: list[Setter] = [
     ]
 ]
 JAILER_SETTERS += [
-    Setter(
-        "jailer daemonize",
-        "jailer.mode",
-        NOT_A_BOOL,
-        lambda s, b, v: _jailer(b, "daemonize", v),
-        jailed=True,
+    _jailer_setter("daemonize", "mode", NOT_A_BOOL),
+    _jailer_setter("cgroup", "cgroups", st.one_of(not_matching(CGROUP, 20), NOT_A_STR)),
+    _jailer_setter(
+        "resource_limit", "resource_limits", st.one_of(not_matching(RESOURCE_LIMIT, 20), NOT_A_STR)
     ),
-    Setter(
-        "jailer cgroup",
-        "jailer.cgroups",
-        st.one_of(
-            st.text(TEXT, max_size=20).filter(
-                lambda t: not re.fullmatch(r"[a-z_]+\.[a-zA-Z0-9_.]+=[^\x00-\x1f\x7f]+", t)
-            ),
-            NOT_A_STR,
-        ),
-        lambda s, b, v: _jailer(b, "cgroup", v),
-        jailed=True,
-    ),
-    Setter(
-        "jailer resource_limit",
-        "jailer.resource_limits",
-        st.one_of(
-            st.text(TEXT, max_size=20).filter(
-                lambda t: not re.fullmatch(r"(fsize|no-file)=[0-9]+", t)
-            ),
-            NOT_A_STR,
-        ),
-        lambda s, b, v: _jailer(b, "resource_limit", v),
-        jailed=True,
-    ),
-    Setter(
-        "jailer extra_args",
-        "jailer.extra_args",
-        st.one_of(NOT_A_STR, with_char(CONTROL)),
-        lambda s, b, v: _jailer(b, "extra_args", v),
-        jailed=True,
-    ),
+    _jailer_setter("extra_args", "extra_args", st.one_of(NOT_A_STR, with_char(CONTROL))),
 ]
 
 
@@ -640,10 +594,7 @@ def _bad_cid(text: str) -> bool:
 JAILED = ("--jailer", "--uid", "1234", "--gid", "1234")
 ROUTED = ("--net", "routed")
 OPTIONS: list[Option] = [
-    Option(
-        "--id",
-        st.text(ARG, max_size=70).filter(lambda t: not re.fullmatch(r"[A-Za-z0-9-]{1,64}", t)),
-    ),
+    Option("--id", not_matching(VM_ID, 70, ARG)),
     Option(
         "--boot-args",
         with_char(
@@ -688,9 +639,10 @@ OPTIONS: list[Option] = [
             ),
         ),
     ),
-    Option("--rootfs", st.one_of(MISSING, st.just("{root}"))),
-    Option("--initrd", st.one_of(MISSING, st.just("{root}"))),
-    Option("KERNEL", st.one_of(MISSING, st.just("{root}"))),
+    *(
+        Option(name, st.one_of(MISSING, st.just("{root}")))
+        for name in ("--rootfs", "--initrd", "KERNEL")
+    ),
     Option(
         "--net",
         st.one_of(
@@ -719,23 +671,15 @@ OPTIONS: list[Option] = [
         ROUTED,
     ),
     Option("--dns", st.text(ARG, max_size=16).filter(_not_ip), ROUTED),
-    Option(
-        "--uid",
-        st.one_of(st.integers(max_value=0), st.integers(min_value=2**32 - 1)).map(str),
-        ("--jailer", "--gid", "1234"),
+    *(
+        Option(
+            name,
+            st.one_of(st.integers(max_value=0), st.integers(min_value=2**32 - 1)).map(str),
+            ("--jailer", other, "1234"),
+        )
+        for name, other in (("--uid", "--gid"), ("--gid", "--uid"))
     ),
-    Option(
-        "--gid",
-        st.one_of(st.integers(max_value=0), st.integers(min_value=2**32 - 1)).map(str),
-        ("--jailer", "--uid", "1234"),
-    ),
-    Option(
-        "--cgroup",
-        st.text(ARG, max_size=20).filter(
-            lambda t: not re.fullmatch(r"[a-z_]+\.[a-zA-Z0-9_.]+=[^\x00-\x1f\x7f]+", t)
-        ),
-        JAILED,
-    ),
+    Option("--cgroup", not_matching(CGROUP, 20, ARG), JAILED),
     Option("--cgroup-version", st.integers().filter(lambda v: v not in (1, 2)).map(str), JAILED),
     Option("--chroot-base", st.just("{kernel}"), JAILED),
     Option("--jailer-bin", st.one_of(MISSING, st.just("{kernel}")), JAILED),
@@ -759,16 +703,10 @@ def _firec_run(
 ) -> tuple[int, str, BaseException | None]:
     for name, path in (("root", scratch.root), ("kernel", scratch.kernel), ("disk", scratch.disk)):
         value = value.replace(f"{{{name}}}", str(path))
-    kernel = value if option.name == "KERNEL" else str(scratch.kernel)
-    args = ["run", kernel, "--workdir", str(scratch.workdir)]
-    if option.name != "--firecracker-bin":
-        args += ["--firecracker-bin", str(scratch.spy)]
-    if option.name != "--jailer-bin":
-        args += ["--jailer-bin", str(scratch.spy)]
-    args += option.needs
-    if option.name != "KERNEL":
-        args.append(f"{option.name}={value}")
-    result = runner.invoke(app, args, env={"FIREC_STATE_DIR": str(scratch.state)})
+    if option.name == "KERNEL":
+        result = scratch.firec_run(*option.needs, kernel=value)
+    else:
+        result = scratch.firec_run(*option.needs, f"{option.name}={value}", leave_out=option.name)
     return result.exit_code, result.stderr, result.exception
 
 

@@ -35,10 +35,13 @@ MODULES = [
     "firec.network.interface",
     "firec.network.leases",
     "firec.network.mac",
+    "firec.network.names",
     "firec.network.nat",
     "firec.network.netns",
+    "firec.network.record",
     "firec.network.setup",
     "firec.network.tap",
+    "firec.network.teardown",
 ]
 
 

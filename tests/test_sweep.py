@@ -38,6 +38,7 @@ from firec.api.versions import Version, check_body
 from firec.errors import FirecError, UnsupportedError, ValidationError
 from model_samples import full_samples, minimal_samples
 from spec_schema import MINORS, NO_SPECS, SPEC_FILES, operation_body, schema_errors, strict_spec
+from tests.support import Recorder
 
 pytestmark = pytest.mark.skipif(not SPEC_FILES, reason=NO_SPECS)
 
@@ -273,23 +274,6 @@ def test_models_refuse_bad_input_naming_the_field_and_make_bodies_the_spec_takes
 
 
 # -- the clients --------------------------------------------------------------------------
-
-
-class Recorder:
-    """A mock Firecracker of one version: answers everything, records what was sent."""
-
-    def __init__(self, version: str) -> None:
-        self.version = version
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if request.url.path == "/version":
-            return httpx.Response(200, json={"firecracker_version": self.version})
-        if request.method == "GET" and request.url.path == "/":
-            info = {"id": "x", "state": "Running", "vmm_version": self.version}
-            return httpx.Response(200, json={**info, "app_name": "Firecracker"})
-        return httpx.Response(204)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from firec.cli.output import (
     report_defect,
     warnings_on_stderr,
 )
-from firec.cli.run import NETWORK_STATE
+from firec.cli.runconfig import NETWORK_STATE
 from firec.errors import FirecError
 from firec.host.registry import Registry
 

@@ -209,7 +209,7 @@ def _reap_orphan_networks(registry: Registry) -> list[dict[str, Any]]:
     alone: it belongs to a live program that keeps no host record.
     """
     from firec.network import teardown_network
-    from firec.network.setup import network_owner
+    from firec.network.record import network_owner
 
     entries: list[dict[str, Any]] = []
     records_dir = registry.network_dir / "networks"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +10,7 @@ import typer
 
 from firec.api._sync.client import Client
 from firec.cli.output import ExitCode, fail, out, print_json
-from firec.cli.run import detach_or_run_foreground, new_vm_id, start_vm
+from firec.cli.start import detach_or_run_foreground, new_vm_id, start_vm
 from firec.cli.vms import VmState, live_state, resolve
 from firec.errors import ConfigError
 from firec.host.registry import Registration, Registry, VmRecord
@@ -102,13 +103,15 @@ def _overrides(taps: list[str] | None) -> dict[str, str]:
     return overrides
 
 
-def _check_interfaces(snap: Snapshot, overrides: dict[str, str], what: str) -> None:
-    missing = sorted(set(snap.interfaces) - set(overrides))
+def _check_interfaces(
+    interfaces: Iterable[str], overrides: dict[str, str], what: str, owner: str
+) -> None:
+    """Exit (usage) unless ``--tap`` gives each of ``what``'s interfaces a tap of its own."""
+    missing = sorted(set(interfaces) - set(overrides))
     if missing:
         fail(
             ExitCode.USAGE,
-            f"{what} has network interfaces ({', '.join(missing)}) whose taps belong to the "
-            "VM it was taken from",
+            f"{what} has network interfaces ({', '.join(missing)}) whose taps belong to {owner}",
             "give each a tap of its own: " + " ".join(f"--tap {i}=TAP" for i in missing),
         )
 
@@ -132,7 +135,9 @@ def restore(
     registry: Registry = ctx.obj
     snap = Snapshot.open(directory)
     overrides = _overrides(tap)
-    _check_interfaces(snap, overrides, f"snapshot {snap.directory}")
+    _check_interfaces(
+        snap.interfaces, overrides, f"snapshot {snap.directory}", "the VM it was taken from"
+    )
     config = snap.config(vm_id or new_vm_id())
     config = config.replace(workdir=(workdir or runtime_dir()).resolve(), vsock=None)
     if firecracker_bin is not None:
@@ -195,14 +200,8 @@ def clone(
             "would write to the same files",
             "attach them read-only, or accept sharing with --share-drives",
         )
-    missing = sorted({i.iface_id for i in original.network_interfaces} - set(overrides))
-    if missing:
-        fail(
-            ExitCode.USAGE,
-            f"microVM {source.vm_id} has network interfaces ({', '.join(missing)}) whose taps "
-            "belong to it",
-            "give the copy taps of its own: " + " ".join(f"--tap {i}=TAP" for i in missing),
-        )
+    interfaces = [i.iface_id for i in original.network_interfaces]
+    _check_interfaces(interfaces, overrides, f"microVM {source.vm_id}", "it")
     new_id = vm_id or new_vm_id()
     config = original.replace(
         vm_id=new_id,

@@ -32,6 +32,7 @@ import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from firec.errors import FirecError
 
@@ -230,35 +231,34 @@ def _too_big() -> _NotThisFormat:
     return _NotThisFormat(f"decompresses to more than {MAX_VMLINUX_SIZE} bytes")
 
 
-def _gunzip(payload: bytes) -> bytes:
-    dec = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+class _Decompressor(Protocol):
+    @property
+    def eof(self) -> bool: ...
+
+    def decompress(self, data: bytes, max_length: int, /) -> bytes: ...
+
+
+def _whole(dec: _Decompressor, payload: bytes, stream: str) -> bytes:
+    """``payload`` through ``dec``: refused if larger than a vmlinux may be, or cut short."""
     out = dec.decompress(payload, MAX_VMLINUX_SIZE + 1)
     if len(out) > MAX_VMLINUX_SIZE:
         raise _too_big()
     if not dec.eof:
-        raise _NotThisFormat("gzip stream is truncated")
+        raise _NotThisFormat(f"{stream} is truncated")
     return out
+
+
+def _gunzip(payload: bytes) -> bytes:
+    return _whole(zlib.decompressobj(wbits=16 + zlib.MAX_WBITS), payload, "gzip stream")
 
 
 def _bunzip2(payload: bytes) -> bytes:
-    dec = bz2.BZ2Decompressor()
-    out = dec.decompress(payload, MAX_VMLINUX_SIZE + 1)
-    if len(out) > MAX_VMLINUX_SIZE:
-        raise _too_big()
-    if not dec.eof:
-        raise _NotThisFormat("bzip2 stream is truncated")
-    return out
+    return _whole(bz2.BZ2Decompressor(), payload, "bzip2 stream")
 
 
 def _lzma_with(fmt: int) -> Callable[[bytes], bytes]:
     def decode(payload: bytes) -> bytes:
-        dec = lzma.LZMADecompressor(format=fmt)
-        out = dec.decompress(payload, MAX_VMLINUX_SIZE + 1)
-        if len(out) > MAX_VMLINUX_SIZE:
-            raise _too_big()
-        if not dec.eof:
-            raise _NotThisFormat("stream is truncated")
-        return out
+        return _whole(lzma.LZMADecompressor(format=fmt), payload, "stream")
 
     return decode
 

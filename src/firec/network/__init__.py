@@ -2,7 +2,10 @@
 
 The pieces, each usable on its own:
 
-* :mod:`~firec.network.tap`: tap devices (owner, namespace, bridge or address);
+* :mod:`~firec.network.interface`: what a VM's interface asks for
+  (:class:`Interface` and its plan: routed, bridged, CNI, or an existing tap);
+* :mod:`~firec.network.tap`: where a tap is made (owner, namespace, bridge or
+  address), and interface names checked;
 * :mod:`~firec.network.netns`: one network namespace per VM, and running code
   or processes inside it;
 * :mod:`~firec.network.mac`: deterministic guest MACs;
@@ -11,7 +14,16 @@ The pieces, each usable on its own:
 * :mod:`~firec.network.nat`: masquerade, port forwards and egress allow-lists
   in firec's own nftables table;
 * :mod:`~firec.network.cni`: running CNI plugins for a VM's namespace;
-* :mod:`~firec.network.setup`: all of it in order, with rollback and teardown.
+* :mod:`~firec.network.names`: the names of a VM's namespace and links (``fc-<vm_id>``...).
+
+All of it for one VM, in order:
+
+* :mod:`~firec.network.setup`: :func:`setup_network`, the steps with rollback
+  (what it will make is planned and checked against the host first, in
+  ``_plan.py``; links, routes and addresses go through ``_netlink.py``);
+* :mod:`~firec.network.record`: each step written down before it is taken;
+* :mod:`~firec.network.teardown`: :func:`teardown_network` undoes the recorded
+  steps, even after a crash; :func:`reclaim_leases` frees what a crash leased.
 
 Example::
 
@@ -43,13 +55,8 @@ if TYPE_CHECKING:
     from firec.network.leases import Lease, LeaseStore
     from firec.network.mac import derive_mac
     from firec.network.nat import PortForward
-    from firec.network.setup import (
-        AttachedInterface,
-        VMNetwork,
-        reclaim_leases,
-        setup_network,
-        teardown_network,
-    )
+    from firec.network.setup import AttachedInterface, VMNetwork, setup_network
+    from firec.network.teardown import reclaim_leases, teardown_network
 
 # Imported on first use: describing an Interface must not load netlink.
 _HOMES = {
@@ -67,9 +74,9 @@ _HOMES = {
     "RoutedNetwork": "interface",
     "VMNetwork": "setup",
     "derive_mac": "mac",
-    "reclaim_leases": "setup",
+    "reclaim_leases": "teardown",
     "setup_network": "setup",
-    "teardown_network": "setup",
+    "teardown_network": "teardown",
 }
 
 __all__ = [

@@ -19,9 +19,11 @@ values and does everything their plans ask for:
    guest's own address and its lease inside the namespace;
 7. adds the VM's nft rules (:mod:`~firec.network.nat`).
 
-Each step is written to a record (``<state_dir>/networks/<vm_id>.json``)
-as it is taken. If a step fails, everything done so far is undone in reverse
-order and the error is raised. :func:`teardown_network` undoes a VM's
+The plan and the checks of step 1 are in :mod:`firec.network._plan`; the
+names of what is made in :mod:`~firec.network.names`. Each step is written
+to a record (:mod:`~firec.network.record`) before it is taken. If a step
+fails, everything done so far is undone in reverse order and the error is
+raised. :func:`~firec.network.teardown.teardown_network` undoes a VM's
 recorded steps (nft rules, CNI DEL, links, namespace, leases), works after a
 crash or restart, and does nothing the second time.
 
@@ -48,31 +50,29 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import hashlib
-import json
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from firec import _jsonfile
-from firec.errors import ConfigError, NetworkError
+from firec.errors import NetworkError
 from firec.network import cni as _cni
 from firec.network import nat as _nat
 from firec.network import netns as _netns
 from firec.network import tap as _tap
 from firec.network._netlink import netlink
+from firec.network._plan import SetupPlan, check_host, make_plan, nft_rules
 from firec.network._sysctl import write_sysctl
-from firec.network.guest_ip import GuestIPConfig, validate_hostname
+from firec.network.guest_ip import GuestIPConfig
 from firec.network.interface import BridgedNetwork, CNINetwork, Interface, RoutedNetwork
-from firec.network.leases import Lease, LeaseStore
 from firec.network.mac import derive_mac
-from firec.vm.process import ProcessRef
+
+# Their home before they had modules of their own: still importable from here.
+from firec.network.names import NS_UPLINK, host_link_name, netns_name, validate_vm_id, vm_key
+from firec.network.record import RECORD_FORMAT, NetworkRecord, network_owner, record_path
+from firec.network.teardown import reclaim_leases, teardown_network, undo
 
 __all__ = [
     "NS_UPLINK",
@@ -90,55 +90,8 @@ __all__ = [
     "vm_key",
 ]
 
-RECORD_FORMAT = "firec-network/1"
-NS_UPLINK = "fchost"
-"""The VM namespace's end of the veth pair to the host."""
 _HOST_SIDE = IPv4Interface("169.254.77.1/32")
 _NS_SIDE = IPv4Interface("169.254.77.2/32")
-_VM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
-
-
-def validate_vm_id(vm_id: str) -> str:
-    """Return ``vm_id`` if usable (letters, digits, ``-``; at most 64: the jailer's ``--id``).
-
-    >>> validate_vm_id("vm-1")
-    'vm-1'
-    """
-    if not isinstance(vm_id, str) or not _VM_ID.fullmatch(vm_id):
-        raise ConfigError(
-            "vm_id",
-            f"{vm_id!r} is not a VM id (letters, digits and '-', starting with a letter or "
-            "digit, at most 64 characters)",
-        )
-    return vm_id
-
-
-def vm_key(vm_id: str) -> str:
-    """The VM's short key in link and chain names: 10 hex digits of SHA-256 of its id.
-
-    >>> len(vm_key("vm1"))
-    10
-    """
-    return hashlib.sha256(vm_id.encode()).hexdigest()[:10]
-
-
-def netns_name(vm_id: str) -> str:
-    """The name of the VM's network namespace: ``fc-<vm_id>``.
-
-    >>> netns_name("vm1")
-    'fc-vm1'
-    """
-    return f"fc-{validate_vm_id(vm_id)}"
-
-
-def host_link_name(vm_id: str) -> str:
-    """The host end of the VM's veth pair: ``fc<key>`` (12 characters)."""
-    return f"fc{vm_key(vm_id)}"
-
-
-def record_path(state_dir: str | os.PathLike[str], vm_id: str) -> Path:
-    """Where the record of the VM's network set-up is kept."""
-    return Path(state_dir) / "networks" / f"{validate_vm_id(vm_id)}.json"
 
 
 @dataclass(frozen=True)
@@ -218,422 +171,6 @@ class VMNetwork:
         teardown_network(self.vm_id, state_dir=self.state_dir)
 
 
-# -- the record ---------------------------------------------------------------------------------
-
-
-class _Record:
-    """The write-ahead record of one VM's set-up steps.
-
-    It names the process that set the network up (``owner``: pid, start time
-    and boot, as :class:`~firec.vm.process.ProcessRef`), so that a clean-up of
-    what crashed processes left (``firec gc``) never touches the network of a
-    VM whose owner still runs. Written with :mod:`firec._jsonfile`: a full
-    disk leaves no record behind, never an empty one.
-    """
-
-    def __init__(self, path: Path, data: dict[str, Any]) -> None:
-        self.path = path
-        self.data = data
-
-    @classmethod
-    def create(cls, path: Path, vm_id: str, host_netns: str | None) -> _Record:
-        owner = ProcessRef.of(os.getpid())
-        data: dict[str, Any] = {
-            "format": RECORD_FORMAT,
-            "vm_id": vm_id,
-            "host_netns": host_netns,
-            "owner": dataclasses.asdict(owner) if owner is not None else None,
-            "steps": [],
-        }
-        try:
-            _jsonfile.create(path, data, mode=0o644)
-        except FileExistsError:
-            raise NetworkError(
-                f"the network of VM {vm_id!r} is already set up (record {path}); tear it down "
-                "first (firec.network.teardown_network)"
-            ) from None
-        return cls(path, data)
-
-    @classmethod
-    def load(cls, path: Path) -> _Record | None:
-        data = _jsonfile.read(path, RECORD_FORMAT)
-        return cls(path, data) if data is not None else None
-
-    @property
-    def owner(self) -> ProcessRef | None:
-        """The process that set the network up (``None`` in records older than this field)."""
-        owner = self.data.get("owner")
-        if not isinstance(owner, dict):
-            return None
-        try:
-            return ProcessRef(**owner)
-        except TypeError:
-            return None
-
-    @property
-    def steps(self) -> list[dict[str, Any]]:
-        steps: list[dict[str, Any]] = self.data["steps"]
-        return steps
-
-    def add(self, step: dict[str, Any]) -> None:
-        """Record ``step``, *before* taking it (undoing a step not taken is a no-op)."""
-        self.steps.append(step)
-        self.write()
-
-    def write(self) -> None:
-        # replaced atomically, not fsynced: what it records (links, namespaces, rules)
-        # does not survive a power loss either, only a crash of this process
-        _jsonfile.write(self.path, self.data, mode=0o644)
-
-    def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-
-def network_owner(vm_id: str, *, state_dir: str | os.PathLike[str]) -> ProcessRef | None:
-    """The process that set up ``vm_id``'s network, if it has a record that names one.
-
-    ``firec gc`` leaves a network alone while its owner runs.
-    """
-    record = _Record.load(record_path(state_dir, vm_id))
-    return record.owner if record is not None else None
-
-
-def _undo_step(step: dict[str, Any], state_dir: Path) -> None:
-    kind = step["kind"]
-    where = step.get("host_netns") if kind == "cni" else step.get("netns")
-    if kind in ("link", "nft", "cni") and where is not None and not _netns.netns_exists(where):
-        return  # the namespace is gone, and all it held with it
-    if kind == "lease":
-        LeaseStore(state_dir, step["subnet"]).release(step["owner"])
-    elif kind == "netns":
-        _netns.delete_netns(step["name"])
-    elif kind == "link":
-        _tap.delete_link(step["name"], netns=step.get("netns"))
-    elif kind == "nft":
-        _nat.NatTable(netns=step.get("netns"), lock_dir=state_dir).remove(
-            step["key"],
-            links=step["links"],
-            addresses=[IPv4Address(a) for a in step["addresses"]],
-        )
-    elif kind == "cni":
-        _cni.cni_del(
-            _cni.CNIConfList.from_dict(step["conflist"]),
-            container_id=step["container_id"],
-            netns_path=step["netns_path"],
-            ifname=step["ifname"],
-            prev_result=step.get("result"),
-            cni_path=[Path(p) for p in step["cni_path"]],
-            args=step.get("args") or {},
-            host_netns=step.get("host_netns"),
-        )
-    else:
-        raise NetworkError(f"unknown step {kind!r} in a network record")
-
-
-def _describe(step: dict[str, Any]) -> str:
-    kind = str(step["kind"])
-    if kind == "lease":
-        return f"lease of {step['owner']} in {step['subnet']}"
-    if kind == "netns":
-        return f"network namespace {step['name']}"
-    if kind == "link":
-        where = f" in {step['netns']}" if step.get("netns") else ""
-        return f"link {step['name']}{where}"
-    if kind == "nft":
-        return f"nft rules of vm_{step['key']}"
-    if kind == "cni":
-        return f"CNI network {step['conflist'].get('name')} ({step['ifname']})"
-    return kind
-
-
-def _undo(record: _Record, state_dir: Path) -> None:
-    """Undo the recorded steps in reverse; keep the record (with what is left) on failure."""
-    failures: list[str] = []
-    left: list[dict[str, Any]] = []
-    for step in reversed(list(record.steps)):
-        try:
-            _undo_step(step, state_dir)
-        except Exception as exc:
-            failures.append(f"{_describe(step)}: {exc}")
-            left.insert(0, step)
-    if failures:
-        record.data["steps"] = left
-        record.write()
-        raise NetworkError(
-            f"could not remove everything of VM {record.data.get('vm_id')!r} (record kept at "
-            f"{record.path}; run teardown_network again once fixed):\n  " + "\n  ".join(failures)
-        )
-    record.remove()
-
-
-def teardown_network(vm_id: str, *, state_dir: str | os.PathLike[str]) -> bool:
-    """Remove everything the VM's network set-up created; return whether there was any.
-
-    Reads the VM's record, so it works in a new process, after a crash, and
-    after a half-finished set-up. Idempotent: objects already gone are
-    skipped, and a VM without a record is a no-op (``False``). Run it after the
-    VMM exited (a namespace in use outlives its name until its last process).
-
-    Raises:
-        NetworkError: something could not be removed; the record keeps what is
-            left, and calling again retries it.
-    """
-    path = record_path(state_dir, vm_id)
-    record = _Record.load(path)
-    if record is None:
-        return False
-    _undo(record, Path(state_dir))
-    return True
-
-
-def reclaim_leases(
-    state_dir: str | os.PathLike[str], is_alive: Callable[[Lease], bool] | None = None
-) -> list[Lease]:
-    """Free the leases of every subnet whose VM is gone; return them.
-
-    By default a lease is alive while its VM has a network record (set-up
-    writes it before leasing, teardown removes it after releasing), so this
-    frees what a crashed process leased without recording. Pass ``is_alive``
-    to decide otherwise (e.g. whether the VM's process still runs); it gets
-    each :class:`~firec.network.leases.Lease` (``owner`` is
-    ``"<vm_id>/<iface_id>"``).
-    """
-    root = Path(state_dir)
-
-    def has_record(lease: Lease) -> bool:
-        vm_id = lease.owner.split("/", 1)[0]
-        try:
-            return record_path(root, vm_id).exists()
-        except ConfigError:
-            return False  # not a firec VM id: not one of ours to keep
-
-    check = is_alive or has_record
-    freed: list[Lease] = []
-    for path in sorted((root / "leases").glob("*.json")):
-        try:
-            subnet = json.loads(path.read_text())["subnet"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise NetworkError(f"could not read lease file {path}: {exc}") from exc
-        freed += LeaseStore(root, subnet).reclaim(check)
-    return freed
-
-
-# -- planning and checks ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Plan:
-    vm_id: str
-    key: str
-    interfaces: tuple[Interface, ...]
-    state_dir: Path
-    netns: str | None
-    host_netns: str | None
-    uid: int | None
-    gid: int | None
-    hostname: str | None
-
-    @property
-    def routed(self) -> list[tuple[int, Interface, RoutedNetwork]]:
-        return [
-            (i, nic, nic.network)
-            for i, nic in enumerate(self.interfaces)
-            if isinstance(nic.network, RoutedNetwork)
-        ]
-
-    @property
-    def uplink(self) -> str | None:
-        """The host-side veth (netns mode with routed interfaces)."""
-        if self.netns is not None and self.routed:
-            return host_link_name(self.vm_id)
-        return None
-
-    def owner(self, nic: Interface) -> str:
-        return f"{self.vm_id}/{nic.iface_id}"
-
-    def store(self, plan: RoutedNetwork) -> LeaseStore:
-        return LeaseStore(self.state_dir, plan.network, gateway=plan.gateway_address)
-
-
-def _make_plan(
-    vm_id: str,
-    interfaces: Sequence[Interface],
-    *,
-    state_dir: str | os.PathLike[str],
-    netns: bool,
-    uid: int | None,
-    gid: int | None,
-    hostname: str | None,
-    host_netns: str | None,
-) -> _Plan:
-    validate_vm_id(vm_id)
-    nics = tuple(interfaces)
-    for i, nic in enumerate(nics):
-        if not isinstance(nic, Interface):
-            raise ConfigError(f"interfaces[{i}]", f"{nic!r} is not a firec.network.Interface")
-    for what, values in (
-        ("iface_id", [n.iface_id for n in nics]),
-        ("host_dev_name", [n.host_dev_name for n in nics]),
-    ):
-        dupes = sorted({v for v in values if values.count(v) > 1})
-        if dupes:
-            raise ConfigError(f"interfaces.{what}", f"used by several interfaces: {dupes}")
-    cni_ifnames = [n.network.ifname for n in nics if isinstance(n.network, CNINetwork)]
-    if len(set(cni_ifnames)) != len(cni_ifnames):
-        raise ConfigError("interfaces.network.ifname", "several CNI networks use the same ifname")
-    for i, nic in enumerate(nics):
-        plan = nic.network
-        if isinstance(plan, BridgedNetwork) and netns:
-            raise ConfigError(
-                f"interfaces[{i}].network",
-                "a bridged tap must be on the host, where the bridge is: use netns=False",
-            )
-        if isinstance(plan, CNINetwork):
-            if not netns:
-                raise ConfigError(
-                    f"interfaces[{i}].network", "CNI networks need the VM's namespace (netns=True)"
-                )
-            if nic.host_dev_name in (plan.ifname, NS_UPLINK) or plan.ifname == NS_UPLINK:
-                raise ConfigError(
-                    f"interfaces[{i}].network.ifname",
-                    f"{plan.ifname!r} clashes with the tap name or {NS_UPLINK!r}",
-                )
-            if nic.guest_mac is not None:
-                raise ConfigError(
-                    f"interfaces[{i}].guest_mac",
-                    "with CNI the guest uses the MAC of the CNI interface; leave guest_mac unset",
-                )
-        if isinstance(plan, RoutedNetwork) and plan.guest_address is not None and not netns:
-            raise ConfigError(
-                f"interfaces[{i}].network.guest_address",
-                "translating a guest address needs the VM's namespace (netns=True)",
-            )
-        if netns and nic.host_dev_name == NS_UPLINK:
-            raise ConfigError(f"interfaces[{i}].host_dev_name", f"{NS_UPLINK!r} is reserved")
-    if len({n.network.masquerade for n in nics if isinstance(n.network, RoutedNetwork)}) > 1:
-        raise ConfigError(
-            "interfaces.network.masquerade",
-            "the routed interfaces of one VM share its link to the host: they must agree on "
-            "masquerade",
-        )
-    inner = [
-        n.network.inner_address
-        for n in nics
-        if isinstance(n.network, RoutedNetwork) and n.network.inner_address is not None
-    ]
-    if len(set(inner)) != len(inner):
-        raise ConfigError("interfaces.network.guest_address", "used by several interfaces")
-    for name, value in (("uid", uid), ("gid", gid)):
-        if value is not None and (not isinstance(value, int) or value < 0):
-            raise ConfigError(name, f"{value!r} is not a uid/gid (a non-negative integer)")
-    if hostname is not None:
-        validate_hostname(hostname)
-    if host_netns is not None:
-        _netns.validate_netns_name(host_netns, "host_netns")
-    return _Plan(
-        vm_id=vm_id,
-        key=vm_key(vm_id),
-        interfaces=nics,
-        state_dir=Path(state_dir),
-        netns=netns_name(vm_id) if netns else None,
-        host_netns=host_netns,
-        uid=uid,
-        gid=gid,
-        hostname=hostname,
-    )
-
-
-def _check_host(plan: _Plan) -> None:
-    """Refuse, before any change, what would make set-up fail."""
-    if record_path(plan.state_dir, plan.vm_id).exists():
-        raise NetworkError(
-            f"the network of VM {plan.vm_id!r} is already set up (record "
-            f"{record_path(plan.state_dir, plan.vm_id)}); tear it down first"
-        )
-    if plan.host_netns is not None and not _netns.netns_exists(plan.host_netns):
-        raise NetworkError(f"host namespace {plan.host_netns!r} does not exist")
-    if plan.netns is not None and _netns.netns_path(plan.netns).exists():
-        raise NetworkError(
-            f"network namespace {plan.netns!r} already exists: another VM with id "
-            f"{plan.vm_id!r}, or a leftover (`ip netns delete {plan.netns}`)"
-        )
-
-    def scan() -> tuple[set[str], list[tuple[str, IPv4Interface]]]:
-        with netlink() as nl:
-            return set(nl.links()), nl.addresses()
-
-    links, addresses = _netns.run_in_netns(plan.host_netns, scan)
-    where = "the host namespace" if plan.host_netns is None else f"namespace {plan.host_netns!r}"
-    if plan.uplink is not None and plan.uplink in links:
-        raise NetworkError(f"link {plan.uplink!r} already exists in {where}")
-    for i, nic in enumerate(plan.interfaces):
-        if plan.netns is None and nic.host_dev_name in links:
-            raise NetworkError(
-                f"interfaces[{i}]: link {nic.host_dev_name!r} already exists in {where}; choose "
-                "another host_dev_name"
-            )
-        if isinstance(nic.network, BridgedNetwork) and nic.network.bridge not in links:
-            raise NetworkError(
-                f"interfaces[{i}]: bridge {nic.network.bridge!r} does not exist in {where}"
-            )
-        if isinstance(nic.network, CNINetwork):
-            nic.network.conf.find_plugins(nic.network.plugin_path)
-
-    wanted: dict[IPv4Network, int] = {}
-    for i, nic, routed in plan.routed:
-        net = routed.network
-        for link, address in addresses:
-            if address.network.prefixlen < 32 and address.network.overlaps(net):
-                raise NetworkError(
-                    f"interfaces[{i}]: subnet {net} overlaps {address} on {link!r} in {where}; "
-                    "choose a subnet the host does not use"
-                )
-            if routed.wanted_address is not None and address.ip == routed.wanted_address:
-                raise NetworkError(
-                    f"interfaces[{i}]: address {routed.wanted_address} is already assigned to "
-                    f"{link!r} in {where}"
-                )
-        store = plan.store(routed)
-        store.check(plan.owner(nic), address=routed.wanted_address)
-        if store.get(plan.owner(nic)) is None:
-            wanted[net] = wanted.get(net, 0) + 1
-            if store.free() < wanted[net]:
-                raise NetworkError(
-                    f"subnet {net} is exhausted: {store.free()} free addresses for "
-                    f"{wanted[net]} interfaces"
-                )
-    if any(r.masquerade or r.port_forwards for _, _, r in plan.routed):
-        off = _nat.uplinks_without_forwarding(plan.host_netns)
-        if off:
-            sysctls = " ".join(f"net.ipv4.conf.{u}.forwarding=1" for u in off)
-            raise NetworkError(
-                f"NAT needs IPv4 forwarding on the uplink {', '.join(off)} in {where}: replies "
-                f"come in there. firec does not change host-wide settings; enable it with "
-                f"`sysctl -w {sysctls}` (or net.ipv4.ip_forward=1)"
-            )
-    if plan.routed:
-        _nat.NatTable(netns=plan.host_netns, lock_dir=plan.state_dir).check(
-            _nft_rules(plan, [(r, IPv4Address("0.0.0.0")) for _, _, r in plan.routed])
-        )
-
-
-def _nft_rules(plan: _Plan, guests: Sequence[tuple[RoutedNetwork, IPv4Address]]) -> _nat.VMRules:
-    if plan.uplink is not None:
-        links: tuple[str, ...] = (plan.uplink,)
-    else:
-        links = tuple(nic.host_dev_name for _, nic, _ in plan.routed)
-    return _nat.VMRules(
-        key=plan.key,
-        links=links,
-        guests=tuple(_nat.GuestRule(address, routed.allow) for routed, address in guests),
-        masquerade=all(routed.masquerade for routed, _ in guests),
-        port_forwards=tuple(
-            (fwd, address) for routed, address in guests for fwd in routed.port_forwards
-        ),
-    )
-
-
 # -- set-up -------------------------------------------------------------------------------------
 
 
@@ -671,7 +208,7 @@ def setup_network(
         NetworkError: the host refuses (conflicts, exhausted subnet, missing
             plugins, kernel errors). Nothing is left behind either way.
     """
-    plan = _make_plan(
+    plan = make_plan(
         vm_id,
         interfaces,
         state_dir=state_dir,
@@ -681,13 +218,13 @@ def setup_network(
         hostname=hostname,
         host_netns=host_netns,
     )
-    _check_host(plan)
-    record = _Record.create(record_path(plan.state_dir, vm_id), vm_id, host_netns)
+    check_host(plan)
+    record = NetworkRecord.create(record_path(plan.state_dir, vm_id), vm_id, host_netns)
     try:
         attached = _build(plan, record)
     except BaseException as exc:
         try:
-            _undo(record, plan.state_dir)
+            undo(record, plan.state_dir)
         except NetworkError as undo_exc:
             raise undo_exc from exc
         raise
@@ -700,7 +237,7 @@ def setup_network(
     )
 
 
-def _build(plan: _Plan, record: _Record) -> tuple[AttachedInterface, ...]:
+def _build(plan: SetupPlan, record: NetworkRecord) -> tuple[AttachedInterface, ...]:
     # 1. leases
     leased: dict[int, tuple[IPv4Interface, IPv4Address]] = {}
     for i, nic, routed in plan.routed:
@@ -743,7 +280,7 @@ def _build(plan: _Plan, record: _Record) -> tuple[AttachedInterface, ...]:
 
     # 7. nft rules
     if plan.routed:
-        rules = _nft_rules(plan, [(r, leased[i][0].ip) for i, _, r in plan.routed])
+        rules = nft_rules(plan, [(r, leased[i][0].ip) for i, _, r in plan.routed])
         # recorded first: removal only touches this VM's chain, links and leased addresses
         record.add(
             {
@@ -758,7 +295,7 @@ def _build(plan: _Plan, record: _Record) -> tuple[AttachedInterface, ...]:
     return tuple(attached)
 
 
-def _link_namespace(plan: _Plan, record: _Record, guests: Sequence[IPv4Address]) -> None:
+def _link_namespace(plan: SetupPlan, record: NetworkRecord, guests: Sequence[IPv4Address]) -> None:
     assert plan.uplink is not None and plan.netns is not None
     uplink, vm_ns = plan.uplink, plan.netns
 
@@ -789,8 +326,8 @@ def _link_namespace(plan: _Plan, record: _Record, guests: Sequence[IPv4Address])
 
 
 def _attach(
-    plan: _Plan,
-    record: _Record,
+    plan: SetupPlan,
+    record: NetworkRecord,
     nic: Interface,
     device: str,
     lease: tuple[IPv4Interface, IPv4Address] | None,

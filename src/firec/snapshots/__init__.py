@@ -9,7 +9,9 @@
 * ``_format.py``: what a snapshot file says of the Firecracker that wrote it.
 * ``_sparse.py``: sparse copies and merging a diff into its base's memory.
 * :mod:`firec.snapshots.uffd`: serving guest memory from a snapshot through
-  userfaultfd (``python -m firec.snapshots.uffd``).
+  userfaultfd (``python -m firec.snapshots.uffd``); the kernel calls it
+  makes are in ``_userfaultfd.py``, its handshake with Firecracker in
+  ``_handshake.py``.
 
 Example::
 

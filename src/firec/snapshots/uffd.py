@@ -28,27 +28,37 @@ the snapshot's memory file itself. As Firecracker's
 stops it with the VM. The functions :func:`open_userfaultfd`,
 :func:`register`, :func:`map_anonymous` and :func:`send_handshake` are the
 Firecracker side of the protocol (firec's emulator uses them).
+
+The kernel's side (the userfaultfd, its ioctls, the mappings) is in
+``_userfaultfd.py``; the handshake (:class:`GuestRegion`, sending and
+receiving it) in ``_handshake.py``; the handler and ``python -m
+firec.snapshots.uffd`` (:func:`main`) here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import fcntl
-import json
 import os
 import select
 import socket
 import struct
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
-from firec.errors import FirecError
+from firec.snapshots import _userfaultfd as _kernel
+from firec.snapshots._handshake import GuestRegion, receive_handshake, send_handshake
+from firec.snapshots._handshake import peer_pid as _peer_pid
+from firec.snapshots._userfaultfd import (
+    UffdError,
+    map_anonymous,
+    open_userfaultfd,
+    register,
+    unmap,
+)
 
 __all__ = [
     "GuestRegion",
@@ -62,218 +72,6 @@ __all__ = [
     "send_handshake",
     "unmap",
 ]
-
-
-def _iowr(nr: int, size: int) -> int:
-    return (3 << 30) | (size << 16) | (0xAA << 8) | nr
-
-
-UFFD_API = 0xAA
-UFFDIO_API = _iowr(0x3F, 24)
-UFFDIO_REGISTER = _iowr(0x00, 32)
-UFFDIO_COPY = _iowr(0x03, 40)
-UFFDIO_ZEROPAGE = _iowr(0x04, 32)
-UFFDIO_REGISTER_MODE_MISSING = 1
-UFFD_FEATURE_EVENT_REMOVE = 1 << 3
-UFFD_EVENT_PAGEFAULT = 0x12
-UFFD_EVENT_REMOVE = 0x15
-UFFD_EVENT_UNMAP = 0x16
-_MSG_SIZE = 32
-_SYS_USERFAULTFD = {"x86_64": 323, "aarch64": 282}
-
-_PROT_READ, _PROT_WRITE = 1, 2
-_MAP_PRIVATE, _MAP_ANONYMOUS, _MAP_NORESERVE = 0x02, 0x20, 0x4000
-_MAP_FAILED = ctypes.c_void_p(-1).value
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_long,
-]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-_libc.syscall.restype = ctypes.c_long
-
-
-class UffdError(FirecError):
-    """The page-fault handler failed: no handshake, a bad message, an ioctl refused."""
-
-
-@dataclass(frozen=True)
-class GuestRegion:
-    """One guest memory region as Firecracker describes it in the handshake.
-
-    Attributes:
-        base_host_virt_addr: where the region is mapped in Firecracker.
-        size: its length in bytes.
-        offset: where its contents start in the memory file.
-        page_size: its page size in bytes (4096, or 2 MiB with huge pages).
-    """
-
-    base_host_virt_addr: int
-    size: int
-    offset: int
-    page_size: int = 4096
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GuestRegion:
-        """Read one entry of the handshake (any Firecracker from 1.1 on)."""
-        # 1.1 sends no page size; later ones page_size_kib, which is in bytes
-        # despite its name; 1.14 adds page_size.
-        page = data.get("page_size") or data.get("page_size_kib") or 4096
-        return cls(
-            int(data["base_host_virt_addr"]), int(data["size"]), int(data["offset"]), int(page)
-        )
-
-    def to_json(self) -> dict[str, int]:
-        """The handshake entry, as Firecracker 1.14 writes it."""
-        return {**asdict(self), "page_size_kib": self.page_size}
-
-    def contains(self, address: int) -> bool:
-        """Whether ``address`` falls in this region."""
-        return self.base_host_virt_addr <= address < self.base_host_virt_addr + self.size
-
-
-def _check(result: int, what: str) -> int:
-    if result == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return result
-
-
-def _ioctl(fd: int, request: int, payload: bytes) -> bytearray:
-    buffer = bytearray(payload)
-    fcntl.ioctl(fd, request, buffer, True)
-    return buffer
-
-
-# -- the Firecracker side -----------------------------------------------------------------
-
-
-def open_userfaultfd(
-    features: int = UFFD_FEATURE_EVENT_REMOVE,
-    *,
-    nonblocking: bool = True,
-    device: str = "/dev/userfaultfd",
-) -> int:
-    """A new userfaultfd with the API handshake (``UFFDIO_API``) done.
-
-    Uses the ``device`` (``/dev/userfaultfd``) where the ``userfaultfd`` system
-    call is not allowed.
-    """
-    flags = os.O_CLOEXEC | (os.O_NONBLOCK if nonblocking else 0)
-    number = _SYS_USERFAULTFD.get(os.uname().machine)
-    fd = -1
-    if number is not None:
-        fd = int(_libc.syscall(number, flags))
-    if fd < 0:
-        err = ctypes.get_errno()
-        try:
-            opened = os.open(device, os.O_RDWR | os.O_CLOEXEC)
-        except OSError:
-            raise UffdError(f"cannot create a userfaultfd: {os.strerror(err)}") from None
-        try:
-            fd = fcntl.ioctl(opened, 0xAA00, flags)  # USERFAULTFD_IOC_NEW
-        finally:
-            os.close(opened)
-    try:
-        _ioctl(fd, UFFDIO_API, struct.pack("QQQ", UFFD_API, features, 0))
-    except OSError as exc:
-        os.close(fd)
-        raise UffdError(f"UFFDIO_API refused features {features:#x}: {exc.strerror}") from exc
-    return fd
-
-
-def map_anonymous(size: int) -> int:
-    """Map ``size`` bytes of private anonymous memory; return the address."""
-    address = _libc.mmap(
-        None, size, _PROT_READ | _PROT_WRITE, _MAP_PRIVATE | _MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0
-    )
-    if address in (None, _MAP_FAILED):
-        raise OSError(ctypes.get_errno(), "mmap of anonymous memory failed")
-    return int(address)
-
-
-def unmap(address: int, size: int) -> None:
-    """Undo :func:`map_anonymous` (or any mapping of ``size`` bytes at ``address``)."""
-    _check(_libc.munmap(address, size), "munmap")
-
-
-def register(uffd: int, address: int, size: int) -> None:
-    """Register ``[address, address+size)`` with ``uffd`` for missing-page faults."""
-    try:
-        _ioctl(
-            uffd,
-            UFFDIO_REGISTER,
-            struct.pack("QQQQ", address, size, UFFDIO_REGISTER_MODE_MISSING, 0),
-        )
-    except OSError as exc:
-        raise UffdError(f"UFFDIO_REGISTER of {size} bytes at {address:#x}: {exc.strerror}") from exc
-
-
-def send_handshake(
-    socket_path: str | os.PathLike[str], regions: Sequence[GuestRegion], uffd: int
-) -> socket.socket:
-    """Connect to a handler and send it the regions and the userfaultfd, as Firecracker does.
-
-    Returns the connected socket (Firecracker keeps it open; so should the caller).
-    """
-    body = json.dumps([r.to_json() for r in regions]).encode()
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        conn.connect(os.fspath(socket_path))
-        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", uffd))]
-        conn.sendmsg([body], rights)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-# -- the handler side -------------------------------------------------------------------------
-
-
-def receive_handshake(conn: socket.socket, timeout: float) -> tuple[list[GuestRegion], int]:
-    """Read Firecracker's one message: the regions (JSON) and the userfaultfd.
-
-    Raises:
-        UffdError: the peer sent no descriptor, or no valid JSON in time.
-    """
-    conn.settimeout(timeout)
-    data = b""
-    uffd: int | None = None
-    try:
-        while True:
-            try:
-                chunk, ancillary, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(4))
-            except TimeoutError:
-                raise UffdError(f"no handshake from Firecracker within {timeout:g}s") from None
-            for level, kind, payload in ancillary:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS and uffd is None:
-                    uffd = struct.unpack("i", payload[:4])[0]
-            if not chunk:
-                raise UffdError(f"Firecracker closed the socket after {len(data)} bytes")
-            data += chunk
-            with contextlib.suppress(ValueError):
-                document = json.loads(data)
-                break
-        if uffd is None:
-            raise UffdError("Firecracker's handshake carried no userfaultfd (SCM_RIGHTS)")
-        if not isinstance(document, list) or not document:
-            raise UffdError(f"the handshake is not a list of memory regions: {data[:200]!r}")
-        try:
-            regions = [GuestRegion.from_json(entry) for entry in document]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UffdError(f"bad memory region in the handshake: {exc}") from None
-    except BaseException:
-        if uffd is not None:
-            os.close(uffd)
-        raise
-    return regions, uffd
 
 
 class UffdHandler:
@@ -370,10 +168,7 @@ class UffdHandler:
                 raise UffdError(
                     f"{self.memory_file} has {size} bytes; the guest memory needs {needed}"
                 )
-            mapped = _libc.mmap(None, size, _PROT_READ, _MAP_PRIVATE, self._memory_fd, 0)
-            if mapped in (None, _MAP_FAILED):
-                raise OSError(ctypes.get_errno(), f"mmap of {self.memory_file} failed")
-            address = int(mapped)
+            address = _kernel.map_file(self._memory_fd, size, str(self.memory_file))
             self._connected.set()
             self._loop(uffd, address)
         except BaseException as exc:  # kept for the owner: a thread cannot raise to it
@@ -420,24 +215,25 @@ class UffdHandler:
                 if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
                     return  # Firecracker is gone
             try:
-                data = os.read(uffd, _MSG_SIZE * 64)
+                data = os.read(uffd, _kernel.MSG_SIZE * 64)
             except BlockingIOError:
                 continue
             if not data:
                 return
-            for start in range(0, len(data) - _MSG_SIZE + 1, _MSG_SIZE):
-                if not self._handle(uffd, source, data[start : start + _MSG_SIZE]):
+            size = _kernel.MSG_SIZE
+            for start in range(0, len(data) - size + 1, size):
+                if not self._handle(uffd, source, data[start : start + size]):
                     return
 
     def _handle(self, uffd: int, source: int, message: bytes) -> bool:
         event = message[0]
         first, second = struct.unpack_from("QQ", message, 8)
-        if event == UFFD_EVENT_REMOVE:  # (start, end) the balloon gave back
+        if event == _kernel.UFFD_EVENT_REMOVE:  # (start, end) the balloon gave back
             self._removed.append((first, second))
             return True
-        if event == UFFD_EVENT_UNMAP:
+        if event == _kernel.UFFD_EVENT_UNMAP:
             return True
-        if event != UFFD_EVENT_PAGEFAULT:
+        if event != _kernel.UFFD_EVENT_PAGEFAULT:
             return True
         address = second  # (flags, address)
         region = next((r for r in self.regions if r.contains(address)), None)
@@ -452,7 +248,7 @@ class UffdHandler:
     def _copy(self, uffd: int, page: int, src: int, length: int) -> bool:
         while True:
             try:
-                _ioctl(uffd, UFFDIO_COPY, struct.pack("QQQQq", page, src, length, 0, 0))
+                _kernel.copy(uffd, page, src, length)
             except OSError as exc:
                 if exc.errno == errno.EAGAIN:
                     continue
@@ -466,7 +262,7 @@ class UffdHandler:
 
     def _zero(self, uffd: int, page: int, length: int) -> bool:
         try:
-            _ioctl(uffd, UFFDIO_ZEROPAGE, struct.pack("QQQq", page, length, 0, 0))
+            _kernel.zeropage(uffd, page, length)
         except OSError as exc:
             if exc.errno == errno.EEXIST:
                 return True
@@ -549,15 +345,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"firec.uffd: served {handler.pages_served} pages", flush=True)
     return 0
-
-
-def _peer_pid(conn: socket.socket) -> int | None:
-    try:
-        data = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    pid: int = struct.unpack("3i", data)[0]
-    return pid
 
 
 if __name__ == "__main__":

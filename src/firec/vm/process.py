@@ -30,6 +30,7 @@ __all__ = [
     "ProcessRef",
     "VmmProcess",
     "VmmThreadWatch",
+    "VmmThreads",
     "boot_id",
     "find_vmm_pid",
     "process_args",
@@ -128,19 +129,7 @@ class VmmProcess:
 
     def threads(self) -> dict[str, str] | None:
         """Its threads, thread id -> name (``fc_api``, ``fc_vcpu 0``...); ``None`` once gone."""
-        task = f"/proc/{self.pid}/task"
-        try:
-            tids = os.listdir(task)
-        except OSError:
-            return None
-        names = {}
-        for tid in tids:
-            try:
-                with open(f"{task}/{tid}/comm") as comm:
-                    names[tid] = comm.read().rstrip("\n")
-            except OSError:
-                continue  # that thread just ended
-        return names
+        return VmmThreads(self.pid).names()
 
     def end_hung(self, why: str) -> bool:
         """SIGKILL a VMM that cannot exit by itself, and remember ``why`` for its exit status."""
@@ -156,13 +145,94 @@ class VmmProcess:
         """Send ``sig``; ``False`` if the process was already gone."""
         if self._ref is not None:
             return self._ref.signal(sig)
-        if not self.running:
-            return False
+        return self.running and _kill(self.pid, sig)
+
+
+def _kill(pid: int, sig: int) -> bool:
+    """Send ``sig`` to ``pid``; ``False`` if there is no such process."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class VmmThreads:
+    """A VMM's threads, as ``/proc/<pid>/task`` shows them.
+
+    Firecracker names its threads: its main thread (thread id = pid) runs the
+    VMM's event loop, ``fc_api`` serves the API, and ``fc_vcpu N`` run the
+    guest's vCPUs. :class:`ExitWatch` and :class:`VmmThreadWatch` look at
+    them through this view. Thread ids are strings, as in the file names.
+
+    Example::
+
+        >>> import os
+        >>> threads = VmmThreads(os.getpid())
+        >>> str(os.getpid()) in threads.names() and threads.exists(str(os.getpid()))
+        True
+    """
+
+    #: The name of Firecracker's API thread, and how its vCPU threads' names start.
+    API = "fc_api"
+    VCPU = "fc_vcpu"
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.task = f"/proc/{pid}/task"
+
+    def names(self) -> dict[str, str] | None:
+        """Every thread, thread id -> name; ``None`` once the process is gone.
+
+        Reading a thread's name costs ~30 us: to follow threads already
+        found, :meth:`exists` is cheaper.
+        """
         try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            return False
-        return True
+            tids = os.listdir(self.task)
+        except OSError:
+            return None
+        names = {}
+        for tid in tids:
+            try:
+                with open(f"{self.task}/{tid}/comm") as comm:
+                    names[tid] = comm.read().rstrip("\n")
+            except OSError:
+                continue  # that thread just ended
+        return names
+
+    @classmethod
+    def vcpus(cls, names: dict[str, str]) -> list[str]:
+        """The ids of the vCPU threads among ``names`` (from :meth:`names`)."""
+        return [tid for tid, name in names.items() if name.startswith(cls.VCPU)]
+
+    @classmethod
+    def api(cls, names: dict[str, str]) -> str | None:
+        """The id of the API thread among ``names``, if it is there."""
+        return next((tid for tid, name in names.items() if name == cls.API), None)
+
+    def exists(self, tid: str) -> bool:
+        """Whether thread ``tid`` is still there (one ``stat``)."""
+        return os.path.exists(f"{self.task}/{tid}")
+
+    def open_stat(self, tid: str) -> int:
+        """A descriptor of thread ``tid``'s stat file, to read its state again and again.
+
+        Raises:
+            OSError: the thread is not there (or not readable).
+        """
+        return os.open(f"{self.task}/{tid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+
+    @staticmethod
+    def state(stat_fd: int) -> str | None:
+        """The state letter (``R``, ``S``, ``D``...) in a stat file; ``None`` once unreadable."""
+        try:
+            data = os.pread(stat_fd, 512, 0)
+        except OSError:
+            return None
+        end = data.rfind(b")")  # the state follows the command name, which may hold anything
+        if end < 0 or len(data) < end + 3:
+            return None
+        return chr(data[end + 2])
 
 
 #: How often a pending request or a wait looks at the VMM's threads (seconds).
@@ -204,7 +274,8 @@ class ExitWatch:
         self.process = process
         self.name = name or f"VMM pid {process.pid}"
         self.interval = interval
-        self._vcpus: list[str] = []  # /proc/<pid>/task/<tid> of its vCPU threads, once seen
+        self._threads = VmmThreads(process.pid)
+        self._vcpus: list[str] = []  # the ids of its vCPU threads, once seen
         self._api: str | None = None  # and of its API thread
         self._stopping_since: float | None = None
 
@@ -214,26 +285,22 @@ class ExitWatch:
         Once the vCPU threads are known, whether they still exist is one
         ``stat`` (reading every thread's name costs ~30 us a thread).
         """
+        threads = self._threads
         if not self._vcpus:
-            threads = self.process.threads()
-            if threads is None:
+            names = threads.names()
+            if names is None:
                 return True, False  # gone
-            task = f"/proc/{self.process.pid}/task"
-            self._vcpus = [f"{task}/{t}" for t, n in threads.items() if n.startswith("fc_vcpu")]
-            api = [f"{task}/{tid}" for tid, name in threads.items() if name == "fc_api"]
-            self._api = api[0] if api else None
-            return False, bool(api)  # not started (no vCPU yet), or running
-        if any(os.path.exists(vcpu) for vcpu in self._vcpus):
+            self._vcpus = threads.vcpus(names)
+            self._api = threads.api(names)
+            return False, self._api is not None  # not started (no vCPU yet), or running
+        if any(threads.exists(vcpu) for vcpu in self._vcpus):
             self._stopping_since = None
             return False, True
         if self._stopping_since is None:
             self._stopping_since = time.monotonic()
         if self._api is None:  # not seen at first: look again (rare: only while it stops)
-            threads = self.process.threads() or {}
-            api = [tid for tid, name in threads.items() if name == "fc_api"]
-            if api:
-                self._api = f"/proc/{self.process.pid}/task/{api[0]}"
-        return True, self._api is not None and os.path.exists(self._api)
+            self._api = threads.api(threads.names() or {})
+        return True, self._api is not None and threads.exists(self._api)
 
     def observe(self) -> None:
         """Look at the VMM's threads now (say, right after its guest started)."""
@@ -306,13 +373,7 @@ class ProcessRef:
 
     def signal(self, sig: int) -> bool:
         """Send ``sig`` if this very process still runs; ``False`` otherwise."""
-        if not self.alive():
-            return False
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            return False
-        return True
+        return self.alive() and _kill(self.pid, sig)
 
     def wait_gone(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the process to end; whether it did."""
@@ -381,7 +442,7 @@ def socket_peer_pid(socket_path: str) -> int | None:
 
 
 class VmmThreadWatch:
-    """Whether a Firecracker's VMM thread is asleep, read from ``/proc``.
+    """Whether a Firecracker's VMM thread is asleep, read from ``/proc`` (:class:`VmmThreads`).
 
     Firecracker runs its VMM event loop on its main thread (thread id = pid).
     Asleep means back in its event loop (``epoll_wait``), or blocked waiting for
@@ -394,20 +455,16 @@ class VmmThreadWatch:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self._fd: int | None = os.open(f"/proc/{pid}/task/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        self._fd: int | None = VmmThreads(pid).open_stat(str(pid))
 
     def asleep(self) -> bool | None:
         """Whether the thread sleeps now; ``None`` when that cannot be read (it is gone)."""
         if self._fd is None:
             return None
-        try:
-            data = os.pread(self._fd, 512, 0)
-        except OSError:
+        state = VmmThreads.state(self._fd)
+        if state is None:
             return None
-        end = data.rfind(b")")  # the state follows the command name, which may hold anything
-        if end < 0 or len(data) < end + 3:
-            return None
-        return data[end + 2] not in b"RD"  # running or runnable; in uninterruptible I/O
+        return state not in "RD"  # running or runnable; in uninterruptible I/O
 
     def close(self) -> None:
         """Close the stat file."""
