@@ -16,7 +16,7 @@ import pytest
 import firec
 import firec.network as fn
 from firec.api import models
-from firec.errors import FirecError, InUseError, MachineError
+from firec.errors import FirecError, InUseError, MachineError, StateError
 from firec.host.registry import (
     NetworkInfo,
     Phase,
@@ -263,6 +263,53 @@ def test_a_record_of_another_format_is_refused(registry: Registry) -> None:
     registry.path("old").write_text(json.dumps({"format": "firec-vm/0", "vm_id": "old"}))
     with pytest.raises(FirecError, match="firec-vm/1"):
         registry.load("old")
+
+
+def test_a_record_of_a_newer_firec_is_refused_naming_both_formats(registry: Registry) -> None:
+    registry.vms_dir.mkdir(parents=True)
+    registry.path("new").write_text(json.dumps({"format": "firec-vm/2", "vm_id": "new"}))
+    with pytest.raises(StateError, match=r"new\.json.*firec-vm/2.*firec-vm/1"):
+        registry.load("new")
+    assert registry.records() == []
+
+
+# A record as the previous firec wrote it (the same format, firec-vm/1).
+PREVIOUS_RECORD = {
+    "cgroups": [],
+    "config": {"kernel_args": "console=ttyS0", "kernel_image": "/k", "vm_id": "old-1"},
+    "console": None,
+    "controller": {"boot": "45e1b259-f436-4b9e-98c3-fca86691e299", "pid": 30026, "start": 1314346},
+    "created": "2026-12-03T18:30:46+00:00",
+    "detached": True,
+    "files": [],
+    "firecracker_version": None,
+    "format": "firec-vm/1",
+    "jail": None,
+    "jail_owner": None,
+    "log": None,
+    "log_is_fifo": False,
+    "metrics": None,
+    "metrics_is_fifo": False,
+    "network": None,
+    "origin": None,
+    "phase": "starting",
+    "socket": None,
+    "stderr": None,
+    "vm_dir": None,
+    "vm_id": "old-1",
+    "vmm": None,
+}
+
+
+def test_a_record_of_the_previous_firec_is_read(registry: Registry) -> None:
+    registry.vms_dir.mkdir(parents=True)
+    registry.path("old-1").write_text(json.dumps(PREVIOUS_RECORD, indent=2))
+    record = registry.load("old-1")
+    assert record is not None and record.phase is Phase.STARTING
+    assert record.vm_config.kernel_args == "console=ttyS0"
+    assert record.to_dict() == PREVIOUS_RECORD
+    registry.save(record)
+    assert json.loads(registry.path("old-1").read_text()) == PREVIOUS_RECORD
 
 
 def test_the_lock_keeps_other_processes_out(registry: Registry) -> None:

@@ -22,8 +22,9 @@ leaves enough behind for :func:`reap` to remove it all:
 Where the state lives (:func:`state_dir`): ``$FIREC_STATE_DIR`` if set, else
 ``/run/firec/state`` for root, else ``$XDG_STATE_HOME/firec`` or
 ``~/.local/state/firec``. Inside it, ``vms/<id>.json`` and its lock
-``vms/<id>.lock`` (:mod:`filelock`), and ``networks/`` (network records and
-leases, the ``state_dir`` given to :func:`firec.network.setup_network`).
+``vms/<id>.lock`` (both through :mod:`firec._jsonfile`), and ``networks/``
+(network records and leases, the ``state_dir`` given to
+:func:`firec.network.setup_network`).
 
 Example::
 
@@ -56,8 +57,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import filelock
-
 from firec import _jsonfile
 from firec.api import models
 from firec.api.models.base import APIModel
@@ -87,7 +86,10 @@ __all__ = [
     "state_dir",
 ]
 
-RECORD_FORMAT = "firec-vm/1"
+#: The format of VM records (:mod:`firec._jsonfile`).
+VM_RECORD = _jsonfile.Format("firec-vm", 1)
+#: What a VM record's ``format`` key holds.
+RECORD_FORMAT = str(VM_RECORD)
 #: Seconds to wait for another process's lock on a VM before giving up.
 LOCK_TIMEOUT = 30.0
 #: Seconds to wait for a killed VMM to be reaped, and its cgroups to be free.
@@ -548,15 +550,18 @@ class Registry:
             MachineError: another process held it for longer than ``timeout``.
         """
         self._make_dirs()
-        lock = filelock.FileLock(self.vms_dir / f"{validate_id(vm_id)}.lock", mode=0o600)
+        lock = _jsonfile.Lock(self.path(vm_id))
         try:
-            with lock.acquire(timeout=timeout):
-                yield
-        except filelock.Timeout:
+            lock.acquire(timeout)
+        except _jsonfile.LockTimeout:
             raise MachineError(
                 f"microVM {vm_id}: another firec process is working on it (lock "
-                f"{lock.lock_file} held for more than {timeout:g}s)"
+                f"{lock.file} held for more than {timeout:g}s)"
             ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _make_dirs(self) -> None:
         self.vms_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -603,7 +608,7 @@ class Registry:
         """
         self._make_dirs()
         try:
-            _jsonfile.create(self.path(record.vm_id), record.to_dict())
+            _jsonfile.create(self.path(record.vm_id), record.to_dict(), VM_RECORD)
         except FileExistsError:
             raise InUseError(
                 record.vm_id, f"it is already recorded ({self.path(record.vm_id)})"
@@ -616,16 +621,17 @@ class Registry:
             StateError: it could not be written (the previous record is kept).
         """
         self._make_dirs()
-        _jsonfile.write(self.path(record.vm_id), record.to_dict())
+        _jsonfile.write(self.path(record.vm_id), record.to_dict(), VM_RECORD)
 
     def load(self, vm_id: str) -> VmRecord | None:
         """The record of ``vm_id``, or ``None``.
 
         Raises:
-            StateError: the file is there but is not a record.
+            StateError: the file is there but is not a record (of this firec's
+                format: a newer firec's record is refused, naming both formats).
         """
         path = self.path(vm_id)
-        data = _jsonfile.read(path, RECORD_FORMAT)
+        data = _jsonfile.read(path, VM_RECORD)
         if data is None:
             return None
         try:
@@ -667,17 +673,20 @@ class Registry:
         (A claim stays atomic even if a process still waits on the removed
         file: the record itself is created in one step that fails if it exists.)
         """
-        lock_path = self.vms_dir / f"{validate_id(vm_id)}.lock"
-        if self.path(vm_id).exists() or not lock_path.exists():
+        lock = _jsonfile.Lock(self.path(vm_id))
+        if self.path(vm_id).exists() or not lock.file.exists():
             return False
         try:
-            with filelock.FileLock(lock_path).acquire(timeout=0):
-                if self.path(vm_id).exists():
-                    return False
-                lock_path.unlink(missing_ok=True)
-                return True
-        except filelock.Timeout:
+            lock.acquire(timeout=0)
+        except _jsonfile.LockTimeout:
             return False
+        try:
+            if self.path(vm_id).exists():
+                return False
+            lock.file.unlink(missing_ok=True)
+            return True
+        finally:
+            lock.release()
 
 
 # -- a VM this process runs --------------------------------------------------------------------

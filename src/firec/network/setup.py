@@ -51,7 +51,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -90,7 +89,10 @@ __all__ = [
     "vm_key",
 ]
 
-RECORD_FORMAT = "firec-network/1"
+#: The format of network records (:mod:`firec._jsonfile`).
+_NETWORK_RECORD = _jsonfile.Format("firec-network", 1)
+#: What a network record's ``format`` key holds.
+RECORD_FORMAT = str(_NETWORK_RECORD)
 NS_UPLINK = "fchost"
 """The VM namespace's end of the veth pair to the host."""
 _HOST_SIDE = IPv4Interface("169.254.77.1/32")
@@ -239,14 +241,13 @@ class _Record:
     def create(cls, path: Path, vm_id: str, host_netns: str | None) -> _Record:
         owner = ProcessRef.of(os.getpid())
         data: dict[str, Any] = {
-            "format": RECORD_FORMAT,
             "vm_id": vm_id,
             "host_netns": host_netns,
             "owner": dataclasses.asdict(owner) if owner is not None else None,
             "steps": [],
         }
         try:
-            _jsonfile.create(path, data, mode=0o644)
+            _jsonfile.create(path, data, _NETWORK_RECORD, mode=0o644)
         except FileExistsError:
             raise NetworkError(
                 f"the network of VM {vm_id!r} is already set up (record {path}); tear it down "
@@ -256,7 +257,7 @@ class _Record:
 
     @classmethod
     def load(cls, path: Path) -> _Record | None:
-        data = _jsonfile.read(path, RECORD_FORMAT)
+        data = _jsonfile.read(path, _NETWORK_RECORD)
         return cls(path, data) if data is not None else None
 
     @property
@@ -283,7 +284,7 @@ class _Record:
     def write(self) -> None:
         # replaced atomically, not fsynced: what it records (links, namespaces, rules)
         # does not survive a power loss either, only a crash of this process
-        _jsonfile.write(self.path, self.data, mode=0o644)
+        _jsonfile.write(self.path, self.data, _NETWORK_RECORD, mode=0o644)
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -411,11 +412,7 @@ def reclaim_leases(
     check = is_alive or has_record
     freed: list[Lease] = []
     for path in sorted((root / "leases").glob("*.json")):
-        try:
-            subnet = json.loads(path.read_text())["subnet"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise NetworkError(f"could not read lease file {path}: {exc}") from exc
-        freed += LeaseStore(root, subnet).reclaim(check)
+        freed += LeaseStore.from_file(path).reclaim(check)
     return freed
 
 
