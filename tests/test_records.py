@@ -1,4 +1,4 @@
-"""firec's JSON records (firec._jsonfile): VM and network records, leases, manifests."""
+"""firec's JSON records (firec._jsonfile): VM and network records, leases, manifests; the codec."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+import firec
 import firec.network as fn
 from firec import _jsonfile
 from firec.errors import StateError
 from firec.network.leases import LeaseStore
+from firec.vm import _codec
 
 THING = _jsonfile.Format("firec-thing", 2)
 
@@ -24,6 +26,8 @@ THING = _jsonfile.Format("firec-thing", 2)
     "name",
     [
         "firec._jsonfile",
+        "firec.vm._codec",
+        "firec.vm.config",
     ],
 )
 def test_docstring_examples_hold(name: str) -> None:
@@ -209,3 +213,19 @@ def test_a_network_record_of_a_newer_firec_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StateError, match=r"vm-1\.json.*firec-network/2.*firec-network/1"):
         fn.teardown_network("vm-1", state_dir=tmp_path)
     assert record.exists()
+
+
+# -- the codec ---------------------------------------------------------------------------------
+
+
+def test_type_hints_are_worked_out_once_per_class(tmp_path: Path) -> None:
+    config = firec.Config(vm_id="vm-1", kernel_image=tmp_path, kernel_args="x")
+    firec.Config.from_dict(config.to_dict())
+    hints = _codec._hints(firec.Config)
+    firec.Config.from_dict(config.to_dict())
+    assert _codec._hints(firec.Config) is hints
+
+
+def test_a_value_the_codec_cannot_write_is_named() -> None:
+    with pytest.raises(TypeError, match="cannot write a set as JSON"):
+        _codec.encode({"a": {1}})

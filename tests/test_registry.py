@@ -16,15 +16,13 @@ import pytest
 import firec
 import firec.network as fn
 from firec.api import models
-from firec.errors import FirecError, InUseError, MachineError, StateError
+from firec.errors import ConfigError, FirecError, InUseError, MachineError, StateError
 from firec.host.registry import (
     NetworkInfo,
     Phase,
     ProcessRef,
     Registry,
     VmRecord,
-    config_from_dict,
-    config_to_dict,
     find_unrecorded_vmm,
     reap,
     state_dir,
@@ -178,20 +176,20 @@ def test_config_round_trip_with_every_kind_of_field(tmp_path: Path) -> None:
         .build()
         .build(check_files=False)
     )
-    data = json.loads(json.dumps(config_to_dict(config)))  # survives JSON
-    assert config_from_dict(data) == config
+    data = json.loads(json.dumps(config.to_dict()))  # survives JSON
+    assert firec.Config.from_dict(data) == config
 
 
 def test_config_defaults_are_left_out(tmp_path: Path) -> None:
     config = _config(tmp_path)
-    assert set(config_to_dict(config)) == {"vm_id", "kernel_image", "firecracker_binary", "workdir"}
+    assert set(config.to_dict()) == {"vm_id", "kernel_image", "firecracker_binary", "workdir"}
 
 
 def test_a_callback_console_comes_back_as_discard(tmp_path: Path) -> None:
     config = _config(tmp_path, console=Console.callback(print))
-    data = config_to_dict(config)
+    data = config.to_dict()
     assert data["console"] == {"kind": "callback", "path": None}
-    assert config_from_dict(data).console == Console.discard()
+    assert firec.Config.from_dict(data).console == Console.discard()
 
 
 @pytest.mark.parametrize(
@@ -204,8 +202,8 @@ def test_a_callback_console_comes_back_as_discard(tmp_path: Path) -> None:
     ],
 )
 def test_config_from_dict_refuses_what_is_not_a_config(data: dict[str, object], where: str) -> None:
-    with pytest.raises(FirecError, match=where):
-        config_from_dict(data)
+    with pytest.raises(ConfigError, match=where):
+        firec.Config.from_dict(data)
 
 
 # -- records -----------------------------------------------------------------------------------

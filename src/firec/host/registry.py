@@ -39,33 +39,28 @@ Example::
 
 from __future__ import annotations
 
-import collections.abc
 import contextlib
 import dataclasses
 import enum
-import ipaddress
 import itertools
 import os
 import signal
 import socket
 import struct
-import types
-import typing
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from firec import _jsonfile
-from firec.api import models
-from firec.api.models.base import APIModel
 from firec.errors import FirecError, InUseError, MachineError, NetworkError, StateError
+from firec.vm import _codec
 from firec.vm._launch import Launch, cleanup, socket_accepts
 from firec.vm.config import Config
 from firec.vm.config import state_dir as default_network_state_dir
-from firec.vm.console import Console, ConsoleKind
-from firec.vm.jailer import Jail, JailerConfig, validate_id
+from firec.vm.console import Console
+from firec.vm.jailer import Jail, validate_id
 from firec.vm.process import ProcessRef, boot_id, wait_until
 
 __all__ = [
@@ -77,8 +72,6 @@ __all__ = [
     "Registry",
     "VmRecord",
     "boot_id",
-    "config_from_dict",
-    "config_to_dict",
     "find_unrecorded_vmm",
     "kill_vmm",
     "network_state_dir",
@@ -106,162 +99,6 @@ def state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME", "")
     root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
     return root / "firec"
-
-
-# -- processes ------------------------------------------------------------------------------
-
-
-# -- config <-> JSON --------------------------------------------------------------------------
-
-
-_IP_TYPES = (
-    ipaddress.IPv4Address,
-    ipaddress.IPv6Address,
-    ipaddress.IPv4Network,
-    ipaddress.IPv6Network,
-    ipaddress.IPv4Interface,
-    ipaddress.IPv6Interface,
-)
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, enum.Enum):
-        return value.value
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, (Path, *_IP_TYPES)):
-        return str(value)
-    if isinstance(value, APIModel):
-        return value.to_api()
-    if isinstance(value, Console):
-        return {"kind": value.kind.value, "path": None if value.path is None else str(value.path)}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_encode(v) for v in value]
-    raise TypeError(f"cannot record a {type(value).__name__} in a VM record")
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    # names some modules import only for type checking
-    names: dict[str, Any] = {**vars(models), "Console": Console, "JailerConfig": JailerConfig}
-    return typing.get_type_hints(cls, localns=names)
-
-
-def _decode_union(args: tuple[Any, ...], value: Any, where: str) -> Any:
-    options = [a for a in args if a is not type(None)]
-    if value is None:
-        return None
-    if str in options and isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        # several dataclasses: the one whose fields are the keys
-        for option in options:
-            if (
-                dataclasses.is_dataclass(option)
-                and isinstance(option, type)
-                and set(value) == {f.name for f in dataclasses.fields(option)}
-            ):
-                return _decode(option, value, where)
-    errors = []
-    for option in options:
-        try:
-            return _decode(option, value, where)
-        except (ValueError, TypeError, KeyError, FirecError) as exc:
-            errors.append(str(exc))
-    raise ValueError(f"{where}: {value!r} is none of {options}: {'; '.join(errors)}")
-
-
-def _decode(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return _decode_union(args, value, where)
-    if hint is Any:
-        return value
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{where}: {value!r} is not one of {args}")
-        return value
-    if origin in (tuple, list, collections.abc.Sequence):
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{where}: {value!r} is not a list")
-        return tuple(_decode(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping):
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{where}: {value!r} is not an object")
-        return dict(value)
-    if hint is Path:
-        return Path(value)
-    if hint is Console:
-        kind = ConsoleKind(value["kind"])
-        if kind is ConsoleKind.FILE:
-            return Console.file(value["path"])
-        if kind is ConsoleKind.TERMINAL:
-            return Console.terminal()
-        return Console.discard()  # a callback does not survive its process
-    if isinstance(hint, type) and issubclass(hint, APIModel):
-        return hint.from_api(value)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint(value)
-    if isinstance(hint, type) and issubclass(hint, _IP_TYPES):
-        return hint(value)
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _decode_dataclass(hint, value, where)
-    if hint in (str, int, bool, float):
-        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise ValueError(f"{where}: {value!r} is not a {hint.__name__}")
-        return value
-    raise ValueError(f"{where}: cannot read a {hint}")
-
-
-def _decode_dataclass(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: {data!r} is not an object")
-    hints = _hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ValueError(f"{where}: unknown fields {', '.join(sorted(unknown))}")
-    kwargs = {name: _decode(hints[name], value, f"{where}.{name}") for name, value in data.items()}
-    init = {k: v for k, v in kwargs.items() if fields[k].init}
-    return cls(**init)
-
-
-def config_to_dict(config: Config) -> dict[str, Any]:
-    """A JSON-ready dict of ``config`` (defaults left out); :func:`config_from_dict` reverses it.
-
-    A console that goes to a callback is recorded as such, and read back as
-    :meth:`~firec.vm.console.Console.discard` (a function does not outlive its process).
-
-    >>> config = Config(vm_id="vm-1", kernel_image=Path("/k"), kernel_args="console=ttyS0")
-    >>> config_to_dict(config)
-    {'vm_id': 'vm-1', 'kernel_image': '/k', 'kernel_args': 'console=ttyS0'}
-    >>> config_from_dict(config_to_dict(config)) == config
-    True
-    """
-    out: dict[str, Any] = {}
-    default = Config(vm_id=config.vm_id, kernel_image=config.kernel_image)
-    for f in dataclasses.fields(Config):
-        value = getattr(config, f.name)
-        if f.name in ("vm_id", "kernel_image") or value != getattr(default, f.name):
-            out[f.name] = _encode(value)
-    return out
-
-
-def config_from_dict(data: Mapping[str, Any]) -> Config:
-    """The :class:`~firec.vm.config.Config` recorded by :func:`config_to_dict`.
-
-    Raises:
-        FirecError: the data is not a recorded config.
-    """
-    try:
-        config: Config = _decode_dataclass(Config, data, "config")
-    except (ValueError, TypeError, KeyError, FirecError) as exc:
-        raise FirecError(f"not a recorded firec config: {exc}") from exc
-    return config
 
 
 # -- records ----------------------------------------------------------------------------------
@@ -352,7 +189,7 @@ class VmRecord:
         metrics_is_fifo: whether ``metrics`` is a fifo.
         stderr: where Firecracker's standard error goes.
         network: what the network set-up made, if the VM has a network.
-        config: the VM's config (:func:`config_to_dict`).
+        config: the VM's config (:meth:`~firec.vm.config.Config.to_dict`).
         firecracker_version: the VMM's version, once known.
         origin: where the VM came from: ``None`` (booted), or ``"snapshot:<dir>"``.
     """
@@ -389,7 +226,7 @@ class VmRecord:
             phase=Phase.STARTING,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             detached=detached,
-            config=config_to_dict(config),
+            config=config.to_dict(),
             controller=ProcessRef.of(os.getpid()),
             origin=origin,
         )
@@ -420,7 +257,7 @@ class VmRecord:
     @property
     def vm_config(self) -> Config:
         """The VM's :class:`~firec.vm.config.Config`."""
-        return config_from_dict(self.config)
+        return Config.from_dict(self.config)
 
     def launch(self) -> Launch:
         """The :class:`~firec.vm._launch.Launch` facts of the VM, as recorded.
@@ -497,7 +334,7 @@ class VmRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data."""
-        data: dict[str, Any] = _encode(self)
+        data: dict[str, Any] = _codec.encode(self)
         return data
 
     @classmethod
@@ -506,8 +343,8 @@ class VmRecord:
         if not isinstance(data, Mapping) or data.get("format") != RECORD_FORMAT:
             raise FirecError(f"not a {RECORD_FORMAT} record")
         try:
-            record: VmRecord = _decode_dataclass(cls, data, "record")
-        except (ValueError, TypeError, KeyError) as exc:
+            record: VmRecord = _codec.decode(cls, data)
+        except _codec.DecodeError as exc:
             raise FirecError(f"not a {RECORD_FORMAT} record: {exc}") from exc
         return record
 
@@ -732,7 +569,7 @@ class Registration:
         record = self.record.with_launch(launch, pid)
         if attached is not None and record.network is not None:
             record = record.replace(
-                config=config_to_dict(attached),
+                config=attached.to_dict(),
                 network=NetworkInfo.of(attached, Path(record.network.state_dir)),
             )
         self._save(record)

@@ -468,6 +468,48 @@ class Config:
                         "both would be /" + path.name + "; rename one",
                     )
 
+    # -- as data -------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """This config as JSON-ready data, defaults left out; :meth:`from_dict` reverses it.
+
+        A console that goes to a callback is written as such, and read back as
+        :meth:`~firec.vm.console.Console.discard` (a function does not outlive
+        its process). The host registry records each VM's config this way.
+
+        >>> config = Config(vm_id="vm-1", kernel_image=Path("/k"), kernel_args="console=ttyS0")
+        >>> config.to_dict()
+        {'vm_id': 'vm-1', 'kernel_image': '/k', 'kernel_args': 'console=ttyS0'}
+        >>> Config.from_dict(config.to_dict()) == config
+        True
+        """
+        from firec.vm import _codec
+
+        return _codec.encode_fields(self, omit_defaults=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        """The config that :meth:`to_dict` wrote as ``data``, each field checked against its type.
+
+        The config is not validated as a whole (:meth:`validate`): its files need not exist.
+
+        >>> Config.from_dict({"vm_id": "vm-1", "kernel_image": "/k"}).kernel_image
+        PosixPath('/k')
+        >>> Config.from_dict({"vm_id": 5, "kernel_image": "/k"})
+        Traceback (most recent call last):
+        ...
+        firec.errors.ConfigError: vm_id: 5 is not a str
+
+        Raises:
+            ConfigError: ``data`` is not such a config; it names the field at fault.
+        """
+        from firec.vm import _codec
+
+        try:
+            return _codec.decode(cls, data)
+        except _codec.DecodeError as exc:
+            raise ConfigError(exc.where, exc.reason) from exc
+
 
 def check_kernel_args(args: object) -> str:
     """Return ``args`` if Firecracker takes it as a kernel command line, else :class:`ConfigError`.
