@@ -1,10 +1,11 @@
-"""firec's JSON records (firec._jsonfile): VM and network records, leases, manifests; the codec."""
+"""firec's JSON records (firec._jsonfile), where they live (firec._statedirs), the config codec."""
 
 from __future__ import annotations
 
 import doctest
 import importlib
 import json
+import os
 import subprocess
 import sys
 from ipaddress import IPv4Address, IPv4Network
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 
 import firec
+import firec.host.registry
 import firec.network as fn
-from firec import _jsonfile
+import firec.vm.config
+from firec import _jsonfile, _statedirs
 from firec.errors import StateError
 from firec.network.leases import LeaseStore
 from firec.vm import _codec
@@ -26,6 +29,7 @@ THING = _jsonfile.Format("firec-thing", 2)
     "name",
     [
         "firec._jsonfile",
+        "firec._statedirs",
         "firec.vm._codec",
         "firec.vm.config",
     ],
@@ -213,6 +217,35 @@ def test_a_network_record_of_a_newer_firec_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StateError, match=r"vm-1\.json.*firec-network/2.*firec-network/1"):
         fn.teardown_network("vm-1", state_dir=tmp_path)
     assert record.exists()
+
+
+# -- where records live ------------------------------------------------------------------------
+
+
+def test_the_two_state_directories(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("FIREC_STATE_DIR", str(tmp_path / "explicit"))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert _statedirs.registry_dir() == tmp_path / "explicit"
+    assert _statedirs.network_dir() == Path("/var/lib/firec")  # not moved by $FIREC_STATE_DIR
+    monkeypatch.delenv("FIREC_STATE_DIR")
+    assert _statedirs.registry_dir() == Path("/run/firec/state")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert _statedirs.registry_dir() == _statedirs.network_dir() == tmp_path / "xdg" / "firec"
+
+
+def test_the_former_names_are_the_same_functions() -> None:
+    assert firec.host.registry.state_dir is _statedirs.registry_dir
+    assert firec.vm.config.state_dir is _statedirs.network_dir
+
+
+def test_a_vm_without_a_state_dir_keeps_its_network_in_the_network_directory(
+    tmp_path: Path,
+) -> None:
+    config = firec.Config(vm_id="vm-1", kernel_image=tmp_path)
+    assert firec.host.registry.network_state_dir(config) == _statedirs.network_dir()
+    mine = config.replace(state_dir=tmp_path)
+    assert firec.host.registry.network_state_dir(mine) == tmp_path
 
 
 # -- the codec ---------------------------------------------------------------------------------

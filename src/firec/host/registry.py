@@ -22,9 +22,11 @@ leaves enough behind for :func:`reap` to remove it all:
 Where the state lives (:func:`state_dir`): ``$FIREC_STATE_DIR`` if set, else
 ``/run/firec/state`` for root, else ``$XDG_STATE_HOME/firec`` or
 ``~/.local/state/firec``. Inside it, ``vms/<id>.json`` and its lock
-``vms/<id>.lock`` (both through :mod:`firec._jsonfile`), and ``networks/``
-(network records and leases, the ``state_dir`` given to
-:func:`firec.network.setup_network`).
+``vms/<id>.lock``, and, when the directory is given explicitly, ``network/``
+(:attr:`Registry.network_dir`: network records and leases, the ``state_dir``
+given to :func:`firec.network.setup_network`; otherwise that is
+``Config.state_dir``, by default ``/var/lib/firec`` for root:
+:func:`network_state_dir`).
 
 Example::
 
@@ -54,11 +56,12 @@ from pathlib import Path
 from typing import Any
 
 from firec import _jsonfile
+from firec._statedirs import network_dir
+from firec._statedirs import registry_dir as state_dir
 from firec.errors import FirecError, InUseError, MachineError, NetworkError, StateError
 from firec.vm import _codec
 from firec.vm._launch import Launch, cleanup, socket_accepts
 from firec.vm.config import Config
-from firec.vm.config import state_dir as default_network_state_dir
 from firec.vm.console import Console
 from firec.vm.jailer import Jail, validate_id
 from firec.vm.process import ProcessRef, boot_id, wait_until
@@ -87,18 +90,6 @@ RECORD_FORMAT = str(VM_RECORD)
 LOCK_TIMEOUT = 30.0
 #: Seconds to wait for a killed VMM to be reaped, and its cgroups to be free.
 REAP_TIMEOUT = 3.0
-
-
-def state_dir() -> Path:
-    """firec's host state directory (see the module documentation)."""
-    explicit = os.environ.get("FIREC_STATE_DIR")
-    if explicit:
-        return Path(explicit)
-    if os.geteuid() == 0:
-        return Path("/run/firec/state")
-    base = os.environ.get("XDG_STATE_HOME", "")
-    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "state"
-    return root / "firec"
 
 
 # -- records ----------------------------------------------------------------------------------
@@ -531,7 +522,7 @@ class Registry:
 
 def network_state_dir(config: Config) -> Path:
     """Where ``config``'s network set-up keeps its records and leases."""
-    return config.state_dir or default_network_state_dir()
+    return config.state_dir or network_dir()
 
 
 class Registration:

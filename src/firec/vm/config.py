@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from firec._statedirs import network_dir
 from firec.api import models
 from firec.api.operations import DEFAULT_MAX_PAYLOAD_SIZE, MAX_PAYLOAD_FLAG, payload_limit_in_args
 from firec.errors import ConfigError, ValidationError
@@ -85,16 +86,9 @@ class BootMethod(enum.StrEnum):
     CONFIG_FILE = "config-file"
 
 
-def state_dir() -> Path:
-    """Where firec keeps what must outlive a process (leases, network records).
-
-    ``/var/lib/firec`` for root, ``$XDG_STATE_HOME/firec`` (or
-    ``~/.local/state/firec``) for others.
-    """
-    if os.geteuid() == 0:
-        return Path("/var/lib/firec")
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(base) / "firec"
+#: The default of :attr:`Config.state_dir` (leases, network records): see
+#: :mod:`firec._statedirs` for where it is and why.
+state_dir = network_dir
 
 
 def runtime_dir() -> Path:
