@@ -32,6 +32,9 @@ THING = _jsonfile.Format("firec-thing", 2)
         "firec._statedirs",
         "firec.vm._codec",
         "firec.vm.config",
+        "firec.host.registry.records",
+        "firec.host.registry.claim",
+        "firec.host.registry.unrecorded",
     ],
 )
 def test_docstring_examples_hold(name: str) -> None:
