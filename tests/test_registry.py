@@ -16,15 +16,13 @@ import pytest
 import firec
 import firec.network as fn
 from firec.api import models
-from firec.errors import FirecError, InUseError, MachineError
+from firec.errors import ConfigError, FirecError, InUseError, MachineError, StateError
 from firec.host.registry import (
     NetworkInfo,
     Phase,
     ProcessRef,
     Registry,
     VmRecord,
-    config_from_dict,
-    config_to_dict,
     find_unrecorded_vmm,
     reap,
     state_dir,
@@ -178,20 +176,20 @@ def test_config_round_trip_with_every_kind_of_field(tmp_path: Path) -> None:
         .build()
         .build(check_files=False)
     )
-    data = json.loads(json.dumps(config_to_dict(config)))  # survives JSON
-    assert config_from_dict(data) == config
+    data = json.loads(json.dumps(config.to_dict()))  # survives JSON
+    assert firec.Config.from_dict(data) == config
 
 
 def test_config_defaults_are_left_out(tmp_path: Path) -> None:
     config = _config(tmp_path)
-    assert set(config_to_dict(config)) == {"vm_id", "kernel_image", "firecracker_binary", "workdir"}
+    assert set(config.to_dict()) == {"vm_id", "kernel_image", "firecracker_binary", "workdir"}
 
 
 def test_a_callback_console_comes_back_as_discard(tmp_path: Path) -> None:
     config = _config(tmp_path, console=Console.callback(print))
-    data = config_to_dict(config)
+    data = config.to_dict()
     assert data["console"] == {"kind": "callback", "path": None}
-    assert config_from_dict(data).console == Console.discard()
+    assert firec.Config.from_dict(data).console == Console.discard()
 
 
 @pytest.mark.parametrize(
@@ -204,8 +202,8 @@ def test_a_callback_console_comes_back_as_discard(tmp_path: Path) -> None:
     ],
 )
 def test_config_from_dict_refuses_what_is_not_a_config(data: dict[str, object], where: str) -> None:
-    with pytest.raises(FirecError, match=where):
-        config_from_dict(data)
+    with pytest.raises(ConfigError, match=where):
+        firec.Config.from_dict(data)
 
 
 # -- records -----------------------------------------------------------------------------------
@@ -263,6 +261,53 @@ def test_a_record_of_another_format_is_refused(registry: Registry) -> None:
     registry.path("old").write_text(json.dumps({"format": "firec-vm/0", "vm_id": "old"}))
     with pytest.raises(FirecError, match="firec-vm/1"):
         registry.load("old")
+
+
+def test_a_record_of_a_newer_firec_is_refused_naming_both_formats(registry: Registry) -> None:
+    registry.vms_dir.mkdir(parents=True)
+    registry.path("new").write_text(json.dumps({"format": "firec-vm/2", "vm_id": "new"}))
+    with pytest.raises(StateError, match=r"new\.json.*firec-vm/2.*firec-vm/1"):
+        registry.load("new")
+    assert registry.records() == []
+
+
+# A record as the previous firec wrote it (the same format, firec-vm/1).
+PREVIOUS_RECORD = {
+    "cgroups": [],
+    "config": {"kernel_args": "console=ttyS0", "kernel_image": "/k", "vm_id": "old-1"},
+    "console": None,
+    "controller": {"boot": "45e1b259-f436-4b9e-98c3-fca86691e299", "pid": 30026, "start": 1314346},
+    "created": "2026-12-03T18:30:46+00:00",
+    "detached": True,
+    "files": [],
+    "firecracker_version": None,
+    "format": "firec-vm/1",
+    "jail": None,
+    "jail_owner": None,
+    "log": None,
+    "log_is_fifo": False,
+    "metrics": None,
+    "metrics_is_fifo": False,
+    "network": None,
+    "origin": None,
+    "phase": "starting",
+    "socket": None,
+    "stderr": None,
+    "vm_dir": None,
+    "vm_id": "old-1",
+    "vmm": None,
+}
+
+
+def test_a_record_of_the_previous_firec_is_read(registry: Registry) -> None:
+    registry.vms_dir.mkdir(parents=True)
+    registry.path("old-1").write_text(json.dumps(PREVIOUS_RECORD, indent=2))
+    record = registry.load("old-1")
+    assert record is not None and record.phase is Phase.STARTING
+    assert record.vm_config.kernel_args == "console=ttyS0"
+    assert record.to_dict() == PREVIOUS_RECORD
+    registry.save(record)
+    assert json.loads(registry.path("old-1").read_text()) == PREVIOUS_RECORD
 
 
 def test_the_lock_keeps_other_processes_out(registry: Registry) -> None:

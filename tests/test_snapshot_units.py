@@ -152,6 +152,17 @@ def test_opening_what_is_not_a_snapshot(tmp_path: Path) -> None:
         Snapshot.open(tmp_path)
 
 
+def test_a_manifest_of_a_newer_firec_is_refused_naming_both_versions(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST).write_text(json.dumps({"manifest_version": 2, "type": "Full"}))
+    with pytest.raises(
+        SnapshotError, match=r"snapshot\.json.*manifest_version 2.*manifest_version 1"
+    ):
+        Snapshot.open(tmp_path)
+    (tmp_path / MANIFEST).write_text(json.dumps({"manifest_version": 0, "type": "Full"}))
+    with pytest.raises(SnapshotError, match=r"manifest_version 0.*does not read"):
+        Snapshot.open(tmp_path)
+
+
 def test_refusal_names_both_versions(tmp_path: Path) -> None:
     snap = _snapshot(tmp_path / "s", firecracker_version=v("1.0.0"), snapshot_format=v("1.0.0"))
     assert not snap.compatible_with("1.14.2")

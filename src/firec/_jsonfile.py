@@ -1,25 +1,43 @@
-"""JSON state files that a crash, a full disk or a second process cannot leave half-written.
+"""firec's JSON records: stamped with their format, never half-written, changed under a lock.
 
 firec keeps what must outlive a process in small JSON files: VM records (the
-host registry), network set-up records, leases. Each is written whole into a
-temporary file beside it and then put in place in one step:
+host registry), network set-up records, leases, snapshot manifests. Every one
+goes through this module:
 
-* :func:`write` replaces a file atomically (``rename``);
+* each record carries its :class:`Format` (``"format": "firec-vm/1"``; a
+  snapshot manifest, ``"manifest_version": 1``), stamped on every write and
+  checked on every read: a record of an unknown newer format is refused
+  (:class:`NewerFormatError`, naming the file and both formats), never misread;
+* :func:`write` replaces a file in one step (a temporary file beside it, then
+  ``rename``), optionally ``fsync``-ed so that it survives a power loss;
 * :func:`create` makes a file that must not exist yet, with its content, in
   one step (``link``): a second process, or a retry after a crash, finds
   either nothing or the whole record, never an empty file;
-* :func:`read` reads one back, checking its ``format`` tag.
+* :func:`read` reads one back, checking its format;
+* :func:`update` is a read-modify-write under the record's lock file
+  (``<name>.lock`` beside it, :class:`Lock`), which every firec process honours.
 
 A write that fails (a full disk, a read-only directory) leaves nothing behind
 and raises :class:`~firec.errors.StateError` naming the file and the reason.
 
 Example::
 
-    from firec import _jsonfile
-
-    _jsonfile.create(path, {"format": "firec-x/1", "steps": []})   # FileExistsError if there
-    data = _jsonfile.read(path, "firec-x/1")                       # None if missing
-    _jsonfile.write(path, {**data, "steps": [1]})
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = Path(tempfile.mkdtemp()) / "counter.json"
+    >>> COUNTER = Format("firec-counter", 1)
+    >>> create(path, {"count": 0}, COUNTER)          # FileExistsError if it is there
+    >>> with update(path, COUNTER, new=dict) as data:
+    ...     data["count"] += 1                         # written when the block ends
+    >>> read(path, COUNTER)
+    {'count': 1, 'format': 'firec-counter/1'}
+    >>> read(path, Format("firec-counter", 0))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    firec._jsonfile.NewerFormatError: cannot write or read firec's state file \
+.../counter.json: it is in format firec-counter/1, newer than this firec reads \
+(firec-counter/0): use a newer firec
+    >>> import shutil; shutil.rmtree(path.parent)
 """
 
 from __future__ import annotations
@@ -27,22 +45,191 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
+
 from firec.errors import StateError
 
-__all__ = ["create", "read", "write"]
+__all__ = [
+    "Format",
+    "FormatError",
+    "Lock",
+    "LockTimeout",
+    "NewerFormatError",
+    "create",
+    "read",
+    "update",
+    "write",
+]
+
+#: Seconds :func:`update` waits for another process's lock by default.
+LOCK_TIMEOUT = 30.0
+
+_VERSION = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True)
+class Format:
+    """The kind of a record and the version of its layout, stamped in every record.
+
+    Under the ``"format"`` key (the default) the stamp is ``"<kind>/<version>"``;
+    under any other key (the snapshot manifest's ``"manifest_version"``) it is
+    the bare version number.
+
+    >>> Format("firec-vm", 1).stamp
+    'firec-vm/1'
+    >>> Format("firec snapshot manifest", 1, key="manifest_version").stamp
+    1
+    """
+
+    kind: str
+    version: int
+    key: str = "format"
+
+    @property
+    def stamp(self) -> str | int:
+        """What a record of this format holds under :attr:`key`."""
+        return f"{self.kind}/{self.version}" if self.key == "format" else self.version
+
+    def describe(self, version: int) -> str:
+        """This kind at ``version``, for people (``firec-vm/2``)."""
+        if self.key == "format":
+            return f"{self.kind}/{version}"
+        return f"{self.kind} ({self.key} {version})"
+
+    def __str__(self) -> str:
+        return self.describe(self.version)
+
+    def version_of(self, data: object) -> int | None:
+        """The version ``data`` is stamped with, if it is a record of this kind at all."""
+        if not isinstance(data, dict):
+            return None
+        stamp = data.get(self.key)
+        if self.key != "format":
+            return stamp if isinstance(stamp, int) and not isinstance(stamp, bool) else None
+        if not isinstance(stamp, str):
+            return None
+        kind, _, number = stamp.rpartition("/")
+        return int(number) if kind == self.kind and _VERSION.fullmatch(number) else None
+
+    def check(self, path: Path, data: object) -> dict[str, Any]:
+        """``data`` if it is a record of this format.
+
+        Raises:
+            NewerFormatError: it is a record of this kind in a newer version.
+            FormatError: it is anything else.
+        """
+        found = self.version_of(data)
+        if found is None:
+            raise FormatError(path, f"not a {self} record")
+        if found > self.version:
+            raise NewerFormatError(path, self.describe(found), str(self))
+        if found < self.version:
+            raise FormatError(
+                path, f"a {self.describe(found)} record, which this firec does not read ({self})"
+            )
+        assert isinstance(data, dict)
+        return data
+
+
+class FormatError(StateError):
+    """A file is not a record of the expected format (not JSON, another kind, an old version)."""
+
+
+class NewerFormatError(FormatError):
+    """A record was written in a newer format than this firec reads.
+
+    Attributes:
+        found: its format (``firec-vm/2``).
+        supported: the format this firec reads (``firec-vm/1``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], found: str, supported: str) -> None:
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            path,
+            f"it is in format {found}, newer than this firec reads ({supported}): "
+            "use a newer firec",
+        )
+
+
+class LockTimeout(StateError):
+    """Another process held a record's lock for longer than the caller would wait.
+
+    Attributes:
+        lock_file: the lock file.
+        timeout: how long the caller waited, in seconds.
+    """
+
+    def __init__(self, lock_file: Path, timeout: float) -> None:
+        self.lock_file = lock_file
+        self.timeout = timeout
+        super().__init__(lock_file, f"another process held it for more than {timeout:g}s")
+
+
+class Lock:
+    """The lock of the record at ``path``: the file ``<name>.lock`` beside it.
+
+    An advisory lock (``flock``, via :mod:`filelock`) that every firec
+    process takes before changing the record; one :class:`Lock` object can
+    be acquired again by the code that holds it (nested uses of one object
+    do not wait). Its directory must exist.
+    """
+
+    def __init__(self, path: Path, *, mode: int = 0o600) -> None:
+        self.file = path.with_suffix(".lock")
+        self._lock = filelock.FileLock(self.file, mode=mode)
+
+    def acquire(self, timeout: float = LOCK_TIMEOUT) -> None:
+        """Take the lock, waiting ``timeout`` seconds at most (``-1``: forever).
+
+        Raises:
+            LockTimeout: another process held it all that time.
+        """
+        try:
+            self._lock.acquire(timeout=timeout)
+        except filelock.Timeout:
+            raise LockTimeout(self.file, timeout) from None
+
+    def release(self) -> None:
+        """Give the lock back."""
+        self._lock.release()
+
+    @contextlib.contextmanager
+    def held(self, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+        """Hold the lock for a ``with`` block (see :meth:`acquire`)."""
+        self.acquire(timeout)
+        try:
+            yield
+        finally:
+            self.release()
 
 
 def _dump(data: Mapping[str, Any]) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
-def _temporary(path: Path, data: Mapping[str, Any]) -> str:
-    """Write ``data`` into a new temporary file beside ``path``; its name."""
+def _stamped(data: Mapping[str, Any], record_format: Format) -> dict[str, Any]:
+    return {**data, record_format.key: record_format.stamp}
+
+
+def _sync_directory(path: Path) -> None:
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temporary(path: Path, data: Mapping[str, Any], mode: int, fsync: bool) -> str:
+    """Write ``data`` into a new temporary file beside ``path``, with ``mode``; its name."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -51,6 +238,10 @@ def _temporary(path: Path, data: Mapping[str, Any]) -> str:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(_dump(data))
+            if fsync:
+                out.flush()
+                os.fsync(out.fileno())
+        os.chmod(tmp, mode)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -62,33 +253,52 @@ def _temporary(path: Path, data: Mapping[str, Any]) -> str:
     return tmp
 
 
-def write(path: Path, data: Mapping[str, Any], *, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` in one step.
+def write(
+    path: Path,
+    data: Mapping[str, Any],
+    record_format: Format,
+    *,
+    mode: int = 0o600,
+    fsync: bool = False,
+) -> None:
+    """Replace ``path`` with ``data``, stamped with ``record_format``, in one step.
+
+    ``fsync`` also flushes the file and its directory to the disk before
+    returning (for what must survive a power loss, not only a crash).
 
     Raises:
         StateError: it could not be written (the previous content is kept).
     """
-    tmp = _temporary(path, data)
+    tmp = _temporary(path, _stamped(data, record_format), mode, fsync)
     try:
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
+        if fsync:
+            _sync_directory(path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise StateError(path, exc) from exc
 
 
-def create(path: Path, data: Mapping[str, Any], *, mode: int = 0o600) -> None:
-    """Make ``path`` with ``data`` in one step, unless it exists.
+def create(
+    path: Path,
+    data: Mapping[str, Any],
+    record_format: Format,
+    *,
+    mode: int = 0o600,
+    fsync: bool = False,
+) -> None:
+    """Make ``path`` with ``data``, stamped with ``record_format``, in one step, unless it exists.
 
     Raises:
         FileExistsError: ``path`` is already there (it is left as it was).
         StateError: it could not be written (nothing is left behind).
     """
-    tmp = _temporary(path, data)
+    tmp = _temporary(path, _stamped(data, record_format), mode, fsync)
     try:
-        os.chmod(tmp, mode)
         os.link(tmp, path)
+        if fsync:
+            _sync_directory(path)
     except FileExistsError:
         raise
     except OSError as exc:
@@ -98,11 +308,13 @@ def create(path: Path, data: Mapping[str, Any], *, mode: int = 0o600) -> None:
             os.unlink(tmp)
 
 
-def read(path: Path, record_format: str) -> dict[str, Any] | None:
-    """The data in ``path`` (``None`` when there is no such file).
+def read(path: Path, record_format: Format) -> dict[str, Any] | None:
+    """The record in ``path`` (``None`` when there is no such file).
 
     Raises:
-        StateError: the file cannot be read, or is not a ``record_format`` record.
+        NewerFormatError: it is in a newer format than ``record_format``.
+        FormatError: it is not a ``record_format`` record (or not JSON).
+        StateError: it cannot be read.
     """
     try:
         text = path.read_bytes()
@@ -113,7 +325,39 @@ def read(path: Path, record_format: str) -> dict[str, Any] | None:
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise StateError(path, f"not JSON ({exc})") from exc
-    if not isinstance(data, dict) or data.get("format") != record_format:
-        raise StateError(path, f"not a {record_format} record")
-    return data
+        raise FormatError(path, f"not JSON ({exc})") from exc
+    return record_format.check(path, data)
+
+
+@contextlib.contextmanager
+def update(
+    path: Path,
+    record_format: Format,
+    *,
+    new: Callable[[], dict[str, Any]],
+    lock: Lock | None = None,
+    timeout: float = LOCK_TIMEOUT,
+    mode: int = 0o600,
+    fsync: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """Read-modify-write ``path`` under its lock: the ``with`` block changes the record.
+
+    Yields the record as read (``new()`` when there is none yet); when the
+    block ends, the record is written back (see :func:`write`) if the block
+    changed it, and left alone if not, or if the block raised. ``lock`` is the
+    :class:`Lock` to hold (default: a new one for ``path``); its directory
+    must exist.
+
+    Raises:
+        LockTimeout: another process held the lock for more than ``timeout`` seconds.
+        FormatError, StateError: as :func:`read` and :func:`write` raise them.
+    """
+    lock = lock if lock is not None else Lock(path)
+    with lock.held(timeout):
+        data = read(path, record_format)
+        if data is None:
+            data = _stamped(new(), record_format)
+        before = _dump(data)
+        yield data
+        if _dump(data) != before:
+            write(path, data, record_format, mode=mode, fsync=fsync)

@@ -1,8 +1,9 @@
 """IPv4 leases: addresses for guests, from a configurable subnet, kept on disk.
 
 One JSON file per subnet under ``<state_dir>/leases/``, rewritten atomically
-under a :mod:`filelock` lock, so concurrent processes on the host never hand
-out the same address and a restart finds every lease again. The subnet's
+and synced to the disk under its lock (:mod:`firec._jsonfile`), so concurrent
+processes on the host never hand out the same address and a restart (even
+after a power loss) finds every lease again. The subnet's
 gateway (its first host address, unless told otherwise) is never leased, nor
 are its network and broadcast addresses. Addresses are handed out round-robin
 (the one after the last handed out), so a released address is not reused at
@@ -22,12 +23,10 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from ipaddress import (
     AddressValueError,
@@ -39,13 +38,13 @@ from ipaddress import (
 from pathlib import Path
 from typing import Any
 
-import filelock
-
-from firec.errors import ConfigError, NetworkError
+from firec import _jsonfile
+from firec.errors import ConfigError, NetworkError, StateError
 
 __all__ = ["FORMAT", "Lease", "LeaseStore", "parse_address", "parse_subnet"]
 
-FORMAT = "firec-leases/1"
+_LEASE_FILE = _jsonfile.Format("firec-leases", 1)
+FORMAT = str(_LEASE_FILE)
 """The ``format`` key of a lease file."""
 
 _LOCK_TIMEOUT = 30.0
@@ -165,11 +164,33 @@ class LeaseStore:
         self.directory = Path(state_dir) / "leases"
         stem = f"{self.subnet.network_address}_{self.subnet.prefixlen}"
         self.path = self.directory / f"{stem}.json"
-        self._lock = filelock.FileLock(str(self.directory / f"{stem}.lock"), timeout=_LOCK_TIMEOUT)
+        self._lock = _jsonfile.Lock(self.path, mode=0o644)  # <stem>.lock
         self._explicit_gateway = gateway is not None
         if self.path.exists():
             with self._locked():
                 pass  # reads the file: its gateway wins, or a conflicting one is refused
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> LeaseStore:
+        """The store of the lease file ``path`` (``<state_dir>/leases/<subnet>.json``).
+
+        Raises:
+            NetworkError: the file cannot be read, or is not a lease file.
+            StateError: it is the lease file of a newer firec (naming both formats).
+        """
+        path = Path(path)
+        try:
+            data = _jsonfile.read(path, _LEASE_FILE)
+            if data is None:
+                raise StateError(path, "No such file or directory")
+            subnet = data["subnet"]
+        except _jsonfile.NewerFormatError:
+            raise
+        except StateError as exc:
+            raise NetworkError(f"could not read lease file {path}: {exc.reason}") from exc
+        except KeyError:
+            raise NetworkError(f"could not read lease file {path}: it names no subnet") from None
+        return cls(path.parent.parent, subnet)
 
     # -- public API --------------------------------------------------------------------------
 
@@ -191,8 +212,7 @@ class LeaseStore:
                 return lease
             state["leases"][owner] = {"address": str(lease.address), "created": lease.created}
             state["next"] = str(lease.address)
-            self._write(state)
-            return lease
+            return lease  # written as the block ends
 
     def check(self, owner: str, *, address: str | IPv4Address | None = None) -> None:
         """Raise what :meth:`allocate` would raise, without leasing anything."""
@@ -206,7 +226,6 @@ class LeaseStore:
             entry = state["leases"].pop(owner, None)
             if entry is None:
                 return None
-            self._write(state)
             return self._lease(owner, entry)
 
     def get(self, owner: str) -> Lease | None:
@@ -240,8 +259,6 @@ class LeaseStore:
             ]
             for lease in gone:
                 del state["leases"][lease.owner]
-            if gone:
-                self._write(state)
         return gone
 
     # -- internals ---------------------------------------------------------------------------
@@ -312,6 +329,7 @@ class LeaseStore:
 
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
+        """The lease file's state, under its lock; written back if the block changed it."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -319,44 +337,59 @@ class LeaseStore:
                 f"could not create the lease directory {self.directory}: {exc.strerror or exc}"
             ) from exc
         try:
-            with self._lock:
-                yield self._read()
-        except filelock.Timeout as exc:
+            with _jsonfile.update(
+                self.path,
+                _LEASE_FILE,
+                new=self._empty,
+                lock=self._lock,
+                timeout=_LOCK_TIMEOUT,
+                fsync=True,  # a lease outlives a power loss: addresses are never handed out twice
+            ) as state:
+                self._check(state)
+                yield state
+        except _jsonfile.LockTimeout as exc:
+            if exc.lock_file != self._lock.file:
+                raise
             raise NetworkError(
                 f"timed out after {_LOCK_TIMEOUT:.0f}s waiting for the lease lock {exc.lock_file}"
             ) from exc
+        except _jsonfile.NewerFormatError:
+            raise
+        except StateError as exc:
+            if exc.path != os.fspath(self.path):
+                raise  # not the lease file's: raised by the block
+            if isinstance(exc, _jsonfile.FormatError):
+                raise self._corrupt(exc.reason) from exc
+            raise NetworkError(f"could not use lease file {self.path}: {exc.reason}") from exc
 
-    def _read(self) -> dict[str, Any]:
+    def _empty(self) -> dict[str, Any]:
+        return {
+            "subnet": str(self.subnet),
+            "gateway": str(self.gateway),
+            "next": None,
+            "leases": {},
+        }
+
+    def _corrupt(self, reason: object) -> NetworkError:
+        return NetworkError(
+            f"lease file {self.path} is corrupt ({reason}); fix or remove it by hand (it lists "
+            "which VM holds which address)"
+        )
+
+    def _check(self, state: dict[str, Any]) -> None:
+        """Refuse a lease file that is not this subnet's; take the gateway it records."""
         try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return {
-                "format": FORMAT,
-                "subnet": str(self.subnet),
-                "gateway": str(self.gateway),
-                "next": None,
-                "leases": {},
-            }
-        except OSError as exc:
-            raise NetworkError(
-                f"could not read lease file {self.path}: {exc.strerror or exc}"
-            ) from exc
-        try:
-            state = json.loads(text)
-            if state.get("format") != FORMAT or not isinstance(state.get("leases"), dict):
-                raise ValueError(f"not a {FORMAT} file")
+            if not isinstance(state.get("leases"), dict):
+                raise ValueError("it has no leases")
             for entry in state["leases"].values():
                 IPv4Address(entry["address"])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise NetworkError(
-                f"lease file {self.path} is corrupt ({exc}); fix or remove it by hand (it lists "
-                "which VM holds which address)"
-            ) from exc
+            recorded = IPv4Address(state["gateway"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise self._corrupt(exc) from exc
         if state.get("subnet") != str(self.subnet):
             raise NetworkError(
                 f"lease file {self.path} is for {state.get('subnet')}, not {self.subnet}"
             )
-        recorded = IPv4Address(state["gateway"])
         if recorded != self.gateway:
             if self._explicit_gateway:
                 raise ConfigError(
@@ -365,22 +398,3 @@ class LeaseStore:
                     f"{self.path}); a subnet's gateway cannot change while it has a lease file",
                 )
             self.gateway = recorded
-        return dict(state)
-
-    def _write(self, state: dict[str, Any]) -> None:
-        data = json.dumps(state, indent=2, sort_keys=True) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=".leases-", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException as exc:
-            with suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(exc, OSError):
-                raise NetworkError(
-                    f"could not write lease file {self.path}: {exc.strerror or exc}"
-                ) from exc
-            raise

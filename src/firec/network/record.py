@@ -28,7 +28,10 @@ from firec.vm.process import ProcessRef
 
 __all__ = ["RECORD_FORMAT", "NetworkRecord", "already_set_up", "network_owner", "record_path"]
 
-RECORD_FORMAT = "firec-network/1"
+#: The format of network records (:mod:`firec._jsonfile`).
+_NETWORK_RECORD = _jsonfile.Format("firec-network", 1)
+#: What a network record's ``format`` key holds.
+RECORD_FORMAT = str(_NETWORK_RECORD)
 
 
 def record_path(state_dir: str | os.PathLike[str], vm_id: str) -> Path:
@@ -64,14 +67,13 @@ class NetworkRecord:
         """
         owner = ProcessRef.of(os.getpid())
         data: dict[str, Any] = {
-            "format": RECORD_FORMAT,
             "vm_id": vm_id,
             "host_netns": host_netns,
             "owner": dataclasses.asdict(owner) if owner is not None else None,
             "steps": [],
         }
         try:
-            _jsonfile.create(path, data, mode=0o644)
+            _jsonfile.create(path, data, _NETWORK_RECORD, mode=0o644)
         except FileExistsError:
             raise already_set_up(vm_id, path) from None
         return cls(path, data)
@@ -79,7 +81,7 @@ class NetworkRecord:
     @classmethod
     def load(cls, path: Path) -> NetworkRecord | None:
         """The record at ``path``, or ``None`` when there is none."""
-        data = _jsonfile.read(path, RECORD_FORMAT)
+        data = _jsonfile.read(path, _NETWORK_RECORD)
         return cls(path, data) if data is not None else None
 
     @property
@@ -108,7 +110,7 @@ class NetworkRecord:
         """Save the record as it is now."""
         # replaced atomically, not fsynced: what it records (links, namespaces, rules)
         # does not survive a power loss either, only a crash of this process
-        _jsonfile.write(self.path, self.data, mode=0o644)
+        _jsonfile.write(self.path, self.data, _NETWORK_RECORD, mode=0o644)
 
     def remove(self) -> None:
         """Delete the record (all its steps are undone)."""

@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -144,9 +143,5 @@ def reclaim_leases(
     check = is_alive or has_record
     freed: list[Lease] = []
     for path in sorted((root / "leases").glob("*.json")):
-        try:
-            subnet = json.loads(path.read_text())["subnet"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise NetworkError(f"could not read lease file {path}: {exc}") from exc
-        freed += LeaseStore(root, subnet).reclaim(check)
+        freed += LeaseStore.from_file(path).reclaim(check)
     return freed

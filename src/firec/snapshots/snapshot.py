@@ -48,7 +48,6 @@ import datetime
 import functools
 import json
 import os
-import secrets
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
@@ -56,9 +55,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from firec import _jsonfile
 from firec.api import models
 from firec.api.versions import Version
-from firec.errors import SnapshotError
+from firec.errors import SnapshotError, StateError
 from firec.network.interface import Interface
 from firec.snapshots._format import incompatibility
 from firec.snapshots._sparse import copy_sparse, merge_diff
@@ -73,6 +73,10 @@ STATE_FILE = "vmstate"
 #: Firecracker's guest memory file in a snapshot directory.
 MEMORY_FILE = "memory"
 _MANIFEST_VERSION = 1
+#: The manifest's format (:mod:`firec._jsonfile`): ``"manifest_version": 1``.
+_MANIFEST_FORMAT = _jsonfile.Format(
+    "firec snapshot manifest", _MANIFEST_VERSION, key="manifest_version"
+)
 
 #: Per-clone overrides: a mapping whose values may hold ``{i}`` (the clone's
 #: index), or a function of the index.
@@ -126,21 +130,18 @@ class Snapshot:
         """Read the snapshot in ``directory`` from its manifest.
 
         Raises:
-            SnapshotError: no manifest, or one firec cannot read.
+            SnapshotError: no manifest, or one firec cannot read (one a newer
+                firec wrote is refused, naming both manifest versions).
         """
         root = Path(directory).resolve()
         path = root / MANIFEST
         try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise SnapshotError(
-                f"{root} holds no snapshot: {MANIFEST} is missing", path=str(path)
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise SnapshotError(f"cannot read {path}: {exc}", path=str(path)) from exc
+            data = _jsonfile.read(path, _MANIFEST_FORMAT)
+        except StateError as exc:
+            raise SnapshotError(f"cannot read {path}: {exc.reason}", path=str(path)) from exc
+        if data is None:
+            raise SnapshotError(f"{root} holds no snapshot: {MANIFEST} is missing", path=str(path))
         try:
-            if data.get("manifest_version") != _MANIFEST_VERSION:
-                raise ValueError(f"manifest_version {data.get('manifest_version')!r} is unknown")
             parent = data.get("parent")
             binary = data.get("firecracker_binary")
             kernel = data.get("kernel_image")
@@ -184,10 +185,14 @@ class Snapshot:
         }
 
     def _save(self) -> None:
-        path = self.directory / MANIFEST
-        partial = path.with_name(f".{MANIFEST}.{secrets.token_hex(4)}")
-        partial.write_text(json.dumps(self.manifest(), indent=2, sort_keys=True) + "\n")
-        os.replace(partial, path)
+        try:
+            _jsonfile.write(
+                self.directory / MANIFEST, self.manifest(), _MANIFEST_FORMAT, mode=0o644
+            )
+        except StateError as exc:
+            raise SnapshotError(
+                f"cannot write the manifest {exc.path}: {exc.reason}", path=exc.path
+            ) from exc
 
     # -- facts -------------------------------------------------------------------------
 

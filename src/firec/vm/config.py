@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from firec._statedirs import network_dir
 from firec.api import models
 from firec.api.operations import DEFAULT_MAX_PAYLOAD_SIZE, MAX_PAYLOAD_FLAG, payload_limit_in_args
 from firec.errors import ConfigError, ValidationError
@@ -85,16 +86,9 @@ class BootMethod(enum.StrEnum):
     CONFIG_FILE = "config-file"
 
 
-def state_dir() -> Path:
-    """Where firec keeps what must outlive a process (leases, network records).
-
-    ``/var/lib/firec`` for root, ``$XDG_STATE_HOME/firec`` (or
-    ``~/.local/state/firec``) for others.
-    """
-    if os.geteuid() == 0:
-        return Path("/var/lib/firec")
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(base) / "firec"
+#: The default of :attr:`Config.state_dir` (leases, network records): see
+#: :mod:`firec._statedirs` for where it is and why.
+state_dir = network_dir
 
 
 def runtime_dir() -> Path:
@@ -467,6 +461,48 @@ class Config:
                         f"{path.name} is also the file name of {other}: inside the jail "
                         "both would be /" + path.name + "; rename one",
                     )
+
+    # -- as data -------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """This config as JSON-ready data, defaults left out; :meth:`from_dict` reverses it.
+
+        A console that goes to a callback is written as such, and read back as
+        :meth:`~firec.vm.console.Console.discard` (a function does not outlive
+        its process). The host registry records each VM's config this way.
+
+        >>> config = Config(vm_id="vm-1", kernel_image=Path("/k"), kernel_args="console=ttyS0")
+        >>> config.to_dict()
+        {'vm_id': 'vm-1', 'kernel_image': '/k', 'kernel_args': 'console=ttyS0'}
+        >>> Config.from_dict(config.to_dict()) == config
+        True
+        """
+        from firec.vm import _codec
+
+        return _codec.encode_fields(self, omit_defaults=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        """The config that :meth:`to_dict` wrote as ``data``, each field checked against its type.
+
+        The config is not validated as a whole (:meth:`validate`): its files need not exist.
+
+        >>> Config.from_dict({"vm_id": "vm-1", "kernel_image": "/k"}).kernel_image
+        PosixPath('/k')
+        >>> Config.from_dict({"vm_id": 5, "kernel_image": "/k"})
+        Traceback (most recent call last):
+        ...
+        firec.errors.ConfigError: vm_id: 5 is not a str
+
+        Raises:
+            ConfigError: ``data`` is not such a config; it names the field at fault.
+        """
+        from firec.vm import _codec
+
+        try:
+            return _codec.decode(cls, data)
+        except _codec.DecodeError as exc:
+            raise ConfigError(exc.where, exc.reason) from exc
 
 
 def check_kernel_args(args: object) -> str:
