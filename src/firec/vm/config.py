@@ -56,8 +56,9 @@ from firec.vm._checks import (
     path_value,
     str_value,
 )
+from firec.vm.binaries import resolve_binary
 from firec.vm.builders import DriveBuilder, JailerBuilder, MachineBuilder
-from firec.vm.jailer import Jail, JailerConfig, resolve_binary, validate_id
+from firec.vm.jailer import Jail, JailerConfig, validate_id
 
 if TYPE_CHECKING:
     from firec.vm.console import Console

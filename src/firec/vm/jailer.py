@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import os
 import re
 import shutil
 import stat
 import struct
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -186,26 +188,6 @@ class JailerConfig:
 
 def _numa_cpus_path(node: int) -> Path:
     return Path(f"/sys/devices/system/node/node{node}/cpulist")
-
-
-def resolve_binary(explicit: Path | None, name: str) -> Path:
-    """``explicit``, else where :func:`firec.host.find_binary` finds ``name``.
-
-    That is ``$FIRECRACKER_BIN`` / ``$JAILER_BIN``, then ``PATH``, then what
-    ``firec install`` installed. Refused when it is nowhere or not executable.
-    """
-    from firec.host.checks import BINARY_ENV, find_binary
-
-    candidate = explicit if explicit is not None else find_binary(name)[0]
-    if candidate is None:
-        raise ConfigError(
-            name,
-            f"no {name} binary: pass its path, set {BINARY_ENV[name]}, put {name} on PATH, "
-            "or run `firec install`",
-        )
-    if not os.access(candidate, os.X_OK) or not candidate.is_file():
-        raise ConfigError(name, f"{candidate} is not an executable file")
-    return candidate
 
 
 # tags of POSIX ACL entries (system.posix_acl_access, after a 4-byte version header)
@@ -500,16 +482,26 @@ def cgroup_dirs(jailer: JailerConfig, vm_id: str, exec_file: Path) -> list[Path]
     return [root / controller / parent / vm_id for controller in sorted(controllers)]
 
 
-def remove_cgroups(directories: Iterable[Path]) -> list[str]:
+#: How long :func:`remove_cgroups` waits for a busy cgroup to empty (seconds).
+CGROUP_BUSY_WAIT = 5.0
+
+
+def remove_cgroups(
+    directories: Iterable[Path], *, busy_wait: float = CGROUP_BUSY_WAIT
+) -> list[str]:
     """Remove a VM's cgroup directories; return those that could not be removed.
 
+    A cgroup still busy (``EBUSY``) is tried again for up to ``busy_wait``
+    seconds in all: a VMM killed as pid 1 of its own PID namespace
+    (``--new-pid-ns``) stays in its cgroup until its parent reaps it.
     Each parent (the jailer's ``--parent-cgroup``, shared by VMs) goes too when
     no other VM uses it any more.
     """
+    deadline = time.monotonic() + busy_wait
     left = []
     for directory in directories:
         try:
-            directory.rmdir()
+            _rmdir_once_free(directory, deadline)
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -518,3 +510,15 @@ def remove_cgroups(directories: Iterable[Path]) -> list[str]:
         with contextlib.suppress(OSError):
             directory.parent.rmdir()  # busy while another VM is in it: fine
     return left
+
+
+def _rmdir_once_free(directory: Path, deadline: float) -> None:
+    """``rmdir``, again every 10 ms while the cgroup is busy, until ``deadline``."""
+    while True:
+        try:
+            directory.rmdir()
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)
