@@ -25,8 +25,10 @@ Plain keyword construction works too::
                           machine=MachineConfiguration(vcpu_count=2, mem_size_mib=512))
 
 A :class:`Config` is immutable; :meth:`Config.replace` makes a changed copy.
-Paths are the caller's host paths; the getters (:attr:`Config.kernel_image_path`
-...) give them as Firecracker sees them, inside the jail when there is one.
+It holds what the caller gave: paths are the caller's host paths. Where they
+are for Firecracker (inside the jail when there is one) is its
+:attr:`Config.layout`'s answer (:mod:`firec.vm.layout`); the getters
+(:attr:`Config.kernel_image_path`...) ask it.
 """
 
 from __future__ import annotations
@@ -59,20 +61,25 @@ from firec.vm._checks import (
 from firec.vm.binaries import resolve_binary
 from firec.vm.builders import DriveBuilder, JailerBuilder, MachineBuilder
 from firec.vm.jailer import Jail, JailerConfig, validate_id
+from firec.vm.layout import JAILED_SOCKET_PATH, Layout, layout_for, layout_type
 
 if TYPE_CHECKING:
     from firec.vm.console import Console
 
-__all__ = ["BootMethod", "Builder", "Config", "DriveBuilder", "MachineBuilder"]
+__all__ = [
+    "JAILED_SOCKET_PATH",
+    "BootMethod",
+    "Builder",
+    "Config",
+    "DriveBuilder",
+    "MachineBuilder",
+]
 
 M = TypeVar("M", bound=models.APIModel)
 T = TypeVar("T")
 
 #: The longest Unix socket path Linux accepts (sun_path is 108 bytes, NUL included).
 MAX_SOCKET_PATH = 107
-
-#: The socket path Firecracker is told to use inside a jail.
-JAILED_SOCKET_PATH = "/run/firecracker.socket"
 
 
 class BootMethod(enum.StrEnum):
@@ -206,25 +213,37 @@ class Config:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
 
-    # -- seed-style getters ------------------------------------------------------
-    # (the paths are worked out once per config: a config is a value, never changed)
+    # -- what follows from the settings --------------------------------------------
+    # (worked out once per config: a config is a value, never changed)
 
     @functools.cached_property
+    def layout(self) -> Layout:
+        """Where this VM's files are, on the host and as Firecracker sees them.
+
+        A :class:`~firec.vm.layout.PlainLayout`, or the
+        :class:`~firec.vm.layout.JailedLayout` of its jail (:mod:`firec.vm.layout`);
+        a machine's is ``machine.launch.layout``. The getters below ask it.
+        """
+        return layout_for(self.vm_id, self.vm_dir, self.jailer, lambda: self.exec_file)
+
+    @property
     def jail(self) -> Jail | None:
-        """The jail this VM runs in, or ``None`` when not jailed."""
-        if self.jailer is None:
-            return None
-        return Jail.for_vm(self.vm_id, self.jailer, self.exec_file)
+        """The jail this VM runs in, or ``None`` when not jailed (its :attr:`layout`)."""
+        layout = self.layout
+        return layout if isinstance(layout, Jail) else None
 
     @property
     def exec_file(self) -> Path:
-        """The Firecracker executable (the jailer's ``--exec-file`` when jailed)."""
+        """The Firecracker executable (the jailer's ``--exec-file`` when jailed).
+
+        Found as :mod:`firec.vm.binaries` says, unless the config names it.
+        """
         explicit = self.jailer.exec_file if self.jailer else None
         return resolve_binary(explicit or self.firecracker_binary, "firecracker")
 
     @property
     def jailer_binary(self) -> Path:
-        """The jailer executable."""
+        """The jailer executable (found as :mod:`firec.vm.binaries` says, unless given)."""
         explicit = self.jailer.jailer_binary if self.jailer else None
         return resolve_binary(explicit, "jailer")
 
@@ -237,32 +256,25 @@ class Config:
         """
         return (self.workdir or runtime_dir()) / self.vm_id
 
-    @functools.cached_property
+    @property
     def api_socket_path(self) -> str:
         """The ``--api-sock`` value, as Firecracker sees it."""
-        if self.socket_path is not None:
-            return str(self.socket_path)
-        if self.jailer is not None:
-            return JAILED_SOCKET_PATH
-        return str(self.vm_dir / "firecracker.socket")
+        return self.layout.api_socket(self.socket_path)
 
-    @functools.cached_property
+    @property
     def host_socket_path(self) -> Path:
         """The API socket's path on the host."""
-        jail = self.jail
-        if jail is not None:
-            return jail.on_host(self.api_socket_path)
-        return Path(self.api_socket_path)
+        return self.layout.on_host(self.api_socket_path)
 
     @property
     def kernel_image_path(self) -> str:
         """The kernel as Firecracker sees it."""
-        return self._seen(self.kernel_image)
+        return self.layout.seen(self.kernel_image)
 
     @property
     def initrd_path(self) -> str | None:
         """The initrd as Firecracker sees it."""
-        return self._seen(self.initrd) if self.initrd is not None else None
+        return self.layout.seen(self.initrd) if self.initrd is not None else None
 
     @property
     def max_payload_size(self) -> int:
@@ -279,10 +291,6 @@ class Config:
     def _all_extra_args(self) -> tuple[str, ...]:
         """The extra Firecracker arguments that reach it (the jailer's, when jailed)."""
         return self.jailer.extra_args if self.jailer is not None else self.extra_args
-
-    def _seen(self, host_path: Path) -> str:
-        jail = self.jail
-        return jail.inside(host_path) if jail is not None else str(host_path)
 
     # -- validation ----------------------------------------------------------------
 
@@ -349,13 +357,13 @@ class Config:
             value = getattr(self, name)
             if value is not None:
                 absolute_path(name, value, "directory")
-        if self.jailer is None:  # jailed, these are paths inside the jail
-            for name in ("socket_path", "log_path", "log_fifo", "metrics_path", "metrics_fifo"):
-                value = getattr(self, name)
-                if value is not None:
-                    absolute_path(name, value)
-            if self.serial is not None and self.serial.serial_out_path is not None:
-                absolute_path("serial.serial_out_path", self.serial.serial_out_path)
+        runtime_path = layout_type(self.jailer).check_runtime_path  # jailed: inside the jail
+        for name in ("socket_path", "log_path", "log_fifo", "metrics_path", "metrics_fifo"):
+            value = getattr(self, name)
+            if value is not None:
+                runtime_path(name, value)
+        if self.serial is not None and self.serial.serial_out_path is not None:
+            runtime_path("serial.serial_out_path", self.serial.serial_out_path)
         if self.log_level is not None:
             enum_value("log_level", models.LogLevel, self.log_level)
         enum_value("boot_method", BootMethod, self.boot_method)
