@@ -1,7 +1,8 @@
 """The microVM: its configuration, its process, and its whole life.
 
 * :mod:`firec.vm.config`: :class:`Config`, the value a user gives, and its
-  builders (``Config.builder(...)``, the ``firec`` crate's shape);
+  builders (``Config.builder(...)``, the ``firec`` crate's shape; the setters
+  in ``_config_builder.py``, the checks of a whole config in ``_config_checks.py``);
 * :mod:`firec.vm.layout`: where each of a VM's files is, on the host and as
   Firecracker sees it (:class:`PlainLayout`, or the :class:`JailedLayout` of its
   jail): the one place that knows whether a VM is jailed;
