@@ -212,8 +212,11 @@ def clone(
     )
     config = config.replace(metrics_path=None)  # a restore configures no metrics
     config.validate(check_files=False)
-    jailed = config.jailer is not None
-    vsock = config.vm_dir / "vsock.sock" if original.vsock is not None and not jailed else None
+    vsock = None
+    if original.vsock is not None:  # the copy's Firecracker binds the socket the snapshot names
+        seen = original.layout.seen(original.vsock.uds_path)
+        if config.layout.on_host(seen) == original.layout.on_host(seen):  # the original's own
+            vsock = config.vm_dir / "vsock.sock"
 
     def make(config: Config, registration: Registration) -> Machine:
         with registry.lock(source.vm_id):

@@ -15,7 +15,9 @@ the others only for some features (the jailer, networking, image building).
 
 :func:`find_binary` is how firec finds ``firecracker`` and ``jailer``: the
 ``FIRECRACKER_BIN``/``JAILER_BIN`` environment variable, then ``PATH``, then
-the newest release ``firec install`` put in firec's data directory.
+the newest release ``firec install`` put in firec's data directory. It lives
+in :mod:`firec.vm.binaries` (the one lookup a microVM uses too) and is
+importable from here, as :data:`BINARY_ENV` is.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from firec.host.install import PINNED_VERSION, bin_dir, installed_releases, normalize_arch
+from firec.host.install import PINNED_VERSION
 from firec.images import e2fs
+from firec.vm.binaries import BINARY_ENV, bin_dir, find_binary
 
 __all__ = [
     "BINARY_ENV",
@@ -72,9 +75,6 @@ JAILER_CAPABILITIES = {
     "CAP_SYS_ADMIN": 21,
     "CAP_MKNOD": 27,
 }
-
-#: The environment variable that names each binary.
-BINARY_ENV = {"firecracker": "FIRECRACKER_BIN", "jailer": "JAILER_BIN"}
 
 _DEFAULT_CNI_PATH = ("/usr/lib/cni", "/opt/cni/bin")
 _VERSION_LINE = re.compile(r"^(Firecracker|Jailer) (v\S+)", re.MULTILINE)
@@ -192,34 +192,6 @@ _KVM_FIX = (
 
 
 # -- binaries -----------------------------------------------------------------------------
-
-
-def find_binary(name: str) -> tuple[Path | None, str]:
-    """Where ``firecracker`` or ``jailer`` is, and how it was found.
-
-    Returns ``(path, how)``: ``how`` is ``"$FIRECRACKER_BIN"``, ``"PATH"`` or
-    ``"firec install"``. When the environment variable is set, it alone counts:
-    its path is returned even if it is not an executable (the check says so).
-    ``(None, "")`` when it is nowhere.
-
-    >>> path, how = find_binary("firecracker")
-    >>> how in ("$FIRECRACKER_BIN", "PATH", "firec install", "")
-    True
-    """
-    env = BINARY_ENV[name]
-    if os.environ.get(env):
-        return Path(os.environ[env]), f"${env}"
-    on_path = shutil.which(name)
-    if on_path:
-        return Path(on_path), "PATH"
-    try:
-        arch = normalize_arch()
-    except ValueError:
-        return None, ""
-    for release in installed_releases():
-        if release.arch == arch:
-            return getattr(release, name), "firec install"
-    return None, ""
 
 
 def check_binary(name: str) -> Check:

@@ -21,6 +21,11 @@ The install is atomic: files are prepared in a temporary directory beside the
 destination and renamed into place, so a failed or refused install leaves
 nothing behind, and an existing install is only replaced by a complete one.
 
+Where releases are installed and how firec finds them again (the data
+directory, :func:`installed_releases`, :func:`normalize_arch`) is
+:mod:`firec.vm.binaries`, which owns the lookup of both binaries; those names
+are importable from here too.
+
 Example::
 
     >>> from firec.host.install import install_firecracker
@@ -35,19 +40,27 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import httpx
 
 from firec.errors import FirecError, ValidationError
+from firec.vm.binaries import (
+    RELEASE_RECORD,
+    RELEASE_VERSION,
+    InstalledRelease,
+    bin_dir,
+    data_dir,
+    installed_releases,
+    normalize_arch,
+    read_release,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -68,116 +81,15 @@ PINNED_VERSION = "v1.14.2"
 #: Where the official release assets live (``<base>/<version>/<asset>``).
 GITHUB_RELEASES = "https://github.com/firecracker-microvm/firecracker/releases/download"
 
-_ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
-_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)([-+][0-9A-Za-z.-]+)?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_ARCHIVE = 1 << 30
-_RECORD = "release.json"
-
-
-@dataclass(frozen=True)
-class InstalledRelease:
-    """A Firecracker release installed by firec.
-
-    Attributes:
-        version: the release, ``"v1.14.2"``.
-        arch: ``"x86_64"`` or ``"aarch64"``.
-        directory: where it is installed.
-        firecracker: the ``firecracker`` binary.
-        jailer: the ``jailer`` binary.
-        sha256: SHA-256 of the release archive it came from.
-        source: the URL of that archive.
-    """
-
-    version: str
-    arch: str
-    directory: Path
-    firecracker: Path
-    jailer: Path
-    sha256: str
-    source: str
-
-
-def data_dir() -> Path:
-    """firec's per-user data directory: ``$XDG_DATA_HOME/firec`` or ``~/.local/share/firec``.
-
-    >>> data_dir().name
-    'firec'
-    >>> bin_dir() == data_dir() / "bin"
-    True
-    """
-    base = os.environ.get("XDG_DATA_HOME", "")
-    root = Path(base) if os.path.isabs(base) else Path.home() / ".local" / "share"
-    return root / "firec"
-
-
-def bin_dir() -> Path:
-    """Where :func:`install_firecracker` puts releases, one directory per version."""
-    return data_dir() / "bin"
-
-
-def normalize_arch(arch: str | None = None) -> str:
-    """Firecracker's name for an architecture (``amd64`` -> ``x86_64``); this host's by default.
-
-    >>> normalize_arch("arm64")
-    'aarch64'
-    """
-    name = arch or platform.machine()
-    try:
-        return _ARCHES[name.lower()]
-    except KeyError:
-        raise ValidationError(
-            "arch", f"Firecracker is released for x86_64 and aarch64 only, not {name!r}"
-        ) from None
 
 
 def _normalize_version(version: str) -> str:
-    match = _VERSION.match(version.strip())
+    match = RELEASE_VERSION.match(version.strip())
     if match is None:
         raise ValidationError("version", f"{version!r} is not a release version like 'v1.14.2'")
     return "v" + version.strip().lstrip("v")
-
-
-def _version_key(version: str) -> tuple[int, int, int, str]:
-    match = _VERSION.match(version)
-    if match is None:
-        return (0, 0, 0, version)
-    # a pre-release sorts before its release
-    return (int(match[1]), int(match[2]), int(match[3]), match[4] or "~")
-
-
-def installed_releases(root: Path | None = None) -> list[InstalledRelease]:
-    """The releases installed under ``root`` (default :func:`bin_dir`), newest first.
-
-    Only complete installs count: both binaries present and executable.
-    """
-    base = root or bin_dir()
-    found = []
-    with contextlib.suppress(OSError):
-        for child in base.iterdir():
-            release = _read_record(child)
-            if release is not None:
-                found.append(release)
-    return sorted(found, key=lambda r: _version_key(r.version), reverse=True)
-
-
-def _read_record(directory: Path) -> InstalledRelease | None:
-    try:
-        record = json.loads((directory / _RECORD).read_text())
-        release = InstalledRelease(
-            version=str(record["version"]),
-            arch=str(record["arch"]),
-            directory=directory,
-            firecracker=directory / "firecracker",
-            jailer=directory / "jailer",
-            sha256=str(record["sha256"]),
-            source=str(record["source"]),
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if all(os.access(p, os.X_OK) for p in (release.firecracker, release.jailer)):
-        return release
-    return None
 
 
 def install_firecracker(
@@ -224,7 +136,7 @@ def install_firecracker(
     if sha256 is not None and not _SHA256.match(sha256.lower()):
         raise ValidationError("sha256", f"{sha256!r} is not a SHA-256 (64 hex digits)")
     target = Path(dest) if dest is not None else bin_dir() / version
-    existing = _read_record(target)
+    existing = read_release(target)
     if (
         existing is not None
         and (existing.version, existing.arch) == (version, arch)
@@ -255,12 +167,12 @@ def install_firecracker(
         _extract_binaries(archive, staging, version, arch, archive_url)
         archive.unlink()
         record = {"version": version, "arch": arch, "sha256": actual, "source": archive_url}
-        (staging / _RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        (staging / RELEASE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         _replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    release = _read_record(target)
+    release = read_release(target)
     assert release is not None
     return release
 
@@ -353,7 +265,7 @@ def _check_replaceable(target: Path) -> None:
     """Refuse to install over anything but nothing, or a (possibly broken) firec install."""
     if not target.exists() and not target.is_symlink():
         return
-    ours = {"firecracker", "jailer", _RECORD}
+    ours = {"firecracker", "jailer", RELEASE_RECORD}
     try:
         names = {p.name for p in target.iterdir()} if target.is_dir() else None
     except OSError as exc:

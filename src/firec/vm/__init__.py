@@ -1,11 +1,18 @@
 """The microVM: its configuration, its process, and its whole life.
 
 * :mod:`firec.vm.config`: :class:`Config`, the value a user gives, and its
-  builders (``Config.builder(...)``, the ``firec`` crate's shape);
-* :mod:`firec.vm.jailer`: the jailer's settings (:class:`JailerConfig`) and
-  where a host path lives inside the jail (:class:`Jail`);
+  builders (``Config.builder(...)``, the ``firec`` crate's shape; the setters
+  in ``_config_builder.py``, the checks of a whole config in ``_config_checks.py``);
+* :mod:`firec.vm.layout`: where each of a VM's files is, on the host and as
+  Firecracker sees it (:class:`PlainLayout`, or the :class:`JailedLayout` of its
+  jail): the one place that knows whether a VM is jailed;
+* :mod:`firec.vm.jailer`: the jailer's settings (:class:`JailerConfig`), its
+  command line and cgroups (:class:`Jail` is the :class:`JailedLayout`);
+* :mod:`firec.vm.binaries`: where ``firecracker`` and ``jailer`` are found,
+  in one documented order;
 * ``_launch.py``: one VM's spawn: files brought into place, the process
-  started, the API socket awaited, and undone on failure;
+  started, and undone; ``_configure.py``: the API calls (or config file)
+  that configure it;
 * ``_restore.py``: what a restore or a clone needs before Firecracker loads
   a :class:`firec.snapshots.Snapshot`;
 * :class:`Machine` / :class:`AsyncMachine`: create, start, pause, snapshot,
@@ -33,13 +40,26 @@ from typing import TYPE_CHECKING
 from firec._lazy import lazy_door
 
 if TYPE_CHECKING:
-    from firec.vm import config, console, jailer, logs, metrics, process, state, streams, vsock
+    from firec.vm import (
+        binaries,
+        config,
+        console,
+        jailer,
+        layout,
+        logs,
+        metrics,
+        process,
+        state,
+        streams,
+        vsock,
+    )
     from firec.vm._async.machine import AsyncMachine
     from firec.vm._sync.machine import Machine
     from firec.vm.builders import DriveBuilder, JailerBuilder, MachineBuilder
     from firec.vm.config import BootMethod, Builder, Config
     from firec.vm.console import Console, ConsoleKind
     from firec.vm.jailer import Jail, JailerConfig, JailerMode
+    from firec.vm.layout import JailedLayout, Layout, PlainLayout
     from firec.vm.logs import LogForwarder, VmFilter
     from firec.vm.metrics import MetricsForwarder
     from firec.vm.process import ExitStatus, ExitWatch
@@ -57,6 +77,9 @@ _HOMES = {
     "ExitStatus": "firec.vm.process",
     "ExitWatch": "firec.vm.process",
     "Jail": "firec.vm.jailer",
+    "JailedLayout": "firec.vm.layout",
+    "Layout": "firec.vm.layout",
+    "PlainLayout": "firec.vm.layout",
     "JailerBuilder": "firec.vm.builders",
     "DriveBuilder": "firec.vm.builders",
     "MachineBuilder": "firec.vm.builders",
@@ -70,9 +93,11 @@ _HOMES = {
     "VmFilter": "firec.vm.logs",
 }
 _SUBMODULES = (
+    "binaries",
     "config",
     "console",
     "jailer",
+    "layout",
     "logs",
     "metrics",
     "process",
@@ -93,19 +118,24 @@ __all__ = [
     "ExitStatus",
     "ExitWatch",
     "Jail",
+    "JailedLayout",
     "JailerBuilder",
     "JailerConfig",
     "JailerMode",
+    "Layout",
     "LineReader",
     "LogForwarder",
     "Machine",
     "MachineBuilder",
     "MachineState",
     "MetricsForwarder",
+    "PlainLayout",
     "VmFilter",
+    "binaries",
     "config",
     "console",
     "jailer",
+    "layout",
     "logs",
     "metrics",
     "process",

@@ -1,16 +1,18 @@
 """From a :class:`~firec.vm.config.Config` to a running VMM process: paths, files, command line.
 
 Nothing here talks to Firecracker's API. :func:`plan` works out everything
-(pure), :func:`prepare` makes the files (the VM's directory, the jail's
-contents, fifos, the config file), :func:`spawn` starts the process.
-:func:`api_calls` lists the API requests that configure the VM, in the order
-Firecracker needs them, and :func:`config_file` the same as one
-``--config-file`` document.
+(pure) into a :class:`Launch`, which owns the VM's :class:`~firec.vm.layout.Layout`
+(where each file is, on the host and for Firecracker); :func:`prepare` makes
+the files (the VM's directory, the jail's contents, fifos, the config file),
+:func:`spawn` starts the process, :func:`cleanup` removes it all.
+:func:`api_calls` and :func:`config_file` (from ``_configure.py``) are what
+configures the VM.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import os
 import socket
@@ -20,19 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from firec.api import models
 from firec.api.operations import MAX_PAYLOAD_FLAG
 from firec.errors import ConfigError, MachineError
-from firec.vm.config import JAILED_SOCKET_PATH, BootMethod, Config, runtime_dir, state_dir
+from firec.vm._configure import api_calls, config_file
+from firec.vm.config import BootMethod, Config, runtime_dir, state_dir
 from firec.vm.console import Console, ConsoleKind
 from firec.vm.jailer import (
     DEFAULT_CHROOT_BASE,
-    Jail,
     JailerMode,
     cgroup_dirs,
     jailer_argv,
     remove_cgroups,
 )
+from firec.vm.layout import JAILED_SOCKET_PATH, JailedLayout, Layout, PlainLayout
 from firec.vm.vsock import remove_stale_socket
 
 if TYPE_CHECKING:
@@ -42,11 +44,11 @@ __all__ = [
     "Launch",
     "api_calls",
     "attached",
+    "brought_files",
     "cleanup",
     "config_file",
     "find_socket",
     "full_outputs",
-    "jailed_files",
     "output_files",
     "plan",
     "prepare",
@@ -62,7 +64,8 @@ class Launch:
 
     Attributes:
         config: the config it comes from.
-        jail: the jail, when jailed.
+        layout: where each of the VM's files is, on the host and for
+            Firecracker (:mod:`firec.vm.layout`); everything here asks it.
         vm_dir: firec's own directory for this VM (outside any jail): console,
             stderr, and for plain runs the socket and config file.
         socket_path: the API socket on the host.
@@ -77,10 +80,14 @@ class Launch:
         metadata_path: the ``--metadata`` file on the host, when MMDS data is given.
         argv: the command line.
         cgroups: cgroup directories the jailer will create (removed on cleanup).
+        enter_netns: the network namespace firec enters before starting
+            Firecracker (the jailer enters one itself, by ``--netns``).
+        new_session: start the VMM in a session of its own (not when the
+            jailer daemonizes: its own setsid() would fail).
     """
 
     config: Config
-    jail: Jail | None
+    layout: Layout
     vm_dir: Path
     socket_path: Path
     log_path: Path
@@ -94,12 +101,13 @@ class Launch:
     metadata_path: Path | None
     argv: list[str] = field(default_factory=list)
     cgroups: tuple[Path, ...] = ()
+    enter_netns: Path | None = None
+    new_session: bool = True
 
-    def seen(self, host_path: Path) -> str:
-        """``host_path`` as Firecracker sees it (inside the jail when jailed)."""
-        if self.jail is None:
-            return str(host_path)
-        return "/" + str(host_path.relative_to(self.jail.root))
+    @property
+    def jail(self) -> JailedLayout | None:
+        """The :attr:`layout` when it is a jail, else ``None`` (for code written before it)."""
+        return self.layout if isinstance(self.layout, JailedLayout) else None
 
     @property
     def vsock_path(self) -> Path | None:
@@ -111,10 +119,7 @@ class Launch:
         device = self.config.vsock
         if device is None:
             return None
-        if self.jail is not None:
-            return self.jail.on_host(self.jail.inside(device.uds_path))
-        path = Path(device.uds_path)
-        return path if path.is_absolute() else self.vm_dir / path  # the VMM runs in vm_dir
+        return self.layout.on_host(self.layout.seen(device.uds_path))
 
     def firec_files(self) -> list[Path]:
         """Files firec or the VMM make outside the VM directory and the jail.
@@ -122,8 +127,6 @@ class Launch:
         The API socket, the vsock socket and the fifos; log and metrics
         *files* the caller named are kept.
         """
-        if self.jail is not None:
-            return []
         made = [self.socket_path]
         if self.vsock_path is not None:
             made.append(self.vsock_path)
@@ -131,7 +134,8 @@ class Launch:
             made.append(self.log_path)
         if self.metrics_is_fifo and self.metrics_path is not None:
             made.append(self.metrics_path)
-        return [p for p in made if not p.is_relative_to(self.vm_dir)]
+        outside = [p for p in made if not p.is_relative_to(self.vm_dir)]
+        return [p for p in outside if not self.layout.holds(p)]
 
 
 #: Bytes free below which a filesystem counts as full for Firecracker's output
@@ -151,9 +155,7 @@ def output_files(launch: Launch) -> list[tuple[str, Path]]:
         files.append(("the serial console", launch.console_path))
     serial = launch.config.serial
     if serial is not None and serial.serial_out_path is not None:
-        path = Path(serial.serial_out_path)
-        if launch.jail is not None:
-            path = launch.jail.on_host(launch.jail.inside(path))
+        path = launch.layout.on_host(launch.layout.seen(serial.serial_out_path))
         files.append(("the serial console", path))
     if not launch.log_is_fifo:
         files.append(("Firecracker's log", launch.log_path))
@@ -169,7 +171,7 @@ def full_outputs(launch: Launch) -> list[tuple[str, Path, int]]:
     Full: less than :data:`LOW_SPACE` free for the VMM's user (the jail's
     uid, or this process's: root may use the blocks kept for it).
     """
-    uid = launch.jail.uid if launch.jail is not None else os.geteuid()
+    uid = launch.layout.vmm_uid
     full: list[tuple[str, Path, int]] = []
     for what, path in output_files(launch):
         try:
@@ -184,54 +186,57 @@ def full_outputs(launch: Launch) -> list[tuple[str, Path, int]]:
 
 def plan(config: Config) -> Launch:
     """Work out paths and the command line of ``config``'s VMM."""
-    jail = config.jail
+    layout = config.layout
     vm_dir = config.vm_dir
-    if jail is not None:
-        where = jail.on_host
-        log_path = where(str(config.log_fifo or config.log_path or "/firecracker.log"))
-        metrics = config.metrics_fifo or config.metrics_path
-        metrics_path = where(str(metrics)) if metrics is not None else None
-    else:
-        log_path = config.log_fifo or config.log_path or vm_dir / "firecracker.log"
-        metrics_path = config.metrics_fifo or config.metrics_path
+    log = config.log_fifo or config.log_path
+    metrics = config.metrics_fifo or config.metrics_path
     console = config.console or Console.file(vm_dir / "console.log")
-    config_path = vm_dir / "config.json" if config.boot_method is BootMethod.CONFIG_FILE else None
-    metadata_path = vm_dir / "metadata.json" if config.mmds_data is not None else None
-    if jail is not None:
-        config_path = jail.root / "config.json" if config_path else None
-        metadata_path = jail.root / "metadata.json" if metadata_path else None
+    file_boot = config.boot_method is BootMethod.CONFIG_FILE
     launch = Launch(
         config=config,
-        jail=jail,
+        layout=layout,
         vm_dir=vm_dir,
-        socket_path=config.host_socket_path,
-        log_path=log_path,
+        socket_path=layout.on_host(config.api_socket_path),
+        log_path=layout.on_host(log) if log is not None else layout.own_file("firecracker.log"),
         log_is_fifo=config.log_fifo is not None,
-        metrics_path=metrics_path,
+        metrics_path=layout.on_host(metrics) if metrics is not None else None,
         metrics_is_fifo=config.metrics_fifo is not None,
         console=console,
         console_path=console.path if console.kind is ConsoleKind.FILE else None,
         stderr_path=vm_dir / "firecracker.stderr",
-        config_file_path=config_path,
-        metadata_path=metadata_path if config.boot_method is BootMethod.CONFIG_FILE else None,
+        config_file_path=layout.own_file("config.json") if file_boot else None,
+        metadata_path=(
+            layout.own_file("metadata.json") if file_boot and config.mmds_data is not None else None
+        ),
     )
-    argv = _firecracker_args(launch)
-    cgroups: tuple[Path, ...] = ()
-    if config.jailer is not None:
-        argv = jailer_argv(
-            config.jailer,
-            jailer_binary=config.jailer_binary,
-            exec_file=config.exec_file,
-            vm_id=config.vm_id,
-            firecracker_args=argv,
-        )
-        cgroups = tuple(cgroup_dirs(config.jailer, config.vm_id, config.exec_file))
-        if config.net_ns is not None and config.jailer.netns is None:
-            jailer_netns = ["--netns", str(netns_path(config.net_ns))]
-            argv[1:1] = jailer_netns
-    else:
-        argv = [str(config.exec_file), *argv]
-    return Launch(**{**launch.__dict__, "argv": argv, "cgroups": cgroups})
+    return dataclasses.replace(launch, **_command(launch))
+
+
+def _command(launch: Launch) -> dict[str, Any]:
+    """The command line: Firecracker's own, or the jailer's with Firecracker's after ``--``."""
+    config = launch.config
+    api_sock = ["--api-sock", config.api_socket_path]
+    jailer = config.jailer
+    if jailer is None:  # Firecracker itself: its own --id, and firec enters its namespace
+        argv = [str(config.exec_file), *api_sock, "--id", config.vm_id]
+        argv += [*_firecracker_args(launch), *config.extra_args]
+        netns = netns_path(config.net_ns) if config.net_ns is not None else None
+        return {"argv": argv, "enter_netns": netns}
+    argv = jailer_argv(
+        jailer,
+        jailer_binary=config.jailer_binary,
+        exec_file=config.exec_file,
+        vm_id=config.vm_id,
+        firecracker_args=[*api_sock, *_firecracker_args(launch)],
+    )
+    if config.net_ns is not None and jailer.netns is None:
+        argv[1:1] = ["--netns", str(netns_path(config.net_ns))]
+    return {
+        "argv": argv,
+        "cgroups": tuple(cgroup_dirs(jailer, config.vm_id, config.exec_file)),
+        # the jailer's --daemonize calls setsid() itself, which a session leader may not
+        "new_session": jailer.mode is not JailerMode.DAEMON,
+    }
 
 
 def attach_network(config: Config) -> tuple[Config, VMNetwork | None]:
@@ -247,10 +252,9 @@ def attach_network(config: Config) -> tuple[Config, VMNetwork | None]:
         return config, None
     if config.net_ns is not None:
         raise ConfigError("net_ns", "give either net_ns or interfaces with a network plan")
-    from firec.network import setup_network
+    from firec.network import BridgedNetwork, setup_network
 
-    owner = config.jailer
-    from firec.network import BridgedNetwork
+    uid, gid = config.layout.owner or (None, None)  # the taps are for whom Firecracker runs as
 
     bridged = any(isinstance(i.network, BridgedNetwork) for i in config.network_interfaces)
     network = setup_network(
@@ -258,8 +262,8 @@ def attach_network(config: Config) -> tuple[Config, VMNetwork | None]:
         config.network_interfaces,
         state_dir=config.state_dir or state_dir(),
         netns=not bridged,  # a host bridge needs the taps on the host
-        uid=owner.uid if owner else None,
-        gid=owner.gid if owner else None,
+        uid=uid,
+        gid=gid,
     )
     try:
         ip_arg = network.kernel_ip_arg()
@@ -283,7 +287,7 @@ def attached(config: Config) -> Launch:
     socket_path = config.host_socket_path
     return Launch(
         config=config,
-        jail=None,
+        layout=PlainLayout(socket_path.parent),
         vm_dir=socket_path.parent,
         socket_path=socket_path,
         log_path=socket_path.parent / "firecracker.log",
@@ -335,11 +339,9 @@ def find_socket(target: str | os.PathLike[str]) -> Path:
 
 
 def _firecracker_args(launch: Launch) -> list[str]:
-    config = launch.config
-    args = ["--api-sock", config.api_socket_path]
-    if config.jailer is None:
-        args += ["--id", config.vm_id]  # the jailer passes its own --id
-    args += ["--log-path", launch.seen(launch.log_path)]
+    """Firecracker's arguments after ``--api-sock`` (and, plainly, ``--id``)."""
+    config, layout = launch.config, launch.layout
+    args = ["--log-path", layout.seen(launch.log_path)]
     if config.log_level is not None:
         args += ["--level", config.log_level.value]
     if config.log_show_level:
@@ -347,13 +349,11 @@ def _firecracker_args(launch: Launch) -> list[str]:
     if config.log_show_origin:
         args.append("--show-log-origin")
     if launch.config_file_path is not None:
-        args += ["--config-file", launch.seen(launch.config_file_path)]
+        args += ["--config-file", layout.seen(launch.config_file_path)]
     if launch.metadata_path is not None:
-        args += ["--metadata", launch.seen(launch.metadata_path)]
+        args += ["--metadata", layout.seen(launch.metadata_path)]
     if config.http_api_max_payload_size is not None:
         args += [MAX_PAYLOAD_FLAG, str(config.http_api_max_payload_size)]
-    if config.jailer is None:
-        args += list(config.extra_args)
     return args
 
 
@@ -362,121 +362,11 @@ def netns_path(name_or_path: str) -> Path:
     return Path(name_or_path) if "/" in name_or_path else Path("/var/run/netns") / name_or_path
 
 
-def _seen_path(launch: Launch, host_path: str | None) -> str | None:
-    if host_path is None:
-        return None
-    if launch.jail is None:
-        return host_path
-    return launch.jail.inside(host_path)
-
-
-def api_calls(launch: Launch) -> list[tuple[str, Any]]:
-    """The client calls that configure the VM, in order, paths as Firecracker sees them.
-
-    Each item is ``(client method name, argument)``; InstanceStart is not included.
-    """
-    config = launch.config
-    calls: list[tuple[str, Any]] = []
-    if launch.metrics_path is not None:
-        calls.append(("put_metrics", models.Metrics(metrics_path=launch.seen(launch.metrics_path))))
-    calls.append(("put_machine_config", config.machine))
-    if config.cpu_config is not None:
-        calls.append(("put_cpu_config", config.cpu_config))
-    calls.append(("put_boot_source", boot_source(launch)))
-    calls += [("put_drive", drive) for drive in drives(launch)]
-    calls += [("put_pmem", pmem) for pmem in pmems(launch)]
-    calls += [("put_network_interface", i.to_model()) for i in config.network_interfaces]
-    if config.vsock is not None:
-        calls.append(("put_vsock", vsock(launch)))
-    if config.entropy is not None:
-        calls.append(("put_entropy", config.entropy))
-    if config.balloon is not None:
-        calls.append(("put_balloon", config.balloon))
-    if config.serial is not None:
-        serial = config.serial.model_copy(
-            update={"serial_out_path": _seen_path(launch, config.serial.serial_out_path)}
-        )
-        calls.append(("put_serial", serial))
-    if config.memory_hotplug is not None:
-        calls.append(("put_memory_hotplug", config.memory_hotplug))
-    if config.mmds_config is not None:
-        calls.append(("put_mmds_config", config.mmds_config))
-    if config.mmds_data is not None:
-        calls.append(("put_mmds", dict(config.mmds_data)))
-    return calls
-
-
-def boot_source(launch: Launch) -> models.BootSource:
-    """The boot source, paths as Firecracker sees them."""
-    config = launch.config
-    return models.BootSource(
-        kernel_image_path=config.kernel_image_path,
-        initrd_path=config.initrd_path,
-        boot_args=config.kernel_args,
-    )
-
-
-def drives(launch: Launch) -> list[models.Drive]:
-    """The drives, paths as Firecracker sees them."""
-    return [
-        d.model_copy(update={"path_on_host": _seen_path(launch, d.path_on_host)})
-        for d in launch.config.drives
-    ]
-
-
-def pmems(launch: Launch) -> list[models.Pmem]:
-    """The pmem devices, paths as Firecracker sees them."""
-    return [
-        p.model_copy(update={"path_on_host": _seen_path(launch, p.path_on_host)})
-        for p in launch.config.pmem
-    ]
-
-
-def vsock(launch: Launch) -> models.Vsock:
-    """The vsock device; in a jail its socket is made inside the jail."""
-    assert launch.config.vsock is not None
-    device = launch.config.vsock
-    if launch.jail is None:
-        return device
-    return device.model_copy(update={"uds_path": launch.jail.inside(device.uds_path)})
-
-
-def config_file(launch: Launch) -> dict[str, Any]:
-    """The ``--config-file`` document equivalent to :func:`api_calls`."""
-    config = launch.config
-    for name in ("serial", "cpu_config"):  # 1.14.2 ignores a "serial" key in the file
-        if getattr(config, name) is not None:
-            raise ConfigError(
-                name, "cannot be given in a --config-file boot; use the API boot method"
-            )
-    document: dict[str, Any] = {
-        "boot-source": boot_source(launch).to_api(),
-        "machine-config": config.machine.to_api(),
-        "drives": [d.to_api() for d in drives(launch)],
-        "network-interfaces": [i.to_model().to_api() for i in config.network_interfaces],
-    }
-    if config.pmem:
-        document["pmem"] = [p.to_api() for p in pmems(launch)]
-    if launch.metrics_path is not None:
-        document["metrics"] = {"metrics_path": launch.seen(launch.metrics_path)}
-    if config.vsock is not None:
-        document["vsock"] = vsock(launch).to_api()
-    if config.entropy is not None:
-        document["entropy"] = config.entropy.to_api()
-    if config.balloon is not None:
-        document["balloon"] = config.balloon.to_api()
-    if config.mmds_config is not None:
-        document["mmds-config"] = config.mmds_config.to_api()
-    if config.memory_hotplug is not None:
-        document["memory-hotplug"] = config.memory_hotplug.to_api()
-    return document
-
-
-def jailed_files(config: Config) -> list[tuple[str, Path, bool]]:
+def brought_files(config: Config) -> list[tuple[str, Path, bool]]:
     """Every host file the VM uses: ``(config field, path, whether Firecracker writes it)``.
 
     Writable: the drives and pmem devices not marked read-only. See
-    :meth:`firec.vm.jailer.Jail.bring_in` for how each goes into a jail.
+    :meth:`firec.vm.layout.Layout.bring_in` for how each gets to Firecracker.
     """
     drives = config.drives
     writable = {Path(d.path_on_host) for d in drives if d.path_on_host and not d.is_read_only}
@@ -485,58 +375,30 @@ def jailed_files(config: Config) -> list[tuple[str, Path, bool]]:
 
 
 def prepare(launch: Launch) -> None:
-    """Make the VM's directory, bring files into the jail, make fifos and the config file.
+    """Make the VM's directory, bring its files in, make fifos and the config file.
 
+    A file that cannot be brought in is refused before anything is made.
     Everything made here is removed by :func:`cleanup`.
     """
-    config = launch.config
-    jail = launch.jail
-    brought = jailed_files(config)
-    if jail is not None:  # refuse a file that cannot go in before anything is made
-        for field_name, path, writable in brought:
-            jail.check_bring_in(path, writable=writable, field=field_name)
+    config, layout = launch.config, launch.layout
+    brought = brought_files(config)
+    for field_name, path, writable in brought:
+        layout.check_bring_in(path, writable=writable, field=field_name)
     launch.vm_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if jail is not None:
-        jail.root.mkdir(parents=True, exist_ok=True)
-        for field_name, path, writable in brought:
-            jail.bring_in(path, writable=writable, field=field_name)
-        jail.make_dirs(str(Path(config.api_socket_path).parent))
-        if config.vsock is not None:
-            jail.make_dirs(str(Path(jail.inside(config.vsock.uds_path)).parent))
-    else:
-        _make_parent(launch, launch.socket_path)
-        if launch.vsock_path is not None:
-            remove_stale_socket(launch.vsock_path)  # Firecracker will not bind over it
-    _make_output(launch, launch.log_path, fifo=launch.log_is_fifo)
+    layout.make_root()
+    for field_name, path, writable in brought:
+        layout.bring_in(path, writable=writable, field=field_name)
+    layout.make_dirs(Path(config.api_socket_path).parent)
+    if config.vsock is not None and launch.vsock_path is not None:
+        layout.make_own_dirs(Path(layout.seen(config.vsock.uds_path)).parent)
+        remove_stale_socket(launch.vsock_path)  # Firecracker will not bind over it
+    layout.make_output(launch.log_path, fifo=launch.log_is_fifo)
     if launch.metrics_path is not None:
-        _make_output(launch, launch.metrics_path, fifo=launch.metrics_is_fifo)
+        layout.make_output(launch.metrics_path, fifo=launch.metrics_is_fifo)
     if launch.config_file_path is not None:
-        _write_owned(launch, launch.config_file_path, json.dumps(config_file(launch)))
+        layout.write_file(launch.config_file_path, json.dumps(config_file(launch)))
     if launch.metadata_path is not None and config.mmds_data is not None:
-        _write_owned(launch, launch.metadata_path, json.dumps(dict(config.mmds_data)))
-
-
-def _make_parent(launch: Launch, path: Path) -> None:
-    if path.parent != launch.vm_dir:  # made first thing
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _make_output(launch: Launch, path: Path, *, fifo: bool) -> None:
-    _make_parent(launch, path)
-    if fifo:
-        if path.exists():
-            raise MachineError(f"cannot make fifo {path}: the path already exists")
-        os.mkfifo(path, 0o600)
-    else:
-        path.touch(mode=0o600)
-    if launch.jail is not None:
-        os.chown(path, launch.jail.uid, launch.jail.gid)
-
-
-def _write_owned(launch: Launch, path: Path, text: str) -> None:
-    path.write_text(text)
-    if launch.jail is not None:
-        os.chown(path, launch.jail.uid, launch.jail.gid)
+        layout.write_file(launch.metadata_path, json.dumps(dict(config.mmds_data)))
 
 
 def spawn(launch: Launch) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
@@ -561,12 +423,10 @@ def spawn(launch: Launch) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
         stdout = subprocess.DEVNULL
     stderr = open(launch.stderr_path, "ab")  # noqa: SIM115 - handed to the child, closed below
     opened.append(stderr)
-    jailer = launch.config.jailer
-    daemonized = jailer is not None and jailer.mode is JailerMode.DAEMON
     preexec = None
     netns_fd: int | None = None
-    if launch.config.net_ns is not None and launch.jail is None:
-        path = netns_path(launch.config.net_ns)
+    path = launch.enter_netns
+    if path is not None:
         try:
             netns_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
@@ -581,9 +441,8 @@ def spawn(launch: Launch) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
             stderr=stderr,
             cwd=launch.vm_dir,
             preexec_fn=preexec,
-            # a session of its own, so that the VM outlives a Ctrl-C to its controller;
-            # but the jailer's --daemonize calls setsid() itself, which a session leader may not
-            start_new_session=not daemonized,
+            # a session of its own, so that the VM outlives a Ctrl-C to its controller
+            start_new_session=launch.new_session,
         )
     except OSError as exc:
         raise MachineError(f"cannot start {launch.argv[0]}: {exc.strerror}") from exc
@@ -621,10 +480,7 @@ def cleanup(launch: Launch) -> list[str]:
             pass
         except OSError as exc:
             left.append(f"{path}: {exc.strerror}")
-    if launch.jail is not None:
-        launch.jail.remove()
-        if launch.jail.base.exists():
-            left.append(f"{launch.jail.base}: could not be removed")
+    left += launch.layout.remove()
     left += remove_cgroups(launch.cgroups)
     shutil.rmtree(launch.vm_dir, ignore_errors=True)
     if launch.vm_dir.exists():

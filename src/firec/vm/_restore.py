@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import stat as stat_module
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from firec.errors import ConfigError, SnapshotError, UnsupportedError
 from firec.snapshots._format import probe
 from firec.snapshots.snapshot import PerClone, Snapshot
 from firec.snapshots.uffd import UffdHandler
-from firec.vm._launch import Launch, _make_output, attach_network
+from firec.vm._launch import Launch, attach_network
 from firec.vm.config import Config
 
 if TYPE_CHECKING:
@@ -46,8 +45,8 @@ __all__ = [
 ]
 
 _LOAD = "SnapshotLoadParams"
-#: Where firec's own page-fault handler listens, as a jailed Firecracker sees it.
-JAILED_UFFD_SOCKET = "/uffd.sock"
+#: The file name of firec's own page-fault handler's socket (the layout says where).
+UFFD_SOCKET = "uffd.sock"
 
 
 @dataclass(frozen=True)
@@ -161,7 +160,7 @@ def plan_restore(
     for name, host in _device_files(snapshot, restored).items():
         if not Path(host).exists():
             hint = ""
-            if snapshot.jailed and restored.jailer is None:
+            if snapshot.jailed and not restored.layout.jailed:
                 hint = " (it was taken in a jail, whose paths these are: restore it jailed)"
             raise SnapshotError(
                 f"snapshot {snapshot.directory}: {name} {host} does not exist; Firecracker "
@@ -266,36 +265,41 @@ def _restored_config(
 
 
 def _device_files(snapshot: Snapshot, config: Config) -> dict[str, str]:
-    """The files Firecracker reopens at load: ``"drive <id>"`` -> host path."""
+    """The files Firecracker reopens at load: ``"drive <id>"`` -> host path.
+
+    Each is reopened at the path the snapshot recorded, where the config's
+    file is brought in (in a jail), or which is itself the file (plainly).
+    """
     files: dict[str, str] = {}
     exported = snapshot.vm_config
+    layout = config.layout
     seen = {d["drive_id"]: d.get("path_on_host") for d in exported.get("drives") or []}
     for drive in config.drives:
         if drive.path_on_host is None:
             continue
-        if config.jailer is None:
-            files[f"drive {drive.drive_id}"] = seen.get(drive.drive_id) or drive.path_on_host
-        else:
-            files[f"drive {drive.drive_id}"] = drive.path_on_host
+        at = seen.get(drive.drive_id) or None
+        files[f"drive {drive.drive_id}"] = str(layout.opened_file(drive.path_on_host, at))
     seen_pmem = {p["id"]: p["path_on_host"] for p in exported.get("pmem") or []}
     for pmem in config.pmem:
-        where = seen_pmem.get(pmem.id, pmem.path_on_host) if config.jailer is None else None
-        files[f"pmem {pmem.id}"] = where or pmem.path_on_host
+        at = seen_pmem.get(pmem.id) or None
+        files[f"pmem {pmem.id}"] = str(layout.opened_file(pmem.path_on_host, at))
     return files
 
 
-def _jailed_files(plan: RestorePlan) -> list[tuple[str, Path, str, bool]]:
-    """What a jailed restore brings in: ``(field, host path, path in the jail, writable)``.
+def _restore_files(plan: RestorePlan) -> list[tuple[str, Path, str | None, bool]]:
+    """What a restore brings in: ``(field, host path, where Firecracker opens it, writable)``.
 
     The snapshot's state and memory files (only read), and each drive and
     pmem device of the config that the snapshot has, at the path the
-    snapshot recorded (writable unless marked read-only).
+    snapshot recorded (writable unless marked read-only). ``None``: where
+    the layout puts it (:meth:`~firec.vm.layout.Layout.seen`).
     """
     snapshot, config = plan.snapshot, plan.config
-    files = [("snapshot state file", snapshot.state_file, "/" + snapshot.state_file.name, False)]
+    files: list[tuple[str, Path, str | None, bool]] = [
+        ("snapshot state file", snapshot.state_file, None, False)
+    ]
     if plan.backend is not models.MemoryBackendType.UFFD:
-        memory = snapshot.memory_file
-        files.append(("snapshot memory file", memory, "/" + memory.name, False))
+        files.append(("snapshot memory file", snapshot.memory_file, None, False))
     exported = snapshot.vm_config
     seen_drives = {d["drive_id"]: d.get("path_on_host") for d in exported.get("drives") or []}
     for drive in config.drives:
@@ -315,54 +319,43 @@ def _jailed_files(plan: RestorePlan) -> list[tuple[str, Path, str, bool]]:
 def prepare_restore(launch: Launch, plan: RestorePlan) -> RestoreSetup:
     """Make what the restore needs; everything lands in the VM directory or the jail.
 
-    In a jail the state file, the memory file and the drives are brought in
-    by :meth:`~firec.vm.jailer.Jail.bring_in`, which never changes them: the
-    snapshot's files (only read) are hard-linked when the jail's user may
-    read them as they are, copied otherwise; a writable drive is
-    hard-linked, and refused (before anything is made) when the jail's user
+    The state file, the memory file and the drives are brought in by the
+    VM's layout (:meth:`~firec.vm.layout.Layout.bring_in`), which never
+    changes them: plainly Firecracker opens them where they are; in a jail
+    the snapshot's files (only read) are hard-linked when the jail's user
+    may read them as they are, copied otherwise, and a writable drive is
+    hard-linked, or refused (before anything is made) when the jail's user
     may not write it as it is. A page-fault handler is started for the Uffd
     backend unless the caller runs one.
     """
-    snapshot, config = plan.snapshot, launch.config
-    jail = launch.jail
+    snapshot, config, layout = plan.snapshot, launch.config, launch.layout
     uffd = plan.backend is models.MemoryBackendType.UFFD
-    brought = _jailed_files(plan) if jail is not None else []
-    if jail is not None:  # refuse what cannot go in before anything is made
-        for field_name, host, _, writable in brought:
-            jail.check_bring_in(host, writable=writable, field=field_name)
+    brought = _restore_files(plan)
+    for field_name, host, _, writable in brought:  # refuse before anything is made
+        layout.check_bring_in(host, writable=writable, field=field_name)
     launch.vm_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if jail is not None:
-        jail.root.mkdir(parents=True, exist_ok=True)
-        for field_name, host, seen, writable in brought:
-            jail.bring_in(host, writable=writable, at=seen, field=field_name)
-        state = jail.on_host("/" + snapshot.state_file.name)
-        memory = None if uffd else jail.on_host("/" + snapshot.memory_file.name)
-        jail.make_dirs(str(Path(config.api_socket_path).parent))
-        vsock = plan.vsock_override or (snapshot.vm_config.get("vsock") or {}).get("uds_path")
-        if vsock:
-            seen_vsock = jail.inside(vsock) if plan.vsock_override else vsock
-            jail.make_dirs(str(Path(seen_vsock).parent))
-        seen_state = launch.seen(state)
-        seen_memory = launch.seen(memory) if memory is not None else None
-        vsock_seen = jail.inside(plan.vsock_override) if plan.vsock_override else None
-    else:
-        launch.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        seen_state = str(snapshot.state_file)
-        seen_memory = None if uffd else str(snapshot.memory_file)
-        vsock_seen = plan.vsock_override
-        if vsock_seen is not None:
-            Path(vsock_seen).parent.mkdir(parents=True, exist_ok=True)
-    _make_output(launch, launch.log_path, fifo=launch.log_is_fifo)
+    layout.make_root()
+    seen = {
+        host: layout.bring_in(host, writable=writable, at=at, field=field_name)
+        for field_name, host, at, writable in brought
+    }
+    layout.make_dirs(Path(config.api_socket_path).parent)
+    vsock_seen = layout.seen(plan.vsock_override) if plan.vsock_override else None
+    if vsock_seen is not None:  # where the caller asked
+        layout.make_dirs(Path(vsock_seen).parent)
+    elif recorded := (snapshot.vm_config.get("vsock") or {}).get("uds_path"):
+        layout.make_own_dirs(Path(recorded).parent)  # where the snapshot's VM had it
+    layout.make_output(launch.log_path, fifo=launch.log_is_fifo)
     if launch.metrics_path is not None:
-        _make_output(launch, launch.metrics_path, fifo=launch.metrics_is_fifo)
+        layout.make_output(launch.metrics_path, fifo=launch.metrics_is_fifo)
     handler = None
     if uffd:
         _give_jail_userfaultfd(launch)
         backend_path, handler = _uffd_backend(launch, plan)
     else:
-        assert seen_memory is not None
-        backend_path = seen_memory
-    return RestoreSetup(_load_params(plan, seen_state, backend_path, vsock_seen), handler)
+        backend_path = seen[snapshot.memory_file]
+    state = seen[snapshot.state_file]
+    return RestoreSetup(_load_params(plan, state, backend_path, vsock_seen), handler)
 
 
 _JAILER_VERSIONS: dict[tuple[str, int, int], Version | None] = {}
@@ -386,36 +379,38 @@ def _give_jail_userfaultfd(launch: Launch) -> None:
 
     A jailed Firecracker runs as an unprivileged user, which may not call
     ``userfaultfd(2)``; it then opens the device instead. Jailers from 1.5
-    on create it themselves (and would fail if it existed already).
+    on create it themselves (and would fail if it existed already). Without
+    a jailer Firecracker opens the host's own device.
     """
-    jail = launch.jail
     device = Path("/dev/userfaultfd")
-    if jail is None or jail.uid == 0 or not device.is_char_device():
+    jailer = launch.config.jailer  # its release decides
+    if jailer is None or launch.layout.vmm_uid == 0 or not device.is_char_device():
         return
     version = _jailer_version(launch.config.jailer_binary)
     if version is None or version >= Version(1, 5, 0):
         return
-    target = jail.on_host(str(device))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.mknod(target, 0o600 | stat_module.S_IFCHR, device.stat().st_rdev)
-    os.chown(target, jail.uid, jail.gid)
+    launch.layout.make_device(device)
 
 
 def _uffd_backend(launch: Launch, plan: RestorePlan) -> tuple[str, UffdHandler | None]:
+    """The ``backend_path`` of the load (as Firecracker sees it), and firec's own handler."""
+    layout = launch.layout
     given = plan.uffd_handler
     if isinstance(given, UffdHandler):
-        return launch.seen(given.socket_path) if launch.jail else str(given.socket_path), None
+        seen = layout.seen(given.socket_path)
+        if layout.on_host(seen) != Path(os.path.abspath(given.socket_path)):
+            raise ConfigError(
+                "uffd_handler",
+                f"Firecracker cannot reach the handler's socket {given.socket_path}: make it "
+                f"where the VM's Firecracker sees it (e.g. {layout.own_file(UFFD_SOCKET)}), "
+                "or give its path as Firecracker sees it",
+            )
+        return seen, None
     if given is not None:
         return given, None
-    jail = launch.jail
-    if jail is not None:
-        path, seen = jail.on_host(JAILED_UFFD_SOCKET), JAILED_UFFD_SOCKET
-        handler = UffdHandler(path, plan.snapshot.memory_file, owner=(jail.uid, jail.gid))
-    else:
-        path = launch.vm_dir / "uffd.sock"
-        seen = str(path)
-        handler = UffdHandler(path, plan.snapshot.memory_file)
-    return seen, handler.start()
+    path = layout.own_file(UFFD_SOCKET)
+    handler = UffdHandler(path, plan.snapshot.memory_file, owner=layout.owner)
+    return layout.seen(path), handler.start()
 
 
 def _load_params(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,16 +44,12 @@ class SnapshotTarget:
 
     @classmethod
     def for_launch(cls, launch: Launch, directory: str | os.PathLike[str]) -> SnapshotTarget:
-        """Prepare ``directory``; in a jail, also a staging directory Firecracker can write."""
+        """Prepare ``directory``, and where Firecracker writes (in a jail: a staging directory)."""
         target = new_directory(directory)
-        jail = launch.jail
-        if jail is None:
-            return cls(target, launch, target)
-        staging = jail.make_dirs(f"/snapshot-{secrets.token_hex(4)}")
-        return cls(target, launch, staging)
+        return cls(target, launch, launch.layout.staging_dir(target))
 
     def _seen(self, name: str) -> str:
-        return self.launch.seen(self.staging / name)
+        return self.launch.layout.seen(self.staging / name)
 
     def params(self, diff: bool) -> models.SnapshotCreateParams:
         """The ``PUT /snapshot/create`` body."""
@@ -109,7 +104,7 @@ class SnapshotTarget:
             parent=parent.directory if parent is not None else None,
             created_at=now(),
             firecracker_binary=binary,
-            jailed=self.launch.jail is not None,
+            jailed=self.launch.layout.jailed,
             kernel_image=config.kernel_image,
         )
         snapshot._save()
@@ -162,15 +157,11 @@ def _move_out(source: Path, target: Path) -> None:
 def _host_paths(launch: Launch, parent: Snapshot | None) -> dict[str, str]:
     """Firecracker's paths of the VM's input files and vsock socket -> host paths."""
     paths = dict(parent.host_paths) if parent is not None else {}
-    config = launch.config
+    config, layout = launch.config, launch.layout
     for _, host in config.input_files():
-        paths[_seen_by(launch, host)] = str(host)
+        paths[layout.seen(host)] = str(host)
     if config.vsock is not None:
-        seen = _seen_by(launch, Path(config.vsock.uds_path))
-        jail = launch.jail
-        paths[seen] = str(jail.on_host(seen)) if jail is not None else seen
+        seen = layout.seen(config.vsock.uds_path)
+        # a relative socket stays relative: a restored VM's Firecracker binds it in its own dir
+        paths[seen] = str(layout.on_host(seen)) if os.path.isabs(seen) else seen
     return paths
-
-
-def _seen_by(launch: Launch, host: Path) -> str:
-    return launch.jail.inside(host) if launch.jail is not None else str(host)

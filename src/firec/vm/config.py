@@ -25,54 +25,70 @@ Plain keyword construction works too::
                           machine=MachineConfiguration(vcpu_count=2, mem_size_mib=512))
 
 A :class:`Config` is immutable; :meth:`Config.replace` makes a changed copy.
-Paths are the caller's host paths; the getters (:attr:`Config.kernel_image_path`
-...) give them as Firecracker sees them, inside the jail when there is one.
+It holds what the caller gave: paths are the caller's host paths. Where they
+are for Firecracker (inside the jail when there is one) is its
+:attr:`Config.layout`'s answer (:mod:`firec.vm.layout`); the getters
+(:attr:`Config.kernel_image_path`...) ask it. The checks of a whole config
+are in ``_config_checks.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import functools
-import json
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self
 
 from firec._statedirs import network_dir
 from firec.api import models
-from firec.api.operations import DEFAULT_MAX_PAYLOAD_SIZE, MAX_PAYLOAD_FLAG, payload_limit_in_args
-from firec.errors import ConfigError, ValidationError
+from firec.api.operations import DEFAULT_MAX_PAYLOAD_SIZE, payload_limit_in_args
+from firec.errors import ConfigError
 from firec.network.interface import Interface
 from firec.vm._checks import (
     absolute_path,
     bool_value,
     control_char,
     enum_value,
-    optional_path,
     path_value,
     str_value,
 )
+from firec.vm._config_builder import BuilderSetters
+from firec.vm._config_checks import (
+    MAX_SOCKET_PATH,
+    check_mmds_data,
+    check_mmds_interfaces,
+    check_payload_limit,
+    check_roots,
+    check_shared_files,
+    check_socket_length,
+    check_unique,
+    host_paths,
+)
+from firec.vm.binaries import resolve_binary
 from firec.vm.builders import DriveBuilder, JailerBuilder, MachineBuilder
-from firec.vm.jailer import Jail, JailerConfig, resolve_binary, validate_id
+from firec.vm.jailer import Jail, JailerConfig, validate_id
+from firec.vm.layout import JAILED_SOCKET_PATH, Layout, layout_for, layout_type
 
 if TYPE_CHECKING:
     from firec.vm.console import Console
 
-__all__ = ["BootMethod", "Builder", "Config", "DriveBuilder", "MachineBuilder"]
-
-M = TypeVar("M", bound=models.APIModel)
-T = TypeVar("T")
-
-#: The longest Unix socket path Linux accepts (sun_path is 108 bytes, NUL included).
-MAX_SOCKET_PATH = 107
-
-#: The socket path Firecracker is told to use inside a jail.
-JAILED_SOCKET_PATH = "/run/firecracker.socket"
+__all__ = [
+    "JAILED_SOCKET_PATH",
+    "MAX_SOCKET_PATH",
+    "BootMethod",
+    "Builder",
+    "Config",
+    "DriveBuilder",
+    "JailerBuilder",
+    "MachineBuilder",
+    "check_kernel_args",
+    "check_mmds_data",
+]
 
 
 class BootMethod(enum.StrEnum):
@@ -199,25 +215,37 @@ class Config:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
 
-    # -- seed-style getters ------------------------------------------------------
-    # (the paths are worked out once per config: a config is a value, never changed)
+    # -- what follows from the settings --------------------------------------------
+    # (worked out once per config: a config is a value, never changed)
 
     @functools.cached_property
+    def layout(self) -> Layout:
+        """Where this VM's files are, on the host and as Firecracker sees them.
+
+        A :class:`~firec.vm.layout.PlainLayout`, or the
+        :class:`~firec.vm.layout.JailedLayout` of its jail (:mod:`firec.vm.layout`);
+        a machine's is ``machine.launch.layout``. The getters below ask it.
+        """
+        return layout_for(self.vm_id, self.vm_dir, self.jailer, lambda: self.exec_file)
+
+    @property
     def jail(self) -> Jail | None:
-        """The jail this VM runs in, or ``None`` when not jailed."""
-        if self.jailer is None:
-            return None
-        return Jail.for_vm(self.vm_id, self.jailer, self.exec_file)
+        """The jail this VM runs in, or ``None`` when not jailed (its :attr:`layout`)."""
+        layout = self.layout
+        return layout if isinstance(layout, Jail) else None
 
     @property
     def exec_file(self) -> Path:
-        """The Firecracker executable (the jailer's ``--exec-file`` when jailed)."""
+        """The Firecracker executable (the jailer's ``--exec-file`` when jailed).
+
+        Found as :mod:`firec.vm.binaries` says, unless the config names it.
+        """
         explicit = self.jailer.exec_file if self.jailer else None
         return resolve_binary(explicit or self.firecracker_binary, "firecracker")
 
     @property
     def jailer_binary(self) -> Path:
-        """The jailer executable."""
+        """The jailer executable (found as :mod:`firec.vm.binaries` says, unless given)."""
         explicit = self.jailer.jailer_binary if self.jailer else None
         return resolve_binary(explicit, "jailer")
 
@@ -230,32 +258,25 @@ class Config:
         """
         return (self.workdir or runtime_dir()) / self.vm_id
 
-    @functools.cached_property
+    @property
     def api_socket_path(self) -> str:
         """The ``--api-sock`` value, as Firecracker sees it."""
-        if self.socket_path is not None:
-            return str(self.socket_path)
-        if self.jailer is not None:
-            return JAILED_SOCKET_PATH
-        return str(self.vm_dir / "firecracker.socket")
+        return self.layout.api_socket(self.socket_path)
 
-    @functools.cached_property
+    @property
     def host_socket_path(self) -> Path:
         """The API socket's path on the host."""
-        jail = self.jail
-        if jail is not None:
-            return jail.on_host(self.api_socket_path)
-        return Path(self.api_socket_path)
+        return self.layout.on_host(self.api_socket_path)
 
     @property
     def kernel_image_path(self) -> str:
         """The kernel as Firecracker sees it."""
-        return self._seen(self.kernel_image)
+        return self.layout.seen(self.kernel_image)
 
     @property
     def initrd_path(self) -> str | None:
         """The initrd as Firecracker sees it."""
-        return self._seen(self.initrd) if self.initrd is not None else None
+        return self.layout.seen(self.initrd) if self.initrd is not None else None
 
     @property
     def max_payload_size(self) -> int:
@@ -273,10 +294,6 @@ class Config:
         """The extra Firecracker arguments that reach it (the jailer's, when jailed)."""
         return self.jailer.extra_args if self.jailer is not None else self.extra_args
 
-    def _seen(self, host_path: Path) -> str:
-        jail = self.jail
-        return jail.inside(host_path) if jail is not None else str(host_path)
-
     # -- validation ----------------------------------------------------------------
 
     def validate(self, *, check_files: bool = True) -> None:
@@ -291,18 +308,13 @@ class Config:
         """
         validate_id(self.vm_id)
         self._check_values()
-        _unique("drives", [d.drive_id for d in self.drives], "drive_id")
-        _unique("network_interfaces", [i.iface_id for i in self.network_interfaces], "iface_id")
-        _unique(
-            "network_interfaces",
-            [i.host_dev_name for i in self.network_interfaces],
-            "host_dev_name",
-        )
-        _unique("pmem", [p.id for p in self.pmem], "id")
-        roots = [d.drive_id for d in self.drives if d.is_root_device]
-        roots += [p.id for p in self.pmem if getattr(p, "root_device", False)]
-        if len(roots) > 1:
-            raise ConfigError("drives", f"more than one root device: {', '.join(roots)}")
+        check_unique("drives", [d.drive_id for d in self.drives], "drive_id")
+        ids = [i.iface_id for i in self.network_interfaces]
+        check_unique("network_interfaces", ids, "iface_id")
+        taps = [i.host_dev_name for i in self.network_interfaces]
+        check_unique("network_interfaces", taps, "host_dev_name")
+        check_unique("pmem", [p.id for p in self.pmem], "id")
+        check_roots(self.drives, self.pmem)
         if self.log_path is not None and self.log_fifo is not None:
             raise ConfigError("log_fifo", "set either log_path or log_fifo, not both")
         if self.metrics_path is not None and self.metrics_fifo is not None:
@@ -310,25 +322,12 @@ class Config:
         if self.boot_method is BootMethod.CONFIG_FILE and self.mmds_data and not self.mmds_config:
             raise ConfigError("mmds_data", "MMDS data needs an mmds_config (which interfaces)")
         if self.mmds_config is not None:
-            ids = [i.iface_id for i in self.network_interfaces]
-            for i, name in enumerate(self.mmds_config.network_interfaces):
-                if name not in ids:
-                    raise ConfigError(
-                        f"mmds_config.network_interfaces[{i}]",
-                        f"no network interface {name!r}: the MMDS is reached through one of "
-                        f"the VM's interfaces ({', '.join(map(repr, ids)) or 'it has none'})",
-                    )
+            check_mmds_interfaces(self.mmds_config, ids)
         if self.jailer is not None:
             self.jailer.validate()
-        self._check_payload_limit()
-        socket_bytes = len(os.fsencode(self.host_socket_path))
-        if socket_bytes > MAX_SOCKET_PATH:
-            raise ConfigError(
-                "socket_path",
-                f"{self.host_socket_path} is {socket_bytes} bytes; a Unix socket path takes at "
-                f"most {MAX_SOCKET_PATH}: use a shorter vm_id, workdir or chroot_base_dir",
-            )
-        self._check_shared_files(check_files)
+        check_payload_limit(self.http_api_max_payload_size, self._all_extra_args())
+        check_socket_length(self.host_socket_path)
+        check_shared_files(self.drives, self.pmem, look=check_files)
         if check_files:
             self._check_files()
 
@@ -336,19 +335,22 @@ class Config:
         """Each field alone: types, kernel arguments, enums, absolute host paths."""
         if self.kernel_args is not None:
             check_kernel_args(self.kernel_args)
-        for name, path in self._host_paths():
+        paths = host_paths(
+            self.kernel_image, self.initrd, self.firecracker_binary, self.drives, self.pmem
+        )
+        for name, path in paths:
             absolute_path(name, path)
         for name in ("workdir", "state_dir"):
             value = getattr(self, name)
             if value is not None:
                 absolute_path(name, value, "directory")
-        if self.jailer is None:  # jailed, these are paths inside the jail
-            for name in ("socket_path", "log_path", "log_fifo", "metrics_path", "metrics_fifo"):
-                value = getattr(self, name)
-                if value is not None:
-                    absolute_path(name, value)
-            if self.serial is not None and self.serial.serial_out_path is not None:
-                absolute_path("serial.serial_out_path", self.serial.serial_out_path)
+        runtime_path = layout_type(self.jailer).check_runtime_path  # jailed: inside the jail
+        for name in ("socket_path", "log_path", "log_fifo", "metrics_path", "metrics_fifo"):
+            value = getattr(self, name)
+            if value is not None:
+                runtime_path(name, value)
+        if self.serial is not None and self.serial.serial_out_path is not None:
+            runtime_path("serial.serial_out_path", self.serial.serial_out_path)
         if self.log_level is not None:
             enum_value("log_level", models.LogLevel, self.log_level)
         enum_value("boot_method", BootMethod, self.boot_method)
@@ -360,69 +362,6 @@ class Config:
             str_value("extra_args", arg, what="a command-line argument", empty=True)
         if self.mmds_data is not None:
             check_mmds_data(self.mmds_data)
-
-    def _host_paths(self) -> list[tuple[str, object]]:
-        paths: list[tuple[str, object]] = [("kernel_image", self.kernel_image)]
-        if self.initrd is not None:
-            paths.append(("initrd", self.initrd))
-        if self.firecracker_binary is not None:
-            paths.append(("firecracker_binary", self.firecracker_binary))
-        for i, drive in enumerate(self.drives):
-            if drive.path_on_host is not None:
-                paths.append((f"drives[{i}].path_on_host", drive.path_on_host))
-        for i, pmem in enumerate(self.pmem):
-            paths.append((f"pmem[{i}].path_on_host", pmem.path_on_host))
-        return paths
-
-    def _check_shared_files(self, look: bool) -> None:
-        """Refuse one file behind two drives (or pmem devices) when any of them may write it.
-
-        Files are the same when their paths are, or (``look``) their inodes.
-        """
-        backing: list[tuple[str, Path, bool]] = []
-        for i, drive in enumerate(self.drives):
-            if drive.path_on_host is not None:
-                name = f"drives[{i}].path_on_host ({drive.drive_id})"
-                backing.append((name, Path(drive.path_on_host), not drive.is_read_only))
-        for i, pmem in enumerate(self.pmem):
-            name = f"pmem[{i}].path_on_host ({pmem.id})"
-            backing.append((name, Path(pmem.path_on_host), not pmem.read_only))
-        seen: dict[object, tuple[str, bool]] = {}
-        for name, path, writable in backing:
-            key: object = os.path.normpath(path)
-            if look:
-                with contextlib.suppress(OSError):
-                    st = path.stat()
-                    key = (st.st_dev, st.st_ino)
-            if key in seen:
-                other, other_writable = seen[key]
-                if writable or other_writable:
-                    raise ConfigError(
-                        name,
-                        f"{path} is also {other}, and {'this' if writable else 'that'} one is "
-                        "writable: two devices on one file corrupt it; attach every one of "
-                        "them read-only (is_read_only(True)), or give each its own copy",
-                    )
-            seen.setdefault(key, (name, writable))
-
-    def _check_payload_limit(self) -> None:
-        limit = self.http_api_max_payload_size
-        in_args = MAX_PAYLOAD_FLAG in self._all_extra_args()
-        if limit is None:
-            if in_args and payload_limit_in_args(self._all_extra_args()) is None:
-                raise ConfigError(
-                    "extra_args", f"{MAX_PAYLOAD_FLAG} needs a number of bytes after it"
-                )
-            return
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigError(
-                "http_api_max_payload_size", f"must be a number of bytes >= 1, not {limit!r}"
-            )
-        if in_args:
-            raise ConfigError(
-                "http_api_max_payload_size",
-                f"{MAX_PAYLOAD_FLAG} is also in extra_args: give it once",
-            )
 
     def input_files(self) -> list[tuple[str, Path]]:
         """Every host file the VM reads, with the config field naming it."""
@@ -527,49 +466,13 @@ def check_kernel_args(args: object) -> str:
     return args
 
 
-def check_mmds_data(data: object) -> Mapping[str, Any]:
-    """Return ``data`` if it is a JSON object (what the MMDS holds), else :class:`ConfigError`."""
-    if not isinstance(data, Mapping):
-        raise ConfigError("mmds_data", f"must be a JSON object (a dict), not {type(data).__name__}")
-    try:
-        json.dumps(data, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ConfigError(
-            "mmds_data",
-            f"must be JSON (str keys; str, number, bool, None, list and dict values): {exc}",
-        ) from None
-    return data
-
-
-def _model(prefix: str, cls: type[M], **fields: Any) -> M:
-    """``cls(**fields)``, its :class:`ValidationError` named as a field of ``prefix``."""
-    try:
-        return cls(**fields)
-    except ValidationError as exc:
-        errors = [(f"{prefix}.{f}" if f else prefix, r) for f, r in exc.errors]
-        raise ConfigError(errors[0][0], errors[0][1], errors=errors) from None
-
-
-def _instance(field_name: str, value: object, cls: type[T], what: str) -> T:
-    if not isinstance(value, cls):
-        raise ConfigError(field_name, f"must be {what}, not {type(value).__name__}")
-    return value
-
-
-def _unique(field_name: str, values: Sequence[str], key: str) -> None:
-    seen: set[str] = set()
-    for i, value in enumerate(values):
-        if value in seen:
-            raise ConfigError(f"{field_name}[{i}].{key}", f"duplicate {key} {value!r}")
-        seen.add(value)
-
-
 @dataclass(frozen=True)
-class Builder:
+class Builder(BuilderSetters):
     """Builds a :class:`Config` step by step. Start with :meth:`Config.builder`.
 
     Every setter returns a new builder, so a partly set builder can be the
-    common start of several configs.
+    common start of several configs. Most setters are in ``_config_builder.py``
+    (:class:`~firec.vm._config_builder.BuilderSetters`).
     """
 
     _config: Config
@@ -577,229 +480,13 @@ class Builder:
     def _with(self, **changes: Any) -> Self:
         return dataclasses.replace(self, _config=self._config.replace(**changes))
 
-    def socket_path(self, path: str | os.PathLike[str]) -> Self:
-        """The API socket (inside the jail when jailed)."""
-        return self._with(socket_path=path_value("socket_path", path))
-
-    def log_path(self, path: str | os.PathLike[str]) -> Self:
-        """Firecracker logs to this file."""
-        return self._with(log_path=path_value("log_path", path))
-
-    def log_fifo(self, path: str | os.PathLike[str]) -> Self:
-        """Firecracker logs to this fifo, which firec creates and reads."""
-        return self._with(log_fifo=path_value("log_fifo", path))
-
-    def log_level(self, level: models.LogLevel | str) -> Self:
-        """Firecracker's log level (``"Error"``, ``"Warning"``, ``"Info"``, ``"Debug"``...)."""
-        return self._with(log_level=enum_value("log_level", models.LogLevel, level))
-
-    def metrics_path(self, path: str | os.PathLike[str]) -> Self:
-        """Firecracker writes metrics to this file."""
-        return self._with(metrics_path=path_value("metrics_path", path))
-
-    def metrics_fifo(self, path: str | os.PathLike[str]) -> Self:
-        """Firecracker writes metrics to this fifo, which firec creates and reads."""
-        return self._with(metrics_fifo=path_value("metrics_fifo", path))
-
-    def initrd_path(self, path: str | os.PathLike[str]) -> Self:
-        """An initrd."""
-        return self._with(initrd=path_value("initrd", path))
-
     def kernel_args(self, args: str) -> Self:
         """The kernel command line: one line of printable ASCII (no newline, tab or NUL)."""
         return self._with(kernel_args=check_kernel_args(args))
 
-    def net_ns(self, name_or_path: str) -> Self:
-        """Run in this network namespace (a name under ``/var/run/netns``, or a path)."""
-        return self._with(
-            net_ns=str_value("net_ns", name_or_path, what="a network namespace name or path")
-        )
-
-    def add_network_interface(self, interface: Interface | models.NetworkInterface) -> Self:
-        """Add a virtio-net device: a :class:`firec.network.Interface` or an API model.
-
-        An interface with a ``network`` plan gets its tap, namespace, address
-        and NAT set up by the machine, and torn down with it.
-        """
-        if not isinstance(interface, Interface | models.NetworkInterface):
-            raise ConfigError(
-                f"network_interfaces[{len(self._config.network_interfaces)}]",
-                "must be a firec.network.Interface or a models.NetworkInterface, "
-                f"not {type(interface).__name__}",
-            )
-        if isinstance(interface, models.NetworkInterface):
-            interface = Interface(
-                interface.iface_id,
-                interface.host_dev_name,
-                guest_mac=interface.guest_mac,
-                rx_rate_limiter=interface.rx_rate_limiter,
-                tx_rate_limiter=interface.tx_rate_limiter,
-            )
-        return self._with(network_interfaces=(*self._config.network_interfaces, interface))
-
-    def _added_drive(self, drive: models.Drive) -> Self:
-        return self._with(drives=(*self._config.drives, drive))
-
-    def add_drive(self, drive_id: str, src_path: str | os.PathLike[str]) -> DriveBuilder[Self]:
-        """Add a block device backed by ``src_path``; :meth:`DriveBuilder.build` comes back here."""
-        path = path_value(f"drives.{drive_id}.path_on_host", src_path)
-        return DriveBuilder(self, drive_id, path)
-
-    def machine_cfg(self) -> MachineBuilder[Self]:
-        """Set vCPUs, memory and the rest; :meth:`MachineBuilder.build` comes back here."""
-        return MachineBuilder(self, self._config.machine.to_api())
-
-    def jailer_cfg(self) -> JailerBuilder[Self]:
-        """Run under the jailer; :meth:`JailerBuilder.build` comes back here."""
-        return JailerBuilder(self, self._config.jailer or JailerConfig())
-
-    def vsock(self, guest_cid: int, uds_path: str | os.PathLike[str]) -> Self:
-        """A virtio-vsock device with guest CID ``guest_cid`` and host socket ``uds_path``."""
-        path = path_value("vsock.uds_path", uds_path)
-        return self._with(
-            vsock=_model("vsock", models.Vsock, guest_cid=guest_cid, uds_path=str(path))
-        )
-
-    def mmds(
-        self,
-        data: Mapping[str, Any] | None = None,
-        *,
-        version: models.MmdsVersion | str = "V2",
-        network_interfaces: Sequence[str] = (),
-        ipv4_address: str | None = None,
-        imds_compat: bool | None = None,
-    ) -> Self:
-        """The MMDS: its config (reachable from ``network_interfaces``) and initial ``data``."""
-        if isinstance(network_interfaces, str) or not isinstance(network_interfaces, Sequence):
-            raise ConfigError(
-                "mmds_config.network_interfaces",
-                f"must be a list of interface ids, not {type(network_interfaces).__name__}",
-            )
-        config = _model(
-            "mmds_config",
-            models.MmdsConfig,
-            version=enum_value("mmds_config.version", models.MmdsVersion, version),
-            network_interfaces=list(network_interfaces),
-            ipv4_address=ipv4_address,
-            imds_compat=imds_compat,
-        )
-        mmds_data = dict(check_mmds_data(data)) if data is not None else None
-        return self._with(mmds_config=config, mmds_data=mmds_data)
-
-    def balloon(
-        self, amount_mib: int, *, deflate_on_oom: bool = False, stats_polling_interval_s: int = 0
-    ) -> Self:
-        """A balloon device inflated to ``amount_mib``."""
-        balloon = _model(
-            "balloon",
-            models.Balloon,
-            amount_mib=amount_mib,
-            deflate_on_oom=deflate_on_oom,
-            stats_polling_interval_s=stats_polling_interval_s,
-        )
-        return self._with(balloon=balloon)
-
-    def entropy(self, rate_limiter: models.RateLimiter | None = None) -> Self:
-        """A virtio-rng device, optionally rate limited."""
-        return self._with(
-            entropy=_model("entropy", models.EntropyDevice, rate_limiter=rate_limiter)
-        )
-
-    def serial(self, serial_out_path: str | os.PathLike[str]) -> Self:
-        """Write the serial console to this file (Firecracker 1.14+)."""
-        path = path_value("serial.serial_out_path", serial_out_path)
-        return self._with(serial=_model("serial", models.SerialDevice, serial_out_path=str(path)))
-
-    def cpu_config(self, cpu_config: models.CpuConfig) -> Self:
-        """A custom CPU template."""
-        _instance("cpu_config", cpu_config, models.CpuConfig, "a models.CpuConfig")
-        return self._with(cpu_config=cpu_config)
-
-    def add_pmem(self, pmem: models.Pmem) -> Self:
-        """A virtio-pmem device (Firecracker 1.14+)."""
-        _instance(f"pmem[{len(self._config.pmem)}]", pmem, models.Pmem, "a models.Pmem")
-        return self._with(pmem=(*self._config.pmem, pmem))
-
-    def memory_hotplug(self, config: models.MemoryHotplugConfig) -> Self:
-        """A hotpluggable memory region (Firecracker 1.14+)."""
-        _instance(
-            "memory_hotplug", config, models.MemoryHotplugConfig, "a models.MemoryHotplugConfig"
-        )
-        return self._with(memory_hotplug=config)
-
-    def logger(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        fifo: str | os.PathLike[str] | None = None,
-        level: models.LogLevel | str | None = None,
-        show_level: bool = False,
-        show_log_origin: bool = False,
-    ) -> Self:
-        """Firecracker's logger: to a file ``path`` or a ``fifo`` firec reads, and its format.
-
-        A machine forwards every line to Python :mod:`logging`, on the one
-        logger ``firec.vmm`` for all VMs; each record's ``vm_id`` attribute
-        names the VM (keep one VM's lines with :class:`firec.vm.logs.VmFilter`).
-        """
-        return self._with(
-            log_path=optional_path("log_path", path),
-            log_fifo=optional_path("log_fifo", fifo),
-            log_level=enum_value("log_level", models.LogLevel, level)
-            if level is not None
-            else None,
-            log_show_level=bool_value("log_show_level", show_level),
-            log_show_origin=bool_value("log_show_origin", show_log_origin),
-        )
-
-    def metrics(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        fifo: str | os.PathLike[str] | None = None,
-    ) -> Self:
-        """Firecracker's metrics: to a file ``path``, or a ``fifo`` firec reads."""
-        return self._with(
-            metrics_path=optional_path("metrics_path", path),
-            metrics_fifo=optional_path("metrics_fifo", fifo),
-        )
-
-    def firecracker_binary(self, path: str | os.PathLike[str]) -> Self:
-        """The Firecracker executable for plain (unjailed) runs."""
-        return self._with(firecracker_binary=path_value("firecracker_binary", path))
-
-    def http_api_max_payload_size(self, size: int) -> Self:
-        """The largest API request body Firecracker takes, in bytes (default 51200)."""
-        return self._with(http_api_max_payload_size=size)
-
-    def extra_args(self, *args: str) -> Self:
-        """More Firecracker command-line arguments."""
-        for arg in args:
-            str_value("extra_args", arg, what="a command-line argument", empty=True)
-        return self._with(extra_args=(*self._config.extra_args, *args))
-
     def boot_method(self, method: BootMethod | str) -> Self:
         """Configure over the API (default) or with one ``--config-file``."""
         return self._with(boot_method=enum_value("boot_method", BootMethod, method))
-
-    def console(self, console: Console) -> Self:
-        """Where the serial console goes (:mod:`firec.vm.console`)."""
-        from firec.vm.console import Console
-
-        _instance("console", console, Console, "a firec.vm.console.Console")
-        return self._with(console=console)
-
-    def workdir(self, path: str | os.PathLike[str]) -> Self:
-        """Where firec keeps this VM's sockets and fifos (plain runs): an absolute path."""
-        return self._with(workdir=path_value("workdir", path))
-
-    def state_dir(self, path: str | os.PathLike[str]) -> Self:
-        """Where firec keeps leases and network records (shared by all VMs): an absolute path."""
-        return self._with(state_dir=path_value("state_dir", path))
-
-    def host_record(self, enabled: bool) -> Self:
-        """Keep a host record of the VM (default), or not: see :attr:`Config.host_record`."""
-        return self._with(host_record=enabled)
 
     def build(self, *, check_files: bool = True) -> Config:
         """Finish: validate the whole config and return it."""

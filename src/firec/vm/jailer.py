@@ -5,7 +5,8 @@ The jailer chroots Firecracker into
 puts it in cgroups and (optionally) a network and a PID namespace. Firecracker
 then sees only what is inside the chroot, so every host path firec gives it
 (kernel, initrd, drives, fifos, log and metrics files, sockets) must be
-brought in and translated. :class:`Jail` is the one place where that happens.
+brought in and translated: :mod:`firec.vm.layout` does that, for plain and
+jailed VMs alike (:class:`Jail` is its :class:`~firec.vm.layout.JailedLayout`).
 
 Example::
 
@@ -21,9 +22,9 @@ Example::
             .build()
         .build()
     )
-    jail = config.jail
+    jail = config.layout                         # a firec.vm.layout.JailedLayout
     jail.root                                    # /srv/jailer/firecracker/vm-1/root
-    jail.inside("/srv/images/vmlinux")           # /vmlinux (as Firecracker sees it)
+    jail.seen("/srv/images/vmlinux")             # /vmlinux (as Firecracker sees it)
     jail.on_host("/run/firecracker.socket")      # .../vm-1/root/run/firecracker.socket
 """
 
@@ -32,22 +33,23 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
-import os
 import re
-import shutil
-import stat
-import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
-from firec.errors import ConfigError, MachineError
-from firec.snapshots._sparse import copy_sparse
+from firec.errors import ConfigError
+from firec.vm._access import may_access
 from firec.vm._checks import absolute_path, bool_value, enum_value, int_value, str_value
+from firec.vm.layout import JailedLayout
 
 __all__ = ["Jail", "JailerConfig", "JailerMode", "may_access", "validate_id"]
+
+#: A jailer chroot and the translation of paths into and out of it: the jailed
+#: :class:`~firec.vm.layout.Layout` (this name is kept for code written before it).
+Jail = JailedLayout
 
 DEFAULT_CHROOT_BASE = Path("/srv/jailer")
 _ID = re.compile(r"[A-Za-z0-9-]{1,64}")
@@ -188,263 +190,6 @@ class JailerConfig:
 
 def _numa_cpus_path(node: int) -> Path:
     return Path(f"/sys/devices/system/node/node{node}/cpulist")
-
-
-def resolve_binary(explicit: Path | None, name: str) -> Path:
-    """``explicit``, else where :func:`firec.host.find_binary` finds ``name``.
-
-    That is ``$FIRECRACKER_BIN`` / ``$JAILER_BIN``, then ``PATH``, then what
-    ``firec install`` installed. Refused when it is nowhere or not executable.
-    """
-    from firec.host.checks import BINARY_ENV, find_binary
-
-    candidate = explicit if explicit is not None else find_binary(name)[0]
-    if candidate is None:
-        raise ConfigError(
-            name,
-            f"no {name} binary: pass its path, set {BINARY_ENV[name]}, put {name} on PATH, "
-            "or run `firec install`",
-        )
-    if not os.access(candidate, os.X_OK) or not candidate.is_file():
-        raise ConfigError(name, f"{candidate} is not an executable file")
-    return candidate
-
-
-# tags of POSIX ACL entries (system.posix_acl_access, after a 4-byte version header)
-_ACL_USER = 0x02
-_ACL_GROUP_OBJ = 0x04
-_ACL_GROUP = 0x08
-_ACL_MASK = 0x10
-_ACL_OTHER = 0x20
-_ACL_HEADER = struct.Struct("<I")
-_ACL_ENTRY = struct.Struct("<HHI")
-
-
-def _acl_entries(path: Path) -> list[tuple[int, int, int]] | None:
-    """The file's POSIX access ACL as ``(tag, perm, id)`` entries, or ``None`` without one."""
-    try:
-        raw = os.getxattr(path, "system.posix_acl_access")
-    except OSError:
-        return None  # none set, or a filesystem without ACLs
-    if len(raw) < _ACL_HEADER.size or (len(raw) - _ACL_HEADER.size) % _ACL_ENTRY.size:
-        return None
-    return [
-        _ACL_ENTRY.unpack_from(raw, offset)
-        for offset in range(_ACL_HEADER.size, len(raw), _ACL_ENTRY.size)
-    ]
-
-
-def may_access(path: str | os.PathLike[str], uid: int, gid: int, *, write: bool = False) -> bool:
-    """Whether a process of ``uid``:``gid`` (no other group) may read (and write) ``path``.
-
-    Decided by the file's own owner, mode and POSIX ACL, as the kernel
-    decides for the jailed Firecracker (the jailer leaves it no
-    supplementary group). The directories above the file are not looked at:
-    a hard link in the jail does not go through them. uid 0 may do anything.
-    """
-    if uid == 0:
-        return True
-    st = os.stat(path)
-    want = 0o6 if write else 0o4
-    mode = stat.S_IMODE(st.st_mode)
-    if st.st_uid == uid:
-        return (mode >> 6) & want == want
-    entries = _acl_entries(Path(path))
-    if entries is None:
-        bits = (mode >> 3) if st.st_gid == gid else mode
-        return bits & want == want
-    mask = next((perm for tag, perm, _ in entries if tag == _ACL_MASK), 0o7)
-    for tag, perm, ident in entries:
-        if tag == _ACL_USER and ident == uid:
-            return perm & mask & want == want
-    groups = [
-        perm
-        for tag, perm, ident in entries
-        if (tag == _ACL_GROUP_OBJ and st.st_gid == gid) or (tag == _ACL_GROUP and ident == gid)
-    ]
-    if groups:
-        return any(perm & mask & want == want for perm in groups)
-    other = next((perm for tag, perm, _ in entries if tag == _ACL_OTHER), mode)
-    return other & want == want
-
-
-def _existing_ancestor(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-@dataclass(frozen=True)
-class Jail:
-    """A jailer chroot, and the translation of paths into and out of it.
-
-    Attributes:
-        base: ``<chroot_base_dir>/<exec file name>/<id>``; the jailer makes it.
-        uid, gid: the owner of what firec brings in.
-    """
-
-    base: Path
-    uid: int
-    gid: int
-
-    @classmethod
-    def for_vm(cls, vm_id: str, jailer: JailerConfig, exec_file: Path) -> Jail:
-        """The jail the jailer will make for ``vm_id``."""
-        return cls(jailer.chroot_base_dir / exec_file.name / vm_id, jailer.uid, jailer.gid)
-
-    @property
-    def root(self) -> Path:
-        """The chroot: what Firecracker sees as ``/``."""
-        return self.base / "root"
-
-    def inside(self, host_path: str | os.PathLike[str]) -> str:
-        """Where a file brought in from ``host_path`` appears to Firecracker (``/<name>``)."""
-        return str(PurePosixPath("/") / Path(host_path).name)
-
-    def on_host(self, jail_path: str | os.PathLike[str]) -> Path:
-        """The host path of ``jail_path`` (a path as Firecracker sees it)."""
-        relative = PurePosixPath(os.fspath(jail_path))
-        if not relative.is_absolute():
-            relative = PurePosixPath("/") / relative
-        if ".." in relative.parts:
-            raise ConfigError("path", f"{jail_path} escapes the jail")
-        return self.root / relative.relative_to("/")
-
-    def bring_in(
-        self,
-        host_path: str | os.PathLike[str],
-        *,
-        writable: bool = False,
-        at: str | None = None,
-        field: str = "path",
-    ) -> str:
-        """Bring a file the user gave into the jail; return its path as Firecracker sees it.
-
-        The user's file is never changed: not its owner, not its mode, not its
-        times. How it gets in (see :meth:`check_bring_in`):
-
-        * Read-only use (``writable=False``: the kernel, an initrd, a
-          read-only drive, a snapshot's files): a hard link when the jail's
-          uid/gid may already read the file as it is (its own owner, mode and
-          ACL decide; the directories above it do not matter to a link);
-          otherwise a copy owned by the jail's user, mode 0400 (a reflink
-          where the filesystem has them, keeping holes otherwise).
-        * ``writable=True`` (a writable drive): the guest writes to the
-          user's file, as it would without a jail, so only a hard link will
-          do, and only when the jail's uid/gid may already read and write
-          the file as it is. A copy would throw the guest's writes away with
-          the jail, and giving the file to the jail's user would change it:
-          both are refused, with the fix.
-
-        A block device gets a new device node in the jail (the user's node
-        stays as it is), owned by the jail's user.
-
-        Args:
-            host_path: the file on the host.
-            writable: whether Firecracker writes to it.
-            at: where Firecracker sees it (default ``/<file name>``).
-            field: the config field naming the file, for errors.
-
-        Raises:
-            ConfigError: a writable file the jail's user may not read and
-                write as it is, or that cannot be hard-linked into the jail
-                (another filesystem); the message says what to do.
-        """
-        source = Path(host_path)
-        inside = at if at is not None else self.inside(source)
-        target = self.on_host(inside)
-        how = self.check_bring_in(source, writable=writable, field=field)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            if target.samefile(source):
-                return inside
-            raise MachineError(f"cannot bring {source} into the jail: {target} already exists")
-        if how == "node":
-            st = source.stat()
-            mode = stat.S_IFBLK | (0o600 if writable else 0o400)
-            os.mknod(target, mode, st.st_rdev)
-            os.chown(target, self.uid, self.gid)
-            return inside
-        if how == "link":
-            try:
-                os.link(source, target)
-                return inside
-            except OSError as exc:
-                if writable:
-                    raise ConfigError(
-                        field,
-                        f"cannot hard-link the writable file {source} into the jail "
-                        f"{self.root} ({exc.strerror}): a copy would lose the guest's writes. "
-                        "Keep the file on the same filesystem (and mount) as the jail's "
-                        "chroot base, or make the drive read-only",
-                    ) from exc
-        # a copy of our own: reflink or sparse copy, then it is ours to give away
-        copy_sparse(source, target)
-        os.chown(target, self.uid, self.gid)
-        os.chmod(target, 0o400)
-        return inside
-
-    def check_bring_in(
-        self, host_path: str | os.PathLike[str], *, writable: bool = False, field: str = "path"
-    ) -> Literal["link", "copy", "node"]:
-        """How :meth:`bring_in` would bring ``host_path`` in, or why it cannot.
-
-        Changes nothing, so that a config can be refused before any of its
-        files is touched. ``"link"``: a hard link to the user's file;
-        ``"copy"``: a copy owned by the jail's user; ``"node"``: a new device
-        node for a block device.
-        """
-        source = Path(host_path)
-        st = source.stat()
-        if stat.S_ISBLK(st.st_mode):
-            return "node"
-        usable = may_access(source, self.uid, self.gid, write=writable)
-        if not writable:
-            return "link" if usable else "copy"
-        if not usable:
-            raise ConfigError(
-                field,
-                f"the jailed Firecracker (uid {self.uid}, gid {self.gid}) may not read and "
-                f"write {source} (owner {st.st_uid}:{st.st_gid}, mode "
-                f"{stat.S_IMODE(st.st_mode):04o}), and firec never changes a file you give it. "
-                f"Give the VM its disk (chown {self.uid}:{self.gid} {source}), or let the "
-                f"jail's group write it (chgrp {self.gid} {source}; chmod g+rw {source}), "
-                "or make the drive read-only",
-            )
-        base = _existing_ancestor(self.base)
-        if base.stat().st_dev != st.st_dev:
-            raise ConfigError(
-                field,
-                f"the writable file {source} is on another filesystem than the jail "
-                f"({base}): it cannot be hard-linked in, and a copy would lose the guest's "
-                "writes. Keep it on the chroot base's filesystem, or make the drive read-only",
-            )
-        return "link"
-
-    def make_fifo(self, jail_path: str) -> Path:
-        """Create a fifo at ``jail_path`` inside the jail, owned by the jail's user."""
-        host = self.on_host(jail_path)
-        host.parent.mkdir(parents=True, exist_ok=True)
-        os.mkfifo(host, 0o600)
-        os.chown(host, self.uid, self.gid)
-        return host
-
-    def make_dirs(self, jail_path: str) -> Path:
-        """Create a directory (and parents) inside the jail, owned by the jail's user."""
-        host = self.on_host(jail_path)
-        host.mkdir(parents=True, exist_ok=True)
-        os.chown(host, self.uid, self.gid)
-        return host
-
-    def pidfile(self, exec_file: Path) -> Path:
-        """The jailer's pidfile: ``<root>/<exec file name>.pid``."""
-        return self.root / f"{exec_file.name}.pid"
-
-    def remove(self) -> None:
-        """Remove the whole jail directory (``base``), and ``<exec name>/`` if now empty."""
-        shutil.rmtree(self.base, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            self.base.parent.rmdir()
 
 
 def jailer_argv(

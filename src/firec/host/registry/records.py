@@ -38,7 +38,7 @@ from firec.vm import _codec
 from firec.vm._launch import Launch
 from firec.vm.config import Config
 from firec.vm.console import Console
-from firec.vm.jailer import Jail
+from firec.vm.layout import layout_from_record
 from firec.vm.process import ProcessRef
 
 __all__ = ["RECORD_FORMAT", "VM_RECORD", "NetworkInfo", "Phase", "VmRecord"]
@@ -182,13 +182,11 @@ class VmRecord:
 
     def with_launch(self, launch: Launch, vmm_pid: int | None) -> VmRecord:
         """This record with where ``launch`` put everything, and the VMM's pid."""
-        jail = launch.jail
         return self.replace(
             vmm=ProcessRef.of(vmm_pid) if vmm_pid is not None else None,
             socket=str(launch.socket_path),
             vm_dir=str(launch.vm_dir),
-            jail=str(jail.base) if jail is not None else None,
-            jail_owner=(jail.uid, jail.gid) if jail is not None else None,
+            **launch.layout.record(),  # jail, jail_owner
             cgroups=tuple(str(c) for c in launch.cgroups),
             files=tuple(str(p) for p in launch.firec_files()),
             console=str(launch.console_path) if launch.console_path is not None else None,
@@ -217,14 +215,10 @@ class VmRecord:
         except FirecError:
             config = Config(vm_id=self.vm_id, kernel_image=Path("/"))
         vm_dir = Path(self.vm_dir) if self.vm_dir else config.vm_dir
-        jail = None
-        if self.jail is not None:
-            uid, gid = self.jail_owner or (0, 0)
-            jail = Jail(Path(self.jail), uid, gid)
         console = Console.file(self.console) if self.console else Console.discard()
         return Launch(
             config=config,
-            jail=jail,
+            layout=layout_from_record(vm_dir, self.jail, self.jail_owner),
             vm_dir=vm_dir,
             socket_path=Path(self.socket) if self.socket else vm_dir / "firecracker.socket",
             log_path=Path(self.log) if self.log else vm_dir / "firecracker.log",

@@ -28,7 +28,6 @@ Firecracker and a kernel)::
 
 from __future__ import annotations
 
-import datetime
 import functools
 import logging
 import os
@@ -280,7 +279,7 @@ class Machine:
         tap other than the snapshot's becomes a network override. A drive of
         ``config`` with one of the snapshot's ids brings its file (jailed
         restores: linked in at the snapshot's path, under the rules of
-        :meth:`firec.vm.jailer.Jail.bring_in`). Example::
+        :meth:`firec.vm.layout.Layout.bring_in`). Example::
 
             snap = machine.snapshot("/srv/snaps/base")
             copy = Machine.restore(snap, network_overrides={"eth0": "tap7"})
@@ -288,7 +287,7 @@ class Machine:
         Args:
             snapshot: what to load (its files are only read, never changed; in a
                 jail they are hard-linked in when the jail's user may read them as
-                they are, copied for it otherwise: :meth:`firec.vm.jailer.Jail.bring_in`).
+                they are, copied for it otherwise: :meth:`firec.vm.layout.Layout.bring_in`).
             resume: resume the VM in the same request (otherwise it stays Paused).
             backend: ``"File"`` (Firecracker maps the memory file) or ``"Uffd"``
                 (a page-fault handler serves it: firec's own
@@ -345,10 +344,8 @@ class Machine:
         machine._network = network
         machine._registration = registration
         try:
-            if launch.jail is None:  # a few directories: no need for a thread
-                setup = prepare_restore(launch, checked)
-            else:  # links, or copies of what the jail's user could not read
-                setup = io.run_blocking(prepare_restore, launch, checked)
+            # links, or copies of what a jail's user could not read
+            setup = io.run_blocking(prepare_restore, launch, checked)
             machine._uffd = setup.handler
             machine._spawn(ready_timeout, ask=False)
             machine._load(setup.params, time.monotonic() + ready_timeout)
@@ -465,9 +462,9 @@ class Machine:
         """Forward the log (when the caller chose where it goes) and the metrics."""
         launch, config = self._launch, self.config
         if config.log_path is not None or config.log_fifo is not None:
-            # Firecracker logs local time; in a jail (no /etc/localtime) that is UTC
-            zone = datetime.UTC if launch.jail is not None else None
-            self._log = LogForwarder(vm_id=self.vm_id, tz=zone)  # the one "firec.vmm" logger
+            # Firecracker logs local time (in a jail, without /etc/localtime, UTC);
+            # all VMs share the one "firec.vmm" logger
+            self._log = LogForwarder(vm_id=self.vm_id, tz=launch.layout.log_timezone)
             self._readers.append(LineReader(launch.log_path, self._log))
         if launch.metrics_path is not None:
             self._metrics = MetricsForwarder()
@@ -478,9 +475,8 @@ class Machine:
 
     def _adopt_from_pidfile(self, jailer: Any, deadline: float) -> None:
         """Under ``--new-pid-ns`` the jailer exits; Firecracker's pid is in its pidfile."""
-        jail = self._launch.jail
-        assert jail is not None
-        pidfile = jail.pidfile(self.config.exec_file)
+        pidfile = self._launch.layout.pidfile(self.config.exec_file)
+        assert pidfile is not None  # a jailer's
         delay = 0.001
         while True:
             if pidfile.exists() and pidfile.read_text().strip().isdigit():
@@ -827,8 +823,7 @@ class Machine:
         ``accept_within(timeout)``; :meth:`delete` closes the listener and
         removes its socket file if it is still open.
         """
-        jail = self._launch.jail
-        owner = (jail.uid, jail.gid) if jail is not None else None
+        owner = self._launch.layout.owner
         listener = io.vsock_listen(self._require_vsock(), port, owner)
         self._vsock_listeners.append(listener)
         return listener
@@ -843,7 +838,7 @@ class Machine:
         """Swap a running VM's drive to another backing file, or change its rate limiter.
 
         ``path`` is a host path; a jailed VM gets the file brought into its
-        jail first, by :meth:`~firec.vm.jailer.Jail.bring_in` (which never changes
+        jail first, by :meth:`~firec.vm.layout.Layout.bring_in` (which never changes
         the file: a writable drive the jail's user may not write as it is is
         refused with a :class:`~firec.errors.ConfigError`). A ``rate_limiter``
         replaces the buckets it gives and keeps the others; a bucket of size 0 turns that limit off.
@@ -854,18 +849,14 @@ class Machine:
         if path is not None:
             if not Path(path).is_file() and not Path(path).is_block_device():
                 raise ConfigError(f"drives.{drive_id}.path_on_host", f"{path} is not a file")
-            jail = self._launch.jail
-            if jail is None:
-                seen = os.fspath(path)
-            else:
-                known = {d.drive_id: d for d in self.config.drives}
-                writable = drive_id not in known or not known[drive_id].is_read_only
-                seen = io.run_blocking(
-                    jail.bring_in,
-                    path,
-                    writable=writable,
-                    field=f"drives.{drive_id}.path_on_host",
-                )
+            known = {d.drive_id: d for d in self.config.drives}
+            writable = drive_id not in known or not known[drive_id].is_read_only
+            seen = io.run_blocking(
+                self._launch.layout.bring_in,
+                path,
+                writable=writable,
+                field=f"drives.{drive_id}.path_on_host",
+            )
         self.client.patch_drive(
             models.PartialDrive(drive_id=drive_id, path_on_host=seen, rate_limiter=rate_limiter)
         )
