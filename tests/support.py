@@ -210,14 +210,21 @@ def spy_binary(path: Path, log: Path) -> Path:
 
 
 def children() -> list[int]:
-    """The live child processes of this test process."""
+    """The live child processes of this test process.
+
+    Not multiprocessing's resource tracker: the first test to use a process
+    pool starts it, and it stays for the rest of the session by design.
+    """
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
         except (OSError, IndexError):
+            continue
+        if b"multiprocessing.resource_tracker" in command:
             continue
         if int(fields[1]) == os.getpid() and fields[0] != "Z":
             found.append(int(entry.name))
