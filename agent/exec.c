@@ -1,0 +1,621 @@
+/* exec: one process per request, its stdin, stdout and stderr streamed apart
+ * (or one PTY), signals, resize, a timeout, and its exit status.
+ *
+ * The child is made with fork() under the reaper's lock (reaper.c), so its
+ * status comes back through the eventfd registered with it. Between fork()
+ * and execve() the child only makes async-signal-safe calls. A failure
+ * there (chdir, setuid, execve) is written to a close-on-exec pipe, so the
+ * host hears "cannot execute 'x': No such file or directory" instead of an
+ * exit status of 127.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#define MAX_ARGS 4096
+#define MAX_GROUPS 64
+#define OUT_CHUNK 65536
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+extern char **environ;
+
+enum stage { STAGE_CWD = 1, STAGE_IDS, STAGE_EXEC, STAGE_PTY };
+
+struct request {
+    char **argv;
+    char **envp;
+    const char *cwd;
+    int set_ids;
+    uid_t uid;
+    gid_t gid;
+    gid_t groups[MAX_GROUPS];
+    int ngroups;
+    int want_stdin;
+    int pty;
+    struct winsize ws;
+    double timeout;
+};
+
+struct failure {
+    int stage;
+    int err;
+};
+
+/* ---- the child, between fork() and execve(): async-signal-safe calls only ---- */
+
+static void report(int fd, int stage) __attribute__((noreturn));
+static void report(int fd, int stage)
+{
+    struct failure f = {stage, errno};
+    (void)!write(fd, &f, sizeof f);
+    _exit(127);
+}
+
+static void exec_search(char *const argv[], char *const envp[])
+{
+    const char *file = argv[0], *path = DEFAULT_PATH;
+    if (strchr(file, '/')) {
+        execve(file, argv, envp);
+        return;
+    }
+    for (char *const *e = envp; *e; e++)
+        if (strncmp(*e, "PATH=", 5) == 0)
+            path = *e + 5;
+    int seen_eacces = 0;
+    size_t flen = strlen(file);
+    for (const char *p = path;; p++) {
+        const char *end = strchr(p, ':');
+        size_t dlen = end ? (size_t)(end - p) : strlen(p);
+        char buf[4096];
+        if (dlen + flen + 2 <= sizeof buf) {
+            memcpy(buf, p, dlen);
+            buf[dlen] = '/';
+            memcpy(buf + dlen + (dlen ? 1 : 0), file, flen + 1);
+            if (dlen == 0)
+                buf[flen] = '\0';
+            execve(buf, argv, envp);
+            if (errno == EACCES)
+                seen_eacces = 1;
+            else if (errno != ENOENT && errno != ENOTDIR)
+                return;
+        }
+        if (!end)
+            break;
+        p = end;
+    }
+    errno = seen_eacces ? EACCES : ENOENT;
+}
+
+static void child(const struct request *r, const int fds[3], const char *slave, int errfd)
+{
+    sigset_t none;
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigemptyset(&none);
+    sigaction(SIGPIPE, &dfl, NULL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    setsid();
+    if (r->pty) {
+        int s = open(slave, O_RDWR);
+        if (s < 0 || ioctl(s, TIOCSCTTY, 0) < 0)
+            report(errfd, STAGE_PTY);
+        for (int i = 0; i < 3; i++)
+            dup2(s, i);
+        if (s > 2)
+            close(s);
+    } else {
+        for (int i = 0; i < 3; i++)
+            dup2(fds[i], i);
+    }
+    if (r->cwd && chdir(r->cwd) < 0)
+        report(errfd, STAGE_CWD);
+    if (r->set_ids && (setgroups((size_t)r->ngroups, r->groups) < 0 || setgid(r->gid) < 0 ||
+                       setuid(r->uid) < 0))
+        report(errfd, STAGE_IDS);
+    exec_search(r->argv, r->envp);
+    report(errfd, STAGE_EXEC);
+}
+
+/* ---- the request ---- */
+
+static int env_set(char ***envp, size_t *n, const char *key, size_t klen, const char *value)
+{
+    char **e = *envp;
+    size_t j = 0;
+    for (size_t i = 0; i < *n; i++) /* drop KEY=... */
+        if (!(strncmp(e[i], key, klen) == 0 && e[i][klen] == '='))
+            e[j++] = e[i];
+    *n = j;
+    if (!value)
+        return 0;
+    size_t vlen = strlen(value);
+    char *kv = malloc(klen + vlen + 2);
+    char **grown = realloc(e, (*n + 2) * sizeof *e);
+    if (!kv || !grown) {
+        free(kv);
+        if (grown)
+            *envp = grown;
+        return -1;
+    }
+    memcpy(kv, key, klen);
+    kv[klen] = '=';
+    memcpy(kv + klen + 1, value, vlen + 1);
+    grown[(*n)++] = kv;
+    grown[*n] = NULL;
+    *envp = grown;
+    return 0;
+}
+
+static int has_env(char **envp, size_t n, const char *key)
+{
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(envp[i], key, klen) == 0 && envp[i][klen] == '=')
+            return 1;
+    return 0;
+}
+
+/* Fill r from req; on a bad request, a message in msg and -1. `owned` collects the
+ * strings made for envp (freed by the caller). */
+static int parse_request(struct jval *req, struct request *r, char *msg, size_t msglen)
+{
+    int bad = 0;
+    struct jval *argv = jget(req, "argv");
+    size_t argc = 0;
+    if (!argv || argv->type != J_ARR || !argv->child) {
+        snprintf(msg, msglen, "exec needs \"argv\", a non-empty array of strings");
+        return -1;
+    }
+    int shell = jbool(req, "shell", 0, &bad);
+    for (struct jval *a = argv->child; a; a = a->next, argc++)
+        if (a->type != J_STR || strlen(a->str) != a->len || argc >= MAX_ARGS) {
+            snprintf(msg, msglen, "argv[%zu] is not a string without NUL bytes (or argv is "
+                     "longer than %d)", argc, MAX_ARGS);
+            return -1;
+        }
+    r->argv = calloc(argc + 3, sizeof *r->argv);
+    if (!r->argv)
+        goto oom;
+    size_t i = 0;
+    if (shell) {
+        r->argv[i++] = "/bin/sh";
+        r->argv[i++] = "-c";
+    }
+    for (struct jval *a = argv->child; a; a = a->next)
+        r->argv[i++] = a->str;
+
+    r->want_stdin = jbool(req, "stdin", 0, &bad);
+    r->cwd = jstr(req, "cwd", &bad);
+    double timeout = 0;
+    struct jval *t = jget(req, "timeout");
+    if (t && t->type != J_NULL) {
+        if (t->type != J_NUM || t->num <= 0) {
+            snprintf(msg, msglen, "\"timeout\" must be a positive number of seconds");
+            return -1;
+        }
+        timeout = t->num;
+    }
+    r->timeout = timeout;
+
+    struct jval *pty = jget(req, "pty");
+    if (pty && pty->type != J_NULL && !(pty->type == J_BOOL && !pty->boolean)) {
+        long long rows = 24, cols = 80;
+        if (pty->type == J_OBJ && (jint(pty, "rows", &rows) < 0 || jint(pty, "cols", &cols) < 0))
+            bad = 1;
+        if (rows < 1 || rows > 65535 || cols < 1 || cols > 65535) {
+            snprintf(msg, msglen, "\"pty\" rows and cols must be 1 to 65535");
+            return -1;
+        }
+        r->pty = 1;
+        r->ws.ws_row = (unsigned short)rows;
+        r->ws.ws_col = (unsigned short)cols;
+    }
+
+    /* who runs it */
+    const char *user = jstr(req, "user", &bad);
+    long long uid = -1, gid = -1;
+    if (jint(req, "uid", &uid) < 0 || jint(req, "gid", &gid) < 0 || uid < -1 || gid < -1 ||
+        uid > 0xFFFFFFFELL || gid > 0xFFFFFFFELL) {
+        snprintf(msg, msglen, "\"uid\" and \"gid\" must be integers from 0 to 4294967294");
+        return -1;
+    }
+    struct passwd *pw = NULL;
+    if (user) {
+        char *end;
+        unsigned long n = strtoul(user, &end, 10);
+        pw = *user && *end == '\0' ? getpwuid((uid_t)n) : getpwnam(user);
+        if (!pw && !(*user && *end == '\0')) {
+            snprintf(msg, msglen, "no user '%.100s' in the guest's /etc/passwd", user);
+            return -1;
+        }
+        if (uid < 0)
+            uid = pw ? (long long)pw->pw_uid : (long long)n;
+    } else if (uid >= 0) {
+        pw = getpwuid((uid_t)uid);
+    }
+    if (uid >= 0 || gid >= 0) {
+        r->set_ids = 1;
+        r->uid = uid >= 0 ? (uid_t)uid : getuid();
+        r->gid = gid >= 0 ? (gid_t)gid : pw ? pw->pw_gid : (uid >= 0 ? 0 : getgid());
+        r->ngroups = MAX_GROUPS;
+        if (!pw || gid >= 0 || getgrouplist(pw->pw_name, r->gid, r->groups, &r->ngroups) < 0) {
+            r->groups[0] = r->gid;
+            r->ngroups = 1;
+        }
+    }
+
+    /* its environment */
+    size_t n = 0;
+    int clear = jbool(req, "env_clear", 0, &bad);
+    for (char **e = environ; !clear && e && *e; e++)
+        n++;
+    r->envp = calloc(n + 1, sizeof *r->envp);
+    if (!r->envp)
+        goto oom;
+    for (size_t k = 0; k < n; k++)
+        r->envp[k] = strdup(environ[k]);
+    struct jval *env = jget(req, "env");
+    if (env && env->type != J_NULL && env->type != J_OBJ) {
+        snprintf(msg, msglen, "\"env\" must be an object of strings");
+        return -1;
+    }
+    if (pw && user && !has_env(r->envp, n, "HOME") &&
+        (env_set(&r->envp, &n, "HOME", 4, pw->pw_dir) < 0 ||
+         env_set(&r->envp, &n, "USER", 4, pw->pw_name) < 0))
+        goto oom;
+    for (struct jval *e = env ? env->child : NULL; e; e = e->next) {
+        if ((e->type != J_STR && e->type != J_NULL) || !*e->key || strchr(e->key, '=') ||
+            (e->type == J_STR && strlen(e->str) != e->len)) {
+            snprintf(msg, msglen, "env: '%.100s' must be a name without '=' mapped to a string "
+                     "(or null, to unset it)", e->key);
+            return -1;
+        }
+        if (env_set(&r->envp, &n, e->key, strlen(e->key), e->type == J_STR ? e->str : NULL) < 0)
+            goto oom;
+    }
+    if (!has_env(r->envp, n, "PATH") && env_set(&r->envp, &n, "PATH", 4, DEFAULT_PATH) < 0)
+        goto oom;
+    if (r->pty && !has_env(r->envp, n, "TERM") && env_set(&r->envp, &n, "TERM", 4, "xterm") < 0)
+        goto oom;
+    if (bad) {
+        snprintf(msg, msglen, "exec: a field has the wrong type (argv: [str], env: {str: str}, "
+                 "cwd and user: str, uid, gid: int, stdin, shell, env_clear: bool, pty: "
+                 "{rows, cols}, timeout: number)");
+        return -1;
+    }
+    return 0;
+oom:
+    snprintf(msg, msglen, "out of memory");
+    return -1;
+}
+
+static void free_request(struct request *r)
+{
+    free(r->argv);
+    for (char **e = r->envp; e && *e; e++)
+        free(*e);
+    free(r->envp);
+}
+
+/* ---- the parent ---- */
+
+struct running {
+    struct conn *c;
+    struct child ch;
+    int in, out, err; /* our ends: stdin to write, stdout and stderr to read (PTY: master) */
+    int slave;        /* a PTY's slave, held open until the process ends */
+    char *buf;
+    int pty;
+    int stdin_open, out_open, err_open;
+    int timed_out;
+};
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+/* Read what one output has; -1 when the host is gone. */
+static int pump(struct running *p, int *fd, int kind, int *open_, int drain)
+{
+    char *buf = p->buf;
+    for (;;) {
+        ssize_t n = read(*fd, buf, OUT_CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n > 0) {
+            if (frame_send(p->c, kind, buf, (size_t)n) < 0)
+                return -1;
+            if (drain)
+                continue;
+            return 0;
+        }
+        if (n < 0 && errno == EAGAIN)
+            return 0;
+        /* EOF, or EIO on a PTY whose other side is closed */
+        *open_ = 0;
+        if (frame_send(p->c, kind, "", 0) < 0)
+            return -1;
+        if (p->pty && fd == &p->out)
+            return 0; /* the PTY's one fd: closed with the stdin side */
+        close_fd(fd);
+        return 0;
+    }
+}
+
+static void end_stdin(struct running *p)
+{
+    p->stdin_open = 0;
+    if (p->pty) {
+        char eof = 4; /* VEOF: end of input at the start of a line */
+        (void)!write(p->in, &eof, 1);
+    } else {
+        close_fd(&p->in);
+    }
+}
+
+/* One frame from the host while the process runs; pending is set to stdin bytes. */
+static int host_frame(struct running *p, const unsigned char **pending, size_t *left)
+{
+    struct conn *c = p->c;
+    if (frame_recv(c) < 0)
+        return -1;
+    if (c->kind == FRAME_DATA) {
+        if (!p->stdin_open)
+            return 0;
+        if (c->len == 0)
+            end_stdin(p);
+        else if (p->in >= 0) {
+            *pending = c->payload;
+            *left = c->len;
+        }
+        return 0;
+    }
+    char err[128];
+    struct arena *a = arena_new();
+    struct jval *req = a ? json_parse(a, (char *)c->payload, c->len, err, sizeof err) : NULL;
+    int bad = 0;
+    const char *op = req ? jstr(req, "op", &bad) : NULL;
+    long long sig = 0, rows = 0, cols = 0;
+    if (op && strcmp(op, "signal") == 0 && jint(req, "signal", &sig) == 1 && sig > 0 && sig < 65) {
+        if (!jbool(req, "group", 0, &bad) || kill(-p->ch.pid, (int)sig) < 0)
+            kill(p->ch.pid, (int)sig);
+    } else if (op && strcmp(op, "resize") == 0 && jint(req, "rows", &rows) == 1 &&
+               jint(req, "cols", &cols) == 1 && rows > 0 && cols > 0 && rows < 65536 &&
+               cols < 65536) {
+        struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+        if (p->pty)
+            ioctl(p->out, TIOCSWINSZ, &ws);
+    } else {
+        arena_free(a);
+        c->lost = 1;
+        send_error(c, "protocol", "while a process runs, only data frames (its stdin), "
+                   "{\"op\": \"signal\", \"signal\": N} and {\"op\": \"resize\", \"rows\": R, "
+                   "\"cols\": C} may be sent; the connection is closed and the process killed");
+        return -1;
+    }
+    arena_free(a);
+    return 0;
+}
+
+static int result(struct running *p)
+{
+    int st = p->ch.status;
+    struct jw w;
+    jw_init(&w);
+    jw_begin(&w);
+    jw_kbool(&w, "ok", 1);
+    if (WIFEXITED(st))
+        jw_kint(&w, "exit_code", WEXITSTATUS(st));
+    else
+        jw_knull(&w, "exit_code");
+    if (WIFSIGNALED(st))
+        jw_kint(&w, "signal", WTERMSIG(st));
+    else
+        jw_knull(&w, "signal");
+    jw_kbool(&w, "timed_out", p->timed_out);
+    jw_end(&w);
+    return send_json(p->c, &w);
+}
+
+/* The loop while the process runs: 0 when its result was sent, -1 when the host is gone. */
+static int supervise(struct running *p, double timeout)
+{
+    struct conn *c = p->c;
+    const unsigned char *pending = NULL;
+    size_t left = 0;
+    double deadline = timeout > 0 ? monotonic() + timeout : 0;
+    int exited = 0;
+    while (!exited) {
+        if (!pending && c->rend > c->rpos) { /* a frame already read from the socket */
+            if (host_frame(p, &pending, &left) < 0)
+                return -1;
+            continue;
+        }
+        struct pollfd fds[5] = {
+            {pending ? -1 : c->fd, POLLIN, 0},
+            {pending ? p->in : -1, POLLOUT, 0},
+            {p->out_open ? p->out : -1, POLLIN, 0},
+            {p->err_open ? p->err : -1, POLLIN, 0},
+            {p->ch.efd, POLLIN, 0},
+        };
+        int wait_ms = -1;
+        if (deadline > 0 && !p->timed_out) {
+            double ms = (deadline - monotonic()) * 1000.0;
+            wait_ms = ms <= 0 ? 0 : ms > 1e9 ? 1000000000 : (int)ms + 1;
+        }
+        int n = poll(fds, 5, wait_ms);
+        if (n < 0 && errno != EINTR)
+            return -1;
+        if (deadline > 0 && !p->timed_out && monotonic() >= deadline) {
+            p->timed_out = 1;
+            kill(-p->ch.pid, SIGKILL);
+            kill(p->ch.pid, SIGKILL);
+        }
+        if (n <= 0)
+            continue;
+        if (fds[4].revents)
+            exited = 1;
+        if (fds[2].revents && pump(p, &p->out, FRAME_STDOUT, &p->out_open, 0) < 0)
+            return -1;
+        if (fds[3].revents && pump(p, &p->err, FRAME_STDERR, &p->err_open, 0) < 0)
+            return -1;
+        if (fds[1].revents) {
+            ssize_t w = write(p->in, pending, left);
+            if (w > 0) {
+                pending += w;
+                left -= (size_t)w;
+            } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+                left = 0; /* the process closed its stdin: the rest is dropped */
+            }
+            if (left == 0)
+                pending = NULL;
+        }
+        if (fds[0].revents && host_frame(p, &pending, &left) < 0)
+            return -1;
+    }
+    reaper_wait(&p->ch);
+    close_fd(&p->slave); /* so that the PTY reads end once drained */
+    /* what the process wrote before it ended is in the pipes: send it all */
+    if (p->out_open && pump(p, &p->out, FRAME_STDOUT, &p->out_open, 1) < 0)
+        return -1;
+    if (p->err_open && pump(p, &p->err, FRAME_STDERR, &p->err_open, 1) < 0)
+        return -1;
+    if ((p->out_open && frame_send(c, FRAME_STDOUT, "", 0) < 0) ||
+        (p->err_open && frame_send(c, FRAME_STDERR, "", 0) < 0))
+        return -1;
+    if (result(p) < 0)
+        return -1;
+    return p->stdin_open ? drain_stream(c) : 0;
+}
+
+static void start_failed(struct conn *c, const struct request *r, struct failure f)
+{
+    const char *what = f.stage == STAGE_CWD ? "cannot change to directory"
+                       : f.stage == STAGE_IDS ? "cannot switch user for"
+                       : f.stage == STAGE_PTY ? "cannot open the terminal for"
+                                              : "cannot execute";
+    const char *code = f.stage == STAGE_EXEC && (f.err == ENOENT || f.err == EACCES)
+                           ? (f.err == ENOENT ? "not_found" : "permission")
+                           : "exec_failed";
+    const char *obj = f.stage == STAGE_CWD ? r->cwd : r->argv[0];
+    if (f.stage == STAGE_IDS)
+        send_error(c, code, "%s '%.200s' (uid %u, gid %u): %s", what, obj, (unsigned)r->uid,
+                   (unsigned)r->gid, strerror(f.err));
+    else
+        send_error(c, code, "%s '%.200s': %s", what, obj, strerror(f.err));
+}
+
+int op_exec(struct conn *c, struct jval *req)
+{
+    struct request r = {0};
+    struct running p = {.c = c, .in = -1, .out = -1, .err = -1, .slave = -1, .ch = {.efd = -1}};
+    int child_fds[3] = {-1, -1, -1}, errp[2] = {-1, -1}, rc, started = 0, registered = 0;
+    int pin[2] = {-1, -1}, pout[2] = {-1, -1}, perr[2] = {-1, -1}, bad = 0;
+    int want_stdin = jbool(req, "stdin", 0, &bad);
+    char msg[512], slave[128] = "";
+    if (parse_request(req, &r, msg, sizeof msg) < 0) {
+        rc = send_error(c, "bad_request", "%s", msg);
+        goto done;
+    }
+    p.buf = malloc(OUT_CHUNK);
+    int ok = p.buf && pipe2(errp, O_CLOEXEC) == 0 && (p.ch.efd = eventfd(0, EFD_CLOEXEC)) >= 0;
+    if (ok && r.pty) {
+        p.out = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        ok = p.out >= 0 && grantpt(p.out) == 0 && unlockpt(p.out) == 0 &&
+             ptsname_r(p.out, slave, sizeof slave) == 0 && ioctl(p.out, TIOCSWINSZ, &r.ws) == 0 &&
+             (p.slave = open(slave, O_RDWR | O_NOCTTY | O_CLOEXEC)) >= 0;
+        p.in = ok ? fcntl(p.out, F_DUPFD_CLOEXEC, 3) : -1;
+        ok = ok && p.in >= 0;
+    } else if (ok) {
+        ok = pipe2(pout, O_CLOEXEC) == 0 && pipe2(perr, O_CLOEXEC) == 0;
+        ok = ok && (r.want_stdin ? pipe2(pin, O_CLOEXEC) == 0
+                                 : (pin[0] = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0);
+        child_fds[0] = pin[0], child_fds[1] = pout[1], child_fds[2] = perr[1];
+        p.in = pin[1], p.out = pout[0], p.err = perr[0];
+    }
+    if (!ok) {
+        rc = send_error(c, errno_code(errno), "cannot make the pipes or terminal for '%.200s': %s",
+                        r.argv[0], strerror(errno));
+        goto done;
+    }
+    p.pty = r.pty;
+    p.stdin_open = r.want_stdin;
+    p.out_open = 1;
+    p.err_open = !r.pty;
+    reaper_lock();
+    pid_t pid = fork();
+    if (pid == 0)
+        child(&r, child_fds, slave, errp[1]);
+    if (pid > 0) {
+        p.ch.pid = pid;
+        reaper_add_locked(&p.ch);
+        registered = 1;
+    }
+    reaper_unlock();
+    for (int i = 0; i < 3; i++)
+        close_fd(&child_fds[i]);
+    close_fd(&errp[1]);
+    if (pid < 0) {
+        rc = send_error(c, "exec_failed", "cannot start '%.200s': fork: %s", r.argv[0],
+                        strerror(errno));
+        goto done;
+    }
+    struct failure f;
+    ssize_t got;
+    while ((got = read(errp[0], &f, sizeof f)) < 0 && errno == EINTR)
+        ;
+    if (got == (ssize_t)sizeof f) {
+        reaper_wait(&p.ch);
+        start_failed(c, &r, f);
+        rc = c->lost ? -1 : 0;
+        goto done;
+    }
+    started = 1;
+    for (int *fd = &p.in; fd <= &p.err; fd++)
+        if (*fd >= 0)
+            fcntl(*fd, F_SETFL, fcntl(*fd, F_GETFL) | O_NONBLOCK);
+    struct jw w;
+    jw_init(&w);
+    jw_begin(&w);
+    jw_kbool(&w, "ok", 1);
+    jw_kint(&w, "pid", pid);
+    jw_end(&w);
+    rc = send_json(c, &w) < 0 ? -1 : supervise(&p, r.timeout);
+    if (rc < 0 && !__atomic_load_n(&p.ch.done, __ATOMIC_ACQUIRE)) { /* the host is gone: nothing it started stays */
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+        reaper_wait(&p.ch);
+    }
+done:
+    if (rc == 0 && !started && want_stdin) /* refused: its stdin is still to come */
+        rc = drain_stream(c);
+    if (registered)
+        reaper_forget(&p.ch);
+    for (int *fd = &p.in; fd <= &p.err; fd++)
+        close_fd(fd);
+    close_fd(&p.slave);
+    for (int i = 0; i < 3; i++)
+        close_fd(&child_fds[i]);
+    close_fd(&errp[0]);
+    close_fd(&errp[1]);
+    close_fd(&p.ch.efd);
+    free(p.buf);
+    free_request(&r);
+    return rc;
+}

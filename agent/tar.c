@@ -1,0 +1,677 @@
+/* Directories as tar streams, both ways: read_tar sends one, write_tar extracts one.
+ *
+ * The format is POSIX ustar, with pax extended headers ('x') for names and
+ * link targets longer than the ustar fields and for sizes of 8 GiB or more;
+ * GNU long names ('L', 'K') are read too. Regular files, directories,
+ * symlinks, hard links (read), devices and fifos. Files are streamed through
+ * one frame-sized buffer, never held whole.
+ *
+ * Extraction cannot leave its directory: a name with ".." is refused, and
+ * every parent is opened with O_NOFOLLOW from the directory's own fd, so a
+ * symlink in the archive (or already there) is never followed. Into a
+ * directory that does not exist yet, the archive is extracted beside it and
+ * renamed at the end; into one that exists, what it made at the top is
+ * removed again if the extraction fails.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+#define BLOCK 512
+#define MAX_EXTENDED 65536
+
+/* ---- writing: read_tar ---- */
+
+struct tarw {
+    struct conn *c;
+    unsigned char *buf; /* MAX_FRAME bytes, sent as one frame when full */
+    size_t len;
+    int lost;
+};
+
+static int tw_flush(struct tarw *t)
+{
+    if (t->len && frame_send(t->c, FRAME_DATA, t->buf, t->len) < 0)
+        return -1;
+    t->len = 0;
+    return 0;
+}
+
+static int tw_put(struct tarw *t, const void *p, size_t n)
+{
+    while (n > 0) {
+        size_t take = MAX_FRAME - t->len < n ? MAX_FRAME - t->len : n;
+        memcpy(t->buf + t->len, p, take);
+        t->len += take;
+        p = (const char *)p + take;
+        n -= take;
+        if (t->len == MAX_FRAME && tw_flush(t) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void octal(char *field, size_t width, unsigned long long v)
+{
+    snprintf(field, width, "%0*llo", (int)width - 1, v);
+}
+
+static int pax_record(char *out, size_t cap, size_t *len, const char *key, const char *value)
+{
+    size_t body = strlen(key) + strlen(value) + 3; /* ' ' '=' '\n' */
+    size_t total = body + 1;
+    while (snprintf(NULL, 0, "%zu", total) + body != total)
+        total++;
+    if (*len + total > cap)
+        return -1;
+    *len += (size_t)snprintf(out + *len, cap - *len, "%zu %s=%s\n", total, key, value);
+    return 0;
+}
+
+static int tw_header(struct tarw *t, const char *name, const struct stat *st, char type,
+                     const char *link, unsigned long long size)
+{
+    unsigned char h[BLOCK];
+    char pax[3 * PATH_MAX];
+    size_t plen = 0;
+    char sizebuf[32];
+    if (strlen(name) >= 100 && pax_record(pax, sizeof pax, &plen, "path", name) < 0)
+        return -1;
+    if (link && strlen(link) >= 100 && pax_record(pax, sizeof pax, &plen, "linkpath", link) < 0)
+        return -1;
+    if (size > 077777777777ULL) {
+        snprintf(sizebuf, sizeof sizebuf, "%llu", size);
+        pax_record(pax, sizeof pax, &plen, "size", sizebuf);
+    }
+    if (plen > 0) {
+        struct stat pst = *st;
+        pst.st_mode = 0644;
+        if (tw_header(t, "././@PaxHeader", &pst, 'x', NULL, plen) < 0 || tw_put(t, pax, plen) < 0)
+            return -1;
+        static const unsigned char zeros[BLOCK];
+        if (plen % BLOCK && tw_put(t, zeros, BLOCK - plen % BLOCK) < 0)
+            return -1;
+    }
+    memset(h, 0, sizeof h);
+    memcpy(h, name, strnlen(name, 99));
+    octal((char *)h + 100, 8, st->st_mode & 07777);
+    octal((char *)h + 108, 8, st->st_uid & 07777777);
+    octal((char *)h + 116, 8, st->st_gid & 07777777);
+    octal((char *)h + 124, 12, size > 077777777777ULL ? 0 : size);
+    octal((char *)h + 136, 12, (unsigned long long)(st->st_mtim.tv_sec > 0 ? st->st_mtim.tv_sec : 0));
+    h[156] = (unsigned char)type;
+    if (link)
+        memcpy(h + 157, link, strnlen(link, 99));
+    memcpy(h + 257, "ustar", 6);
+    memcpy(h + 263, "00", 2);
+    if (type == '3' || type == '4') {
+        octal((char *)h + 329, 8, major(st->st_rdev));
+        octal((char *)h + 337, 8, minor(st->st_rdev));
+    }
+    memset(h + 148, ' ', 8);
+    unsigned sum = 0;
+    for (int i = 0; i < BLOCK; i++)
+        sum += h[i];
+    snprintf((char *)h + 148, 8, "%06o", sum);
+    return tw_put(t, h, BLOCK);
+}
+
+/* Copy exactly `size` bytes of fd (zeros if it shrank meanwhile), then pad. */
+static int tw_file(struct tarw *t, int fd, unsigned long long size)
+{
+    unsigned long long left = size;
+    while (left > 0) {
+        if (t->len == MAX_FRAME && tw_flush(t) < 0)
+            return -1;
+        size_t room = MAX_FRAME - t->len;
+        size_t want = left < room ? (size_t)left : room;
+        ssize_t n = read(fd, t->buf + t->len, want);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -2;
+        if (n == 0) {
+            memset(t->buf + t->len, 0, want);
+            n = (ssize_t)want;
+        }
+        t->len += (size_t)n;
+        left -= (unsigned long long)n;
+    }
+    static const unsigned char zeros[BLOCK];
+    return size % BLOCK ? tw_put(t, zeros, BLOCK - size % BLOCK) : 0;
+}
+
+/* One entry (and what is under it). 0, -1 when the host is gone, -2 after an error reply. */
+static int tw_entry(struct tarw *t, int parent, const char *name, char *rel, size_t rlen)
+{
+    struct stat st;
+    char link[PATH_MAX];
+    if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : -3;
+    if (S_ISDIR(st.st_mode)) {
+        rel[rlen] = '/';
+        rel[rlen + 1] = '\0';
+        if (rlen && tw_header(t, rel, &st, '5', NULL, 0) < 0)
+            return -1;
+        rel[rlen] = '\0';
+        int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        if (!d) {
+            if (fd >= 0)
+                close(fd);
+            return -3;
+        }
+        struct dirent *e;
+        int r = 0;
+        while (r == 0 && (e = readdir(d))) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                continue;
+            size_t n = strlen(e->d_name);
+            if (rlen + n + 2 >= PATH_MAX) {
+                errno = ENAMETOOLONG;
+                r = -3;
+                break;
+            }
+            size_t at = rlen ? rlen + 1 : 0;
+            if (rlen)
+                rel[rlen] = '/';
+            memcpy(rel + at, e->d_name, n + 1);
+            r = tw_entry(t, fd, e->d_name, rel, at + n);
+            rel[rlen] = '\0';
+        }
+        closedir(d);
+        return r;
+    }
+    if (S_ISREG(st.st_mode)) {
+        int fd = openat(parent, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            return -3;
+        int r = tw_header(t, rel, &st, '0', NULL, (unsigned long long)st.st_size);
+        if (r == 0)
+            r = tw_file(t, fd, (unsigned long long)st.st_size);
+        close(fd);
+        return r == -2 ? -3 : r;
+    }
+    if (S_ISLNK(st.st_mode)) {
+        ssize_t n = readlinkat(parent, name, link, sizeof link - 1);
+        if (n < 0)
+            return -3;
+        link[n] = '\0';
+        return tw_header(t, rel, &st, '2', link, 0);
+    }
+    char type = S_ISCHR(st.st_mode) ? '3' : S_ISBLK(st.st_mode) ? '4' : S_ISFIFO(st.st_mode) ? '6' : 0;
+    return type ? tw_header(t, rel, &st, type, NULL, 0) : 0; /* sockets are left out */
+}
+
+int op_read_tar(struct conn *c, struct jval *req)
+{
+    char path[PATH_MAX], rel[PATH_MAX];
+    int bad = 0;
+    const char *code, *given = jstr(req, "path", &bad);
+    char msg[768];
+    if (resolve_path(bad ? NULL : given, path, 1, &code, msg, sizeof msg) < 0)
+        return send_error(c, code, "%s", msg);
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        int err = errno;
+        return send_error(c, errno_code(err), "cannot read '%.300s': %s", path, strerror(err));
+    }
+    struct tarw t = {.c = c, .buf = malloc(MAX_FRAME)};
+    if (!t.buf)
+        return send_error(c, "internal", "out of memory");
+    struct jw w;
+    jw_init(&w);
+    jw_begin(&w);
+    jw_kbool(&w, "ok", 1);
+    jw_kstr(&w, "type", S_ISDIR(st.st_mode) ? "directory" : "file");
+    jw_end(&w);
+    int r = send_json(c, &w);
+    if (r == 0) {
+        rel[0] = '\0';
+        if (S_ISDIR(st.st_mode)) {
+            r = tw_entry(&t, AT_FDCWD, path, rel, 0);
+        } else {
+            snprintf(rel, sizeof rel, "%s", strrchr(path, '/') + 1);
+            r = tw_entry(&t, AT_FDCWD, path, rel, strlen(rel));
+        }
+        if (r == -3) {
+            int err = errno;
+            r = send_error(c, errno_code(err), "cannot archive '%.300s' ('%.300s'): %s", path,
+                           rel, strerror(err));
+        } else if (r == 0) {
+            static const unsigned char end[2 * BLOCK];
+            r = tw_put(&t, end, sizeof end) < 0 || tw_flush(&t) < 0 ? -1
+                : frame_send(c, FRAME_DATA, "", 0);
+        }
+    }
+    free(t.buf);
+    return r < 0 ? -1 : 0;
+}
+
+/* ---- reading: write_tar ---- */
+
+enum rstate { R_HEADER, R_DATA, R_EXTENDED, R_SKIP, R_PAD, R_END };
+
+struct tarr {
+    int root; /* the directory extracted into */
+    enum rstate state;
+    unsigned char hdr[BLOCK];
+    size_t hlen;
+    unsigned long long left;
+    size_t pad;
+    char ext_type;
+    char *ext; /* a pax header or GNU long name being read */
+    size_t ext_len;
+    char path[PATH_MAX], link[PATH_MAX]; /* from extended headers, for the next entry */
+    long long size;                      /* likewise; -1: none */
+    int out;                             /* the file being written */
+    mode_t mode;
+    uid_t uid;
+    gid_t gid;
+    struct timespec mtime;
+    long long entries;
+    int err;
+    char msg[768];
+    char **made; /* names made at the top of an existing directory */
+    size_t nmade;
+};
+
+static int tr_fail(struct tarr *t, const char *name, const char *fmt, int err)
+{
+    if (!t->err) {
+        t->err = err ? err : EINVAL;
+        snprintf(t->msg, sizeof t->msg, fmt, name, strerror(t->err));
+    }
+    return -1;
+}
+
+static unsigned long long tr_number(const unsigned char *f, size_t n)
+{
+    unsigned long long v = 0;
+    if (f[0] & 0x80) { /* GNU base-256 */
+        v = f[0] & 0x3F;
+        for (size_t i = 1; i < n; i++)
+            v = v << 8 | f[i];
+        return v;
+    }
+    for (size_t i = 0; i < n && f[i]; i++)
+        if (f[i] >= '0' && f[i] <= '7')
+            v = v * 8 + (f[i] - '0');
+    return v;
+}
+
+static void tr_remember(struct tarr *t, const char *name)
+{
+    char **grown = realloc(t->made, (t->nmade + 1) * sizeof *grown);
+    if (grown && (grown[t->nmade] = strdup(name))) {
+        t->made = grown;
+        t->nmade++;
+    } else if (grown) {
+        t->made = grown;
+    }
+}
+
+/* Open the parent of `name` (a clean relative path) below t->root, making missing
+ * directories, never following a symlink. Returns an fd; *base points into name. */
+static int tr_parent(struct tarr *t, char *name, const char **base)
+{
+    int fd = dup(t->root);
+    char *seg = name;
+    for (char *slash; fd >= 0 && (slash = strchr(seg, '/'));) {
+        *slash = '\0';
+        int next = openat(fd, seg, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (next < 0 && errno == ENOENT && mkdirat(fd, seg, 0755) == 0) {
+            if (seg == name && t->made)
+                tr_remember(t, seg);
+            next = openat(fd, seg, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        }
+        *slash = '/';
+        close(fd);
+        fd = next;
+        seg = slash + 1;
+    }
+    *base = seg;
+    if (fd < 0)
+        tr_fail(t, name, "cannot extract '%s': a parent is a symlink or not a directory (%s)",
+                errno);
+    return fd;
+}
+
+/* The archive's name made clean: no leading "/" or "./", no "..", no empty parts. */
+static int tr_clean(struct tarr *t, const char *raw, char *out)
+{
+    size_t n = 0;
+    for (const char *seg = raw; *seg;) {
+        const char *end = strchr(seg, '/');
+        size_t len = end ? (size_t)(end - seg) : strlen(seg);
+        if (len == 2 && seg[0] == '.' && seg[1] == '.')
+            return tr_fail(t, raw, "refusing '%s': a name with '..' would leave the directory%.0s",
+                           EINVAL);
+        if (len && !(len == 1 && seg[0] == '.')) {
+            if (n + len + 2 >= PATH_MAX)
+                return tr_fail(t, raw, "cannot extract '%s': %s", ENAMETOOLONG);
+            if (n)
+                out[n++] = '/';
+            memcpy(out + n, seg, len);
+            n += len;
+        }
+        if (!end)
+            break;
+        seg = end + 1;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+static void tr_meta(struct tarr *t, int parent, const char *base, int fd)
+{
+    struct timespec times[2] = {{0, UTIME_OMIT}, t->mtime};
+    if (geteuid() == 0) {
+        if (fd >= 0)
+            (void)!fchown(fd, t->uid, t->gid);
+        else
+            (void)!fchownat(parent, base, t->uid, t->gid, AT_SYMLINK_NOFOLLOW);
+    }
+    if (fd >= 0) {
+        fchmod(fd, t->mode);
+        futimens(fd, times);
+    } else {
+        utimensat(parent, base, times, AT_SYMLINK_NOFOLLOW);
+    }
+}
+
+/* A header block, complete in t->hdr. */
+static int tr_header(struct tarr *t)
+{
+    const unsigned char *h = t->hdr;
+    int zero = 1;
+    for (int i = 0; i < BLOCK && zero; i++)
+        zero = h[i] == 0;
+    if (zero) {
+        t->state = R_END; /* the end of the archive */
+        return 0;
+    }
+    unsigned sum = 0;
+    for (int i = 0; i < BLOCK; i++)
+        sum += i >= 148 && i < 156 ? ' ' : h[i];
+    if (sum != tr_number(h + 148, 8))
+        return tr_fail(t, "", "not a tar stream: a header's checksum is wrong%.0s%.0s", EINVAL);
+    char type = (char)h[156], raw[PATH_MAX], name[PATH_MAX];
+    unsigned long long size = t->size >= 0 ? (unsigned long long)t->size : tr_number(h + 124, 12);
+    t->left = size;
+    t->pad = (BLOCK - size % BLOCK) % BLOCK;
+    if (type == 'x' || type == 'L' || type == 'K') {
+        if (size > MAX_EXTENDED)
+            return tr_fail(t, "", "an extended header of more than 64 KiB%.0s%.0s", EINVAL);
+        t->ext_type = type;
+        t->ext_len = 0;
+        t->state = size ? R_EXTENDED : R_PAD;
+        return 0;
+    }
+    if (t->path[0]) {
+        snprintf(raw, sizeof raw, "%s", t->path);
+    } else if (memcmp(h + 257, "ustar", 5) == 0 && h[345]) {
+        snprintf(raw, sizeof raw, "%.155s/%.100s", (const char *)h + 345, (const char *)h);
+    } else {
+        snprintf(raw, sizeof raw, "%.100s", (const char *)h);
+    }
+    char link[PATH_MAX];
+    snprintf(link, sizeof link, "%s", t->link[0] ? t->link : "");
+    if (!t->link[0])
+        snprintf(link, sizeof link, "%.100s", (const char *)h + 157);
+    t->path[0] = t->link[0] = '\0';
+    t->size = -1;
+    t->state = size ? R_SKIP : R_PAD;
+    t->mode = (mode_t)tr_number(h + 100, 8) & 07777;
+    t->uid = (uid_t)tr_number(h + 108, 8);
+    t->gid = (gid_t)tr_number(h + 116, 8);
+    t->mtime = (struct timespec){(time_t)tr_number(h + 136, 12), 0};
+    if (type == 'g' || !strchr("01234567", type ? type : '0'))
+        return 0; /* a global header, or a kind this agent does not make: skipped */
+    if (tr_clean(t, raw, name) < 0)
+        return -1;
+    if (name[0] == '\0')
+        return 0; /* "./": the directory itself */
+    const char *base;
+    int parent = tr_parent(t, name, &base), r = 0;
+    if (parent < 0)
+        return -1;
+    struct stat old;
+    int existed = fstatat(parent, base, &old, AT_SYMLINK_NOFOLLOW) == 0;
+    if (existed && !(type == '5' && S_ISDIR(old.st_mode)) &&
+        unlinkat(parent, base, S_ISDIR(old.st_mode) ? AT_REMOVEDIR : 0) < 0)
+        r = tr_fail(t, name, "cannot replace '%s': %s", errno);
+    else if (t->made && base == name && !existed)
+        tr_remember(t, name);
+    if (r == 0)
+        switch (type) {
+        case '\0':
+        case '0':
+        case '7':
+            t->out = openat(parent, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                            0600);
+            if (t->out < 0)
+                r = tr_fail(t, name, "cannot create '%s': %s", errno);
+            else
+                t->state = size ? R_DATA : R_PAD;
+            if (t->out >= 0 && !size) {
+                tr_meta(t, parent, base, t->out);
+                close(t->out);
+                t->out = -1;
+            }
+            break;
+        case '5':
+            if (!existed && mkdirat(parent, base, 0700) < 0)
+                r = tr_fail(t, name, "cannot make directory '%s': %s", errno);
+            else
+                fchmodat(parent, base, t->mode, 0);
+            break;
+        case '2':
+            if (symlinkat(link, parent, base) < 0)
+                r = tr_fail(t, name, "cannot make symlink '%s': %s", errno);
+            else
+                tr_meta(t, parent, base, -1);
+            break;
+        case '1': {
+            char target[PATH_MAX];
+            const char *tbase;
+            if (tr_clean(t, link, target) < 0 || !target[0]) {
+                r = tr_fail(t, name, "bad hard link '%s'%.0s", EINVAL);
+                break;
+            }
+            int tparent = tr_parent(t, target, &tbase);
+            if (tparent < 0 || linkat(tparent, tbase, parent, base, 0) < 0)
+                r = tr_fail(t, name, "cannot make hard link '%s': %s", errno);
+            if (tparent >= 0)
+                close(tparent);
+            break;
+        }
+        default: { /* '3', '4', '6' */
+            mode_t kind = type == '3' ? S_IFCHR : type == '4' ? S_IFBLK : S_IFIFO;
+            dev_t dev = makedev(tr_number(h + 329, 8), tr_number(h + 337, 8));
+            if (mknodat(parent, base, kind | t->mode, dev) < 0)
+                r = tr_fail(t, name, "cannot make device or fifo '%s': %s", errno);
+            else
+                tr_meta(t, parent, base, -1);
+        }
+        }
+    close(parent);
+    t->entries++;
+    return r;
+}
+
+static void tr_extended(struct tarr *t)
+{
+    if (t->ext_type == 'L' || t->ext_type == 'K') {
+        char *dst = t->ext_type == 'L' ? t->path : t->link;
+        snprintf(dst, PATH_MAX, "%.*s", (int)strnlen(t->ext, t->ext_len), t->ext);
+        return;
+    }
+    for (size_t i = 0; i < t->ext_len;) { /* "LEN key=value\n" records */
+        char *end;
+        unsigned long len = strtoul(t->ext + i, &end, 10);
+        char *eq = memchr(end, '=', t->ext + t->ext_len - end);
+        if (len == 0 || i + len > t->ext_len || *end != ' ' || !eq || eq > t->ext + i + len)
+            return;
+        char *key = end + 1, *value = eq + 1;
+        size_t vlen = (size_t)(t->ext + i + len - 1 - value);
+        if (eq - key == 4 && memcmp(key, "path", 4) == 0)
+            snprintf(t->path, PATH_MAX, "%.*s", (int)vlen, value);
+        else if (eq - key == 8 && memcmp(key, "linkpath", 8) == 0)
+            snprintf(t->link, PATH_MAX, "%.*s", (int)vlen, value);
+        else if (eq - key == 4 && memcmp(key, "size", 4) == 0)
+            t->size = strtoll(value, NULL, 10);
+        i += len;
+    }
+}
+
+static void tr_feed(struct tarr *t, const unsigned char *p, size_t n)
+{
+    while (n > 0 && !t->err) {
+        size_t take;
+        switch (t->state) {
+        case R_HEADER:
+            take = BLOCK - t->hlen < n ? BLOCK - t->hlen : n;
+            memcpy(t->hdr + t->hlen, p, take);
+            t->hlen += take;
+            if (t->hlen == BLOCK) {
+                t->hlen = 0;
+                tr_header(t);
+            }
+            break;
+        case R_DATA:
+        case R_SKIP:
+        case R_EXTENDED:
+            take = t->left < n ? (size_t)t->left : n;
+            if (t->state == R_EXTENDED) {
+                memcpy(t->ext + t->ext_len, p, take);
+                t->ext_len += take;
+            } else if (t->state == R_DATA) {
+                for (size_t done = 0; done < take;) {
+                    ssize_t w = write(t->out, p + done, take - done);
+                    if (w < 0 && errno != EINTR) {
+                        tr_fail(t, "", "cannot write a file being extracted%.0s: %s", errno);
+                        break;
+                    }
+                    done += w > 0 ? (size_t)w : 0;
+                }
+            }
+            t->left -= take;
+            if (t->left == 0) {
+                if (t->state == R_EXTENDED)
+                    tr_extended(t);
+                if (t->state == R_DATA) {
+                    tr_meta(t, -1, NULL, t->out);
+                    close(t->out);
+                    t->out = -1;
+                }
+                t->state = R_PAD;
+            }
+            break;
+        case R_PAD:
+            take = t->pad < n ? t->pad : n;
+            t->pad -= take;
+            if (t->pad == 0)
+                t->state = R_HEADER;
+            break;
+        default:
+            take = n; /* after the end: ignored */
+        }
+        p += take;
+        n -= take;
+    }
+}
+
+int op_write_tar(struct conn *c, struct jval *req)
+{
+    char path[PATH_MAX], tmp[PATH_MAX + 48], dir[PATH_MAX];
+    struct tarr t = {.root = -1, .out = -1, .size = -1};
+    struct stat st;
+    int bad = 0;
+    const char *code = NULL, *given = jstr(req, "path", &bad);
+    if (resolve_path(bad ? NULL : given, path, 1, &code, t.msg, sizeof t.msg) < 0) {
+        t.err = EINVAL;
+    } else if (stat(path, &st) == 0) {
+        if (!S_ISDIR(st.st_mode))
+            tr_fail(&t, path, "cannot extract into '%s': %s", ENOTDIR);
+        else if ((t.root = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+            tr_fail(&t, path, "cannot open '%s': %s", errno);
+        t.made = calloc(1, sizeof *t.made); /* top-level names to undo on failure */
+    } else {
+        snprintf(dir, sizeof dir, "%s", path);
+        *strrchr(dir, '/') = '\0';
+        if (mkdir_parents(dir[0] ? dir : "/", 0755) < 0)
+            tr_fail(&t, path, "cannot make the parent directories of '%s': %s", errno);
+        for (int i = 0; i < 100 && !t.err; i++) {
+            if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%.64s.firec-%08lx", dir,
+                                 strrchr(path, '/') + 1, (unsigned long)random()) >= sizeof tmp) {
+                tr_fail(&t, path, "cannot extract into '%s': %s", ENAMETOOLONG);
+                break;
+            }
+            if (mkdir(tmp, 0755) == 0)
+                break;
+            if (errno != EEXIST)
+                tr_fail(&t, path, "cannot make a directory beside '%s': %s", errno);
+        }
+        if (!t.err && (t.root = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+            tr_fail(&t, tmp, "cannot open '%s': %s", errno);
+    }
+    t.ext = malloc(MAX_EXTENDED);
+    if (!t.ext)
+        tr_fail(&t, "", "out of memory%.0s%.0s", ENOMEM);
+    for (;;) {
+        if (frame_recv(c) < 0)
+            break;
+        if (c->kind == FRAME_DATA && c->len == 0)
+            break;
+        if (c->kind != FRAME_DATA) {
+            c->lost = 1;
+            send_error(c, "protocol", "a control frame in the middle of a tar stream: the "
+                       "extraction is abandoned and the connection closed");
+            break;
+        }
+        tr_feed(&t, c->payload, c->len);
+    }
+    if (!t.err && !c->lost && t.state != R_END && t.state != R_HEADER)
+        tr_fail(&t, "", "the tar stream ended in the middle of an entry%.0s%.0s", EINVAL);
+    if (t.out >= 0)
+        close(t.out);
+    int failed = t.err || c->lost;
+    if (t.made) { /* an existing directory: undo what was made at its top */
+        for (size_t i = 0; i < t.nmade; i++) {
+            if (failed && t.root >= 0)
+                remove_tree(t.root, t.made[i]);
+            free(t.made[i]);
+        }
+        free(t.made);
+    } else if (t.root >= 0) {
+        if (!failed && rename(tmp, path) < 0)
+            failed = tr_fail(&t, path, "cannot move the extracted tree to '%s': %s", errno);
+        if (failed)
+            remove_tree(AT_FDCWD, tmp);
+    }
+    if (t.root >= 0)
+        close(t.root);
+    free(t.ext);
+    if (c->lost)
+        return -1;
+    if (t.err)
+        return send_error(c, code ? code : errno_code(t.err), "%s", t.msg);
+    struct jw w;
+    jw_init(&w);
+    jw_begin(&w);
+    jw_kbool(&w, "ok", 1);
+    jw_kint(&w, "entries", t.entries);
+    jw_end(&w);
+    return send_json(c, &w);
+}
