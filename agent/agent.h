@@ -4,10 +4,10 @@
  * init.c    the work of PID 1: mounts, hostname, network, shutdown
  * reaper.c  the one waitpid(-1) of the process, and signals
  * frames.c  the wire: length-prefixed frames, hello, errors, dispatch
- * json.c    a small JSON reader and writer
- * exec.c    exec: processes, pipes, PTYs
+ * json.c    a small JSON reader; jsonw.c its writer
+ * exec.c    exec: processes, pipes, PTYs; exec_request.c reads the request
  * files.c   file operations, paths confined to --root
- * tar.c     directories as tar streams, both ways
+ * tar_out.c a directory sent as a tar stream; tar_in.c one extracted
  *
  * The protocol is described in docs/agent-protocol.md.
  */
@@ -45,7 +45,7 @@ struct config {
 
 extern struct config g_cfg;
 
-/* ---- json.c ---- */
+/* ---- json.c, jsonw.c ---- */
 enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
 
 struct jval {
@@ -137,7 +137,7 @@ int remove_tree(int dirfd, const char *name);
 int mkdir_parents(const char *path, mode_t mode);
 void stat_json(struct jw *w, const char *name, const struct stat *st, const char *target);
 
-/* ---- tar.c ---- */
+/* ---- tar_out.c, tar_in.c ---- */
 int op_read_tar(struct conn *c, struct jval *req);
 int op_write_tar(struct conn *c, struct jval *req);
 
