@@ -362,7 +362,8 @@ int jint(const struct jval *obj, const char *key, long long *out)
     struct jval *v = jget(obj, key);
     if (!v || v->type == J_NULL)
         return 0;
-    if (v->type != J_NUM || v->num != floor(v->num) || fabs(v->num) > 9.0e15)
+    if (v->type != J_NUM || v->num > 9.0e15 || v->num < -9.0e15 ||
+        (double)(long long)v->num != v->num)
         return -1;
     *out = (long long)v->num;
     return 1;

@@ -198,7 +198,7 @@ void jw_kint(struct jw *w, const char *key, long long v)
 void jw_knum(struct jw *w, const char *key, double v)
 {
     char buf[64];
-    snprintf(buf, sizeof buf, "%.9g", v);
+    snprintf(buf, sizeof buf, "%.17g", v);
     jw_key(w, key);
     jw_raw(w, buf);
     w->first[w->depth] = 0;

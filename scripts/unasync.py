@@ -24,6 +24,10 @@ PAIRS = [
     (PACKAGE / "api" / "_async" / "transport.py", PACKAGE / "api" / "_sync" / "transport.py"),
     (PACKAGE / "api" / "_async" / "client.py", PACKAGE / "api" / "_sync" / "client.py"),
     (PACKAGE / "vm" / "_async" / "machine.py", PACKAGE / "vm" / "_sync" / "machine.py"),
+    *[
+        (PACKAGE / "agent" / "_async" / n, PACKAGE / "agent" / "_sync" / n)
+        for n in ("client.py", "files.py", "process.py")
+    ],
 ]
 
 HEADER = (
