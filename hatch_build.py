@@ -14,6 +14,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,9 @@ class AgentBuildHook(BuildHookInterface):
             raise RuntimeError(f"cannot build firec-agent: {exc}") from None
         build_data["force_include"][str(binary)] = IN_WHEEL
         build_data["pure_python"] = False
-        build_data["infer_tag"] = True
+        # the binary runs under any Python: only the platform matters
+        platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+        build_data["tag"] = f"py3-none-{platform}"
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
         scratch = getattr(self, "_scratch", None)

@@ -24,9 +24,12 @@ static int env_set(char ***envp, size_t *n, const char *key, size_t klen, const 
     char **e = *envp;
     size_t j = 0;
     for (size_t i = 0; i < *n; i++) /* drop KEY=... */
-        if (!(strncmp(e[i], key, klen) == 0 && e[i][klen] == '='))
+        if (strncmp(e[i], key, klen) == 0 && e[i][klen] == '=')
+            free(e[i]);
+        else
             e[j++] = e[i];
     *n = j;
+    e[j] = NULL;
     if (!value)
         return 0;
     size_t vlen = strlen(value);
@@ -152,7 +155,8 @@ int parse_request(struct jval *req, struct request *r, char *msg, size_t msglen)
     if (!r->envp)
         goto oom;
     for (size_t k = 0; k < n; k++)
-        r->envp[k] = strdup(environ[k]);
+        if (!(r->envp[k] = strdup(environ[k])))
+            goto oom;
     struct jval *env = jget(req, "env");
     if (env && env->type != J_NULL && env->type != J_OBJ) {
         snprintf(msg, msglen, "\"env\" must be an object of strings");

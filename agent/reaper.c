@@ -120,10 +120,10 @@ static void end_all(int sig)
         signal_children(SIGKILL);
         wait_children(2.0);
     }
-    if (g_cfg.pid1)
-        shutdown_system();
     if (g_cfg.unix_path[0])
         unlink(g_cfg.unix_path);
+    if (g_cfg.pid1)
+        shutdown_system();
     _exit(0);
 }
 
