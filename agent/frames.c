@@ -43,8 +43,10 @@ static int fill(struct conn *c, size_t need)
 
 int frame_recv(struct conn *c)
 {
-    if (c->lost || fill(c, 5) < 0)
+    if (c->lost || fill(c, 5) < 0) {
+        c->lost = 1; /* the peer is gone: whatever was under way is abandoned */
         return -1;
+    }
     const unsigned char *h = c->rbuf + c->rpos;
     uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
     c->kind = h[4];
