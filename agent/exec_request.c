@@ -4,7 +4,8 @@
  *
  * The environment is the agent's own (unless "env_clear"), then "env" set
  * over it (null unsets); PATH gets a default when it has none, TERM=xterm
- * with a PTY, and HOME and USER those of "user" when it is given.
+ * with a PTY, and HOME and USER are those of "user" when it is given (and
+ * "env" does not set them).
  */
 #define _GNU_SOURCE
 #include <grp.h>
@@ -162,7 +163,7 @@ int parse_request(struct jval *req, struct request *r, char *msg, size_t msglen)
         snprintf(msg, msglen, "\"env\" must be an object of strings");
         return -1;
     }
-    if (pw && user && !has_env(r->envp, n, "HOME") &&
+    if (pw && user && /* the user's own, unless "env" says otherwise below */
         (env_set(&r->envp, &n, "HOME", 4, pw->pw_dir) < 0 ||
          env_set(&r->envp, &n, "USER", 4, pw->pw_name) < 0))
         goto oom;
@@ -180,6 +181,12 @@ int parse_request(struct jval *req, struct request *r, char *msg, size_t msglen)
         goto oom;
     if (r->pty && !has_env(r->envp, n, "TERM") && env_set(&r->envp, &n, "TERM", 4, "xterm") < 0)
         goto oom;
+    /* with a terminal, its size is the terminal's: the agent's own LINES and COLUMNS go */
+    for (size_t k = 0; r->pty && k < 2; k++) {
+        const char *name = k ? "COLUMNS" : "LINES";
+        if (!jget(env, name) && env_set(&r->envp, &n, name, strlen(name), NULL) < 0)
+            goto oom;
+    }
     if (bad) {
         snprintf(msg, msglen, "exec: a field has the wrong type (argv: [str], env: {str: str}, "
                  "cwd and user: str, uid, gid: int, stdin, shell, env_clear: bool, pty: "

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -45,15 +46,23 @@ def agent_path(tmp_factory: pytest.TempPathFactory) -> Path:
         return build_agent(ROOT / "agent", tmp_factory.mktemp("agent-build") / "firec-agent")
 
 
-def _wait_for_socket(path: Path, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def _wait_listening(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Until the agent says it listens (after listen(): a connection is accepted from then on)."""
+    assert process.stderr is not None
+    said = b""
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process.poll() is not None:
-            err = process.stderr.read().decode() if process.stderr else ""
-            raise AssertionError(f"the agent exited ({process.returncode}) before listening: {err}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the agent did not listen on {path} within {timeout}s")
-        time.sleep(0.001)
+    while b"listening on" not in said:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"the agent did not listen within {timeout}s: {said.decode()}")
+        if select.select([process.stderr], [], [], left)[0]:
+            chunk = os.read(process.stderr.fileno(), 4096)
+            if not chunk:
+                process.wait(5)
+                raise AssertionError(
+                    f"the agent exited ({process.returncode}) before listening: {said.decode()}"
+                )
+            said += chunk
 
 
 @dataclass
@@ -97,7 +106,7 @@ def run_agent(
         command += ["--token-file", str(token_file)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE)
     try:
-        _wait_for_socket(sock, process)
+        _wait_listening(process)
         yield RunningAgent(sock, process, token)
     finally:
         stop(process)
@@ -188,15 +197,15 @@ def run_pid1(root: Path, cmdline: str, *, token_in_cmdline: bool = True) -> Iter
     """The agent as PID 1: new PID, mount, UTS and network namespaces, chrooted into ``root``.
 
     Its kernel command line is ``cmdline`` (read from /cmdline in the root).
-    An ``eth0`` (a dummy link) is made in the network namespace first. At
-    the end the namespace is ended (SIGKILL if it still runs), and nothing
-    is left: no process, no mount, no socket.
+    An ``eth0`` (a tap, as a guest has a virtio-net device) is made in the
+    network namespace first. At the end the namespace is ended (SIGKILL if it
+    still runs), and nothing is left: no process, no mount, no socket.
     """
     (root / "cmdline").write_text(cmdline + "\n")
     sock = root / "agent.sock"
     sock.unlink(missing_ok=True)
     inner = (
-        'ip link add eth0 type dummy && exec chroot "$0" /sbin/firec-agent '
+        'ip tuntap add eth0 mode tap && exec chroot "$0" /sbin/firec-agent '
         "--listen unix:/agent.sock --cmdline /cmdline --grace 1"
     )
     process = subprocess.Popen(
@@ -216,7 +225,7 @@ def run_pid1(root: Path, cmdline: str, *, token_in_cmdline: bool = True) -> Iter
         stderr=subprocess.PIPE,
     )
     try:
-        _wait_for_socket(sock, process)
+        _wait_listening(process)
         yield Pid1(root, sock, process, TOKEN if token_in_cmdline else None)
     finally:
         if process.poll() is None:

@@ -57,7 +57,8 @@ def test_the_codec_refuses_what_breaks_the_protocol() -> None:
         protocol.decode_control(b"[1]")
     with pytest.raises(AgentError) as caught:
         protocol.check_reply({"ok": False, "error": "permission", "message": "no"}, op="read")
-    assert (caught.value.code, caught.value.message, caught.value.op) == ("permission", "no", "read")
+    error = caught.value
+    assert (error.code, error.message, error.op) == ("permission", "no", "read")
     assert protocol.check_reply({"ok": True, "size": 3}, op="write") == {"ok": True, "size": 3}
 
 
@@ -138,7 +139,7 @@ def _still_serves(agent: RunningAgent) -> None:
         (protocol.encode_control({"op": "exec"}), "bad_request", '"argv"'),
         (protocol.encode_control({"op": "exec", "argv": [1]}), "bad_request", "argv[0]"),
         (protocol.encode_control({"op": "read", "path": ""}), "bad_request", "non-empty"),
-        (protocol.encode_control({"op": "chmod", "path": "/tmp"}), "bad_request", "needs \"mode\""),
+        (protocol.encode_control({"op": "chmod", "path": "/tmp"}), "bad_request", 'needs "mode"'),
         (
             protocol.encode_control({"op": "exec", "argv": ["true"], "timeout": -1}),
             "bad_request",
