@@ -175,7 +175,9 @@ static void parse_args(int argc, char **argv, char *port, char *token_file, char
 {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char word[64];
         int takes = 1;
+        snprintf(word, sizeof word, " %s ", a);
         if (strcmp(a, "--init") == 0) {
             *force = 1, takes = 0;
         } else if (strcmp(a, "--service") == 0) {
@@ -186,8 +188,12 @@ static void parse_args(int argc, char **argv, char *port, char *token_file, char
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             printf(USAGE, DEFAULT_VSOCK_PORT);
             exit(0);
+        } else if (!v && strstr(" --listen --port --token-file --root --cmdline --grace ", word)) {
+            fprintf(stderr, "firec-agent: %s needs a value\n\n", a);
+            fprintf(stderr, USAGE, DEFAULT_VSOCK_PORT);
+            exit(2);
         } else if (!v) {
-            fprintf(stderr, "firec-agent: unknown option or missing value: %s\n\n", a);
+            fprintf(stderr, "firec-agent: unknown option %s\n\n", a);
             fprintf(stderr, USAGE, DEFAULT_VSOCK_PORT);
             exit(2);
         } else if (strcmp(a, "--listen") == 0) {

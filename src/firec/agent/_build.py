@@ -28,10 +28,10 @@ class BuildError(RuntimeError):
 
 
 def compilers() -> list[tuple[str, list[str]]]:
-    """The compilers to try, best first: ``(path, flags)``; ``CC`` overrides them."""
+    """The compilers to try, best first: ``(path, flags)``; ``FIREC_AGENT_CC`` names one."""
     chosen = os.environ.get("FIREC_AGENT_CC")
     if chosen:
-        return [(chosen, _FLAGS)]
+        return [(chosen, _FLAGS if "musl" in Path(chosen).name else _FLAGS_GLIBC)]
     found = []
     musl = shutil.which("musl-gcc")
     if musl:
