@@ -100,12 +100,18 @@ struct conn {
     unsigned char *payload; /* the last frame's payload (MAX_FRAME + 1) */
     size_t len;
     int kind;
-    int lost; /* framing lost: the connection must end */
+    int lost;            /* framing lost: the connection must end */
+    unsigned char queue[256]; /* small frames held back, sent with the next (frame_queue) */
+    size_t queued;
 };
 
 /* 0: a frame in c->kind/payload/len; -1: the peer closed or failed (or framing lost). */
 int frame_recv(struct conn *c);
 int frame_send(struct conn *c, int kind, const void *p, size_t n);
+/* Hold a small frame back, to go out in one write with what follows (frame_flush,
+ * or the next frame_send): a process's last frames and its result, say. */
+int frame_queue(struct conn *c, int kind, const void *p, size_t n);
+int frame_flush(struct conn *c);
 int send_json(struct conn *c, struct jw *w);
 int send_ok(struct conn *c);
 /* {"ok":false,"error":code,"message":...}; returns 0 when sent, -1 when the peer is gone. */

@@ -1,9 +1,10 @@
 /* exec: one process per request, its stdin, stdout and stderr streamed apart
  * (or one PTY), signals, resize, a timeout, and its exit status.
  *
- * The child is made with fork() under the reaper's lock (reaper.c), so its
- * status comes back through the eventfd registered with it. Between fork()
- * and execve() the child only makes async-signal-safe calls. A failure
+ * The child is made with vfork() under the reaper's lock (reaper.c), so its
+ * status comes back through the eventfd registered with it. Between vfork()
+ * and execve() the child only makes async-signal-safe calls, and changes
+ * nothing of the memory it shares with us but its own stack. A failure
  * there (chdir, setuid, execve) is written to a close-on-exec pipe, so the
  * host hears "cannot execute 'x': No such file or directory" instead of an
  * exit status of 127.
@@ -20,6 +21,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -28,7 +30,7 @@
 
 #define OUT_CHUNK 65536
 
-/* ---- the child, between fork() and execve(): async-signal-safe calls only ---- */
+/* ---- the child, between vfork() and execve(): async-signal-safe calls only ---- */
 
 static void report(int fd, int stage) __attribute__((noreturn));
 static void report(int fd, int stage)
@@ -73,7 +75,8 @@ static void exec_search(char *const argv[], char *const envp[])
     errno = seen_eacces ? EACCES : ENOENT;
 }
 
-static void child(const struct request *r, const int fds[3], const char *slave, int errfd)
+static __attribute__((noreturn)) void child(const struct request *r, const int fds[3],
+                                           const char *slave, int errfd)
 {
     sigset_t none;
     struct sigaction dfl = {.sa_handler = SIG_DFL};
@@ -95,11 +98,23 @@ static void child(const struct request *r, const int fds[3], const char *slave, 
     }
     if (r->cwd && chdir(r->cwd) < 0)
         report(errfd, STAGE_CWD);
-    if (r->set_ids && (setgroups((size_t)r->ngroups, r->groups) < 0 || setgid(r->gid) < 0 ||
-                       setuid(r->uid) < 0))
+    /* raw system calls: libc's set*id() act on every thread, which a vfork child shares */
+    if (r->set_ids && (syscall(SYS_setgroups, r->ngroups, r->groups) < 0 ||
+                       syscall(SYS_setgid, r->gid) < 0 || syscall(SYS_setuid, r->uid) < 0))
         report(errfd, STAGE_IDS);
     exec_search(r->argv, r->envp);
     report(errfd, STAGE_EXEC);
+}
+
+/* vfork(): the child borrows our memory until execve() (no page tables copied, as
+ * fork() would for every thread's memory); it never returns here. */
+static __attribute__((noinline)) pid_t start_child(const struct request *r, const int fds[3],
+                                                   const char *slave, int errfd)
+{
+    pid_t pid = vfork();
+    if (pid == 0)
+        child(r, fds, slave, errfd);
+    return pid;
 }
 
 /* ---- the parent ---- */
@@ -139,9 +154,9 @@ static int pump(struct running *p, int *fd, int kind, int *open_, int drain)
         }
         if (n < 0 && errno == EAGAIN)
             return 0;
-        /* EOF, or EIO on a PTY whose other side is closed */
+        /* EOF, or EIO on a PTY whose other side is closed: said with what comes next */
         *open_ = 0;
-        if (frame_send(p->c, kind, "", 0) < 0)
+        if (frame_queue(p->c, kind, "", 0) < 0)
             return -1;
         if (p->pty && fd == &p->out)
             return 0; /* the PTY's one fd: closed with the stdin side */
@@ -221,8 +236,11 @@ static int result(struct running *p)
     else
         jw_knull(&w, "signal");
     jw_kbool(&w, "timed_out", p->timed_out);
+    jw_kint(&w, "pid", p->ch.pid);
     jw_end(&w);
-    return send_json(p->c, &w);
+    int r = w.failed ? -1 : frame_queue(p->c, FRAME_CONTROL, w.buf, w.len);
+    jw_free(&w);
+    return r < 0 ? -1 : frame_flush(p->c);
 }
 
 /* The loop while the process runs: 0 when its result was sent, -1 when the host is gone. */
@@ -251,8 +269,12 @@ static int supervise(struct running *p, double timeout)
             double ms = (deadline - monotonic()) * 1000.0;
             wait_ms = ms <= 0 ? 0 : ms > 1e9 ? 1000000000 : (int)ms + 1;
         }
+        if (c->queued && (wait_ms < 0 || wait_ms > 5))
+            wait_ms = 5; /* an end of stream held back goes out soon, exit or not */
         int n = poll(fds, 5, wait_ms);
         if (n < 0 && errno != EINTR)
+            return -1;
+        if (n == 0 && c->queued && frame_flush(c) < 0)
             return -1;
         if (deadline > 0 && !p->timed_out && monotonic() >= deadline) {
             p->timed_out = 1;
@@ -288,8 +310,8 @@ static int supervise(struct running *p, double timeout)
         return -1;
     if (p->err_open && pump(p, &p->err, FRAME_STDERR, &p->err_open, 1) < 0)
         return -1;
-    if ((p->out_open && frame_send(c, FRAME_STDOUT, "", 0) < 0) ||
-        (p->err_open && frame_send(c, FRAME_STDERR, "", 0) < 0))
+    if ((p->out_open && frame_queue(c, FRAME_STDOUT, "", 0) < 0) ||
+        (p->err_open && frame_queue(c, FRAME_STDERR, "", 0) < 0))
         return -1;
     if (result(p) < 0)
         return -1;
@@ -351,9 +373,7 @@ int op_exec(struct conn *c, struct jval *req)
     p.out_open = 1;
     p.err_open = !r.pty;
     reaper_lock();
-    pid_t pid = fork();
-    if (pid == 0)
-        child(&r, child_fds, slave, errp[1]);
+    pid_t pid = start_child(&r, child_fds, slave, errp[1]);
     if (pid > 0) {
         p.ch.pid = pid;
         reaper_add_locked(&p.ch);
@@ -388,7 +408,10 @@ int op_exec(struct conn *c, struct jval *req)
     jw_kbool(&w, "ok", 1);
     jw_kint(&w, "pid", pid);
     jw_end(&w);
-    rc = send_json(c, &w) < 0 ? -1 : supervise(&p, r.timeout);
+    if (r.started_reply)
+        rc = send_json(c, &w) < 0 ? -1 : supervise(&p, r.timeout);
+    else
+        jw_free(&w), rc = supervise(&p, r.timeout);
     if (rc < 0 && !__atomic_load_n(&p.ch.done, __ATOMIC_ACQUIRE)) { /* the host is gone: nothing it started stays */
         kill(-pid, SIGKILL);
         kill(pid, SIGKILL);

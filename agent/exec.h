@@ -23,6 +23,7 @@ struct request {
     gid_t groups[MAX_GROUPS];
     int ngroups;
     int want_stdin;
+    int started_reply; /* "started": answer {"ok": true, "pid": N} once it runs */
     int pty;
     struct winsize ws;
     double timeout;

@@ -88,6 +88,7 @@ int parse_request(struct jval *req, struct request *r, char *msg, size_t msglen)
         r->argv[i++] = a->str;
 
     r->want_stdin = jbool(req, "stdin", 0, &bad);
+    r->started_reply = jbool(req, "started", 1, &bad);
     r->cwd = jstr(req, "cwd", &bad);
     double timeout = 0;
     struct jval *t = jget(req, "timeout");

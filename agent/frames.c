@@ -79,10 +79,54 @@ int frame_recv(struct conn *c)
     return 0;
 }
 
+static void header(unsigned char h[5], int kind, size_t n)
+{
+    h[0] = (unsigned char)(n >> 24), h[1] = (unsigned char)(n >> 16);
+    h[2] = (unsigned char)(n >> 8), h[3] = (unsigned char)n, h[4] = (unsigned char)kind;
+}
+
+int frame_queue(struct conn *c, int kind, const void *p, size_t n)
+{
+    if (c->queued + 5 + n > sizeof c->queue && frame_flush(c) < 0)
+        return -1;
+    if (5 + n > sizeof c->queue)
+        return frame_send(c, kind, p, n);
+    header(c->queue + c->queued, kind, n);
+    memcpy(c->queue + c->queued + 5, p, n);
+    c->queued += 5 + n;
+    return 0;
+}
+
+int frame_flush(struct conn *c)
+{
+    size_t done = 0;
+    while (done < c->queued) {
+        ssize_t w = send(c->fd, c->queue + done, c->queued - done, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            c->lost = 1;
+            c->queued = 0;
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    c->queued = 0;
+    return 0;
+}
+
 int frame_send(struct conn *c, int kind, const void *p, size_t n)
 {
-    unsigned char h[5] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16),
-                          (unsigned char)(n >> 8), (unsigned char)n, (unsigned char)kind};
+    unsigned char h[5];
+    header(h, kind, n);
+    if (c->queued) { /* what was held back goes first, in the same write when it fits */
+        if (c->queued + 5 + n <= sizeof c->queue) {
+            frame_queue(c, kind, p, n);
+            return frame_flush(c);
+        }
+        if (frame_flush(c) < 0)
+            return -1;
+    }
     struct iovec iov[2] = {{h, 5}, {(void *)p, n}};
     struct msghdr m = {.msg_iov = iov, .msg_iovlen = 2};
     while (iov[0].iov_len + iov[1].iov_len > 0) {

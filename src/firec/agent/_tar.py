@@ -162,7 +162,7 @@ class TarExtractor:
         where = f"{os.fsdecode(name)!r} into {self.directory}"
         return AgentError("local", f"cannot extract {where}: {why}")
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray) -> None:
         """Take the next piece of the stream."""
         view = memoryview(data)
         while view and self._state != "end":

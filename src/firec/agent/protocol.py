@@ -41,6 +41,7 @@ __all__ = [
     "Frame",
     "FrameDecoder",
     "Kind",
+    "Payload",
     "check_reply",
     "decode_control",
     "encode",
@@ -57,6 +58,8 @@ DEFAULT_PORT = 61932
 MAX_FRAME = 1 << 20
 #: A frame's header: payload length (big-endian u32), kind (u8).
 HEADER = struct.Struct(">IB")
+#: A received payload: bytes, or (for a large one read straight off a socket) a bytearray.
+Payload = bytes | bytearray
 
 
 class Kind(enum.IntEnum):
@@ -124,7 +127,7 @@ def parse_header(header: bytes) -> tuple[int, Kind]:
         raise AgentError("protocol", f"the agent sent a frame of unknown kind {kind}") from None
 
 
-def decode_control(payload: bytes) -> dict[str, Any]:
+def decode_control(payload: Payload) -> dict[str, Any]:
     """The JSON object of a control frame; anything else is an :class:`AgentError`."""
     try:
         message = json.loads(payload)

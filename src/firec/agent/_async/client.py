@@ -24,7 +24,7 @@ from firec.agent import protocol
 from firec.agent._async.files import Data, Files, chunks
 from firec.agent._async.io import Channel, Connector, both, unix_connector
 from firec.agent._async.process import Process
-from firec.agent.protocol import Kind
+from firec.agent.protocol import Kind, Payload
 from firec.agent.results import AgentInfo, ExecResult
 from firec.errors import AgentConnectionError, AgentError, CommandError
 
@@ -173,7 +173,7 @@ class AsyncClient:
         op: str,
         target: str,
         send: Iterable[bytes] | None = None,
-        receive: Callable[[bytes], None] | None = None,
+        receive: Callable[[Payload], None] | None = None,
     ) -> dict[str, Any]:
         """One operation: ``message``, then ``send``'s chunks (ended by an empty frame), or
         the agent's data frames to ``receive``; the agent's (last) reply."""
@@ -208,7 +208,7 @@ class AsyncClient:
         raise AssertionError("unreachable")
 
     async def _receive(
-        self, channel: Channel, receive: Callable[[bytes], None], op: str
+        self, channel: Channel, receive: Callable[[Payload], None], op: str
     ) -> dict[str, Any] | None:
         """The data frames of a stream to ``receive``; None at its end, or the error reply
         that broke it off."""
@@ -227,6 +227,31 @@ class AsyncClient:
                 raise AgentError("protocol", f"a {kind.name} frame in the middle of {op}")
 
     # ---- processes ----
+
+    async def _send_exec(
+        self, shown: tuple[str, ...], message: dict[str, Any], timeout: float | None
+    ) -> tuple[Process, bool]:
+        """Send an exec that is not answered until it ends: its process, at once, and
+        whether its connection was used before."""
+        request = protocol.encode_control(message)
+        for attempt in range(2):
+            channel, reused = await self._acquire()
+            try:
+                await channel.send_raw(request)
+            except AgentConnectionError:
+                await channel.close()
+                if reused and attempt == 0:
+                    continue
+                raise
+            except BaseException:
+                await channel.close()
+                raise
+            break
+        stdin = bool(message["stdin"])
+        process = Process(
+            channel, shown, 0, stdin_open=stdin, timeout=timeout, release=self._release
+        )
+        return process, reused
 
     async def _start(
         self, shown: tuple[str, ...], message: dict[str, Any], timeout: float | None
@@ -299,26 +324,37 @@ class AsyncClient:
             shell=shell,
             pty=False,
         )
-        process = await self._start(shown, message, timeout)
+        message["started"] = False  # no answer until it ends: one round trip in all
+        replayable = stdin is None or isinstance(stdin, bytes | str)
+        for attempt in range(2):
+            process, reused = await self._send_exec(shown, message, timeout)
+            try:
+                result = await self._feed_and_wait(process, stdin)
+            except AgentConnectionError:
+                if reused and replayable and not process.answered and attempt == 0:
+                    continue  # a connection that died while idle: the agent never saw this
+                raise
+            break
+        return result.check() if check else result
+
+    async def _feed_and_wait(self, process: Process, stdin: Data | None) -> ExecResult:
         if stdin is None:
-            result = await process.wait()
-        elif isinstance(stdin, bytes | str) and len(stdin) <= _SMALL_STDIN:
+            return await process.wait()
+        if isinstance(stdin, bytes | str) and len(stdin) <= _SMALL_STDIN:
             await process.write_stdin(stdin)
             await process.close_stdin()
-            result = await process.wait()
-        else:
-            source = stdin
+            return await process.wait()
+        source = stdin
 
-            async def feed() -> None:
-                for piece in chunks(source):
-                    await process.write_stdin(piece)
-                await process.close_stdin()
+        async def feed() -> None:
+            for piece in chunks(source):
+                await process.write_stdin(piece)
+            await process.close_stdin()
 
-            async def collect() -> ExecResult:
-                return await process.wait()
+        async def collect() -> ExecResult:
+            return await process.wait()
 
-            result = await both(feed, collect)
-        return result.check() if check else result
+        return await both(feed, collect)
 
     async def spawn(
         self,

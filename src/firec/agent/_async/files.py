@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from firec.agent import _tar, protocol
+from firec.agent.protocol import Payload
 from firec.agent.results import FileInfo
 from firec.errors import AgentError
 
@@ -40,7 +41,7 @@ class _Session(Protocol):
         op: str,
         target: str,
         send: Iterable[bytes] | None = None,
-        receive: Callable[[bytes], None] | None = None,
+        receive: Callable[[Payload], None] | None = None,
     ) -> dict[str, Any]: ...
 
 
@@ -102,7 +103,7 @@ class Files:
     ) -> bytes:
         """The bytes of the file ``path`` (from ``offset``, at most ``length`` of them)."""
         where = _path(path)
-        pieces: list[bytes] = []
+        pieces: list[Payload] = []
         message: dict[str, Any] = {"op": "read", "path": where, "offset": offset}
         if length is not None:
             message["length"] = length
@@ -128,7 +129,7 @@ class Files:
     async def list(self, path: str | os.PathLike[str]) -> builtins.list[FileInfo]:
         """The entries of the directory ``path`` (not ``.`` and ``..``), sorted by name."""
         where = _path(path)
-        pieces: list[bytes] = []
+        pieces: list[Payload] = []
         message = {"op": "list", "path": where}
         await self._session._call(message, op="list", target=where, receive=pieces.append)
         lines = b"".join(pieces).splitlines()
@@ -240,7 +241,7 @@ class Files:
             prefix=f".{target.name}.", dir=target.parent, delete=False
         )
 
-        def write(data: bytes) -> None:
+        def write(data: Payload) -> None:
             handle.write(data)
 
         try:

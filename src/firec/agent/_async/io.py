@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from firec.agent import protocol
-from firec.agent.protocol import Kind
+from firec.agent.protocol import Kind, Payload
 from firec.agent.results import AgentInfo
 from firec.errors import AgentConnectionError, AgentError, TransportError
 
@@ -128,7 +128,7 @@ class Channel:
         except (OSError, RuntimeError) as exc:
             raise self._lost(exc) from exc
 
-    async def recv(self, timeout: float | None = None) -> tuple[Kind, bytes]:
+    async def recv(self, timeout: float | None = None) -> tuple[Kind, Payload]:
         """The next frame. ``timeout`` bounds the wait for it to begin (:class:`TimeoutError`,
         after which the channel is still usable); a closed connection raises."""
         try:

@@ -25,7 +25,7 @@ from firec.agent import protocol
 from firec.agent._sync.files import Data, Files, chunks
 from firec.agent._sync.io import Channel, Connector, both, unix_connector
 from firec.agent._sync.process import Process
-from firec.agent.protocol import Kind
+from firec.agent.protocol import Kind, Payload
 from firec.agent.results import AgentInfo, ExecResult
 from firec.errors import AgentConnectionError, AgentError, CommandError
 
@@ -174,7 +174,7 @@ class Client:
         op: str,
         target: str,
         send: Iterable[bytes] | None = None,
-        receive: Callable[[bytes], None] | None = None,
+        receive: Callable[[Payload], None] | None = None,
     ) -> dict[str, Any]:
         """One operation: ``message``, then ``send``'s chunks (ended by an empty frame), or
         the agent's data frames to ``receive``; the agent's (last) reply."""
@@ -209,7 +209,7 @@ class Client:
         raise AssertionError("unreachable")
 
     def _receive(
-        self, channel: Channel, receive: Callable[[bytes], None], op: str
+        self, channel: Channel, receive: Callable[[Payload], None], op: str
     ) -> dict[str, Any] | None:
         """The data frames of a stream to ``receive``; None at its end, or the error reply
         that broke it off."""
@@ -228,6 +228,31 @@ class Client:
                 raise AgentError("protocol", f"a {kind.name} frame in the middle of {op}")
 
     # ---- processes ----
+
+    def _send_exec(
+        self, shown: tuple[str, ...], message: dict[str, Any], timeout: float | None
+    ) -> tuple[Process, bool]:
+        """Send an exec that is not answered until it ends: its process, at once, and
+        whether its connection was used before."""
+        request = protocol.encode_control(message)
+        for attempt in range(2):
+            channel, reused = self._acquire()
+            try:
+                channel.send_raw(request)
+            except AgentConnectionError:
+                channel.close()
+                if reused and attempt == 0:
+                    continue
+                raise
+            except BaseException:
+                channel.close()
+                raise
+            break
+        stdin = bool(message["stdin"])
+        process = Process(
+            channel, shown, 0, stdin_open=stdin, timeout=timeout, release=self._release
+        )
+        return process, reused
 
     def _start(
         self, shown: tuple[str, ...], message: dict[str, Any], timeout: float | None
@@ -300,26 +325,37 @@ class Client:
             shell=shell,
             pty=False,
         )
-        process = self._start(shown, message, timeout)
+        message["started"] = False  # no answer until it ends: one round trip in all
+        replayable = stdin is None or isinstance(stdin, bytes | str)
+        for attempt in range(2):
+            process, reused = self._send_exec(shown, message, timeout)
+            try:
+                result = self._feed_and_wait(process, stdin)
+            except AgentConnectionError:
+                if reused and replayable and not process.answered and attempt == 0:
+                    continue  # a connection that died while idle: the agent never saw this
+                raise
+            break
+        return result.check() if check else result
+
+    def _feed_and_wait(self, process: Process, stdin: Data | None) -> ExecResult:
         if stdin is None:
-            result = process.wait()
-        elif isinstance(stdin, bytes | str) and len(stdin) <= _SMALL_STDIN:
+            return process.wait()
+        if isinstance(stdin, bytes | str) and len(stdin) <= _SMALL_STDIN:
             process.write_stdin(stdin)
             process.close_stdin()
-            result = process.wait()
-        else:
-            source = stdin
+            return process.wait()
+        source = stdin
 
-            def feed() -> None:
-                for piece in chunks(source):
-                    process.write_stdin(piece)
-                process.close_stdin()
+        def feed() -> None:
+            for piece in chunks(source):
+                process.write_stdin(piece)
+            process.close_stdin()
 
-            def collect() -> ExecResult:
-                return process.wait()
+        def collect() -> ExecResult:
+            return process.wait()
 
-            result = both(feed, collect)
-        return result.check() if check else result
+        return both(feed, collect)
 
     def spawn(
         self,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from firec.agent import protocol
-from firec.agent.protocol import Kind
+from firec.agent.protocol import Kind, Payload
 from firec.agent.results import AgentInfo
 from firec.errors import AgentConnectionError, AgentError, TransportError
 
@@ -31,7 +31,9 @@ Connector = Callable[[], socket.socket]
 #: What a process's output iterators are on this flavour.
 ByteStream = Iterator[bytes]
 
-_CHUNK = 256 * 1024
+_CHUNK = 64 * 1024
+#: Socket buffers that hold a few frames: fewer, larger reads and writes.
+_SOCKET_BUFFER = 4 * protocol.MAX_FRAME
 
 
 def unix_connector(path: str | os.PathLike[str]) -> Connector:
@@ -41,6 +43,8 @@ def unix_connector(path: str | os.PathLike[str]) -> Connector:
     def connect() -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
             sock.connect(where)
         except BaseException:
             sock.close()
@@ -167,7 +171,7 @@ class Channel:
                 raise self._lost()
             self._buffer += memoryview(self._scratch)[:got]
 
-    def recv(self, timeout: float | None = None) -> tuple[Kind, bytes]:
+    def recv(self, timeout: float | None = None) -> tuple[Kind, Payload]:
         """The next frame. ``timeout`` bounds the wait for it to begin (:class:`TimeoutError`,
         after which the channel is still usable); a closed connection raises."""
         size = protocol.HEADER.size
@@ -192,7 +196,7 @@ class Channel:
                 if got == 0:
                     raise self._lost()
                 have += got
-            return kind, bytes(out)
+            return kind, out  # no copy: a large payload stays the bytearray it was read into
         except TimeoutError:
             self._set_timeout(None)
             raise

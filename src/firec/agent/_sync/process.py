@@ -26,7 +26,7 @@ from firec.agent import protocol
 from firec.agent._sync.io import ByteStream, Channel
 from firec.agent.protocol import Kind
 from firec.agent.results import ExecResult
-from firec.errors import AgentError, CommandTimeoutError
+from firec.errors import AgentError, CommandError, CommandTimeoutError
 
 __all__ = ["Process"]
 
@@ -40,7 +40,8 @@ class Process:
 
     Attributes:
         argv: the command.
-        pid: its process id in the guest.
+        pid: its process id in the guest (0 until known, for a process
+            started without waiting for the agent's answer).
     """
 
     def __init__(
@@ -62,6 +63,8 @@ class Process:
         self._buffers: dict[Kind, deque[bytes]] = {Kind.STDOUT: deque(), Kind.STDERR: deque()}
         self._ended = {Kind.STDOUT: False, Kind.STDERR: False}
         self._reply: dict[str, Any] | None = None
+        #: Whether any frame of the agent's came back for it yet.
+        self.answered = False
         self._failure: BaseException | None = None
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -135,6 +138,7 @@ class Process:
             raise self._failure
         try:
             kind, payload = self._channel.recv(timeout)
+            self.answered = True
         except TimeoutError:
             raise
         except BaseException as exc:
@@ -143,17 +147,19 @@ class Process:
             raise
         if kind in self._buffers:
             if payload:
-                self._buffers[kind].append(payload)
+                self._buffers[kind].append(bytes(payload))
             else:
                 self._ended[kind] = True
         elif kind == Kind.CONTROL:
             reply = protocol.decode_control(payload)
-            try:
-                self._reply = protocol.check_reply(reply, op="exec", target=self.argv[0])
-            except AgentError as exc:
-                self._failure = exc
+            if reply.get("ok") is not True:  # it never started (exec's "started": false)
+                why = str(reply.get("message") or f"the agent answered {reply!r}")
+                code = str(reply.get("error") or "protocol")
+                self._failure = CommandError(self.argv, why, code=code)
                 self._channel.close()
-                raise
+                raise self._failure
+            self._reply = reply
+            self.pid = int(reply.get("pid") or self.pid)
             self._finish()
         else:
             self._failure = AgentError("protocol", f"a {kind.name} frame while a process runs")
