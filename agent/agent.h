@@ -1,7 +1,7 @@
 /* firec-agent: the guest side of firec. Declarations shared by its files.
  *
  * main.c    arguments, configuration, listening, one thread per connection
- * init.c    the work of PID 1: mounts, hostname, network, shutdown
+ * init.c    the work of PID 1: mounts, hostname, network, shutdown; mmds.c reads MMDS
  * reaper.c  the one waitpid(-1) of the process, and signals
  * frames.c  the wire: length-prefixed frames, hello, errors, dispatch
  * json.c    a small JSON reader; jsonw.c its writer
@@ -170,6 +170,11 @@ void shutdown_system(void) __attribute__((noreturn));
 void read_cmdline(const char *file);
 /* The value of kernel argument `key=` (copied into out), or NULL. */
 const char *cmdline_arg(const char *key, char *out, size_t outlen);
+
+/* ---- mmds.c ---- */
+/* The MMDS document (firec.mmds=1, or =ADDRESS[:PORT]) in `a`, or NULL. */
+struct jval *mmds_document(struct arena *a, const char *arg);
+const char *mmds_string(const struct jval *doc, const char *const *keys);
 
 /* ---- main.c ---- */
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -8,8 +8,9 @@
  *
  * Network: lo up; eth0 (or the device named) from the kernel's
  * ip=<client>:<server>:<gw>:<netmask>:<hostname>:<device>:<autoconf>:<dns0>:<dns1>
- * with ioctls (no `ip` binary): address, netmask, up, default route, and the
- * name servers into /etc/resolv.conf.
+ * or else from MMDS (mmds.c), with ioctls (no `ip` binary): address,
+ * netmask, MTU, up, default route, and the name servers into /etc/resolv.conf.
+ * The hostname: firec.hostname=, else ip='s, else MMDS's.
  *
  * Ending the guest: sync, then reboot(RB_AUTOBOOT). Firecracker has no power
  * off on x86 before ACPI; a reboot is what makes it exit (the i8042 reset, with
@@ -120,46 +121,78 @@ static int default_route(int s, const char *dev, const char *gw)
     return ioctl(s, SIOCADDRT, &rt) < 0 && errno != EEXIST ? -1 : 0;
 }
 
-/* ip=<client>:<server>:<gw>:<netmask>:<hostname>:<device>:<autoconf>:<dns0>:<dns1> */
-static void network(char *hostname, size_t hostlen)
+struct netconf {
+    const char *dev, *address, *netmask, *gateway, *hostname, *mtu;
+    char dns[256]; /* space-separated */
+};
+
+/* ip=<client>:<server>:<gw>:<netmask>:<hostname>:<device>:<autoconf>:<dns0>:<dns1>
+ * into n (pointing into ip); 0 when it asks for a static address. */
+static int from_ip_arg(char *ip, struct netconf *n)
 {
-    char ip[512], *field[10] = {0};
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0) {
-        logmsg("no IPv4 socket, no network: %s", strerror(errno));
+    char *field[10] = {0}, *p = ip;
+    for (int i = 0; i < 10 && p; i++) {
+        field[i] = p;
+        if ((p = strchr(p, ':')))
+            *p++ = '\0';
+    }
+    n->dev = field[5] && *field[5] ? field[5] : "eth0";
+    n->hostname = field[4];
+    snprintf(n->dns, sizeof n->dns, "%s %s", field[7] ? field[7] : "", field[8] ? field[8] : "");
+    if (!*field[0] || strchr(field[0], '.') == NULL) {
+        if (strcmp(ip, "off") && strcmp(ip, "none"))
+            logmsg("ip=%s: only a static address is supported; %s is left down", ip, n->dev);
+        return -1;
+    }
+    n->address = field[0], n->gateway = field[2], n->netmask = field[3];
+    return 0;
+}
+
+/* network.interfaces.eth0 of the MMDS document (firec.network's) into n. */
+static int from_mmds(const struct jval *doc, struct netconf *n)
+{
+    static const char *const base[] = {"network", "interfaces", "eth0"};
+    const char *keys[6];
+    const char **v[] = {&n->address, &n->netmask, &n->gateway, &n->hostname, &n->mtu};
+    static const char *const leaf[][2] = {{"ipv4", "address"}, {"ipv4", "netmask"},
+                                          {"ipv4", "gateway"}, {"hostname", NULL},
+                                          {"mtu", NULL}};
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        memcpy(keys, base, sizeof base);
+        keys[3] = leaf[i][0], keys[4] = leaf[i][1], keys[5] = NULL;
+        *v[i] = mmds_string(doc, keys);
+    }
+    keys[3] = "nameservers", keys[4] = NULL;
+    const char *dns = mmds_string(doc, keys);
+    snprintf(n->dns, sizeof n->dns, "%s", dns ? dns : "");
+    n->dev = "eth0";
+    return n->address ? 0 : -1;
+}
+
+static void apply(int s, const struct netconf *n)
+{
+    if (if_set(s, SIOCSIFADDR, n->dev, n->address) < 0 ||
+        (n->netmask && *n->netmask && if_set(s, SIOCSIFNETMASK, n->dev, n->netmask) < 0) ||
+        if_flags_up(s, n->dev) < 0) {
+        logmsg("cannot configure %s as %s: %s", n->dev, n->address, strerror(errno));
         return;
     }
-    if (if_flags_up(s, "lo") < 0)
-        logmsg("cannot bring up lo: %s", strerror(errno));
-    if (cmdline_arg("ip", ip, sizeof ip)) {
-        char *p = ip;
-        for (int i = 0; i < 10 && p; i++) {
-            field[i] = p;
-            if ((p = strchr(p, ':')))
-                *p++ = '\0';
-        }
-        const char *dev = field[5] && *field[5] ? field[5] : "eth0";
-        if (field[4] && *field[4] && !hostname[0])
-            snprintf(hostname, hostlen, "%s", field[4]);
-        if (!*field[0] || strchr(field[0], '.') == NULL) {
-            if (strcmp(ip, "off") && strcmp(ip, "none"))
-                logmsg("ip=%s: only a static address is supported; %s is left down", ip, dev);
-        } else if (if_set(s, SIOCSIFADDR, dev, field[0]) < 0 ||
-                   (field[3] && *field[3] && if_set(s, SIOCSIFNETMASK, dev, field[3]) < 0) ||
-                   if_flags_up(s, dev) < 0) {
-            logmsg("cannot configure %s as %s: %s", dev, field[0], strerror(errno));
-        } else if (field[2] && *field[2] && default_route(s, dev, field[2]) < 0) {
-            logmsg("cannot add the default route via %s: %s", field[2], strerror(errno));
-        }
-        int dns = (field[7] && *field[7]) || (field[8] && *field[8]);
-        FILE *f = dns ? fopen("/etc/resolv.conf", "we") : NULL;
-        for (int i = 7; f && i < 9; i++)
-            if (field[i] && *field[i])
-                fprintf(f, "nameserver %s\n", field[i]);
-        if (f)
-            fclose(f);
+    if (n->mtu && *n->mtu) {
+        struct ifreq ifr = {.ifr_mtu = atoi(n->mtu)};
+        snprintf(ifr.ifr_name, IFNAMSIZ, "%s", n->dev);
+        if (ioctl(s, SIOCSIFMTU, &ifr) < 0)
+            logmsg("cannot set the MTU of %s to %s: %s", n->dev, n->mtu, strerror(errno));
     }
-    close(s);
+    if (n->gateway && *n->gateway && default_route(s, n->dev, n->gateway) < 0)
+        logmsg("cannot add the default route via %s: %s", n->gateway, strerror(errno));
+    char dns[256];
+    snprintf(dns, sizeof dns, "%s", n->dns);
+    FILE *f = NULL;
+    for (char *save, *ns = strtok_r(dns, " ", &save); ns; ns = strtok_r(NULL, " ", &save))
+        if (f || (f = fopen("/etc/resolv.conf", "we")))
+            fprintf(f, "nameserver %s\n", ns);
+    if (f)
+        fclose(f);
 }
 
 void init_system(void)
@@ -177,11 +210,48 @@ void init_system(void)
 
 void init_network(void)
 {
-    char hostname[256] = "";
+    char hostname[256] = "", ip[512], mmds_arg[128];
+    struct netconf n = {0};
+    struct arena *a = NULL;
+    struct jval *doc = NULL;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+        logmsg("no IPv4 socket, no network: %s", strerror(errno));
+        return;
+    }
+    if (if_flags_up(s, "lo") < 0)
+        logmsg("cannot bring up lo: %s", strerror(errno));
     cmdline_arg("firec.hostname", hostname, sizeof hostname);
-    network(hostname, sizeof hostname);
-    if (hostname[0] && sethostname(hostname, strlen(hostname)) < 0)
-        logmsg("cannot set the hostname to %s: %s", hostname, strerror(errno));
+    if (cmdline_arg("firec.mmds", mmds_arg, sizeof mmds_arg) && (a = arena_new())) {
+        struct ifreq ifr = {0};
+        snprintf(ifr.ifr_name, IFNAMSIZ, "eth0");
+        int temporary = ioctl(s, SIOCGIFADDR, &ifr) < 0 &&
+                        if_set(s, SIOCSIFADDR, "eth0", "169.254.0.2") == 0 &&
+                        if_set(s, SIOCSIFNETMASK, "eth0", "255.255.0.0") == 0;
+        if_flags_up(s, "eth0");
+        doc = mmds_document(a, mmds_arg);
+        if (temporary)
+            if_set(s, SIOCSIFADDR, "eth0", "0.0.0.0"); /* gone again */
+    }
+    int configured = cmdline_arg("ip", ip, sizeof ip) ? from_ip_arg(ip, &n) : -1;
+    if (configured < 0 && doc) {
+        memset(&n, 0, sizeof n);
+        configured = from_mmds(doc, &n);
+    }
+    if (configured == 0)
+        apply(s, &n);
+    close(s);
+    static const char *const mmds_host[] = {"firec", "hostname", NULL};
+    static const char *const mmds_token[] = {"firec", "agent_token", NULL};
+    const char *name = hostname[0] ? hostname
+                       : n.hostname && *n.hostname ? n.hostname
+                                                   : mmds_string(doc, mmds_host);
+    if (name && *name && sethostname(name, strlen(name)) < 0)
+        logmsg("cannot set the hostname to %s: %s", name, strerror(errno));
+    const char *token = mmds_string(doc, mmds_token);
+    if (!g_cfg.token[0] && token)
+        snprintf(g_cfg.token, sizeof g_cfg.token, "%s", token);
+    arena_free(a);
 }
 
 void shutdown_system(void)

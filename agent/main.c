@@ -252,12 +252,12 @@ int main(int argc, char **argv)
         std_fds("/dev/console");
     }
     read_cmdline(cmdline);
-    if (g_cfg.pid1)
-        init_network();
     if (token_file[0] && read_token(token_file) < 0)
         die("--token-file %s: %s", token_file);
     if (!token_file[0])
         cmdline_arg("firec.agent_token", g_cfg.token, sizeof g_cfg.token);
+    if (g_cfg.pid1)
+        init_network(); /* and the token from MMDS, when none was given */
     if (!port[0] && !cmdline_arg("firec.agent_port", port, sizeof port))
         snprintf(port, sizeof port, "%u", DEFAULT_VSOCK_PORT);
     if (!g_cfg.listen[0])

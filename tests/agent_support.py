@@ -193,10 +193,13 @@ def mounts_under(path: Path) -> list[str]:
 
 
 @contextmanager
-def run_pid1(root: Path, cmdline: str, *, token_in_cmdline: bool = True) -> Iterator[Pid1]:
+def run_pid1(
+    root: Path, cmdline: str, *, token: str | None = TOKEN, before: str = ""
+) -> Iterator[Pid1]:
     """The agent as PID 1: new PID, mount, UTS and network namespaces, chrooted into ``root``.
 
-    Its kernel command line is ``cmdline`` (read from /cmdline in the root).
+    Its kernel command line is ``cmdline`` (read from /cmdline in the root);
+    ``before`` is shell run in the namespaces first (ending in ``;`` or ``&&``).
     An ``eth0`` (a tap, as a guest has a virtio-net device) is made in the
     network namespace first. At the end the namespace is ended (SIGKILL if it
     still runs), and nothing is left: no process, no mount, no socket.
@@ -205,7 +208,7 @@ def run_pid1(root: Path, cmdline: str, *, token_in_cmdline: bool = True) -> Iter
     sock = root / "agent.sock"
     sock.unlink(missing_ok=True)
     inner = (
-        'ip tuntap add eth0 mode tap && exec chroot "$0" /sbin/firec-agent '
+        f'ip tuntap add eth0 mode tap && {before} exec chroot "$0" /sbin/firec-agent '
         "--listen unix:/agent.sock --cmdline /cmdline --grace 1"
     )
     process = subprocess.Popen(
@@ -226,7 +229,7 @@ def run_pid1(root: Path, cmdline: str, *, token_in_cmdline: bool = True) -> Iter
     )
     try:
         _wait_listening(process)
-        yield Pid1(root, sock, process, TOKEN if token_in_cmdline else None)
+        yield Pid1(root, sock, process, token)
     finally:
         if process.poll() is None:
             process.kill()  # --kill-child: the namespace goes with it

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -160,3 +161,53 @@ def test_sigterm_to_pid_1_shuts_down(init: Pid1, client: Client) -> None:
     os.kill(init.agent_pid, signal.SIGTERM)
     init.process.wait(timeout=15)
     assert init.process.returncode in (-signal.SIGHUP, 128 + signal.SIGHUP)
+
+
+FAKE_MMDS = """
+import http.server, json, sys
+DOCUMENT = {
+    "firec": {"hostname": "from-mmds", "agent_token": "mmds-token"},
+    "network": {"interfaces": {"eth0": {
+        "ipv4": {"address": "10.9.0.5", "netmask": "255.255.255.0", "gateway": "10.9.0.1"},
+        "nameservers": "9.9.9.9 1.0.0.1", "mtu": "1400"}}},
+}
+class MMDS(http.server.BaseHTTPRequestHandler):
+    def do_PUT(self):
+        assert self.path == "/latest/api/token" and self.headers["X-metadata-token-ttl-seconds"]
+        self.answer(200, b"session-1")
+    def do_GET(self):
+        if self.headers.get("X-metadata-token") != "session-1":
+            return self.answer(401, b"no token")
+        assert self.headers["Accept"] == "application/json"
+        self.answer(200, json.dumps(DOCUMENT).encode())
+    def answer(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+server = http.server.HTTPServer(("127.0.0.1", 8169), MMDS)
+open(sys.argv[1], "w").close()
+server.serve_forever()
+"""
+
+
+def test_hostname_network_and_token_from_mmds(rootfs: Path, tmp_path: Path) -> None:
+    """firec.mmds=: MMDS version 2 (a session token first), its document applied."""
+    script, ready = tmp_path / "mmds.py", tmp_path / "ready"
+    script.write_text(FAKE_MMDS)
+    before = (
+        f"ip link set lo up && {sys.executable} {script} {ready} & "
+        f"while [ ! -e {ready} ]; do sleep 0.01; done;"
+    )
+    cmdline = "console=ttyS0 firec.mmds=127.0.0.1:8169"
+    with run_pid1(rootfs, cmdline, token="mmds-token", before=before) as init:
+        with Client.unix(init.socket, token=TOKEN) as wrong, pytest.raises(AgentError):
+            wrong.health()
+        with init.client() as client:
+            assert client.exec(["hostname"]).stdout == b"from-mmds\n"
+            assert "inet 10.9.0.5/24" in client.exec(["ip", "-4", "addr"]).stdout.decode()
+            assert "mtu 1400" in client.exec(["ip", "link", "show", "eth0"]).stdout.decode()
+            routes = client.exec(["ip", "route"]).stdout.decode()
+            assert "default via 10.9.0.1 dev eth0" in routes
+            resolv = client.files.read("/etc/resolv.conf")
+            assert resolv == b"nameserver 9.9.9.9\nnameserver 1.0.0.1\n"
