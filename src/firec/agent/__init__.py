@@ -75,7 +75,7 @@ __all__ = [
     "results",
 ]
 
-_door, __dir__ = lazy_door(
+_door, _dir = lazy_door(
     __name__,
     {
         "AsyncClient": "firec.agent._async.client",
@@ -90,6 +90,10 @@ _door, __dir__ = lazy_door(
     },
     submodules=("binary", "protocol", "results"),
 )
+
+
+def __dir__() -> list[str]:
+    return sorted({*_dir(), "AsyncProcess"})
 
 
 def __getattr__(name: str) -> object:
