@@ -275,7 +275,9 @@ int main(int argc, char **argv)
            g_cfg.pid1 ? ", as init" : "", g_cfg.token[0] ? ", token required" : "");
     pthread_attr_t attr;
     pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
+    /* tar_out.c recurses once per directory level: up to PATH_MAX / 2 levels of a
+     * few hundred bytes each. Untouched stack costs no memory. */
+    pthread_attr_setstacksize(&attr, 2 * 1024 * 1024);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     for (;;) {
         int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);

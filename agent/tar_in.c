@@ -48,6 +48,8 @@ struct tarr {
     char msg[768];
     char **made; /* names made at the top of an existing directory */
     size_t nmade;
+    char cached[PATH_MAX]; /* the last parent directory (below root), open as cached_fd: */
+    int cached_fd;         /* entries of one directory, or a deep chain, walk no path */
 };
 
 static int tr_fail(struct tarr *t, const char *name, const char *fmt, int err)
@@ -87,8 +89,24 @@ static void tr_remember(struct tarr *t, const char *name)
 
 /* Open the parent of `name` (a clean relative path) below t->root, making missing
  * directories, never following a symlink. Returns an fd; *base points into name. */
+static void tr_cache(struct tarr *t, const char *dir, size_t len, int fd)
+{
+    if (t->cached_fd >= 0)
+        close(t->cached_fd);
+    t->cached_fd = fd >= 0 && len < PATH_MAX ? dup(fd) : -1;
+    memcpy(t->cached, dir, t->cached_fd >= 0 ? len : 0);
+    t->cached[t->cached_fd >= 0 ? len : 0] = '\0';
+}
+
 static int tr_parent(struct tarr *t, char *name, const char **base)
 {
+    char *last = strrchr(name, '/');
+    size_t plen = last ? (size_t)(last - name) : 0;
+    if (last && t->cached_fd >= 0 && strlen(t->cached) == plen &&
+        memcmp(t->cached, name, plen) == 0) {
+        *base = last + 1;
+        return dup(t->cached_fd);
+    }
     int fd = dup(t->root);
     char *seg = name;
     for (char *slash; fd >= 0 && (slash = strchr(seg, '/'));) {
@@ -108,6 +126,8 @@ static int tr_parent(struct tarr *t, char *name, const char **base)
     if (fd < 0)
         tr_fail(t, name, "cannot extract '%s': a parent is a symlink or not a directory (%s)",
                 errno);
+    else if (last)
+        tr_cache(t, name, plen, fd);
     return fd;
 }
 
@@ -212,11 +232,13 @@ static int tr_header(struct tarr *t)
         return -1;
     struct stat old;
     int existed = fstatat(parent, base, &old, AT_SYMLINK_NOFOLLOW) == 0;
-    if (existed && !(type == '5' && S_ISDIR(old.st_mode)) &&
-        unlinkat(parent, base, S_ISDIR(old.st_mode) ? AT_REMOVEDIR : 0) < 0)
-        r = tr_fail(t, name, "cannot replace '%s': %s", errno);
-    else if (t->made && base == name && !existed)
+    if (existed && !(type == '5' && S_ISDIR(old.st_mode))) {
+        tr_cache(t, "", 0, -1); /* what is replaced may be the cached directory */
+        if (unlinkat(parent, base, S_ISDIR(old.st_mode) ? AT_REMOVEDIR : 0) < 0)
+            r = tr_fail(t, name, "cannot replace '%s': %s", errno);
+    } else if (t->made && base == name && !existed) {
         tr_remember(t, name);
+    }
     if (r == 0)
         switch (type) {
         case '\0':
@@ -235,10 +257,15 @@ static int tr_header(struct tarr *t)
             }
             break;
         case '5':
-            if (!existed && mkdirat(parent, base, 0700) < 0)
+            if (!existed && mkdirat(parent, base, 0700) < 0) {
                 r = tr_fail(t, name, "cannot make directory '%s': %s", errno);
-            else
+            } else { /* what follows is most likely inside it */
+                int dir = openat(parent, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                tr_cache(t, name, strlen(name), dir);
+                if (dir >= 0)
+                    close(dir);
                 fchmodat(parent, base, t->mode, 0);
+            }
             break;
         case '2':
             if (symlinkat(link, parent, base) < 0)
@@ -276,6 +303,7 @@ static int tr_header(struct tarr *t)
 
 static void tr_extended(struct tarr *t)
 {
+    t->ext[t->ext_len] = '\0'; /* strtoul below stops there at the latest */
     if (t->ext_type == 'L' || t->ext_type == 'K') {
         char *dst = t->ext_type == 'L' ? t->path : t->link;
         snprintf(dst, PATH_MAX, "%.*s", (int)strnlen(t->ext, t->ext_len), t->ext);
@@ -359,7 +387,7 @@ static void tr_feed(struct tarr *t, const unsigned char *p, size_t n)
 int op_write_tar(struct conn *c, struct jval *req)
 {
     char path[PATH_MAX], tmp[PATH_MAX + 48], dir[PATH_MAX];
-    struct tarr t = {.root = -1, .out = -1, .size = -1};
+    struct tarr t = {.root = -1, .out = -1, .size = -1, .cached_fd = -1};
     struct stat st;
     int bad = 0;
     const char *code = NULL, *given = jstr(req, "path", &bad);
@@ -390,7 +418,7 @@ int op_write_tar(struct conn *c, struct jval *req)
         if (!t.err && (t.root = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
             tr_fail(&t, tmp, "cannot open '%s': %s", errno);
     }
-    t.ext = malloc(MAX_EXTENDED);
+    t.ext = malloc(MAX_EXTENDED + 1);
     if (!t.ext)
         tr_fail(&t, "", "out of memory%.0s%.0s", ENOMEM);
     for (;;) {
@@ -426,6 +454,7 @@ int op_write_tar(struct conn *c, struct jval *req)
     }
     if (t.root >= 0)
         close(t.root);
+    tr_cache(&t, "", 0, -1);
     free(t.ext);
     if (c->lost)
         return -1;

@@ -71,7 +71,9 @@ static int pax_record(char *out, size_t cap, size_t *len, const char *key, const
     return 0;
 }
 
-static int tw_header(struct tarw *t, const char *name, const struct stat *st, char type,
+/* noinline: its pax buffer must not land in tw_entry's recursive frame */
+static __attribute__((noinline)) int tw_header(struct tarw *t, const char *name,
+                                               const struct stat *st, char type,
                      const char *link, unsigned long long size)
 {
     unsigned char h[BLOCK];
@@ -144,11 +146,22 @@ static int tw_file(struct tarw *t, int fd, unsigned long long size)
     return size % BLOCK ? tw_put(t, zeros, BLOCK - size % BLOCK) : 0;
 }
 
+/* Kept out of tw_entry, which recurses: its buffer is not on every level's frame. */
+static __attribute__((noinline)) int tw_symlink(struct tarw *t, int parent, const char *name,
+                                                const char *rel, const struct stat *st)
+{
+    char link[PATH_MAX];
+    ssize_t n = readlinkat(parent, name, link, sizeof link - 1);
+    if (n < 0)
+        return -3;
+    link[n] = '\0';
+    return tw_header(t, rel, st, '2', link, 0);
+}
+
 /* One entry (and what is under it). 0, -1 when the host is gone, -2 after an error reply. */
 static int tw_entry(struct tarw *t, int parent, const char *name, char *rel, size_t rlen)
 {
     struct stat st;
-    char link[PATH_MAX];
     if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
         return errno == ENOENT ? 0 : -3;
     if (S_ISDIR(st.st_mode)) {
@@ -195,13 +208,8 @@ static int tw_entry(struct tarw *t, int parent, const char *name, char *rel, siz
         close(fd);
         return r == -2 ? -3 : r;
     }
-    if (S_ISLNK(st.st_mode)) {
-        ssize_t n = readlinkat(parent, name, link, sizeof link - 1);
-        if (n < 0)
-            return -3;
-        link[n] = '\0';
-        return tw_header(t, rel, &st, '2', link, 0);
-    }
+    if (S_ISLNK(st.st_mode))
+        return tw_symlink(t, parent, name, rel, &st);
     char type = S_ISCHR(st.st_mode) ? '3' : S_ISBLK(st.st_mode) ? '4' : S_ISFIFO(st.st_mode) ? '6' : 0;
     return type ? tw_header(t, rel, &st, type, NULL, 0) : 0; /* sockets are left out */
 }

@@ -321,3 +321,19 @@ def test_a_1gib_file_streams_through_with_bounded_memory(
     assert client_growth < 48 * 1024 * 1024, f"the client grew by {client_growth} bytes"
     assert agent_peak < 16 * 1024 * 1024, f"the agent peaked at {agent_peak} bytes"
     assert protocol.MAX_FRAME == 1 << 20
+
+
+def test_a_very_deep_tree_goes_both_ways(client: Client, tmp_path: Path) -> None:
+    """Deeper than a thread's stack would allow if each level held a path buffer."""
+    source = tmp_path / "deep"
+    levels = ["d"] * 1000  # 2000 bytes of path, a thousand directories
+    try:  # (Python's own mkdir -p and rmtree recurse: too deep for them)
+        subprocess.run(["mkdir", "-p", str(source.joinpath(*levels))], check=True)
+        source.joinpath(*levels, "f").write_text("bottom")
+        client.files.upload(source, tmp_path / "up")
+        assert (tmp_path / "up").joinpath(*levels, "f").read_text() == "bottom"
+        client.files.download(tmp_path / "up", tmp_path / "down")
+        assert (tmp_path / "down").joinpath(*levels, "f").read_text() == "bottom"
+    finally:
+        for name in ("deep", "up", "down"):
+            subprocess.run(["rm", "-rf", str(tmp_path / name)], check=True)

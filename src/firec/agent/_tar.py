@@ -89,32 +89,35 @@ class _Packer:
             del self.buffer[:MAX_FRAME]
 
 
-def _entries(path: Path, name: bytes, packer: _Packer) -> Iterator[bytes]:
-    st = os.lstat(path)
-    if stat.S_ISDIR(st.st_mode):
-        if name:
-            yield from packer.add(_header(name + b"/", st, b"5", 0))
-        with os.scandir(path) as listing:
-            children = sorted(entry.name for entry in listing)
-        for child in children:
-            child_name = os.fsencode(child)
-            yield from _entries(
-                path / child, name + b"/" + child_name if name else child_name, packer
-            )
-    elif stat.S_ISREG(st.st_mode):
-        yield from packer.add(_header(name, st, b"0", st.st_size))
-        left = st.st_size
-        with open(path, "rb") as source:
-            while left > 0:
-                chunk = source.read(min(_FILE_CHUNK, left)) or b"\0" * min(_FILE_CHUNK, left)
-                left -= len(chunk)
-                yield from packer.add(chunk)
-        yield from packer.add(b"\0" * (-st.st_size % BLOCK))
-    elif stat.S_ISLNK(st.st_mode):
-        yield from packer.add(_header(name, st, b"2", 0, os.fsencode(os.readlink(path))))
-    elif stat.S_ISFIFO(st.st_mode):
-        yield from packer.add(_header(name, st, b"6", 0))
-    # sockets and devices stay on the host
+def _entries(top: Path, top_name: bytes, packer: _Packer) -> Iterator[bytes]:
+    """The entries under ``top`` (itself included when it has a name), depth first, without
+    recursion (a tree may be deeper than Python's stack)."""
+    pending = [(top, top_name)]
+    while pending:
+        path, name = pending.pop()
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            if name:
+                yield from packer.add(_header(name + b"/", st, b"5", 0))
+            with os.scandir(path) as listing:
+                children = sorted((entry.name for entry in listing), reverse=True)
+            for child in children:
+                child_name = os.fsencode(child)
+                pending.append((path / child, name + b"/" + child_name if name else child_name))
+        elif stat.S_ISREG(st.st_mode):
+            yield from packer.add(_header(name, st, b"0", st.st_size))
+            left = st.st_size
+            with open(path, "rb") as source:
+                while left > 0:
+                    chunk = source.read(min(_FILE_CHUNK, left)) or b"\0" * min(_FILE_CHUNK, left)
+                    left -= len(chunk)
+                    yield from packer.add(chunk)
+            yield from packer.add(b"\0" * (-st.st_size % BLOCK))
+        elif stat.S_ISLNK(st.st_mode):
+            yield from packer.add(_header(name, st, b"2", 0, os.fsencode(os.readlink(path))))
+        elif stat.S_ISFIFO(st.st_mode):
+            yield from packer.add(_header(name, st, b"6", 0))
+        # sockets and devices stay on the host
 
 
 def tar_stream(source: str | os.PathLike[str]) -> Iterator[bytes]:
@@ -156,6 +159,9 @@ class TarExtractor:
         self._overrides: dict[str, bytes] = {}
         self._out: int | None = None
         self._meta: tuple[int, int] = (0, 0)
+        #: The last parent directory and its fd: a directory's entries, or a deep chain,
+        #: walk no path.
+        self._cached: tuple[tuple[bytes, ...], int] | None = None
         self.entries = 0
 
     def _fail(self, name: bytes, why: str) -> AgentError:
@@ -246,7 +252,14 @@ class TarExtractor:
             raise self._fail(name, "a name with '..' would leave the directory")
         return parts
 
+    def _cache(self, parts: tuple[bytes, ...] | None, fd: int | None) -> None:
+        if self._cached is not None:
+            os.close(self._cached[1])
+        self._cached = None if parts is None or fd is None else (parts, os.dup(fd))
+
     def _parent(self, parts: list[bytes], name: bytes) -> int:
+        if self._cached is not None and self._cached[0] == tuple(parts[:-1]):
+            return os.dup(self._cached[1])
         fd = os.dup(self._root)
         try:
             for part in parts[:-1]:
@@ -262,6 +275,8 @@ class TarExtractor:
             os.close(fd)
             why = f"a parent is a symlink or not a directory ({exc.strerror})"
             raise self._fail(name, why) from None
+        if len(parts) > 1:
+            self._cache(tuple(parts[:-1]), fd)
         return fd
 
     def _make(self, name: bytes, kind: bytes, link: bytes, size: int) -> None:
@@ -276,6 +291,7 @@ class TarExtractor:
             except FileNotFoundError:
                 old = None
             if old is not None and not (kind == b"5" and stat.S_ISDIR(old.st_mode)):
+                self._cache(None, None)  # what is replaced may be the cached directory
                 if stat.S_ISDIR(old.st_mode):
                     os.rmdir(base, dir_fd=parent)
                 else:
@@ -291,6 +307,10 @@ class TarExtractor:
                 if old is None:
                     os.mkdir(base, 0o700, dir_fd=parent)
                 os.chmod(base, self._meta[0] | 0o700, dir_fd=parent)
+                flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                made = os.open(base, flags, dir_fd=parent)  # what follows is likely inside
+                self._cache(tuple(parts), made)
+                os.close(made)
             elif kind == b"2":
                 os.symlink(link, base, dir_fd=parent)
             elif kind == b"1":
@@ -323,6 +343,7 @@ class TarExtractor:
         if self._out is not None:
             os.close(self._out)
             self._out = None
+        self._cache(None, None)
         os.close(self._root)
         if self._state not in ("end", "header") or self._header:
             raise self._fail(b"", "the tar stream ended in the middle of an entry")
