@@ -88,6 +88,12 @@ static void die(const char *fmt, const char *arg) __attribute__((noreturn));
 static void die(const char *fmt, const char *arg)
 {
     logmsg(fmt, arg, strerror(errno));
+    if (getpid() == 1) { /* init must not exit (the kernel would panic): serve signals only */
+        logmsg("not listening: the guest can only be shut down");
+        reaper_start();
+        for (;;)
+            pause();
+    }
     _exit(2);
 }
 
@@ -186,6 +192,19 @@ static void refuse(int fd)
     close(fd);
 }
 
+/* As the kernel's init, the words of its command line it does not know come as our
+ * arguments, and exiting would panic the kernel: they are only logged then. */
+static void unknown(const char *arg)
+{
+    if (getpid() == 1) {
+        logmsg("ignoring the argument %s", arg);
+        return;
+    }
+    fprintf(stderr, "firec-agent: unknown option %s\n\n", arg);
+    fprintf(stderr, USAGE, DEFAULT_VSOCK_PORT);
+    exit(2);
+}
+
 static void parse_args(int argc, char **argv, char *port, char *token_file, char *cmdline,
                        int *force)
 {
@@ -204,14 +223,14 @@ static void parse_args(int argc, char **argv, char *port, char *token_file, char
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             printf(USAGE, DEFAULT_VSOCK_PORT);
             exit(0);
-        } else if (!v && strstr(" --listen --port --token-file --root --cmdline --grace ", word)) {
+        } else if (!v && strstr(" --listen --port --token-file --root --cmdline --grace ", word) &&
+                   getpid() != 1) {
             fprintf(stderr, "firec-agent: %s needs a value\n\n", a);
             fprintf(stderr, USAGE, DEFAULT_VSOCK_PORT);
             exit(2);
-        } else if (!v) {
-            fprintf(stderr, "firec-agent: unknown option %s\n\n", a);
-            fprintf(stderr, USAGE, DEFAULT_VSOCK_PORT);
-            exit(2);
+        } else if (!v || strncmp(a, "--", 2) != 0) {
+            unknown(a);
+            takes = 0;
         } else if (strcmp(a, "--listen") == 0) {
             snprintf(g_cfg.listen, sizeof g_cfg.listen, "%s", v);
         } else if (strcmp(a, "--port") == 0) {
@@ -227,9 +246,8 @@ static void parse_args(int argc, char **argv, char *port, char *token_file, char
         } else if (strcmp(a, "--grace") == 0) {
             g_cfg.grace = strtod(v, NULL);
         } else {
-            fprintf(stderr, "firec-agent: unknown option %s\n\n", a);
-            fprintf(stderr, USAGE, DEFAULT_VSOCK_PORT);
-            exit(2);
+            unknown(a);
+            takes = 0;
         }
         i += takes;
     }

@@ -149,6 +149,9 @@ void request_shutdown(void) { kill(getpid(), SIGTERM); }
 
 void reaper_start(void)
 {
+    static int started;
+    if (started++)
+        return;
     static const int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
     sigemptyset(&handled);
     for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)

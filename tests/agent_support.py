@@ -194,12 +194,13 @@ def mounts_under(path: Path) -> list[str]:
 
 @contextmanager
 def run_pid1(
-    root: Path, cmdline: str, *, token: str | None = TOKEN, before: str = ""
+    root: Path, cmdline: str, *, token: str | None = TOKEN, before: str = "", args: str = ""
 ) -> Iterator[Pid1]:
     """The agent as PID 1: new PID, mount, UTS and network namespaces, chrooted into ``root``.
 
     Its kernel command line is ``cmdline`` (read from /cmdline in the root);
-    ``before`` is shell run in the namespaces first (ending in ``;`` or ``&&``).
+    ``before`` is shell run in the namespaces first (ending in ``;`` or ``&&``),
+    ``args`` more arguments for the agent.
     An ``eth0`` (a tap, as a guest has a virtio-net device) is made in the
     network namespace first. At the end the namespace is ended (SIGKILL if it
     still runs), and nothing is left: no process, no mount, no socket.
@@ -209,7 +210,7 @@ def run_pid1(
     sock.unlink(missing_ok=True)
     inner = (
         f'ip tuntap add eth0 mode tap && {before} exec chroot "$0" /sbin/firec-agent '
-        "--listen unix:/agent.sock --cmdline /cmdline --grace 1"
+        f"--listen unix:/agent.sock --cmdline /cmdline --grace 1 {args}"
     )
     process = subprocess.Popen(
         [

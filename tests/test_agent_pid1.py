@@ -211,3 +211,13 @@ def test_hostname_network_and_token_from_mmds(rootfs: Path, tmp_path: Path) -> N
             assert "default via 10.9.0.1 dev eth0" in routes
             resolv = client.files.read("/etc/resolv.conf")
             assert resolv == b"nameserver 9.9.9.9\nnameserver 1.0.0.1\n"
+
+
+def test_words_the_kernel_hands_init_do_not_stop_it(rootfs: Path) -> None:
+    """The kernel passes the command line's words it does not know to init as arguments:
+    as PID 1 the agent logs them and goes on (exiting would panic the guest's kernel)."""
+    with (
+        run_pid1(rootfs, CMDLINE, args="ro quiet --no-such-option") as init,
+        init.client() as client,
+    ):
+        assert client.health()["pid1"] is True
