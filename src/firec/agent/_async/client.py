@@ -1,8 +1,5 @@
 """The client of firec's guest agent, asynchronously.
 
-This file is the one source of both flavours: ``scripts/unasync.py`` writes
-``_sync/client.py`` from it.
-
 A client is given a *connector*, a callable that opens one connection to
 the agent (a Unix socket for tests and emulators; a Firecracker vsock
 ``CONNECT <port>`` for a microVM). It keeps a few connections open between
@@ -11,6 +8,9 @@ opens more for concurrent ones; a connection found dead when reused (the
 agent restarted, a snapshot restored) is replaced and the operation retried
 when nothing of it had been answered yet.
 """
+
+# This file is the one source of both clients: client.py (the synchronous
+# one) is generated from it by scripts/unasync.py.
 
 from __future__ import annotations
 
@@ -92,14 +92,17 @@ class AsyncClient:
         pool_size: connections kept open between operations.
         connect_timeout: seconds to connect and hear the agent's hello.
 
-    Example, with asyncio::
+    Example::
 
-        from firec.agent import AsyncClient
+        import asyncio, firec.agent
 
-        async with AsyncClient.unix("/run/agent.sock") as agent:
-            result = await agent.exec(["uname", "-a"], check=True)
-            print(result.stdout.decode())
-            await agent.files.write("/tmp/hello.txt", "hello\\n")
+        async def main() -> None:
+            async with firec.agent.AsyncClient.unix("/run/agent.sock") as agent:
+                result = await agent.exec(["uname", "-a"], check=True)
+                print(result.stdout.decode())
+                await agent.files.write("/tmp/hello.txt", "hello\\n")
+
+        asyncio.run(main())
     """
 
     def __init__(

@@ -1,14 +1,15 @@
 """Files in the guest, through the agent: ``client.files``.
 
-This file is the one source of both flavours: ``scripts/unasync.py`` writes
-``_sync/files.py`` from it.
-
 Every transfer is streamed in frames of at most 1 MiB, never held whole:
 :meth:`Files.write` takes bytes, text, a binary file object or an iterable
 of chunks; :meth:`Files.upload` and :meth:`Files.download` move a local file
 or a whole directory (as a tar stream). A failed write or download leaves
-nothing behind on either side.
+nothing behind on either side. Local files are read and written as they
+come, a frame at a time (on the asyncio client too: briefly, in the loop).
 """
+
+# This file is the one source of both flavours: files.py (the synchronous
+# one) is generated from it by scripts/unasync.py.
 
 from __future__ import annotations
 

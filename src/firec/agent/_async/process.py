@@ -1,8 +1,5 @@
 """A process started through the agent, while it runs: its output as it comes, stdin, signals.
 
-This file is the one source of both flavours: ``scripts/unasync.py`` writes
-``_sync/process.py`` from it.
-
 A :class:`Process` owns the connection its exec went over until the process
 has ended. Its output is read as it is asked for, one frame at a time under a
 lock, so several readers (stdout in one task, stderr in another) share the
@@ -10,6 +7,9 @@ connection; what one stream's reader does not take waits in that stream's
 buffer. Read both streams (or :meth:`Process.output`), or memory grows with
 what is left unread.
 """
+
+# This file is the one source of both flavours: process.py (the synchronous
+# one) is generated from it by scripts/unasync.py.
 
 from __future__ import annotations
 

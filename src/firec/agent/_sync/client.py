@@ -2,9 +2,6 @@
 # Edit src/firec/agent/_async/client.py, then run `python scripts/unasync.py`.
 """The client of firec's guest agent.
 
-This file is the one source of both flavours: ``scripts/unasync.py`` writes
-``_sync/client.py`` from it.
-
 A client is given a *connector*, a callable that opens one connection to
 the agent (a Unix socket for tests and emulators; a Firecracker vsock
 ``CONNECT <port>`` for a microVM). It keeps a few connections open between
@@ -93,14 +90,17 @@ class Client:
         pool_size: connections kept open between operations.
         connect_timeout: seconds to connect and hear the agent's hello.
 
-    Example, with asyncio::
+    Example::
 
-        from firec.agent import Client
+        import firec.agent
 
-        with Client.unix("/run/agent.sock") as agent:
-            result = agent.exec(["uname", "-a"], check=True)
-            print(result.stdout.decode())
-            agent.files.write("/tmp/hello.txt", "hello\\n")
+        def main() -> None:
+            with firec.agent.Client.unix("/run/agent.sock") as agent:
+                result = agent.exec(["uname", "-a"], check=True)
+                print(result.stdout.decode())
+                agent.files.write("/tmp/hello.txt", "hello\\n")
+
+        main()
     """
 
     def __init__(

@@ -2,9 +2,6 @@
 # Edit src/firec/agent/_async/process.py, then run `python scripts/unasync.py`.
 """A process started through the agent, while it runs: its output as it comes, stdin, signals.
 
-This file is the one source of both flavours: ``scripts/unasync.py`` writes
-``_sync/process.py`` from it.
-
 A :class:`Process` owns the connection its exec went over until the process
 has ended. Its output is read as it is asked for, one frame at a time under a
 lock, so several readers (stdout in one task, stderr in another) share the
