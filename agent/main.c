@@ -29,8 +29,6 @@
 #define AF_VSOCK 40
 #endif
 #define VMADDR_CID_ANY_ 0xFFFFFFFFu
-#define SO_VM_SOCKETS_BUFFER_SIZE_ 0
-#define SO_VM_SOCKETS_BUFFER_MAX_SIZE_ 2
 
 struct sockaddr_vm_ { /* <linux/vm_sockets.h>, which musl's headers lack */
     unsigned short svm_family;
@@ -161,20 +159,6 @@ static void std_fds(const char *dev)
         ;
     if (fd > 2)
         close(fd);
-}
-
-/* Socket buffers that hold a few frames: fewer, larger reads and writes. For
- * vsock, the buffer is also the credit the guest grants the host. */
-static void grow_buffers(int fd)
-{
-    int size = 4 * MAX_FRAME;
-    unsigned long long vsize = 4ull * MAX_FRAME;
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-    if (strncmp(g_cfg.listen, "vsock:", 6) == 0) {
-        setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_MAX_SIZE_, &vsize, sizeof vsize);
-        setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE_, &vsize, sizeof vsize);
-    }
 }
 
 static void *connection_thread(void *arg)
@@ -311,7 +295,6 @@ int main(int argc, char **argv)
             refuse(fd);
             continue;
         }
-        grow_buffers(fd);
         pthread_t t;
         if (pthread_create(&t, &attr, connection_thread, (void *)(long)fd) != 0) {
             __atomic_sub_fetch(&g_connections, 1, __ATOMIC_RELAXED);

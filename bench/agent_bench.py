@@ -18,7 +18,7 @@ compiled here with ``cc``:
 
 Files live in ``/dev/shm`` where there is one, so the disk does not decide.
 
-    python bench/agent_bench.py [--calls 300] [--rounds 5] [--cpu N]
+    python bench/agent_bench.py [--calls 300] [--rounds 5] [--cpu N] [--only start|exec|copy]
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import shutil
 import socket
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from _common import paired_ratio, scratch_dir
@@ -231,11 +233,99 @@ async def concurrent(agent_sock: Path, n: int, rounds: int) -> list[float]:
     return walls
 
 
+def bench_start(agent: Path, raw: Path, workdir: Path) -> None:
+    starts: dict[str, list[float]] = {"firec-agent": [], "raw C server": []}
+    sock = workdir / "start.sock"
+    for _ in range(50):
+        starts["firec-agent"].append(
+            start_time(raw, [str(agent), "--service", "--listen", f"unix:{sock}"], sock)
+        )
+        starts["raw C server"].append(start_time(raw, [str(raw), "exec", str(sock)], sock))
+    print("\nspawn to first accepted connection (50 runs, timed in C with posix_spawn):")
+    for label, values in starts.items():
+        print(f"  {label:18} median {median_ms(values)}  min {min(values) * 1e3:7.3f} ms")
+
+
+def bench_exec(agent_sock: Path, raw: Path, workdir: Path, calls: int) -> None:
+    raw_sock = workdir / "raw-exec.sock"
+    raw_process = spawn([str(raw), "exec", str(raw_sock)])
+    try:
+        times = asyncio.run(exec_rounds(agent_sock, raw_sock, calls))
+    finally:
+        raw_process.terminate()
+        raw_process.wait()
+    raw_times = times["raw fork+exec echo"]
+    base = statistics.median(raw_times)
+    print(f"\nexec of /bin/true, {calls} interleaved rounds:")
+    print(f"  {'':20} {'median':>10}  {'ratio of medians':>16}  {'paired ratio':>12}")
+    worst = 0.0
+    for label, values in times.items():
+        ratio = statistics.median(values) / base
+        paired = paired_ratio(values, raw_times)
+        if label != "raw fork+exec echo":
+            worst = max(worst, paired)
+        print(f"  {label:20} {median_ms(values)}  {ratio:15.2f}x  {paired:11.2f}x")
+    verdict = "meets" if worst <= EXEC_TARGET else "MISSES"
+    print(f"  firec {verdict} the target of {EXEC_TARGET}x: worst paired {worst:.2f}x")
+    walls = asyncio.run(concurrent(agent_sock, 100, 10))
+    print(
+        f"\n100 concurrent AsyncClient.exec: median wall {median_ms(walls)} "
+        f"({statistics.median(walls) * 10:.3f} ms per exec; "
+        f"100 raw execs one after another: {base * 1e5:.3f} ms)"
+    )
+
+
+def bench_copy(agent_sock: Path, raw: Path, workdir: Path, rounds: int) -> None:
+    source, target = workdir / "source.bin", workdir / "target.bin"
+    block = os.urandom(CHUNK)
+    with open(source, "wb") as f:
+        for _ in range(GIB // CHUNK):
+            f.write(block)
+    copies: dict[str, list[float]] = {
+        "raw upload": [],
+        "files.upload": [],
+        "raw download": [],
+        "files.download": [],
+    }
+    with Client.unix(agent_sock) as client:
+
+        def timed(call: Callable[[], object]) -> float:
+            t = time.perf_counter()
+            call()
+            return time.perf_counter() - t
+
+        runs: dict[str, Callable[[], float]] = {
+            "raw upload": lambda: raw_copy(raw, workdir, "sink", target, source),
+            "files.upload": lambda: timed(lambda: client.files.upload(source, target)),
+            "raw download": lambda: raw_copy(raw, workdir, "source", source, target),
+            "files.download": lambda: timed(lambda: client.files.download(source, target)),
+        }
+        order = list(runs)
+        for _ in range(rounds):
+            random.shuffle(order)  # no path always follows the same one
+            for label in order:
+                copies[label].append(runs[label]())
+                target.unlink()
+    print(f"\n1 GiB, {rounds} interleaved rounds in shuffled order:")
+    worst_share = 1.0
+    for label, values in copies.items():
+        speed = GIB / statistics.median(values) / 1e6
+        print(f"  {label:15} median {statistics.median(values):6.3f} s  {speed:7.0f} MB/s")
+    for way in ("upload", "download"):
+        # throughput share = raw time / firec time, paired round by round
+        share = 1 / paired_ratio(copies[f"files.{way}"], copies[f"raw {way}"])
+        worst_share = min(worst_share, share)
+        print(f"  files.{way}: {share * 100:5.1f}% of the raw copy's throughput (paired)")
+    verdict = "meets" if worst_share >= COPY_TARGET else "MISSES"
+    print(f"  firec {verdict} the target of {COPY_TARGET * 100:.0f}%")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cpu", type=int, help="pin the benchmark and its servers to one CPU")
+    parser.add_argument("--only", choices=("start", "exec", "copy"), help="run one part")
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
@@ -244,88 +334,21 @@ def main() -> None:
         agent = agent_binary()
         raw = build_raw(workdir)
         print(f"firec-agent: {agent} ({agent.stat().st_size} bytes)")
-
-        starts = {"firec-agent": [], "raw C server": []}
-        for _ in range(50):
-            sock = workdir / "start.sock"
-            starts["firec-agent"].append(
-                start_time(raw, [str(agent), "--service", "--listen", f"unix:{sock}"], sock)
-            )
-            starts["raw C server"].append(start_time(raw, [str(raw), "exec", str(sock)], sock))
-        print("\nspawn to first accepted connection (50 runs, timed in C with posix_spawn):")
-        for label, values in starts.items():
-            print(f"  {label:18} median {median_ms(values)}  min {min(values) * 1e3:7.3f} ms")
-
+        if args.only in (None, "start"):
+            bench_start(agent, raw, workdir)
+        if args.only == "start":
+            return
         agent_sock = workdir / "agent.sock"
         agent_process = spawn([str(agent), "--service", "--listen", f"unix:{agent_sock}"])
-        raw_sock = workdir / "raw-exec.sock"
-        raw_process = spawn([str(raw), "exec", str(raw_sock)])
         try:
             connect_when_listening(agent_sock, time.monotonic() + 5).close()
-            times = asyncio.run(exec_rounds(agent_sock, raw_sock, args.calls))
-            raw_times = times["raw fork+exec echo"]
-            base = statistics.median(raw_times)
-            print(f"\nexec of /bin/true, {args.calls} interleaved rounds:")
-            print(f"  {'':20} {'median':>10}  {'ratio of medians':>16}  {'paired ratio':>12}")
-            worst = 0.0
-            for label, values in times.items():
-                ratio = statistics.median(values) / base
-                paired = paired_ratio(values, raw_times)
-                if label != "raw fork+exec echo":
-                    worst = max(worst, paired)
-                print(f"  {label:20} {median_ms(values)}  {ratio:15.2f}x  {paired:11.2f}x")
-            verdict = "meets" if worst <= EXEC_TARGET else "MISSES"
-            print(f"  firec {verdict} the target of {EXEC_TARGET}x: worst paired {worst:.2f}x")
-
-            walls = asyncio.run(concurrent(agent_sock, 100, 10))
-            print(
-                f"\n100 concurrent AsyncClient.exec: median wall {median_ms(walls)} "
-                f"({statistics.median(walls) * 10:.3f} ms per exec; "
-                f"100 raw execs one after another: {base * 1e5:.3f} ms)"
-            )
-
-            source = workdir / "source.bin"
-            block = os.urandom(CHUNK)
-            with open(source, "wb") as f:
-                for _ in range(GIB // CHUNK):
-                    f.write(block)
-            copies: dict[str, list[float]] = {
-                "raw upload": [],
-                "files.upload": [],
-                "raw download": [],
-                "files.download": [],
-            }
-            with Client.unix(agent_sock) as client:
-                for _ in range(args.rounds):
-                    target = workdir / "target.bin"
-                    copies["raw upload"].append(raw_copy(raw, workdir, "sink", target, source))
-                    target.unlink()
-                    t = time.perf_counter()
-                    client.files.upload(source, target)
-                    copies["files.upload"].append(time.perf_counter() - t)
-                    target.unlink()
-                    copies["raw download"].append(raw_copy(raw, workdir, "source", source, target))
-                    target.unlink()
-                    t = time.perf_counter()
-                    client.files.download(source, target)
-                    copies["files.download"].append(time.perf_counter() - t)
-                    target.unlink()
-            print(f"\n1 GiB, {args.rounds} interleaved rounds:")
-            worst_share = 1.0
-            for label, values in copies.items():
-                speed = GIB / statistics.median(values) / 1e6
-                print(f"  {label:15} median {statistics.median(values):6.3f} s  {speed:7.0f} MB/s")
-            for way in ("upload", "download"):
-                # throughput share = raw time / firec time, paired round by round
-                share = 1 / paired_ratio(copies[f"files.{way}"], copies[f"raw {way}"])
-                worst_share = min(worst_share, share)
-                print(f"  files.{way}: {share * 100:5.1f}% of the raw copy's throughput (paired)")
-            verdict = "meets" if worst_share >= COPY_TARGET else "MISSES"
-            print(f"  firec {verdict} the target of {COPY_TARGET * 100:.0f}%")
+            if args.only in (None, "exec"):
+                bench_exec(agent_sock, raw, workdir, args.calls)
+            if args.only in (None, "copy"):
+                bench_copy(agent_sock, raw, workdir, args.rounds)
         finally:
-            for process in (agent_process, raw_process):
-                process.terminate()
-                process.wait()
+            agent_process.terminate()
+            agent_process.wait()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

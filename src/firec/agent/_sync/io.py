@@ -32,8 +32,6 @@ Connector = Callable[[], socket.socket]
 ByteStream = Iterator[bytes]
 
 _CHUNK = 64 * 1024
-#: Socket buffers that hold a few frames: fewer, larger reads and writes.
-_SOCKET_BUFFER = 4 * protocol.MAX_FRAME
 
 
 def unix_connector(path: str | os.PathLike[str]) -> Connector:
@@ -43,8 +41,6 @@ def unix_connector(path: str | os.PathLike[str]) -> Connector:
     def connect() -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
             sock.connect(where)
         except BaseException:
             sock.close()
