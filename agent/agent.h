@@ -155,7 +155,8 @@ struct child {
     int done;
     struct child *next;
 };
-void reaper_start(void); /* block signals; start the signal thread */
+void reaper_block(void); /* block the signals the reaper takes (before any thread or child) */
+void reaper_start(void); /* start the signal thread (blocking them first, if not yet) */
 void reaper_lock(void);
 void reaper_unlock(void);
 void reaper_add_locked(struct child *ch); /* call between fork() and reaper_unlock() */

@@ -248,7 +248,7 @@ int main(int argc, char **argv)
     srandom((unsigned)(time(NULL) ^ getpid() ^ (long)&port));
     parse_args(argc, argv, port, token_file, cmdline, &force);
     g_cfg.pid1 = force ? force > 0 : getpid() == 1;
-    reaper_start();
+    reaper_block(); /* the reaper thread starts once listening: signals wait until then */
     if (g_cfg.pid1) {
         init_system();
         std_fds("/dev/console");
@@ -269,10 +269,12 @@ int main(int argc, char **argv)
         logmsg("cannot listen on %s: %s", g_cfg.listen, strerror(errno));
         if (!g_cfg.pid1)
             return 2;
+        reaper_start();
         for (;;) /* init must not exit: serve signals (and shutdown) only */
             pause();
     }
     snprintf(arg, sizeof arg, "%s", g_cfg.listen);
+    reaper_start();
     logmsg("listening on %s (agent %s, protocol %d%s%s)", arg, AGENT_VERSION, PROTOCOL_VERSION,
            g_cfg.pid1 ? ", as init" : "", g_cfg.token[0] ? ", token required" : "");
     pthread_attr_t attr;

@@ -147,17 +147,22 @@ static void *signal_thread(void *arg)
 
 void request_shutdown(void) { kill(getpid(), SIGTERM); }
 
-void reaper_start(void)
+void reaper_block(void)
 {
-    static int started;
-    if (started++)
-        return;
     static const int sigs[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
     sigemptyset(&handled);
     for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
         sigaddset(&handled, sigs[i]);
     pthread_sigmask(SIG_BLOCK, &handled, NULL); /* inherited by every thread made after */
     signal(SIGPIPE, SIG_IGN);
+}
+
+void reaper_start(void)
+{
+    static int started;
+    if (started++)
+        return;
+    reaper_block();
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
