@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,12 +34,25 @@ def client(agent: RunningAgent) -> Iterator[Client]:
         yield c
 
 
+def _running(marker: str) -> bool:
+    """Some live process has ``marker`` in its command line."""
+    wanted = marker.replace(" ", "\0").encode()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and wanted in (entry / "cmdline").read_bytes():
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    return True
+        except OSError:
+            continue  # gone meanwhile
+    return False
+
+
 def _gone(marker: str, timeout: float = 5.0) -> bool:
     """No process with ``marker`` in its command line is left (waiting up to ``timeout``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0
-        if not found:
+        if not _running(marker):
             return True
         time.sleep(0.02)
     return False
