@@ -1,8 +1,8 @@
 """Generate the synchronous transport, client and machine from the asynchronous ones.
 
-``src/firec/api/_async/transport.py``, ``src/firec/api/_async/client.py`` and
-``src/firec/vm/_async/machine.py`` are the one source of both flavours; this
-script writes their twins in the ``_sync`` folder beside them by
+The modules of ``PAIRS`` under ``src/firec/api/_async`` (the transport and the
+client) and ``src/firec/vm/_async`` (the machine and its layers) are the one
+source of both flavours; this script writes their twins in the ``_sync`` folder beside them by
 plain token substitution (as httpcore does), then sorts their imports and
 formats them with ruff. ``--check`` exits 1 if a generated file is stale.
 
@@ -23,7 +23,10 @@ PACKAGE = ROOT / "src" / "firec"
 PAIRS = [
     (PACKAGE / "api" / "_async" / "transport.py", PACKAGE / "api" / "_sync" / "transport.py"),
     (PACKAGE / "api" / "_async" / "client.py", PACKAGE / "api" / "_sync" / "client.py"),
-    (PACKAGE / "vm" / "_async" / "machine.py", PACKAGE / "vm" / "_sync" / "machine.py"),
+    *(
+        (PACKAGE / "vm" / "_async" / name, PACKAGE / "vm" / "_sync" / name)
+        for name in ("vmm.py", "lifecycle.py", "snapshots.py", "devices.py", "machine.py")
+    ),
 ]
 
 HEADER = (
