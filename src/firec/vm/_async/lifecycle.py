@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from firec.api import models
 from firec.api._async.client import AsyncClient
@@ -59,6 +60,9 @@ if TYPE_CHECKING:
 
 __all__ = ["MachineLifecycle"]
 
+#: What a new machine is made from: a config, or a checked restore.
+P = TypeVar("P")
+
 
 class MachineLifecycle(MachineVmm):
     """A microVM from its making to its end: the lifecycle of :class:`firec.AsyncMachine`."""
@@ -95,23 +99,9 @@ class MachineLifecycle(MachineVmm):
         """
         config.validate()
         registration = cls._claim(config, registry)
-        network: VMNetwork | None = None
-        try:
-            if any(i.network is not None for i in config.network_interfaces):
-                config, network = await io.run_blocking(attach_network, config)
-            try:
-                machine = cls(config)
-            except BaseException:
-                if network is not None:
-                    await io.run_blocking(network.teardown)
-                raise
-        except BaseException:
-            if registration is not None:
-                registration.release()
-            raise
-        machine._owned = True
-        machine._network = network
-        machine._registration = registration
+        networked = any(i.network is not None for i in config.network_interfaces)
+        attach = attach_network if networked else None
+        machine, _ = await cls._own(registration, config, attach, cls)
         try:
             prepare(machine._launch)  # links, fifos, small files: no thread needed
             await machine._spawn(ready_timeout)
@@ -132,6 +122,40 @@ class MachineLifecycle(MachineVmm):
             return None
         # a few small files under a lock held for a moment: no thread needed
         return Registration.claim(registry or Registry(), config, plan(config), origin=origin)
+
+    @classmethod
+    async def _own(
+        cls,
+        registration: Registration | None,
+        planned: P,
+        attach: Callable[[P], tuple[P, VMNetwork | None]] | None,
+        make: Callable[[P], Self],
+    ) -> tuple[Self, P]:
+        """``make(planned)``: a new machine that owns its files, its network and its host record.
+
+        ``attach`` (given where an interface has a network plan) sets the
+        network up first, and returns ``planned`` as the VMM must see it. The
+        machine's :meth:`delete` tears the network down and releases
+        ``registration``; a failure before the machine is made does both here.
+        """
+        network: VMNetwork | None = None
+        try:
+            if attach is not None:
+                planned, network = await io.run_blocking(attach, planned)
+            try:
+                machine = make(planned)
+            except BaseException:
+                if network is not None:
+                    await io.run_blocking(network.teardown)
+                raise
+        except BaseException:
+            if registration is not None:
+                registration.release()
+            raise
+        machine._owned = True
+        machine._network = network
+        machine._registration = registration
+        return machine, planned
 
     @classmethod
     async def connect(

@@ -27,6 +27,7 @@ from firec.vm._async.lifecycle import MachineLifecycle
 from firec.vm._async.vmm import QUICK_RETRIES, READY_TIMEOUT
 from firec.vm._launch import plan
 from firec.vm._restore import (
+    RestorePlan,
     attach_restore_network,
     clone_plans,
     first_failure,
@@ -112,32 +113,12 @@ class MachineSnapshots(MachineLifecycle):
             track_dirty_pages=track_dirty_pages,
         )
         registration = cls._claim(checked.config, registry, f"snapshot:{snapshot.directory}")
-        network = None
-        try:
-            if any(i.network is not None for i in checked.config.network_interfaces):
-                checked, network = await io.run_blocking(attach_restore_network, checked)
-            try:
-                launch = plan(checked.config)
-                client = AsyncClient(
-                    launch.socket_path,
-                    version=checked.version,
-                    max_payload_size=checked.config.max_payload_size,
-                )
-                machine = cls(checked.config, launch=launch, client=client)
-            except BaseException:
-                if network is not None:
-                    await io.run_blocking(network.teardown)
-                raise
-        except BaseException:
-            if registration is not None:
-                registration.release()
-            raise
-        machine._owned = True
-        machine._network = network
-        machine._registration = registration
+        networked = any(i.network is not None for i in checked.config.network_interfaces)
+        attach = attach_restore_network if networked else None
+        machine, checked = await cls._own(registration, checked, attach, cls._restoring)
         try:
             # links, or copies of what a jail's user could not read
-            setup = await io.run_blocking(prepare_restore, launch, checked)
+            setup = await io.run_blocking(prepare_restore, machine._launch, checked)
             machine._uffd = setup.handler
             await machine._spawn(ready_timeout, ask=False)
             await machine._load(setup.params, time.monotonic() + ready_timeout)
@@ -150,6 +131,17 @@ class MachineSnapshots(MachineLifecycle):
         machine._snapshot_base = snapshot
         machine._check_space()
         return machine
+
+    @classmethod
+    def _restoring(cls, checked: RestorePlan) -> Self:
+        """A machine for ``checked``'s config, its client told the version that will load it."""
+        launch = plan(checked.config)
+        client = AsyncClient(
+            launch.socket_path,
+            version=checked.version,
+            max_payload_size=checked.config.max_payload_size,
+        )
+        return cls(checked.config, launch=launch, client=client)
 
     @classmethod
     async def clone(
