@@ -1,9 +1,10 @@
 """Generate the synchronous transport, client and machine from the asynchronous ones.
 
-The modules of ``PAIRS`` under ``src/firec/api/_async`` (the transport and the
-client) and ``src/firec/vm/_async`` (the machine and its layers) are the one
-source of both flavours; this script writes their twins in the ``_sync`` folder beside them by
-plain token substitution (as httpcore does), then sorts their imports and
+The modules of ``PAIRS`` under ``src/firec/api/_async`` (the transport, the
+client and its endpoints) and ``src/firec/vm/_async`` (the machine and its
+layers) are the one source of both flavours; this script writes their twins
+in the ``_sync`` folder beside them by plain token substitution (as httpcore
+does), then sorts their imports and
 formats them with ruff. ``--check`` exits 1 if a generated file is stale.
 
     python scripts/unasync.py          # regenerate
@@ -22,6 +23,7 @@ PACKAGE = ROOT / "src" / "firec"
 #: (asyncio source, generated synchronous twin)
 PAIRS = [
     (PACKAGE / "api" / "_async" / "transport.py", PACKAGE / "api" / "_sync" / "transport.py"),
+    (PACKAGE / "api" / "_async" / "endpoints.py", PACKAGE / "api" / "_sync" / "endpoints.py"),
     (PACKAGE / "api" / "_async" / "client.py", PACKAGE / "api" / "_sync" / "client.py"),
     *(
         (PACKAGE / "vm" / "_async" / name, PACKAGE / "vm" / "_sync" / name)
