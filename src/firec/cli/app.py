@@ -13,7 +13,8 @@ import typer
 import typer.exceptions
 
 from firec.cli import follow, hostcmds, manage, run, snapshots
-from firec.cli.imagecmds import image_app, kernel_app
+from firec.cli.imagecmds import image_app
+from firec.cli.kernelcmds import kernel_app
 from firec.cli.output import (
     DEBUG_ENV,
     EPILOG,

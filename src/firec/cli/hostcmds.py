@@ -6,19 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.text import Text
 
 import firec
 from firec.api import versions
-from firec.cli.output import ExitCode, err, out, print_json, table
+from firec.cli.output import ExitCode, download_progress, out, print_json, table
 from firec.host import checks as host
 from firec.host import install
 
@@ -94,14 +86,7 @@ def install_command(
 
     firec finds it there afterwards: no PATH change is needed.
     """
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=True) as progress:
+    with download_progress() as progress:
         installed = install.install_firecracker(
             release, dest=dest, base_url=base_url, progress=progress, sha256=sha256
         )

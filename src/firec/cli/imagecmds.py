@@ -1,4 +1,4 @@
-"""Images: ``firec image build`` (an ext4 root filesystem), ``firec kernel extract``."""
+"""Images: ``firec image build`` (an ext4 root filesystem); kernels are in ``kernelcmds.py``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
+# `firec kernel` lived here: importable from here too.
+from firec.cli.kernelcmds import kernel_app
 from firec.cli.output import EPILOG, out
-from firec.images import build_rootfs, extract_vmlinux
+from firec.images import build_rootfs
 
 __all__ = ["image_app", "kernel_app"]
 
 image_app = typer.Typer(help="Root filesystem images.", no_args_is_help=True)
-kernel_app = typer.Typer(help="Guest kernels.", no_args_is_help=True)
 
 
 @image_app.command("build", epilog=EPILOG)
@@ -31,13 +32,3 @@ def build(
     """Make an ext4 root filesystem image, without root and without mounting (mkfs.ext4 -d)."""
     image = build_rootfs(source, dest, size=size, label=label)
     out.print(f"{image} ({image.stat().st_size >> 20} MiB)", markup=False)
-
-
-@kernel_app.command("extract", epilog=EPILOG)
-def extract(
-    bzimage: Annotated[Path, typer.Argument(help="A compressed kernel (/boot/vmlinuz-*).")],
-    dest: Annotated[Path, typer.Argument(help="The ELF vmlinux to write (or a directory).")],
-) -> None:
-    """Turn a distribution bzImage into the ELF vmlinux Firecracker boots on x86-64."""
-    vmlinux = extract_vmlinux(bzimage, dest)
-    out.print(f"{vmlinux} ({vmlinux.stat().st_size >> 20} MiB)", markup=False)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,15 @@ from firec.errors import FirecError
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-__all__ = ["Hints", "client", "download", "read_small", "request", "verify_sha256"]
+__all__ = [
+    "Hints",
+    "client",
+    "download",
+    "read_small",
+    "replace_dir",
+    "request",
+    "verify_sha256",
+]
 
 
 @dataclass(frozen=True)
@@ -129,3 +139,19 @@ def verify_sha256(url: str, expected: str, actual: str, consequence: str) -> Non
             f"checksum mismatch for {url}: expected sha256 {expected}, got {actual}; "
             f"the download is corrupt or not the file expected. {consequence}"
         )
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Move ``staging`` to ``target``, replacing what is there only once all is ready."""
+    old: Path | None = None
+    if target.exists() or target.is_symlink():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+    try:
+        staging.rename(target)
+    except OSError:
+        if old is not None:
+            old.rename(target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -48,7 +48,7 @@ from typing import IO, TYPE_CHECKING
 import httpx
 
 from firec.errors import FirecError, ValidationError
-from firec.host._download import Hints, download, read_small, verify_sha256
+from firec.host._download import Hints, download, read_small, replace_dir, verify_sha256
 from firec.host._download import client as download_client
 from firec.vm.binaries import (
     RELEASE_RECORD,
@@ -173,7 +173,7 @@ def install_firecracker(
         archive.unlink()
         record = {"version": version, "arch": arch, "sha256": actual, "source": archive_url}
         (staging / RELEASE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        _replace_dir(staging, target)
+        replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -238,19 +238,3 @@ def _check_replaceable(target: Path) -> None:
             f"{target} exists and is not a firec install of Firecracker; "
             "give a new or empty directory to install into"
         )
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Move ``staging`` to ``target``, replacing what is there only once all is ready."""
-    old: Path | None = None
-    if target.exists() or target.is_symlink():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-    try:
-        staging.rename(target)
-    except OSError:
-        if old is not None:
-            old.rename(target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
