@@ -75,6 +75,7 @@ def test_help_lists_the_commands_and_the_exit_codes(env: dict[str, str]) -> None
         *(c.name for c in app.registered_commands),
         "image build",
         "kernel extract",
+        "kernel fetch",
     ],
 )
 def test_every_command_has_help(env: dict[str, str], command: str | None) -> None:
