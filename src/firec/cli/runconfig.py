@@ -23,6 +23,7 @@ from typing import Any
 
 import typer
 
+from firec.cli.attach import detached_console
 from firec.cli.readiness import binary_or_doctor
 from firec.errors import ConfigError, ValidationError
 from firec.images import parse_size
@@ -316,8 +317,7 @@ def run_config(
         builder = jb.build().metrics_path("/metrics.json")
     else:
         builder = builder.firecracker_binary(firecracker).metrics_path(vm_dir / "metrics.json")
-    if console:
-        builder = builder.console(Console.terminal())
+    builder = builder.console(Console.terminal() if console else detached_console(vm_dir))
     for nic in network_interfaces(vm_id, network):
         builder = builder.add_network_interface(nic)
     if ctx.meta.get(NETWORK_STATE) is not None:
