@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
-def _ar(members: list[tuple[str, bytes]]) -> bytes:
+def ar(members: list[tuple[str, bytes]]) -> bytes:
     out = bytearray(b"!<arch>\n")
     for name, data in members:
         header = f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n"
@@ -51,7 +51,7 @@ def _tar_xz(files: dict[str, bytes]) -> bytes:
 
 def deb(files: dict[str, bytes], control: str = "Package: x\n") -> bytes:
     """A Debian package installing ``files`` (paths without a leading slash)."""
-    return _ar(
+    return ar(
         [
             ("debian-binary", b"2.0\n"),
             ("control.tar.xz", _tar_xz({"control": control.encode()})),

@@ -328,3 +328,24 @@ def test_the_command_refuses_contradicting_options(tmp_path: Path, agent: Path) 
         assert result.exit_code == 2, (extra, result.stderr)
         assert word in result.stderr
     assert sorted(os.listdir(tmp_path)) == ["firec-agent", "root"]
+
+
+@pytest.mark.needs_tool("cc")
+@pytest.mark.parametrize("backend", ["emulator"], indirect=True)
+def test_firec_run_boots_the_agent_as_init(
+    vmm_binary: Path, short_tmp: Path, tmp_path: Path, agent: Path
+) -> None:
+    from tests.test_cli_lifecycle import Cli
+
+    image = build_rootfs(
+        docker_save(tmp_path / "image.tar", [BASE]), tmp_path / "r.ext4", agent=agent
+    )
+    cli = Cli(
+        {**os.environ, "FIREC_STATE_DIR": str(short_tmp / "state")}, short_tmp / "vms", vmm_binary
+    )
+    try:
+        cli.run_detached("vm1", "--rootfs", str(image), "--boot-args", "console=ttyS0")
+        boot_args = json.loads(cli("inspect", "vm1"))["vm_config"]["boot-source"]["boot_args"]
+        assert boot_args.split()[:2] == ["console=ttyS0", "init=/.firec/firec-agent"]
+    finally:
+        cli("rm", "-f", "vm1")
