@@ -75,6 +75,7 @@ def test_help_lists_the_commands_and_the_exit_codes(env: dict[str, str]) -> None
         *(c.name for c in app.registered_commands),
         "image build",
         "kernel extract",
+        "kernel fetch",
     ],
 )
 def test_every_command_has_help(env: dict[str, str], command: str | None) -> None:
@@ -229,7 +230,9 @@ def test_image_build_makes_an_ext4_image(env: dict[str, str], tmp_path: Path) ->
     (source / "etc").mkdir(parents=True)
     (source / "etc" / "hostname").write_text("guest\n")
     image = tmp_path / "rootfs.ext4"
-    code, out, err = invoke("image", "build", str(source), str(image), "--label", "root")
+    code, out, err = invoke(
+        "image", "build", str(source), str(image), "--label", "root", "--no-agent"
+    )
     assert code == 0, err
     assert str(image) in out
     check = subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, text=True)
@@ -244,7 +247,9 @@ def test_image_build_refuses_a_size_too_small(env: dict[str, str], tmp_path: Pat
     source = tmp_path / "root"
     source.mkdir()
     (source / "big").write_bytes(os.urandom(2 << 20))
-    code, _, err = invoke("image", "build", str(source), str(tmp_path / "i.ext4"), "--size", "1M")
+    code, _, err = invoke(
+        "image", "build", str(source), str(tmp_path / "i.ext4"), "--size", "1M", "--no-agent"
+    )
     assert code == ExitCode.USAGE and "size" in err
     assert not (tmp_path / "i.ext4").exists()
 
