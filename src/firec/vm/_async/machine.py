@@ -52,7 +52,6 @@ from firec.errors import (
     TimeoutError,
     TransportError,
 )
-from firec.host.registry import Registration, Registry
 from firec.snapshots.snapshot import PerClone, Snapshot
 from firec.vm import vsock
 from firec.vm._async import io
@@ -69,6 +68,7 @@ from firec.vm._launch import (
     socket_accepts,
     spawn,
 )
+from firec.vm._registry.claim import Registration, Registry
 from firec.vm._restore import (
     attach_restore_network,
     clone_plans,

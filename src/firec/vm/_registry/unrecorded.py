@@ -24,7 +24,7 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-from firec.host.registry.records import VmRecord
+from firec.vm._registry.records import VmRecord
 
 __all__ = ["find_unrecorded_vmm"]
 
