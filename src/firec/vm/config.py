@@ -378,10 +378,9 @@ class Config:
         return files
 
     def _check_files(self) -> None:
+        layout = layout_type(self.jailer)  # a jail adds its base, and one name per file
         directories = [("workdir", self.workdir), ("state_dir", self.state_dir)]
-        if self.jailer is not None:
-            directories.append(("jailer.chroot_base_dir", self.jailer.chroot_base_dir))
-        for name, directory in directories:
+        for name, directory in [*directories, *layout.config_directories(self.jailer)]:
             if directory is not None and directory.exists() and not directory.is_dir():
                 raise ConfigError(name, f"{directory} is not a directory")
         names: dict[str, str] = {}
@@ -392,14 +391,7 @@ class Config:
                 raise ConfigError(name, f"{path} is not a file")
             if not os.access(path, os.R_OK):
                 raise ConfigError(name, f"{path} is not readable")
-            if self.jailer is not None:
-                other = names.setdefault(path.name, name)
-                if other != name:
-                    raise ConfigError(
-                        name,
-                        f"{path.name} is also the file name of {other}: inside the jail "
-                        "both would be /" + path.name + "; rename one",
-                    )
+            layout.check_input_name(name, path, names)
 
     # -- as data -------------------------------------------------------------------
 
