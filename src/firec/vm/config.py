@@ -49,6 +49,7 @@ from firec.api import models
 from firec.api.operations import DEFAULT_MAX_PAYLOAD_SIZE, payload_limit_in_args
 from firec.errors import ConfigError
 from firec.network.interface import Interface
+from firec.snapshots.snapshot import Snapshot, register_config_reader
 from firec.vm._checks import (
     absolute_path,
     bool_value,
@@ -69,6 +70,7 @@ from firec.vm._config_checks import (
     check_unique,
     host_paths,
 )
+from firec.vm._snapshot_config import config_fields
 from firec.vm.binaries import resolve_binary
 from firec.vm.builders import DriveBuilder, JailerBuilder, MachineBuilder
 from firec.vm.jailer import Jail, JailerConfig, validate_id
@@ -435,6 +437,15 @@ class Config:
         except _codec.DecodeError as exc:
             raise ConfigError(exc.where, exc.reason) from exc
 
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot, vm_id: str | None = None) -> Config:
+        """A config for a VM restored from ``snapshot`` (:meth:`firec.Snapshot.config` is this).
+
+        Its id is ``vm_id`` (default: a random one), its devices and Firecracker
+        the snapshot's (``vm/_snapshot_config.py``); the rest are the defaults.
+        """
+        return cls(**config_fields(snapshot, vm_id))
+
 
 def check_kernel_args(args: object) -> str:
     """Return ``args`` if Firecracker takes it as a kernel command line, else :class:`ConfigError`.
@@ -484,3 +495,6 @@ class Builder(BuilderSetters):
         """Finish: validate the whole config and return it."""
         self._config.validate(check_files=check_files)
         return self._config
+
+
+register_config_reader(Config.from_snapshot)  # for Snapshot.config(): snapshots may not import vm
