@@ -90,6 +90,11 @@ class JailedLayout(Layout):
         """The chroot: what Firecracker sees as ``/``."""
         return self.base / "root"
 
+    @property
+    def chroot_base(self) -> Path:
+        """The jailer's ``--chroot-base-dir``: :attr:`base` is ``<it>/<exec file name>/<id>``."""
+        return self.base.parent.parent
+
     def seen(self, host_path: PathArg) -> str:
         """A path inside the chroot as seen from it; any other file at ``/<its name>``.
 
