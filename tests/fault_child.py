@@ -31,7 +31,7 @@ import firec.host.registry
 import firec.network.nat
 import firec.network.netns
 import firec.network.tap
-import firec.vm._sync.machine
+import firec.vm._sync.vmm
 from firec.network import Interface, RoutedNetwork
 from firec.network.setup import vm_key
 
@@ -41,7 +41,7 @@ STEPS: dict[str, tuple[Any, str]] = {
     "netns": (firec.network.netns, "create_netns"),
     "tap": (firec.network.tap, "create_tap"),
     "nft": (firec.network.nat.NatTable, "add"),
-    "spawn": (firec.vm._sync.machine, "spawn"),
+    "spawn": (firec.vm._sync.vmm, "spawn"),
     "recorded": (firec.host.registry.Registration, "spawned"),
     "start": (firec.Machine, "start"),
 }
