@@ -139,7 +139,7 @@ def restore(
     _check_interfaces(
         snap.interfaces, overrides, f"snapshot {snap.directory}", "the VM it was taken from"
     )
-    config = snap.config(vm_id or new_vm_id())
+    config = Config.from_snapshot(snap, vm_id or new_vm_id())
     config = config.replace(workdir=(workdir or runtime_dir()).resolve(), vsock=None)
     if firecracker_bin is not None:
         config = config.replace(firecracker_binary=firecracker_bin.resolve())

@@ -31,6 +31,7 @@ from typing import Any, Self
 
 import httpx
 
+from firec._proc import VmmThreadWatch, socket_peer_pid
 from firec.api import models
 from firec.api._async.endpoints import Endpoints
 from firec.api._request import (
@@ -56,7 +57,6 @@ from firec.api.operations import DEFAULT_MAX_PAYLOAD_SIZE, OPERATIONS_BY_ID, Ope
 from firec.api.transport import RequestWatch, async_unix_transport, transport_error
 from firec.api.versions import Version, check_supported
 from firec.errors import APIError, ConnectError, ValidationError
-from firec.vm.process import VmmThreadWatch, socket_peer_pid
 
 __all__ = ["AsyncClient"]
 

@@ -30,6 +30,7 @@ from typing import Any, Self
 
 import httpx
 
+from firec._proc import VmmThreadWatch, socket_peer_pid
 from firec.api import models
 from firec.api._request import (
     API_THREAD_PATHS,
@@ -55,7 +56,6 @@ from firec.api.operations import DEFAULT_MAX_PAYLOAD_SIZE, OPERATIONS_BY_ID, Ope
 from firec.api.transport import RequestWatch, transport_error, unix_transport
 from firec.api.versions import Version, check_supported
 from firec.errors import APIError, ConnectError, ValidationError
-from firec.vm.process import VmmThreadWatch, socket_peer_pid
 
 __all__ = ["Client"]
 

@@ -31,7 +31,6 @@ from firec.errors import (
     TimeoutError,
     TransportError,
 )
-from firec.host.registry import Registration, Registry
 from firec.vm._async import io
 from firec.vm._async.vmm import (
     EXIT_GRACE,
@@ -51,6 +50,7 @@ from firec.vm._launch import (
     plan,
     prepare,
 )
+from firec.vm._registry.claim import Registration, Registry
 from firec.vm.config import BootMethod, Config
 from firec.vm.process import ExitStatus, VmmProcess, find_vmm_pid, process_args
 from firec.vm.state import MachineState

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from firec.api._async.client import AsyncClient
 from firec.errors import MachineError, TransportError
-from firec.host.registry import Registration
 from firec.snapshots.snapshot import Snapshot
 from firec.vm._async import io
 from firec.vm._launch import Launch, full_outputs, plan, socket_accepts, spawn
+from firec.vm._registry.claim import Registration
 from firec.vm.config import Config
 from firec.vm.logs import LogForwarder
 from firec.vm.metrics import MetricsForwarder

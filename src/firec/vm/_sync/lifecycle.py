@@ -30,7 +30,6 @@ from firec.errors import (
     TimeoutError,
     TransportError,
 )
-from firec.host.registry import Registration, Registry
 from firec.vm._launch import (
     api_calls,
     attach_network,
@@ -40,6 +39,7 @@ from firec.vm._launch import (
     plan,
     prepare,
 )
+from firec.vm._registry.claim import Registration, Registry
 from firec.vm._sync import io
 from firec.vm._sync.vmm import (
     EXIT_GRACE,

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, Self
 from firec.api import models
 from firec.api._sync.client import Client
 from firec.errors import APIError, ConnectError, SnapshotError
-from firec.host.registry import Registration, Registry
 from firec.snapshots.snapshot import PerClone, Snapshot
 from firec.vm._launch import plan
+from firec.vm._registry.claim import Registration, Registry
 from firec.vm._restore import (
     RestorePlan,
     attach_restore_network,

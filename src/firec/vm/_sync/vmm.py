@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from firec.api._sync.client import Client
 from firec.errors import MachineError, TransportError
-from firec.host.registry import Registration
 from firec.snapshots.snapshot import Snapshot
 from firec.vm._launch import Launch, full_outputs, plan, socket_accepts, spawn
+from firec.vm._registry.claim import Registration
 from firec.vm._sync import io
 from firec.vm.config import Config
 from firec.vm.logs import LogForwarder
