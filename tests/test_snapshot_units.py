@@ -167,6 +167,19 @@ def test_the_config_of_a_snapshot_is_built_by_the_vm_room(tmp_path: Path) -> Non
     assert "firec.Config.from_snapshot(snapshot)" in result.stdout
 
 
+def test_firec_snapshot_builds_its_config_with_nothing_else_imported(tmp_path: Path) -> None:
+    """The documented way, ``firec.Snapshot.open(d).config()``, works in a fresh process."""
+    _snapshot(tmp_path / "s")
+    code = (
+        "import firec\n"
+        f"config = firec.Snapshot.open({str(tmp_path / 's')!r}).config('x')\n"
+        "print(type(config).__name__, config.vm_id)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["Config", "x"]
+
+
 def test_opening_what_is_not_a_snapshot(tmp_path: Path) -> None:
     with pytest.raises(SnapshotError, match=r"snapshot\.json is missing"):
         Snapshot.open(tmp_path)

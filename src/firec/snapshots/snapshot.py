@@ -408,7 +408,8 @@ class Snapshot:
         (:func:`register_config_reader`).
 
         Raises:
-            SnapshotError: nothing in this process imported firec.vm yet
+            SnapshotError: nothing in this process imported firec.vm yet (``firec.Snapshot``
+                does; ``firec.snapshots.Snapshot`` alone does not)
                 (the message says what to call instead).
         """
         if not _CONFIG_READER:
