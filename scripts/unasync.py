@@ -1,10 +1,12 @@
 """Generate the synchronous transport, client and machine from the asynchronous ones.
 
-``src/firec/api/_async/transport.py``, ``src/firec/api/_async/client.py`` and
-``src/firec/vm/_async/machine.py`` are the one source of both flavours; this
-script writes their twins in the ``_sync`` folder beside them by
-plain token substitution (as httpcore does), then sorts their imports and
-formats them with ruff. ``--check`` exits 1 if a generated file is stale.
+The modules of ``PAIRS`` under ``src/firec/api/_async`` (the transport, the
+client and its endpoints) and ``src/firec/vm/_async`` (the machine and its
+layers) are the one source of both flavours; this script writes their twins
+in the ``_sync`` folder beside them by plain token substitution (as httpcore
+does), then sorts their imports and formats them with ruff. ``--check`` exits
+1 if a generated file is stale, or if ``PAIRS`` misses a module (one without a
+twin, or a twin without a source).
 
     python scripts/unasync.py          # regenerate
     python scripts/unasync.py --check  # verify (the test suite does this)
@@ -22,12 +24,16 @@ PACKAGE = ROOT / "src" / "firec"
 #: (asyncio source, generated synchronous twin)
 PAIRS = [
     (PACKAGE / "api" / "_async" / "transport.py", PACKAGE / "api" / "_sync" / "transport.py"),
+    (PACKAGE / "api" / "_async" / "endpoints.py", PACKAGE / "api" / "_sync" / "endpoints.py"),
     (PACKAGE / "api" / "_async" / "client.py", PACKAGE / "api" / "_sync" / "client.py"),
-    (PACKAGE / "vm" / "_async" / "machine.py", PACKAGE / "vm" / "_sync" / "machine.py"),
-    *[
-        (PACKAGE / "agent" / "_async" / n, PACKAGE / "agent" / "_sync" / n)
-        for n in ("client.py", "files.py", "process.py")
-    ],
+    *(
+        (PACKAGE / "vm" / "_async" / name, PACKAGE / "vm" / "_sync" / name)
+        for name in ("vmm.py", "lifecycle.py", "snapshots.py", "devices.py", "machine.py")
+    ),
+    *(
+        (PACKAGE / "agent" / "_async" / name, PACKAGE / "agent" / "_sync" / name)
+        for name in ("client.py", "files.py", "process.py")
+    ),
 ]
 
 HEADER = (
@@ -91,8 +97,32 @@ def render(source: Path, target: Path) -> str:
     return text
 
 
+def unpaired() -> list[str]:
+    """What ``PAIRS`` misses: a module without its twin, or a generated file without a source.
+
+    Every module of an ``_async`` folder needs a synchronous twin in the
+    ``_sync`` folder beside it: generated (the pair listed in ``PAIRS``) or
+    written by hand (then not marked as generated).
+    """
+    sources = {source for source, _ in PAIRS}
+    targets = {target for _, target in PAIRS}
+    problems = []
+    for folder in sorted({source.parent for source in sources}):
+        twins = folder.parent / "_sync"
+        for source in sorted(folder.glob("*.py")):
+            if source not in sources and not (twins / source.name).exists():
+                problems.append(f"{source} has no synchronous twin: add it to PAIRS")
+        for twin in sorted(twins.glob("*.py")):
+            if twin not in targets and twin.read_text().startswith(HEADER.split("{")[0]):
+                problems.append(f"{twin} is generated, but PAIRS names no source for it")
+    return problems
+
+
 def main(argv: list[str]) -> int:
     stale = 0
+    for problem in unpaired():
+        print(problem, file=sys.stderr)
+        stale = 1
     for source, target in PAIRS:
         text = render(source, target)
         if "--check" not in argv:

@@ -31,7 +31,7 @@ import firec.host.registry
 import firec.network.nat
 import firec.network.netns
 import firec.network.tap
-import firec.vm._sync.machine
+import firec.vm._sync.vmm
 from firec.network import Interface, RoutedNetwork
 from firec.network.setup import vm_key
 
@@ -41,7 +41,7 @@ STEPS: dict[str, tuple[Any, str]] = {
     "netns": (firec.network.netns, "create_netns"),
     "tap": (firec.network.tap, "create_tap"),
     "nft": (firec.network.nat.NatTable, "add"),
-    "spawn": (firec.vm._sync.machine, "spawn"),
+    "spawn": (firec.vm._sync.vmm, "spawn"),
     "recorded": (firec.host.registry.Registration, "spawned"),
     "start": (firec.Machine, "start"),
 }
@@ -61,13 +61,19 @@ def die_after(step: str) -> None:
 
 
 def config_of(spec: dict[str, Any]) -> firec.Config:
-    """The VM's config from the spec's keys (vm_id, kernel, binary, workdir, jailer, routed)."""
+    """The VM's config from the spec's keys (vm_id, kernel, binary, workdir, jailer, routed).
+
+    ``"sdk_network_state": true`` leaves the network state where the SDK keeps
+    it by default (not in ``<state_dir>/network``); ``"host_record": false``
+    keeps no host record.
+    """
     builder = (
         firec.Config.builder(spec["vm_id"], spec["kernel"])
         .kernel_args("console=ttyS0")
         .workdir(spec["workdir"])
-        .state_dir(Path(spec["state_dir"]) / "network")
     )
+    if not spec.get("sdk_network_state"):
+        builder = builder.state_dir(Path(spec["state_dir"]) / "network")
     jailer = spec.get("jailer")
     if jailer is not None:
         builder = (
@@ -85,7 +91,7 @@ def config_of(spec: dict[str, Any]) -> firec.Config:
         tap = f"fct{vm_key(spec['vm_id'])}0"
         nic = Interface("eth0", tap, network=RoutedNetwork(subnet=spec["routed"], masquerade=False))
         builder = builder.add_network_interface(nic)
-    return builder.build()
+    return builder.build().replace(host_record=spec.get("host_record", True))
 
 
 def main() -> None:

@@ -50,6 +50,8 @@ HOST_TOOLS: dict[str, HostTool] = {
     "lz4": HostTool("lz4", "lz4"),
     "umoci": HostTool("umoci", "umoci"),
     "skopeo": HostTool("skopeo", "skopeo"),
+    "gpg": HostTool("gpg", "gpg"),
+    "gpgv": HostTool("gpgv", "gpgv"),
     "cni-plugins": HostTool(
         "containernetworking-plugins", "bridge", ("/usr/lib/cni", "/opt/cni/bin")
     ),

@@ -298,11 +298,13 @@ class SpyHost:
 class Recorder:
     """A mock Firecracker of one version for :class:`httpx.MockTransport`: records what is sent.
 
-    ``GET /version`` and ``GET /`` are answered as that version; everything else with 204.
+    ``GET /version`` and ``GET /`` are answered as that version (and ``state``, the
+    instance's state: ``"Running"`` unless a test sets it); everything else with 204.
     """
 
     def __init__(self, version: str) -> None:
         self.version = version
+        self.state = "Running"
         self.requests: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -310,7 +312,7 @@ class Recorder:
         if request.url.path == "/version":
             return httpx.Response(200, json={"firecracker_version": self.version})
         if request.method == "GET" and request.url.path == "/":
-            info = {"id": "x", "state": "Running", "vmm_version": self.version}
+            info = {"id": "x", "state": self.state, "vmm_version": self.version}
             return httpx.Response(200, json={**info, "app_name": "Firecracker"})
         return httpx.Response(204)
 

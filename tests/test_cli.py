@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -75,6 +76,7 @@ def test_help_lists_the_commands_and_the_exit_codes(env: dict[str, str]) -> None
         *(c.name for c in app.registered_commands),
         "image build",
         "kernel extract",
+        "kernel fetch",
     ],
 )
 def test_every_command_has_help(env: dict[str, str], command: str | None) -> None:
@@ -215,6 +217,47 @@ def test_a_vm_whose_controller_crashed_while_starting(env: dict[str, str], short
     assert code == 0 and "nothing to reap" in err
 
 
+def _network_record(state_dir: Path, vm_id: str, *, by_a_dead_process: bool = True) -> Path:
+    """The record the SDK's network set-up writes first, by a process that then exits."""
+    from firec.network.record import NetworkRecord, record_path
+
+    if by_a_dead_process:
+        code = (
+            "import sys\n"
+            "from firec.network.record import NetworkRecord, record_path\n"
+            "NetworkRecord.create(record_path(sys.argv[1], sys.argv[2]), sys.argv[2], None)\n"
+        )
+        subprocess.run([sys.executable, "-c", code, str(state_dir), vm_id], check=True)
+    else:
+        NetworkRecord.create(record_path(state_dir, vm_id), vm_id, None)
+    return record_path(state_dir, vm_id)
+
+
+def test_gc_looks_for_orphan_networks_where_the_sdk_keeps_them(
+    env: dict[str, str], short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only in the registry's network/: SDK VMs keep theirs in _statedirs.network_dir()."""
+    from firec import _statedirs
+
+    sdk = short_tmp / "var-lib-firec"  # stands in for /var/lib/firec
+    default = Registry(short_tmp / "run-firec-state")  # and for /run/firec/state
+    monkeypatch.setattr(_statedirs, "network_dir", lambda: sdk)
+    monkeypatch.setattr(_statedirs, "default_registry_dir", lambda: default.root)
+    orphan = _network_record(sdk, "sdk-orphan")
+    in_use = _network_record(sdk, "sdk-alive", by_a_dead_process=False)  # its program runs
+    detached = _network_record(sdk, "detached")  # a detached `firec run` without --state-dir
+    default.create(VmRecord.new(_config(short_tmp).replace(vm_id="detached"), detached=True))
+    cli = _network_record(Path(env["FIREC_STATE_DIR"]) / "network", "cli-orphan")
+    code, out, _ = invoke("gc", "--json")
+    assert code == 0, out
+    assert sorted((e["id"], e["done"]) for e in json.loads(out)) == [
+        ("cli-orphan", ["tore its network down"]),
+        ("sdk-orphan", ["tore its network down"]),
+    ]
+    assert not orphan.exists() and not cli.exists()
+    assert in_use.exists() and detached.exists()
+
+
 def test_ls_of_nothing(env: dict[str, str]) -> None:
     assert invoke("ls", "--json")[:2] == (0, "[]\n")
     code, out, _ = invoke("ls", "-q")
@@ -229,7 +272,9 @@ def test_image_build_makes_an_ext4_image(env: dict[str, str], tmp_path: Path) ->
     (source / "etc").mkdir(parents=True)
     (source / "etc" / "hostname").write_text("guest\n")
     image = tmp_path / "rootfs.ext4"
-    code, out, err = invoke("image", "build", str(source), str(image), "--label", "root")
+    code, out, err = invoke(
+        "image", "build", str(source), str(image), "--label", "root", "--no-agent"
+    )
     assert code == 0, err
     assert str(image) in out
     check = subprocess.run(["e2fsck", "-fn", str(image)], capture_output=True, text=True)
@@ -244,7 +289,9 @@ def test_image_build_refuses_a_size_too_small(env: dict[str, str], tmp_path: Pat
     source = tmp_path / "root"
     source.mkdir()
     (source / "big").write_bytes(os.urandom(2 << 20))
-    code, _, err = invoke("image", "build", str(source), str(tmp_path / "i.ext4"), "--size", "1M")
+    code, _, err = invoke(
+        "image", "build", str(source), str(tmp_path / "i.ext4"), "--size", "1M", "--no-agent"
+    )
     assert code == ExitCode.USAGE and "size" in err
     assert not (tmp_path / "i.ext4").exists()
 

@@ -113,6 +113,9 @@ def test_the_site_builds_strictly(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     machine_page = (tmp_path / "site" / "reference" / "machine" / "index.html").read_text()
     assert "flush_metrics" in machine_page  # the API reference comes from the docstrings
+    assert "restore" in machine_page  # ... of every layer the machine is made of
+    client_page = (tmp_path / "site" / "reference" / "client" / "index.html").read_text()
+    assert "put_machine_config" in client_page  # the endpoints, which the client inherits
 
 
 def test_the_exit_codes_in_the_docs_are_firecs() -> None:

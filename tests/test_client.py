@@ -27,6 +27,7 @@ from firec.errors import (
 )
 from firec.testing.guest import BOOT_LINE
 from tests.conftest import Vmm
+from tests.support import Recorder
 
 
 def _boot_source(kernel: Path) -> models.BootSource:
@@ -126,27 +127,6 @@ def test_dead_vmm_gives_connect_error_quickly(vmm: Vmm) -> None:
 
 
 # -- version awareness ---------------------------------------------------------
-
-
-class Recorder:
-    """An httpx mock transport that plays a given Firecracker version and records requests."""
-
-    def __init__(self, version: str) -> None:
-        self.version = version
-        self.state = "Running"
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        if request.url.path == "/version":
-            return httpx.Response(200, json={"firecracker_version": self.version})
-        if request.method == "GET" and request.url.path == "/":
-            info = {"id": "x", "state": self.state, "vmm_version": self.version}
-            return httpx.Response(200, json={**info, "app_name": "Firecracker"})
-        return httpx.Response(204)
-
-    def sent(self) -> list[str]:
-        return [f"{r.method} {r.url.path}" for r in self.requests]
 
 
 def test_unsupported_endpoint_refused_before_sending() -> None:

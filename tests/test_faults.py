@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 import firec
+from firec import _statedirs
 from firec.errors import InUseError, StateError
 from firec.host.registry import Registry
 from tests import census
@@ -57,6 +58,10 @@ class World:
     @property
     def workdir(self) -> Path:
         return self.root / "run"
+
+    @property
+    def registry(self) -> Registry:
+        return Registry(self.state_dir)
 
     @property
     def chroot_base(self) -> Path:
@@ -308,6 +313,28 @@ def test_gc_leaves_the_network_of_a_live_program_alone(world: World) -> None:
         assert (world.state_dir / "network" / "networks" / f"{vm('vm-g')}.json").exists()
         assert machine.state() is firec.MachineState.RUNNING
     assert world.leftovers(vm("vm-g")) == []
+
+
+def test_gc_removes_an_orphan_network_where_the_sdk_keeps_it(world: World) -> None:
+    """A program without a host record killed after its network was set up (default state dir)."""
+    _require_network()
+    vm_id = vm("vm-sdk")
+    controller = world.controller(
+        vm_id, kill_after="nft", routed=ROUTED_SUBNET, host_record=False, sdk_network_state=True
+    )
+    _, err = controller.communicate(timeout=60)
+    assert controller.returncode == -9, err
+    network_state = _statedirs.network_dir()  # /var/lib/firec for root
+    assert (network_state / "networks" / f"{vm_id}.json").exists()
+    assert world.registry.records() == []  # an orphan: no VM record names it
+    result = world.firec("gc", "--json")
+    assert result.returncode == 0, result
+    assert {
+        "id": vm_id,
+        "reason": "a network without a microVM",
+        "done": ["tore its network down"],
+    } in json.loads(result.stdout)
+    assert census.leftovers([vm_id], state_dir=world.state_dir, network_state=network_state) == []
 
 
 # -- a full disk -----------------------------------------------------------------------------------

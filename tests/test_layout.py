@@ -1,10 +1,12 @@
-"""The package's structure: no import cycle, every documented name resolves, old paths work.
+"""The package's structure: no import cycle, rooms on floors, documented names resolve, old paths.
 
 The cycle check reads every module under ``src/firec`` with :mod:`ast`: imports
 at the top, inside functions and under ``TYPE_CHECKING`` all count, because
 each is a dependency a reader must follow. A package's ``__init__`` (its door)
 importing names from its own modules is not a dependency of the package's
-modules on the door, so those arrows are left out.
+modules on the door, so those arrows are left out. The same arrows, between
+rooms (the packages under ``firec``), must point down the floors that
+docs/architecture.md lists.
 """
 
 from __future__ import annotations
@@ -139,6 +141,68 @@ def test_the_cycle_check_sees_imports_in_functions_and_type_checking() -> None:
         }
     finally:
         path.unlink()
+
+
+# -- rooms and floors --------------------------------------------------------------------------
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+#: The room of firec's door, errors.py and the top-level ``_`` modules.
+GROUND = "firec/"
+
+
+def _room(module: str) -> str:
+    """The room of ``module``: its package under firec; a top-level module or ``_`` one: ground."""
+    parts = module.split(".")
+    if len(parts) == 1 or parts[1].startswith("_") or not (PACKAGE / parts[1]).is_dir():
+        return GROUND
+    return parts[1]
+
+
+def _floors() -> list[str]:
+    """The rooms, lowest first, as the floors of docs/architecture.md list them (highest first)."""
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    section = text.partition("\n## The floors\n")[2].partition("\n## ")[0]
+    block = re.search(r"```text\n(.*?)```", section, re.DOTALL)
+    assert block, f"{ARCHITECTURE.name} has no floors (a text block under '## The floors')"
+    floors = [line.split()[0] for line in block.group(1).splitlines() if line.strip()]
+    assert len(floors) == len(set(floors)), f"a room stands on two floors: {floors}"
+    assert floors[-1] == GROUND, f"the lowest floor is {floors[-1]!r}, not the ground floor"
+    return floors[::-1]
+
+
+def _arrows_up(graph: dict[str, set[str]], floors: list[str]) -> list[str]:
+    """Every import of a module from a room above its own."""
+    rank = {room: i for i, room in enumerate(floors)}
+    return [
+        f"{module} ({_room(module)}) imports {target} ({_room(target)})"
+        for module, targets in sorted(graph.items())
+        for target in sorted(targets)
+        if rank[_room(target)] > rank[_room(module)]
+    ]
+
+
+def test_every_arrow_between_rooms_points_down_the_floors_of_the_architecture_doc() -> None:
+    floors = _floors()
+    graph = _graph()
+    unplaced = {_room(m) for m in graph} - set(floors)
+    assert not unplaced, f"rooms that docs/architecture.md puts on no floor: {sorted(unplaced)}"
+    up = _arrows_up(graph, floors)
+    assert not up, "imports of rooms above (docs/architecture.md, The floors):\n" + "\n".join(up)
+
+
+def test_the_floor_check_reads_the_doc_and_sees_an_arrow_up() -> None:
+    floors = _floors()
+    assert len(floors) > 8 and floors.index("snapshots") < floors.index("vm")
+    assert {_room("firec"), _room("firec.errors"), _room("firec._proc")} == {GROUND}
+    assert _room("firec.vm._registry.claim") == "vm"
+    graph = {
+        "firec.snapshots.snapshot": {"firec.vm.config", "firec.errors"},
+        "firec.vm.config": {"firec.snapshots.snapshot", "firec._proc"},
+        "firec._proc": set(),
+    }
+    assert _arrows_up(graph, floors) == [
+        "firec.snapshots.snapshot (snapshots) imports firec.vm.config (vm)"
+    ]
 
 
 def test_every_layer_is_a_package_with_a_door() -> None:

@@ -8,6 +8,7 @@ of :mod:`firec.vm.binaries`; no VMM runs here.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import datetime
 import doctest
 import importlib
@@ -121,6 +122,7 @@ def test_jailed_firecracker_sees_the_chroot(tmp_path: Path) -> None:
     assert jail.pidfile(Path("/usr/bin/fc-1.14")) == root / "fc-1.14.pid"
     assert jail.jailed and jail.holds(root / "x") and not jail.holds(tmp_path / "x")
     assert jail.inside("/srv/images/vmlinux") == "/vmlinux"  # the older name
+    assert jail.chroot_base == tmp_path / "jails"  # the jailer's --chroot-base-dir
     assert Jail is JailedLayout
 
 
@@ -129,6 +131,36 @@ def test_runtime_paths_are_host_paths_plainly_and_jail_paths_jailed() -> None:
         layout_type(None).check_runtime_path("log_path", "fc.log")
     layout_type(None).check_runtime_path("log_path", "/var/log/fc.log")
     layout_type(JailerConfig(uid=UID, gid=GID)).check_runtime_path("log_path", "fc.log")
+
+
+def test_the_config_asks_its_layout_which_directories_and_file_names_fit(short_tmp: Path) -> None:
+    jailer = JailerConfig(uid=UID, gid=GID, chroot_base_dir=short_tmp / "base")
+    assert layout_type(None).config_directories(None) == []
+    assert layout_type(jailer).config_directories(jailer) == [
+        ("jailer.chroot_base_dir", short_tmp / "base")
+    ]
+    taken: dict[str, str] = {}
+    for field, path in [("kernel_image", Path("/a/vmlinux")), ("initrd", Path("/b/vmlinux"))]:
+        layout_type(None).check_input_name(field, path, taken)  # plainly, any name fits
+    taken = {}
+    JailedLayout.check_input_name("kernel_image", Path("/a/vmlinux"), taken)
+    JailedLayout.check_input_name("kernel_image", Path("/a/vmlinux"), taken)  # the same field
+    with pytest.raises(ConfigError, match=r"also the file name of kernel_image.*both would be"):
+        JailedLayout.check_input_name("initrd", Path("/b/vmlinux"), taken)
+    # and Config's file checks ask them
+    for name in ("a", "b"):
+        (short_tmp / name).mkdir()
+        _file(short_tmp / name / "vmlinux")
+    binary = _file(short_tmp / "firecracker", 0o755)
+    jailer = dataclasses.replace(jailer, exec_file=binary, jailer_binary=binary)
+    config = Config(vm_id="vm-1", kernel_image=short_tmp / "a" / "vmlinux", jailer=jailer)
+    config.validate()
+    with pytest.raises(ConfigError, match="initrd: vmlinux is also the file name"):
+        config.replace(initrd=short_tmp / "b" / "vmlinux").validate()
+    config.replace(initrd=short_tmp / "b" / "vmlinux", jailer=None).validate()
+    (short_tmp / "base").write_text("a file")
+    with pytest.raises(ConfigError, match=r"jailer\.chroot_base_dir: .*base is not a directory"):
+        config.validate()
 
 
 @root_only

@@ -30,11 +30,12 @@ THING = _jsonfile.Format("firec-thing", 2)
     [
         "firec._jsonfile",
         "firec._statedirs",
+        "firec._proc",
         "firec.vm._codec",
         "firec.vm.config",
-        "firec.host.registry.records",
-        "firec.host.registry.claim",
-        "firec.host.registry.unrecorded",
+        "firec.vm._registry.records",
+        "firec.vm._registry.claim",
+        "firec.vm._registry.unrecorded",
     ],
 )
 def test_docstring_examples_hold(name: str) -> None:

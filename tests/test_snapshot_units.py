@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -139,6 +140,44 @@ def test_manifest_round_trip(tmp_path: Path) -> None:
     assert [i.host_dev_name for i in config.network_interfaces] == ["tap0"]
     with pytest.raises(AttributeError):
         snap.vm_id = "other"  # type: ignore[misc]
+
+
+def test_the_config_of_a_snapshot_is_built_by_the_vm_room(tmp_path: Path) -> None:
+    """Config.from_snapshot builds it; Snapshot.config() asks it, once firec.vm is imported."""
+    from firec.vm.config import Config
+
+    snap = _snapshot(tmp_path / "s")
+    assert Config.from_snapshot(snap, "new-vm") == snap.config("new-vm")
+    code = (
+        "import sys\n"
+        "from firec.errors import SnapshotError\n"
+        "from firec.snapshots import Snapshot\n"
+        f"snap = Snapshot.open({str(tmp_path / 's')!r})\n"
+        "try:\n"
+        "    snap.config('x')\n"
+        "except SnapshotError as exc:\n"
+        "    print(exc)\n"
+        "assert 'firec.vm' not in sys.modules, sorted(sys.modules)\n"
+        "import firec\n"
+        "config = firec.Config.from_snapshot(snap, 'x')  # imports firec.vm\n"
+        "assert snap.config('x') == config\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "firec.Config.from_snapshot(snapshot)" in result.stdout
+
+
+def test_firec_snapshot_builds_its_config_with_nothing_else_imported(tmp_path: Path) -> None:
+    """The documented way, ``firec.Snapshot.open(d).config()``, works in a fresh process."""
+    _snapshot(tmp_path / "s")
+    code = (
+        "import firec\n"
+        f"config = firec.Snapshot.open({str(tmp_path / 's')!r}).config('x')\n"
+        "print(type(config).__name__, config.vm_id)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["Config", "x"]
 
 
 def test_opening_what_is_not_a_snapshot(tmp_path: Path) -> None:

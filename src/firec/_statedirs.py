@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["STATE_DIR_ENV", "network_dir", "registry_dir"]
+__all__ = ["STATE_DIR_ENV", "default_registry_dir", "network_dir", "registry_dir"]
 
 #: The environment variable that names the registry's directory.
 STATE_DIR_ENV = "FIREC_STATE_DIR"
@@ -59,6 +59,15 @@ def registry_dir() -> Path:
     explicit = os.environ.get(STATE_DIR_ENV)
     if explicit:
         return Path(explicit)
+    return default_registry_dir()
+
+
+def default_registry_dir() -> Path:
+    """:func:`registry_dir` when ``$FIREC_STATE_DIR`` is not set.
+
+    The registry of the VMs whose network state is in :func:`network_dir` by
+    default (command-line VMs without a state directory).
+    """
     if os.geteuid() == 0:
         return Path("/run/firec/state")
     return _user_state_dir()

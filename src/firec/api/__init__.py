@@ -5,8 +5,9 @@ The low-level layer, one method per endpoint, as docker-py's ``APIClient``:
 * :mod:`firec.api.transport`: HTTP over the API's Unix socket (httpx
   transports; replaceable);
 * :class:`Client` / :class:`AsyncClient`: every endpoint of v1.0 to v1.16,
-  typed, refusing what the connected version lacks (``_async/client.py`` is
-  the source; ``_sync/client.py`` is generated from it);
+  typed, refusing what the connected version lacks (``_async/client.py``,
+  the connection, and ``_async/endpoints.py``, the endpoints, are the
+  sources; their ``_sync/`` twins are generated);
 * :mod:`firec.api.operations`: the table of endpoints (method, path, body,
   first version);
 * :mod:`firec.api.versions`: :class:`Version`, and which version has which

@@ -2,10 +2,11 @@
 
 ``firec run`` boots a microVM (in the foreground, or detached with ``-d``);
 ``ls``, ``inspect``, ``stop``, ``kill``, ``pause``, ``resume``, ``snapshot``,
-``restore``, ``clone``, ``console``, ``logs``, ``metrics``, ``rm`` and ``gc``
-manage the ones it started, from any process (:mod:`firec.host.registry`);
-``doctor``, ``install``, ``image build``, ``kernel extract`` and ``version``
-look after the host. Exit codes: :class:`firec.cli.output.ExitCode`.
+``restore``, ``clone``, ``console``, ``attach``, ``logs``, ``metrics``, ``rm``
+and ``gc`` manage the ones it started, from any process
+(:mod:`firec.host.registry`); ``doctor``, ``install``, ``image build``,
+``kernel fetch``, ``kernel extract`` and ``version`` look after the host.
+Exit codes: :class:`firec.cli.output.ExitCode`.
 
 Where each part is:
 
@@ -23,8 +24,9 @@ Where each part is:
   ``pause``, ``resume``, ``rm`` and ``gc``;
 * ``snapshots.py``: ``snapshot``, ``restore`` and ``clone``;
 * ``follow.py``: ``console``, ``logs`` and ``metrics`` (its live table);
+  ``attach.py``: ``attach`` (the console with input) and a detached VM's console;
 * ``hostcmds.py``: ``doctor``, ``install``, ``version``; ``imagecmds.py``:
-  ``image build``, ``kernel extract``.
+  ``image build``; ``kernelcmds.py``: ``kernel fetch``, ``kernel extract``.
 
 From Python::
 

@@ -12,8 +12,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 import typer.exceptions
 
-from firec.cli import follow, hostcmds, manage, run, snapshots
-from firec.cli.imagecmds import image_app, kernel_app
+from firec.cli import attach, follow, hostcmds, manage, run, snapshots
+from firec.cli.imagecmds import image_app
+from firec.cli.kernelcmds import kernel_app
 from firec.cli.output import (
     DEBUG_ENV,
     EPILOG,
@@ -105,6 +106,7 @@ _add(app, snapshots.snapshot, "snapshot")
 _add(app, snapshots.restore, "restore")
 _add(app, snapshots.clone, "clone")
 _add(app, follow.console, "console")
+_add(app, attach.attach, "attach")
 _add(app, follow.logs, "logs")
 _add(app, follow.metrics, "metrics")
 _add(app, manage.rm, "rm")

@@ -109,9 +109,8 @@ def console(
 ) -> None:
     """Show a detached microVM's serial console, following it until the VM exits.
 
-    Output only: Firecracker reads the guest's serial input from its standard
-    input, which firec does not connect. Ctrl-C leaves the console; the VM
-    runs on.
+    Output only (firec attach VM sends input too). Ctrl-C leaves the
+    console; the VM runs on.
     """
     record = resolve(ctx.obj, vm)
     path = _regular_file(console_path(record), "console", record)

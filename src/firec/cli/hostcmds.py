@@ -6,21 +6,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.text import Text
 
 import firec
 from firec.api import versions
-from firec.cli.output import ExitCode, err, out, print_json, table
+from firec.cli.output import ExitCode, download_progress, out, print_json, table
 from firec.host import checks as host
 from firec.host import install
+from firec.host.kernel_checks import check_kernel
 
 __all__ = ["doctor", "install_command", "version"]
 
@@ -35,14 +28,26 @@ def _mark(check: host.Check) -> Text:
     return Text("missing", style="yellow")
 
 
-def doctor(as_json: JsonOption = False) -> None:
+def doctor(
+    as_json: JsonOption = False,
+    kernel: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also check that this guest kernel has what firec's guest agent needs "
+            "(vsock, virtio-mmio or PCI, virtio-blk, ext4, devtmpfs), from its config."
+        ),
+    ] = None,
+) -> None:
     """Check that this host can run microVMs, and say how to fix what it lacks.
 
     Exits with 3 when something every microVM needs (KVM, Firecracker) is
     missing; the other checks are for some features only (jailer, network,
-    images).
+    images). With --kernel, the kernel's checks count too: its config is read
+    from a config-* or .config beside it, or from inside it (IKCONFIG).
     """
     checks = host.check_host()
+    if kernel is not None:
+        checks += check_kernel(kernel)
     blocking = [c for c in checks if c.required and not c.ok]
     if as_json:
         print_json(
@@ -64,8 +69,16 @@ def doctor(as_json: JsonOption = False) -> None:
         rows = [[_mark(c), c.name, c.detail, c.fix] for c in checks]
         out.print(table(["", "CHECK", "FOUND", "FIX"], rows))
         if blocking:
-            names = ", ".join(c.name for c in blocking)
-            out.print(f"\n[bold red]not ready[/]: microVMs need {names}; see FIX above.")
+            needs = [c.name for c in blocking if not c.name.startswith("kernel")]
+            lacks = [
+                c.name.removeprefix("kernel").strip() or "a readable configuration"
+                for c in blocking
+                if c.name.startswith("kernel")
+            ]
+            said = [f"microVMs need {', '.join(needs)}"] if needs else []
+            if lacks:
+                said.append(f"the kernel lacks what firec's guest agent needs: {', '.join(lacks)}")
+            out.print(f"\n[bold red]not ready[/]: {'; '.join(said)}; see FIX above.")
         else:
             optional = [c.name for c in checks if not c.ok]
             extra = ""
@@ -94,14 +107,7 @@ def install_command(
 
     firec finds it there afterwards: no PATH change is needed.
     """
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=True) as progress:
+    with download_progress() as progress:
         installed = install.install_firecracker(
             release, dest=dest, base_url=base_url, progress=progress, sha256=sha256
         )

@@ -8,9 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
+from firec import _statedirs
 from firec.api import models
 from firec.api._sync.client import Client
 from firec.cli.output import ExitCode, err, fail, out, print_json, table
+from firec.cli.runconfig import NETWORK_STATE
 from firec.cli.vms import Summary, VmState, describe, live_state, remove, resolve, stop
 from firec.errors import FirecError
 from firec.host.registry import Registry, VmRecord, reap
@@ -186,7 +188,7 @@ def gc(
             failed = True
         reaped.append(entry)
     if not dry_run:
-        reaped += _reap_orphan_networks(registry)
+        reaped += _reap_orphan_networks(registry, ctx.meta.get(NETWORK_STATE))
         registry.prune_locks()
     if as_json:
         print_json(reaped)
@@ -202,30 +204,51 @@ def gc(
         raise typer.Exit(int(ExitCode.ERROR))
 
 
-def _reap_orphan_networks(registry: Registry) -> list[dict[str, Any]]:
+def _network_dirs(registry: Registry, given: Path | None) -> list[Path]:
+    """Where the network state of this registry's VMs is, for ``firec gc`` to look.
+
+    The command line keeps it in the registry's ``network/`` when it is
+    given a state directory (``given``), and otherwise where SDK programs
+    keep it too unless ``Config.state_dir`` says otherwise:
+    :func:`firec._statedirs.network_dir` (``/var/lib/firec`` for root).
+    """
+    return list(dict.fromkeys([*([given] if given is not None else []), _statedirs.network_dir()]))
+
+
+def _reap_orphan_networks(registry: Registry, given: Path | None) -> list[dict[str, Any]]:
     """Network set-ups recorded in firec's state whose VM has no record (a crash in between).
 
     A network whose owner (the process that set it up) still runs is left
-    alone: it belongs to a live program that keeps no host record.
+    alone: it belongs to a live program that keeps no host record. So is one
+    in the shared default directory whose VM the default registry records
+    (a detached ``firec run`` without a state directory: its owner has exited).
     """
     from firec.network import teardown_network
     from firec.network.record import network_owner
 
+    default = Registry(_statedirs.default_registry_dir())
     entries: list[dict[str, Any]] = []
-    records_dir = registry.network_dir / "networks"
-    for path in sorted(Path(records_dir).glob("*.json")) if records_dir.is_dir() else []:
-        vm_id = path.stem
-        if registry.path(vm_id).exists():
-            continue
-        entry: dict[str, Any] = {"id": vm_id, "reason": "a network without a microVM"}
-        try:
-            with registry.lock(vm_id, timeout=5.0):
-                owner = network_owner(vm_id, state_dir=registry.network_dir)
-                if registry.path(vm_id).exists() or (owner is not None and owner.alive()):
-                    continue
-                teardown_network(vm_id, state_dir=registry.network_dir)
-                entry["done"] = ["tore its network down"]
-        except FirecError as exc:
-            entry["error"] = str(exc)
-        entries.append(entry)
+    for state_dir in _network_dirs(registry, given):
+        records_dir = state_dir / "networks"
+        shared = state_dir != given and default.root != registry.root
+        registries = [registry, default] if shared else [registry]
+        for path in sorted(records_dir.glob("*.json")) if records_dir.is_dir() else []:
+            vm_id = path.stem
+            if _recorded(vm_id, registries):
+                continue
+            entry: dict[str, Any] = {"id": vm_id, "reason": "a network without a microVM"}
+            try:
+                with registry.lock(vm_id, timeout=5.0):
+                    owner = network_owner(vm_id, state_dir=state_dir)
+                    if _recorded(vm_id, registries) or (owner is not None and owner.alive()):
+                        continue
+                    teardown_network(vm_id, state_dir=state_dir)
+                    entry["done"] = ["tore its network down"]
+            except FirecError as exc:
+                entry["error"] = str(exc)
+            entries.append(entry)
     return entries
+
+
+def _recorded(vm_id: str, registries: list[Registry]) -> bool:
+    return any(registry.path(vm_id).exists() for registry in registries)

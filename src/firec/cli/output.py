@@ -11,6 +11,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -21,6 +29,7 @@ __all__ = [
     "EPILOG",
     "CliError",
     "ExitCode",
+    "download_progress",
     "err",
     "exit_code_of",
     "fail",
@@ -196,3 +205,21 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str =
 
 def _cell(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def download_progress() -> Progress:
+    """A progress display for downloads, on standard error, gone when done.
+
+    Example::
+
+        with download_progress() as progress:
+            install_firecracker(progress=progress)
+    """
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, console=err, transient=True)

@@ -23,9 +23,11 @@ from typing import Any
 
 import typer
 
+from firec.cli.attach import detached_console
 from firec.cli.readiness import binary_or_doctor
 from firec.errors import ConfigError, ValidationError
 from firec.images import parse_size
+from firec.images.defaults import read_image_defaults, sidecar_path
 from firec.network import Interface
 from firec.vm.config import BootMethod, Config, runtime_dir
 from firec.vm.console import Console
@@ -41,6 +43,7 @@ __all__ = [
     "parse_drive",
     "parse_memory",
     "run_config",
+    "with_image_init",
 ]
 
 #: The key in ``ctx.meta`` of the network state directory the command line chose (or None).
@@ -226,6 +229,27 @@ class JailerOptions:
     new_pid_ns: bool
 
 
+def with_image_init(boot_args: str, rootfs: Path | None) -> str:
+    """``boot_args`` with ``init=`` added when ``rootfs`` was built to boot firec's agent.
+
+    ``firec image build`` records the init to run (``<rootfs>.json``, see
+    :mod:`firec.images.defaults`); a command line that names an ``init=``
+    already is left as it is.
+
+    Example::
+
+        >>> with_image_init("console=ttyS0", None)
+        'console=ttyS0'
+    """
+    if rootfs is None or any(arg.startswith("init=") for arg in boot_args.split()):
+        return boot_args
+    record = sidecar_path(rootfs)
+    if not record.is_file():
+        return boot_args
+    init = read_image_defaults(record).init
+    return f"{boot_args} init={init}" if init else boot_args
+
+
 def run_config(
     ctx: typer.Context,
     *,
@@ -249,9 +273,10 @@ def run_config(
 ) -> Config:
     """The config ``firec run``'s options describe (validated: nothing is made yet)."""
     vm_dir = (workdir or runtime_dir()) / vm_id
+    args = boot_args if boot_args is not None else DEFAULT_BOOT_ARGS
     builder = (
         Config.builder(vm_id, kernel.resolve())
-        .kernel_args(boot_args if boot_args is not None else DEFAULT_BOOT_ARGS)
+        .kernel_args(with_image_init(args, rootfs))
         .workdir((workdir or runtime_dir()).resolve())
         .boot_method(boot_method)
         .machine_cfg()
@@ -292,8 +317,7 @@ def run_config(
         builder = jb.build().metrics_path("/metrics.json")
     else:
         builder = builder.firecracker_binary(firecracker).metrics_path(vm_dir / "metrics.json")
-    if console:
-        builder = builder.console(Console.terminal())
+    builder = builder.console(Console.terminal() if console else detached_console(vm_dir))
     for nic in network_interfaces(vm_id, network):
         builder = builder.add_network_interface(nic)
     if ctx.meta.get(NETWORK_STATE) is not None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from firec.api._sync.client import Client
+from firec.cli.attach import detached_console
 from firec.cli.output import ExitCode, fail, out, print_json
 from firec.cli.start import detach_or_run_foreground, new_vm_id, start_vm
 from firec.cli.vms import VmState, live_state, resolve
@@ -138,12 +139,13 @@ def restore(
     _check_interfaces(
         snap.interfaces, overrides, f"snapshot {snap.directory}", "the VM it was taken from"
     )
-    config = snap.config(vm_id or new_vm_id())
+    config = Config.from_snapshot(snap, vm_id or new_vm_id())
     config = config.replace(workdir=(workdir or runtime_dir()).resolve(), vsock=None)
     if firecracker_bin is not None:
         config = config.replace(firecracker_binary=firecracker_bin.resolve())
-    if not detach:
-        config = config.replace(console=Console.terminal())
+    config = config.replace(
+        console=Console.terminal() if not detach else detached_console(config.vm_dir)
+    )
     config.validate(check_files=False)
     vsock = config.vm_dir / "vsock.sock" if snap.vm_config.get("vsock") else None
 
@@ -205,12 +207,14 @@ def clone(
     new_id = vm_id or new_vm_id()
     config = original.replace(
         vm_id=new_id,
-        console=None if detach else Console.terminal(),
+        console=Console.terminal(),
         network_interfaces=(),
         net_ns=None,
         vsock=None,
     )
     config = config.replace(metrics_path=None)  # a restore configures no metrics
+    if detach:
+        config = config.replace(console=detached_console(config.vm_dir))
     config.validate(check_files=False)
     vsock = None
     if original.vsock is not None:  # the copy's Firecracker binds the socket the snapshot names

@@ -3,8 +3,14 @@
 * ``checks.py``: ``firec doctor``'s checks (KVM, binaries, jailer
   privileges, cgroups, tun, nft, CNI, e2fsprogs), each a :class:`Check` that
   says what is wrong and how to fix it;
+* :mod:`firec.host.kernel_checks`: ``firec doctor --kernel``: what a guest
+  kernel lacks for firec's agent, from its config;
 * :mod:`firec.host.install`: downloading and verifying Firecracker releases
   (``firec install``);
+* :mod:`firec.host.kernels`: guest kernels (``firec kernel fetch``): Debian's
+  cloud kernel found through :mod:`firec.host.debian` (the archive's signed
+  Release and Packages index), or any kernel by URL and SHA-256; both
+  downloads go through ``_download.py``;
 * :mod:`firec.host.registry`: the host's record of every microVM firec
   runs (``firec ls``, ``firec gc``): claiming an id, reaping what a dead
   program left.

@@ -36,21 +36,20 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import httpx
 
 from firec.errors import FirecError, ValidationError
+from firec.host._download import Hints, download, read_small, replace_dir, verify_sha256
+from firec.host._download import client as download_client
 from firec.vm.binaries import (
     RELEASE_RECORD,
     RELEASE_VERSION,
@@ -155,20 +154,26 @@ def install_firecracker(
     except OSError as exc:
         raise FirecError(f"cannot create {target}: {exc.strerror or exc}") from exc
     try:
-        with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(60, connect=15)) as client:
+        with download_client() as client:
             expected = sha256.lower() if sha256 else _published_sha256(client, archive_url, name)
             archive = staging / name
-            actual = _download(client, archive_url, archive, progress, f"firecracker {version}")
-        if actual != expected:
-            raise FirecError(
-                f"checksum mismatch for {archive_url}: expected sha256 {expected}, got {actual}; "
-                "the download is corrupt or not the official release. Nothing was installed."
+            label = f"firecracker {version}"
+            actual = download(
+                client,
+                archive_url,
+                archive,
+                progress,
+                label,
+                limit=_MAX_ARCHIVE,
+                hints=_HINTS,
+                what="a Firecracker release",
             )
+        verify_sha256(archive_url, expected, actual, "Nothing was installed.")
         _extract_binaries(archive, staging, version, arch, archive_url)
         archive.unlink()
         record = {"version": version, "arch": arch, "sha256": actual, "source": archive_url}
         (staging / RELEASE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        _replace_dir(staging, target)
+        replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -177,14 +182,17 @@ def install_firecracker(
     return release
 
 
+_HINTS = Hints(
+    not_found="; is there such a Firecracker release for this architecture? See "
+    "https://github.com/firecracker-microvm/firecracker/releases",
+    offline="(offline?) — set FIRECRACKER_BIN (and JAILER_BIN) to Firecracker binaries you "
+    "already have, or run `firec install` again when online",
+)
+
+
 def _published_sha256(client: httpx.Client, archive_url: str, name: str) -> str:
     url = archive_url + ".sha256.txt"
-    data = b""
-    with _request(client, url) as response:
-        for chunk in response.iter_bytes():
-            data += chunk
-            if len(data) > 64 << 10:
-                raise FirecError(f"{url}: too large for a checksum file")
+    data = read_small(client, url, _HINTS, limit=64 << 10)
     text = data.decode("utf-8", "replace")
     fields = text.split()
     if not fields or not _SHA256.match(fields[0].lower()):
@@ -192,51 +200,6 @@ def _published_sha256(client: httpx.Client, archive_url: str, name: str) -> str:
     if len(fields) > 1 and Path(fields[1].lstrip("*")).name != name:
         raise FirecError(f"{url}: the checksum is for {fields[1]!r}, not {name!r}")
     return fields[0].lower()
-
-
-def _download(
-    client: httpx.Client, url: str, path: Path, progress: Progress | None, label: str
-) -> str:
-    digest = hashlib.sha256()
-    with _request(client, url) as response, path.open("wb") as out:
-        total = int(response.headers.get("content-length", 0)) or None
-        if total is not None and total > _MAX_ARCHIVE:
-            raise FirecError(f"{url}: {total} bytes is too large for a Firecracker release")
-        task = progress.add_task(label, total=total) if progress is not None else None
-        size = 0
-        for chunk in response.iter_bytes(1 << 16):
-            size += len(chunk)
-            if size > _MAX_ARCHIVE:
-                raise FirecError(f"{url}: more than {_MAX_ARCHIVE} bytes; refusing")
-            digest.update(chunk)
-            out.write(chunk)
-            if progress is not None and task is not None:
-                progress.update(task, advance=len(chunk))
-    return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _request(client: httpx.Client, url: str) -> Iterator[httpx.Response]:
-    host = httpx.URL(url).host
-    try:
-        with client.stream("GET", url) as response:
-            if response.status_code == 404:
-                raise FirecError(
-                    f"{url}: not found (HTTP 404); is there such a Firecracker release for "
-                    "this architecture? See https://github.com/firecracker-microvm/firecracker/releases"
-                )
-            if response.status_code >= 400:
-                raise FirecError(f"{url}: HTTP {response.status_code} {response.reason_phrase}")
-            yield response
-    except httpx.ConnectError as exc:
-        raise FirecError(
-            f"cannot reach {host}: {exc} (offline?) — set FIRECRACKER_BIN (and JAILER_BIN) to "
-            "Firecracker binaries you already have, or run `firec install` again when online"
-        ) from exc
-    except httpx.TimeoutException as exc:
-        raise FirecError(f"{host} did not answer in time while fetching {url}: {exc}") from exc
-    except httpx.HTTPError as exc:
-        raise FirecError(f"downloading {url} failed: {exc}") from exc
 
 
 def _extract_binaries(archive: Path, staging: Path, version: str, arch: str, url: str) -> None:
@@ -275,19 +238,3 @@ def _check_replaceable(target: Path) -> None:
             f"{target} exists and is not a firec install of Firecracker; "
             "give a new or empty directory to install into"
         )
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Move ``staging`` to ``target``, replacing what is there only once all is ready."""
-    old: Path | None = None
-    if target.exists() or target.is_symlink():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-    try:
-        staging.rename(target)
-    except OSError:
-        if old is not None:
-            old.rename(target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -41,7 +41,7 @@ import zstandard
 from firec.errors import FirecError
 from firec.images.layers import LayerOpener, StagingTree
 
-__all__ = ["is_oci_layout_dir", "unpack_image"]
+__all__ = ["is_oci_layout_dir", "unpack_image", "unpack_image_with_config"]
 
 _INDEX_TYPES = {
     "application/vnd.oci.image.index.v1+json",
@@ -110,6 +110,16 @@ def unpack_image(source: Path, tree: StagingTree) -> int:
         FirecError: not an image this understands, a missing or corrupt blob,
             an unsafe layer entry; the message names the file and the layer.
     """
+    return unpack_image_with_config(source, tree)[0]
+
+
+def unpack_image_with_config(source: Path, tree: StagingTree) -> tuple[int, dict[str, Any] | None]:
+    """Like :func:`unpack_image`, and the image's config (entrypoint, env...), if it names one.
+
+    The config is the OCI image config (``docker save`` writes the same): its
+    ``config`` object holds ``Entrypoint``, ``Cmd``, ``Env``, ``WorkingDir``
+    and ``User``. An OCI config blob is checked against its digest.
+    """
     if source.is_dir():
         return _unpack(_DirSource(source), source, tree)
     try:
@@ -127,17 +137,27 @@ def unpack_image(source: Path, tree: StagingTree) -> int:
             raise FirecError(f"{source}: corrupt archive: {exc}") from exc
 
 
-def _unpack(src: _Source, path: Path, tree: StagingTree) -> int:
-    layers = _layers(src, path)
-    for number, (name, digest) in enumerate(layers, start=1):
+def _unpack(src: _Source, path: Path, tree: StagingTree) -> tuple[int, dict[str, Any] | None]:
+    layers, config_ref = _layers(src, path)
+    config = None
+    if config_ref is not None:
+        name, digest = config_ref
+        loaded = _load_json(src, name, path, digest=digest)
+        if not isinstance(loaded, dict):
+            raise FirecError(f"{path}: the image config {name} is not a JSON object")
+        config = loaded
+    for number, (name, layer_digest) in enumerate(layers, start=1):
         where = f"{path} layer {number}/{len(layers)} ({name})"
-        tree.apply_layer(_opener(src, name, digest, where), where)
+        tree.apply_layer(_opener(src, name, layer_digest, where), where)
     tree.finish()
-    return len(layers)
+    return len(layers), config
 
 
-def _layers(src: _Source, path: Path) -> list[tuple[str, str | None]]:
-    """The image's layer files, lowest first, each with the digest to check (if any)."""
+_Ref = tuple[str, str | None]
+
+
+def _layers(src: _Source, path: Path) -> tuple[list[_Ref], _Ref | None]:
+    """The image's layer files, lowest first, each with the digest to check (if any); its config."""
     if src.has("manifest.json"):
         return _docker_layers(src, path)
     if src.has("index.json"):
@@ -148,7 +168,7 @@ def _layers(src: _Source, path: Path) -> list[tuple[str, str | None]]:
     )
 
 
-def _docker_layers(src: _Source, path: Path) -> list[tuple[str, str | None]]:
+def _docker_layers(src: _Source, path: Path) -> tuple[list[_Ref], _Ref | None]:
     manifest = _load_json(src, "manifest.json", path)
     if not isinstance(manifest, list) or not manifest:
         raise FirecError(f"{path}: manifest.json lists no image")
@@ -168,10 +188,17 @@ def _docker_layers(src: _Source, path: Path) -> list[tuple[str, str | None]]:
             raise FirecError(f"{path}: manifest.json names a layer outside the archive: {name!r}")
         match = _BLOB_PATH.match(clean)
         out.append((clean, f"{match[1]}:{match[2]}" if match else None))
-    return out
+    config = manifest[0].get("Config")
+    if not isinstance(config, str) or not config:
+        return out, None
+    clean = "/".join(p for p in config.split("/") if p not in ("", "."))
+    if ".." in clean.split("/"):
+        raise FirecError(f"{path}: manifest.json names a config outside the archive: {config!r}")
+    match = _BLOB_PATH.match(clean)
+    return out, (clean, f"{match[1]}:{match[2]}" if match else None)
 
 
-def _oci_layers(src: _Source, path: Path) -> list[tuple[str, str | None]]:
+def _oci_layers(src: _Source, path: Path) -> tuple[list[_Ref], _Ref | None]:
     index = _load_json(src, "index.json", path)
     manifest = _pick_manifest(src, path, index, "index.json")
     layers = manifest.get("layers")
@@ -181,7 +208,11 @@ def _oci_layers(src: _Source, path: Path) -> list[tuple[str, str | None]]:
     for layer in layers:
         digest = _digest_of(layer, path)
         out.append((_blob_name(digest), digest))
-    return out
+    descriptor = manifest.get("config")
+    if descriptor is None:
+        return out, None
+    digest = _digest_of(descriptor, path)
+    return out, (_blob_name(digest), digest)
 
 
 def _pick_manifest(

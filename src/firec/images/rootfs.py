@@ -7,7 +7,12 @@ directory) or a ``docker save`` tarball and writes an ext4 image file:
    :mod:`firec.images.layers` for the safety rules);
 2. ``mkfs.ext4 -d`` (e2fsprogs) copies that tree into a new filesystem;
 3. ``debugfs -w`` then sets what an unprivileged user cannot put on the host
-   copy: other users' ownership, exact modes, and device nodes.
+   copy: other users' ownership, exact modes, and device nodes;
+4. firec's own files go in (:mod:`firec.images.agent`): the image's defaults
+   for running commands (entrypoint, cmd, env, working dir, user; see
+   :mod:`firec.images.defaults`) at ``/.firec/image.json``, and the guest
+   agent, if given, at ``/.firec/firec-agent``. The same record is written
+   beside the image as ``<dest>.json``.
 
 The image is sized automatically from its content, or to an explicit size that
 is refused when too small. It appears at ``dest`` only when complete.
@@ -24,19 +29,25 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import re
 import shutil
 import stat
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from firec.errors import FirecError, ValidationError
 from firec.images import e2fs
+from firec.images.agent import check_agent, extra_size, has_systemd, install_firec_files
+from firec.images.defaults import AGENT_PATH, ImageDefaults, sidecar_path
 from firec.images.layers import StagingTree, Wanted
-from firec.images.oci import is_oci_layout_dir, unpack_image
+from firec.images.oci import is_oci_layout_dir, unpack_image_with_config
 
 __all__ = ["build_rootfs", "parse_size"]
 
@@ -84,8 +95,15 @@ def build_rootfs(
     *,
     size: int | str | None = None,
     label: str | None = None,
+    agent: str | os.PathLike[str] | None = None,
+    agent_as_init: bool = True,
+    entrypoint: Sequence[str] | None = None,
+    cmd: Sequence[str] | None = None,
+    env: Sequence[str] | None = None,
+    working_dir: str | None = None,
+    user: str | None = None,
 ) -> Path:
-    """Make an ext4 image at ``dest`` holding ``source``.
+    """Make an ext4 image at ``dest`` holding ``source``, and firec's record of it.
 
     Args:
         source: a directory (its content becomes the image's root, owners and
@@ -96,13 +114,26 @@ def build_rootfs(
             up to 4 KiB). By default it is computed from the content, with room
             for metadata and some free space.
         label: the filesystem label (at most 16 bytes).
+        agent: the guest agent binary (``firec-agent``) to install at
+            ``/.firec/firec-agent``; ``None``: no agent.
+        agent_as_init: the agent is the image's PID 1 (``firec run`` boots it
+            with ``init=/.firec/firec-agent``); ``False``: a systemd service,
+            for an image whose own init is systemd (refused otherwise).
+        entrypoint: replaces the image's entrypoint (a directory has none).
+        cmd: replaces the image's cmd.
+        env: replaces the image's environment (``KEY=VALUE`` strings).
+        working_dir: replaces the image's working directory.
+        user: replaces the image's user.
 
     Returns:
-        ``dest`` as a :class:`~pathlib.Path`.
+        ``dest`` as a :class:`~pathlib.Path`. Its record (entrypoint, cmd, env,
+        working dir, user, agent; :func:`firec.images.read_image_defaults`) is
+        at ``/.firec/image.json`` inside it and at ``<dest>.json`` beside it.
 
     Raises:
         ValidationError: ``size`` is too small for the content (``field`` is
-            ``"size"``), or ``label`` is too long.
+            ``"size"``), ``label`` is too long, ``agent`` is not an executable,
+            or the agent is to be a service in an image without systemd.
         FirecError: e2fsprogs is missing, the source is unreadable or not an
             image, or a layer tries to write outside the image; nothing is left
             behind at ``dest``.
@@ -122,6 +153,18 @@ def build_rootfs(
     if label is not None and len(label.encode()) > _LABEL_MAX:
         raise ValidationError("label", f"{label!r} is longer than {_LABEL_MAX} bytes")
     wanted_size = None if size is None else -(-parse_size(size) // _BLOCK) * _BLOCK
+    agent_path = check_agent(agent) if agent is not None else None
+    options = {
+        "entrypoint": entrypoint,
+        "cmd": cmd,
+        "env": env,
+        "working_dir": working_dir,
+        "user": user,
+    }
+    for name, value in options.items():
+        if isinstance(value, str) and name in ("entrypoint", "cmd", "env"):
+            raise ValidationError(name, f"give a list of strings, not the string {value!r}")
+    plan = _Plan(agent_path, agent_as_init, options)
     mkfs = e2fs.require_tool("mkfs.ext4", "build ext4 images")
     e2fs.require_tool("debugfs", "build ext4 images")
     if not src.exists():
@@ -131,17 +174,49 @@ def build_rootfs(
 
     parent = out.parent if str(out.parent) else Path(".")
     try:
-        _build(src, out, parent, mkfs, wanted_size, label)
+        _build(src, out, parent, mkfs, wanted_size, label, plan)
     except OSError as exc:  # the host's side: disk full, permissions, a missing directory
         where = f" ({exc.filename})" if exc.filename else ""
         raise FirecError(f"building {out} from {src} failed: {exc.strerror or exc}{where}") from exc
     return out
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What firec adds: the agent, how it starts, and the defaults the caller gives."""
+
+    agent: Path | None
+    as_init: bool
+    options: dict[str, Any]
+
+    def defaults(self, config: dict[str, Any] | None, src: Path, tree: Path) -> ImageDefaults:
+        found = ImageDefaults.from_image_config(config or {}, source=str(src))
+        found = found.overridden(**self.options)
+        if self.agent is None:
+            return found
+        if not self.as_init and not has_systemd(tree):
+            raise ValidationError(
+                "agent_as_init",
+                f"{src} has no systemd (/usr/lib/systemd/systemd), so the agent cannot start as "
+                "a service; install it as init instead (the default, without --agent-as-service)",
+            )
+        mode = "init" if self.as_init else "service"
+        return dataclasses.replace(
+            found, agent=AGENT_PATH, agent_mode=mode, init=AGENT_PATH if self.as_init else None
+        )
+
+
 def _build(
-    src: Path, out: Path, parent: Path, mkfs: Path, wanted_size: int | None, label: str | None
+    src: Path,
+    out: Path,
+    parent: Path,
+    mkfs: Path,
+    wanted_size: int | None,
+    label: str | None,
+    plan: _Plan,
 ) -> None:
     with contextlib.ExitStack() as cleanup:
+        config: dict[str, Any] | None = None
         if src.is_dir() and not is_oci_layout_dir(src):
             tree_root = src
             fixups: dict[str, Wanted] = {"": _wanted_from(src.stat())}
@@ -149,10 +224,13 @@ def _build(
             staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".staging", dir=parent))
             cleanup.callback(_rmtree, staging)
             tree = StagingTree(staging)
-            unpack_image(src, tree)
+            _, config = unpack_image_with_config(src, tree)
             tree_root, fixups = staging, tree.wanted
+        defaults = plan.defaults(config, src, tree_root)
 
-        content = _measure(tree_root)
+        measured = _measure(tree_root)
+        blocks, inodes = extra_size(plan.agent, defaults.agent_mode == "service")
+        content = _Content(measured.blocks + blocks, measured.inodes + inodes)
         needed = _needed_size(content)
         if wanted_size is None:
             image_size = _auto_size(content)
@@ -172,8 +250,19 @@ def _build(
         root_wanted = fixups[""]
         _mkfs(mkfs, tmp, tree_root, image_size, content, label, root_wanted, src)
         _apply_fixups(tmp, tree_root, fixups)
+        install_firec_files(tmp, tree_root, defaults, plan.agent)
         os.chmod(tmp, 0o644)
+        record_fd, record_name = tempfile.mkstemp(
+            prefix=f".{out.name}.", suffix=".json", dir=parent
+        )
+        record = Path(record_name)
+        cleanup.callback(record.unlink, missing_ok=True)
+        with os.fdopen(record_fd, "w") as f:
+            json.dump(defaults.to_json(), f, indent=2)
+            f.write("\n")
+        os.chmod(record, 0o644)
         os.replace(tmp, out)
+        os.replace(record, sidecar_path(out))
 
 
 # -- sizing ---------------------------------------------------------------------------

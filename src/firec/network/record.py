@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from firec import _jsonfile
+from firec._proc import ProcessRef
 from firec.errors import NetworkError
 from firec.network.names import validate_vm_id
-from firec.vm.process import ProcessRef
 
 __all__ = ["RECORD_FORMAT", "NetworkRecord", "already_set_up", "network_owner", "record_path"]
 

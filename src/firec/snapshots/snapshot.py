@@ -49,7 +49,6 @@ import functools
 import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +58,18 @@ from firec import _jsonfile
 from firec.api import models
 from firec.api.versions import Version
 from firec.errors import SnapshotError, StateError
-from firec.network.interface import Interface
 from firec.snapshots._format import incompatibility
 from firec.snapshots._sparse import copy_sparse, merge_diff
-from firec.vm.config import Config
 
-__all__ = ["MANIFEST", "MEMORY_FILE", "STATE_FILE", "Snapshot", "new_directory", "now"]
+__all__ = [
+    "MANIFEST",
+    "MEMORY_FILE",
+    "STATE_FILE",
+    "Snapshot",
+    "new_directory",
+    "now",
+    "register_config_reader",
+]
 
 #: The manifest's file name in a snapshot directory.
 MANIFEST = "snapshot.json"
@@ -81,6 +86,21 @@ _MANIFEST_FORMAT = _jsonfile.Format(
 #: Per-clone overrides: a mapping whose values may hold ``{i}`` (the clone's
 #: index), or a function of the index.
 PerClone = Mapping[str, str] | Callable[[int], Mapping[str, str]]
+
+
+#: What builds :meth:`Snapshot.config`'s config (``firec.vm.Config.from_snapshot``,
+#: which :mod:`firec.vm.config` registers when it is imported); empty before.
+_CONFIG_READER: list[Callable[[Snapshot, str | None], Any]] = []
+
+
+def register_config_reader(reader: Callable[[Snapshot, str | None], Any]) -> None:
+    """Make :meth:`Snapshot.config` build its config with ``reader(snapshot, vm_id)``.
+
+    :mod:`firec.vm.config` registers ``Config.from_snapshot`` when it is
+    imported: a snapshot knows nothing of configs (the ``vm`` room), and this
+    room may not import that one (docs/architecture.md).
+    """
+    _CONFIG_READER[:] = [reader]
 
 
 @dataclass(frozen=True)
@@ -377,60 +397,29 @@ class Snapshot:
 
     # -- configs and clones ---------------------------------------------------------------
 
-    def config(self, vm_id: str | None = None) -> Config:
-        """A :class:`~firec.vm.config.Config` for a VM restored from this snapshot.
+    def config(self, vm_id: str | None = None) -> Any:
+        """A :class:`firec.vm.Config` for a VM restored from this snapshot.
 
-        Its devices are the snapshot's (host paths), its id ``vm_id`` (a new
-        random one by default), its Firecracker the one that took the snapshot
-        when it still exists. Runtime settings (jailer, workdir, logs...) are
-        the defaults: use :meth:`Config.replace` to change them.
+        The same as ``firec.Config.from_snapshot(snapshot, vm_id)``, which
+        builds it and says what it holds. Configs belong to the ``vm`` room,
+        which this one may not import (docs/architecture.md): importing
+        :mod:`firec.vm.config` (as ``firec.Config``, ``firec.Machine`` and
+        every part of :mod:`firec.vm` do) teaches this method how
+        (:func:`register_config_reader`).
+
+        Raises:
+            SnapshotError: nothing in this process imported firec.vm yet (``firec.Snapshot``
+                does; ``firec.snapshots.Snapshot`` alone does not)
+                (the message says what to call instead).
         """
-        exported = models.FullVmConfiguration.from_api(self.vm_config)
-        host = self.host_paths
-
-        def on_host(path: str | None) -> str | None:
-            return host.get(path, path) if path is not None else None
-
-        boot = exported.boot_source
-        kernel = self.kernel_image or on_host(boot.kernel_image_path if boot else None)
-        drives = [
-            d.model_copy(update={"path_on_host": on_host(d.path_on_host)})
-            for d in exported.drives or []
-        ]
-        pmem = [
-            p.model_copy(update={"path_on_host": on_host(p.path_on_host)})
-            for p in exported.pmem or []
-        ]
-        vsock = exported.vsock
-        if vsock is not None:
-            vsock = vsock.model_copy(update={"uds_path": on_host(vsock.uds_path)})
-        binary = self.firecracker_binary
-        machine = exported.machine_config or models.MachineConfiguration(
-            vcpu_count=1, mem_size_mib=self.mem_size_mib
-        )
-        return Config(
-            vm_id=vm_id or str(uuid.uuid4()),
-            kernel_image=Path(kernel or "/"),
-            kernel_args=boot.boot_args if boot else None,
-            initrd=Path(p) if boot and (p := on_host(boot.initrd_path)) else None,
-            machine=machine,
-            drives=tuple(drives),
-            network_interfaces=tuple(
-                Interface(
-                    i.iface_id,
-                    i.host_dev_name,
-                    guest_mac=i.guest_mac,
-                    rx_rate_limiter=i.rx_rate_limiter,
-                    tx_rate_limiter=i.tx_rate_limiter,
-                )
-                for i in exported.network_interfaces or ()
-            ),
-            vsock=vsock,
-            balloon=exported.balloon,
-            entropy=exported.entropy,
-            pmem=tuple(pmem),
-            firecracker_binary=binary if binary is not None and binary.is_file() else None,
-        )
+        if not _CONFIG_READER:
+            raise SnapshotError(
+                f"Snapshot.config() of {self.directory}: it is firec.vm.Config.from_snapshot, "
+                "and firec.vm is not imported yet in this process; call "
+                "firec.Config.from_snapshot(snapshot) (or import firec.vm first)",
+                path=str(self.directory),
+            )
+        return _CONFIG_READER[0](self, vm_id)
 
 
 def now() -> str:

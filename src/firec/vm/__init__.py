@@ -14,12 +14,19 @@
   started, and undone; ``_configure.py``: the API calls (or config file)
   that configure it;
 * ``_restore.py``: what a restore or a clone needs before Firecracker loads
-  a :class:`firec.snapshots.Snapshot`;
+  a :class:`firec.snapshots.Snapshot`; ``_snapshot_config.py``: the config of
+  a VM restored from one (:meth:`Config.from_snapshot`);
+* ``_registry/``: the host registry's code (records, claims, reaping), whose
+  door is :mod:`firec.host.registry`: a machine claims its id there first;
 * :class:`Machine` / :class:`AsyncMachine`: create, start, pause, snapshot,
-  restore, clone, shutdown, delete (``_async/machine.py`` is the source,
-  ``_sync/machine.py`` is generated from it; ``_sync/io.py`` and
-  ``_async/io.py`` are their blocking and asyncio waits);
-* :mod:`firec.vm.process`: the VMM's process, exit status and threads;
+  restore, clone, shutdown, delete (written once, for asyncio, in layers:
+  ``_async/vmm.py`` the VMM process, ``lifecycle.py`` create to delete,
+  ``snapshots.py`` snapshot, restore and clone, ``devices.py`` vsock, drives
+  and metrics at runtime, put together in ``machine.py``; their ``_sync/``
+  twins are generated; ``_sync/io.py`` and ``_async/io.py`` are their
+  blocking and asyncio waits);
+* :mod:`firec.vm.process`: the VMM's process, exit status and threads (with
+  the views of processes that rooms below use too, from ``firec._proc``);
 * :mod:`firec.vm.console`, :mod:`firec.vm.logs`, :mod:`firec.vm.metrics`,
   :mod:`firec.vm.streams`: what Firecracker writes, as lines and records;
 * :mod:`firec.vm.vsock`: host ends of the guest's vsock;

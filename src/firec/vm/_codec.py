@@ -153,7 +153,13 @@ def encode(value: Any) -> Any:
     if isinstance(value, APIModel):
         return value.to_api()
     if isinstance(value, Console):
-        return {"kind": value.kind.value, "path": None if value.path is None else str(value.path)}
+        encoded = {
+            "kind": value.kind.value,
+            "path": None if value.path is None else str(value.path),
+        }
+        if value.input is not None:
+            encoded["input"] = str(value.input)
+        return encoded
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {name: encode(getattr(value, name)) for name in _fields(type(value))}
     if isinstance(value, Mapping):
@@ -275,7 +281,7 @@ def _decode_value(hint: Any, value: Any, where: str) -> Any:
     if hint is Console:
         kind = ConsoleKind(value["kind"])
         if kind is ConsoleKind.FILE:
-            return Console.file(value["path"])
+            return Console.file(value["path"], input=value.get("input"))
         if kind is ConsoleKind.TERMINAL:
             return Console.terminal()
         return Console.discard()  # a callback does not survive its process

@@ -26,7 +26,7 @@ from firec.api.operations import MAX_PAYLOAD_FLAG
 from firec.errors import ConfigError, MachineError
 from firec.vm._configure import api_calls, config_file
 from firec.vm.config import BootMethod, Config, runtime_dir, state_dir
-from firec.vm.console import Console, ConsoleKind
+from firec.vm.console import Console, ConsoleKind, open_vmm_input
 from firec.vm.jailer import (
     DEFAULT_CHROOT_BASE,
     JailerMode,
@@ -134,6 +134,8 @@ class Launch:
             made.append(self.log_path)
         if self.metrics_is_fifo and self.metrics_path is not None:
             made.append(self.metrics_path)
+        if self.console.input is not None:
+            made.append(self.console.input)
         outside = [p for p in made if not p.is_relative_to(self.vm_dir)]
         return [p for p in outside if not self.layout.holds(p)]
 
@@ -409,7 +411,12 @@ def spawn(launch: Launch) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
     """
     console = launch.console
     stdout: Any
-    opened: list[IO[bytes]] = []
+    # the serial console reads Firecracker's stdin: an input fifo, the terminal's, or nothing
+    input_fd = open_vmm_input(console)
+    opened: list[IO[bytes]] = [] if input_fd is None else [os.fdopen(input_fd, "rb", buffering=0)]
+    stdin: Any = opened[0] if opened else None
+    if stdin is None and console.kind is not ConsoleKind.TERMINAL:
+        stdin = subprocess.DEVNULL
     if console.kind is ConsoleKind.FILE:
         assert console.path is not None
         console.path.parent.mkdir(parents=True, exist_ok=True)
@@ -435,8 +442,7 @@ def spawn(launch: Launch) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
     try:
         process = subprocess.Popen(
             launch.argv,
-            # the serial console reads Firecracker's stdin: give it the terminal's
-            stdin=None if console.kind is ConsoleKind.TERMINAL else subprocess.DEVNULL,
+            stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             cwd=launch.vm_dir,

@@ -117,7 +117,7 @@ def plan_restore(
         )
     if uffd_handler is not None and kind is not models.MemoryBackendType.UFFD:
         raise ConfigError("uffd_handler", 'a page-fault handler needs backend="Uffd"')
-    base = config if config is not None else snapshot.config()
+    base = config if config is not None else Config.from_snapshot(snapshot)
     binary = probe(base.exec_file)
     version = binary.version
     check_supported(version)  # firec does not speak the API before 1.0
@@ -230,7 +230,7 @@ def _restored_config(
     vsock_override: str | None,
 ) -> Config:
     """The caller's runtime settings with the snapshot's devices."""
-    derived = snapshot.config(base.vm_id)
+    derived = Config.from_snapshot(snapshot, base.vm_id)
     own = {d.drive_id: d for d in base.drives} if given else {}
     drives = tuple(
         d.model_copy(update={"path_on_host": own[d.drive_id].path_on_host})
@@ -459,7 +459,7 @@ def clone_plans(
     """Each clone's config and restore arguments: ids ``<vm_id>-<i>``, per-clone overrides."""
     if n < 1:
         raise ConfigError("n", f"must be at least 1, got {n}")
-    base = config if config is not None else snapshot.config()
+    base = config if config is not None else Config.from_snapshot(snapshot)
     result = []
     for i in range(n):
         clone_config = base.replace(vm_id=f"{base.vm_id[: 64 - len(str(i)) - 1]}-{i}")

@@ -49,6 +49,7 @@ from firec.api import models
 from firec.api.operations import DEFAULT_MAX_PAYLOAD_SIZE, payload_limit_in_args
 from firec.errors import ConfigError
 from firec.network.interface import Interface
+from firec.snapshots.snapshot import Snapshot, register_config_reader
 from firec.vm._checks import (
     absolute_path,
     bool_value,
@@ -69,6 +70,7 @@ from firec.vm._config_checks import (
     check_unique,
     host_paths,
 )
+from firec.vm._snapshot_config import config_fields
 from firec.vm.binaries import resolve_binary
 from firec.vm.builders import DriveBuilder, JailerBuilder, MachineBuilder
 from firec.vm.jailer import Jail, JailerConfig, validate_id
@@ -378,10 +380,9 @@ class Config:
         return files
 
     def _check_files(self) -> None:
+        layout = layout_type(self.jailer)  # a jail adds its base, and one name per file
         directories = [("workdir", self.workdir), ("state_dir", self.state_dir)]
-        if self.jailer is not None:
-            directories.append(("jailer.chroot_base_dir", self.jailer.chroot_base_dir))
-        for name, directory in directories:
+        for name, directory in [*directories, *layout.config_directories(self.jailer)]:
             if directory is not None and directory.exists() and not directory.is_dir():
                 raise ConfigError(name, f"{directory} is not a directory")
         names: dict[str, str] = {}
@@ -392,14 +393,7 @@ class Config:
                 raise ConfigError(name, f"{path} is not a file")
             if not os.access(path, os.R_OK):
                 raise ConfigError(name, f"{path} is not readable")
-            if self.jailer is not None:
-                other = names.setdefault(path.name, name)
-                if other != name:
-                    raise ConfigError(
-                        name,
-                        f"{path.name} is also the file name of {other}: inside the jail "
-                        "both would be /" + path.name + "; rename one",
-                    )
+            layout.check_input_name(name, path, names)
 
     # -- as data -------------------------------------------------------------------
 
@@ -442,6 +436,15 @@ class Config:
             return _codec.decode(cls, data)
         except _codec.DecodeError as exc:
             raise ConfigError(exc.where, exc.reason) from exc
+
+    @classmethod
+    def from_snapshot(cls, snapshot: Snapshot, vm_id: str | None = None) -> Config:
+        """A config for a VM restored from ``snapshot`` (:meth:`firec.Snapshot.config` is this).
+
+        Its id is ``vm_id`` (default: a random one), its devices and Firecracker
+        the snapshot's (``vm/_snapshot_config.py``); the rest are the defaults.
+        """
+        return cls(**config_fields(snapshot, vm_id))
 
 
 def check_kernel_args(args: object) -> str:
@@ -492,3 +495,6 @@ class Builder(BuilderSetters):
         """Finish: validate the whole config and return it."""
         self._config.validate(check_files=check_files)
         return self._config
+
+
+register_config_reader(Config.from_snapshot)  # for Snapshot.config(): snapshots may not import vm

@@ -5,6 +5,10 @@ Firecracker runs as our child, except under the jailer's ``--new-pid-ns``
 from the jailer's pidfile) and after :meth:`firec.Machine.connect` (someone
 else started it). :class:`VmmProcess` hides the difference; waiting happens
 in ``vm._sync.io`` / ``vm._async.io``.
+
+The views of processes that rooms below this one use too (:class:`ProcessRef`,
+:class:`VmmThreads`, :class:`VmmThreadWatch`, :func:`boot_id`, :func:`socket_peer_pid`,
+:func:`wait_until`) live in ``firec._proc``, and are importable from here as before.
 """
 
 from __future__ import annotations
@@ -13,13 +17,19 @@ import itertools
 import logging
 import os
 import signal
-import socket
-import struct
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+
+from firec._proc import (
+    ProcessRef,
+    VmmThreads,
+    VmmThreadWatch,
+    _kill,
+    boot_id,
+    socket_peer_pid,
+    wait_until,
+)
 
 _log = logging.getLogger("firec.machine")
 
@@ -148,93 +158,6 @@ class VmmProcess:
         return self.running and _kill(self.pid, sig)
 
 
-def _kill(pid: int, sig: int) -> bool:
-    """Send ``sig`` to ``pid``; ``False`` if there is no such process."""
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-class VmmThreads:
-    """A VMM's threads, as ``/proc/<pid>/task`` shows them.
-
-    Firecracker names its threads: its main thread (thread id = pid) runs the
-    VMM's event loop, ``fc_api`` serves the API, and ``fc_vcpu N`` run the
-    guest's vCPUs. :class:`ExitWatch` and :class:`VmmThreadWatch` look at
-    them through this view. Thread ids are strings, as in the file names.
-
-    Example::
-
-        >>> import os
-        >>> threads = VmmThreads(os.getpid())
-        >>> str(os.getpid()) in threads.names() and threads.exists(str(os.getpid()))
-        True
-    """
-
-    #: The name of Firecracker's API thread, and how its vCPU threads' names start.
-    API = "fc_api"
-    VCPU = "fc_vcpu"
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.task = f"/proc/{pid}/task"
-
-    def names(self) -> dict[str, str] | None:
-        """Every thread, thread id -> name; ``None`` once the process is gone.
-
-        Reading a thread's name costs ~30 us: to follow threads already
-        found, :meth:`exists` is cheaper.
-        """
-        try:
-            tids = os.listdir(self.task)
-        except OSError:
-            return None
-        names = {}
-        for tid in tids:
-            try:
-                with open(f"{self.task}/{tid}/comm") as comm:
-                    names[tid] = comm.read().rstrip("\n")
-            except OSError:
-                continue  # that thread just ended
-        return names
-
-    @classmethod
-    def vcpus(cls, names: dict[str, str]) -> list[str]:
-        """The ids of the vCPU threads among ``names`` (from :meth:`names`)."""
-        return [tid for tid, name in names.items() if name.startswith(cls.VCPU)]
-
-    @classmethod
-    def api(cls, names: dict[str, str]) -> str | None:
-        """The id of the API thread among ``names``, if it is there."""
-        return next((tid for tid, name in names.items() if name == cls.API), None)
-
-    def exists(self, tid: str) -> bool:
-        """Whether thread ``tid`` is still there (one ``stat``)."""
-        return os.path.exists(f"{self.task}/{tid}")
-
-    def open_stat(self, tid: str) -> int:
-        """A descriptor of thread ``tid``'s stat file, to read its state again and again.
-
-        Raises:
-            OSError: the thread is not there (or not readable).
-        """
-        return os.open(f"{self.task}/{tid}/stat", os.O_RDONLY | os.O_CLOEXEC)
-
-    @staticmethod
-    def state(stat_fd: int) -> str | None:
-        """The state letter (``R``, ``S``, ``D``...) in a stat file; ``None`` once unreadable."""
-        try:
-            data = os.pread(stat_fd, 512, 0)
-        except OSError:
-            return None
-        end = data.rfind(b")")  # the state follows the command name, which may hold anything
-        if end < 0 or len(data) < end + 3:
-            return None
-        return chr(data[end + 2])
-
-
 #: How often a pending request or a wait looks at the VMM's threads (seconds).
 WATCH_INTERVAL = 0.05
 #: How long a stopped VM's VMM (vCPU threads gone, API thread still there) may take
@@ -328,75 +251,6 @@ class ExitWatch:
         return None
 
 
-def boot_id() -> str:
-    """This boot's id (``/proc/sys/kernel/random/boot_id``); pids mean nothing across boots."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    # the command name (field 2) is in parentheses and may hold spaces or ')'
-    return text.rsplit(")", 1)[1].split()
-
-
-@dataclass(frozen=True)
-class ProcessRef:
-    """One process, told apart from any later process that gets the same pid.
-
-    Attributes:
-        pid: the process id.
-        start: when it started, in clock ticks after boot (``/proc/<pid>/stat`` field 22).
-        boot: the boot it ran in (:func:`boot_id`).
-    """
-
-    pid: int
-    start: int
-    boot: str
-
-    @classmethod
-    def of(cls, pid: int) -> ProcessRef | None:
-        """The running process ``pid``, or ``None`` when there is none."""
-        fields = _stat_fields(pid)
-        if fields is None or len(fields) < 20 or fields[0] in ("Z", "X"):
-            return None
-        return cls(pid, int(fields[19]), boot_id())
-
-    def alive(self) -> bool:
-        """Whether this very process still runs (not a zombie, not a reused pid)."""
-        return ProcessRef.of(self.pid) == self
-
-    def signal(self, sig: int) -> bool:
-        """Send ``sig`` if this very process still runs; ``False`` otherwise."""
-        return self.alive() and _kill(self.pid, sig)
-
-    def wait_gone(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the process to end; whether it did."""
-        return wait_until(lambda: not self.alive(), timeout)
-
-    def reaped(self) -> bool:
-        """Whether the process is gone from the process table (not even a zombie)."""
-        fields = _stat_fields(self.pid)
-        return fields is None or len(fields) < 20 or int(fields[19]) != self.start
-
-
-def wait_until(done: Callable[[], bool], timeout: float) -> bool:
-    """Call ``done`` every few ms until it is true or ``timeout`` s pass; whether it came true."""
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-    return True
-
-
 def process_args(pid: int) -> list[str]:
     """The command line of process ``pid`` (empty when it cannot be read)."""
     try:
@@ -422,52 +276,3 @@ def find_vmm_pid(socket_path: str) -> int | None:
             if flag == b"--api-sock" and value == wanted:
                 return int(entry.name)
     return None
-
-
-def socket_peer_pid(socket_path: str) -> int | None:
-    """The pid of the process serving the Unix socket ``socket_path`` (``SO_PEERCRED``).
-
-    ``None`` when nothing serves it, or the server is in a pid namespace that
-    this one cannot see.
-    """
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(1.0)
-            sock.connect(socket_path)
-            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except OSError:
-        return None
-    pid: int = struct.unpack("3i", creds)[0]
-    return pid or None
-
-
-class VmmThreadWatch:
-    """Whether a Firecracker's VMM thread is asleep, read from ``/proc`` (:class:`VmmThreads`).
-
-    Firecracker runs its VMM event loop on its main thread (thread id = pid).
-    Asleep means back in its event loop (``epoll_wait``), or blocked waiting for
-    the next API request; awake means running or runnable. The stat file stays
-    open, so each look costs one read (~5 us).
-
-    Raises:
-        OSError: the process is not there (or not readable).
-    """
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self._fd: int | None = VmmThreads(pid).open_stat(str(pid))
-
-    def asleep(self) -> bool | None:
-        """Whether the thread sleeps now; ``None`` when that cannot be read (it is gone)."""
-        if self._fd is None:
-            return None
-        state = VmmThreads.state(self._fd)
-        if state is None:
-            return None
-        return state not in "RD"  # running or runnable; in uninterruptible I/O
-
-    def close(self) -> None:
-        """Close the stat file."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None

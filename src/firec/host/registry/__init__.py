@@ -28,7 +28,10 @@ given to :func:`firec.network.setup_network`; otherwise that is
 ``Config.state_dir``, by default ``/var/lib/firec`` for root:
 :func:`network_state_dir`).
 
-The package holds four things, one module each, all importable from here:
+This is the registry's door; its code is four modules of the ``vm`` room, in
+``firec/vm/_registry/`` (a machine claims its id there before it makes
+anything, and ``vm`` may not import ``host``: docs/architecture.md), all
+importable from here:
 
 * ``records``: what one record holds (:class:`VmRecord`, :class:`Phase`,
   :class:`NetworkInfo`);
@@ -52,12 +55,12 @@ Example::
 
 from __future__ import annotations
 
+from firec._proc import ProcessRef, boot_id
 from firec._statedirs import registry_dir as state_dir
-from firec.host.registry.claim import Registration, Registry, network_state_dir
-from firec.host.registry.reaping import kill_vmm, reap
-from firec.host.registry.records import RECORD_FORMAT, NetworkInfo, Phase, VmRecord
-from firec.host.registry.unrecorded import find_unrecorded_vmm
-from firec.vm.process import ProcessRef, boot_id
+from firec.vm._registry.claim import Registration, Registry, network_state_dir
+from firec.vm._registry.reaping import kill_vmm, reap
+from firec.vm._registry.records import RECORD_FORMAT, NetworkInfo, Phase, VmRecord
+from firec.vm._registry.unrecorded import find_unrecorded_vmm
 
 __all__ = [
     "RECORD_FORMAT",

@@ -54,7 +54,8 @@ The VMM: :class:`._vmm.Vmm`, its state in :mod:`._state`
 
 Around it
 
-* :mod:`._guest`: the simulated test guest (serial output, reset);
+* :mod:`._guest`: the simulated test guest (serial output, reset; with
+  ``firec.echo-input`` it echoes its serial input, which the real one never reads);
 * :mod:`._vsock`: the vsock device's host side, and a guest that uses it;
 * :mod:`._snapshot`: snapshot state and memory files; :mod:`._uffd`: the
   ``Uffd`` memory backend;

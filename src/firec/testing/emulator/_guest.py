@@ -3,6 +3,13 @@
 See :mod:`firec.testing.guest` for the protocol: ``firec-guest: booted``, one
 ``firec-guest: echo WORD`` line per ``firec.echo=WORD`` token, and a reset (the
 VMM exits 0) when the command line holds the token ``firec.exit``.
+
+One behaviour is the emulator's alone: with the token ``firec.echo-input`` on
+the command line, the guest echoes its serial input (Firecracker's standard
+input) back to its serial output as it comes, byte for byte, as a terminal in
+echo mode would; at the end of the input it stops reading, as Firecracker
+does. The real tiny guest never reads its input. This lets tests (and
+``firec attach``'s) see console input go through a VM end to end.
 """
 
 from __future__ import annotations
@@ -10,11 +17,12 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["check_kernel", "run", "run_time", "write_stdout"]
+__all__ = ["check_kernel", "echo_input", "echoes_input", "run", "run_time", "write_stdout"]
 
 BOOT_LINE = "firec-guest: booted\n"
 ECHO_TOKEN = "firec.echo="
 EXIT_TOKEN = "firec.exit"
+ECHO_INPUT_TOKEN = "firec.echo-input"
 
 
 def run(boot_args: str) -> tuple[str, bool]:
@@ -66,3 +74,23 @@ def write_stdout(text: str) -> None:
         os.write(sys.stdout.fileno(), data)
     except (OSError, ValueError):
         pass
+
+
+def echoes_input(boot_args: str) -> bool:
+    """Whether the guest echoes its serial input (the ``firec.echo-input`` token)."""
+    return ECHO_INPUT_TOKEN in boot_args.split()
+
+
+def echo_input() -> None:
+    """Copy the serial input (stdin) to the serial output (stdout) until the input ends."""
+    while True:
+        try:
+            data = os.read(0, 4096)
+        except OSError:
+            return
+        if not data:
+            return  # Firecracker too stops reading its input at the first end of file
+        try:
+            os.write(sys.stdout.fileno(), data)
+        except (OSError, ValueError):
+            return

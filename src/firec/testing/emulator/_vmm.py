@@ -153,6 +153,8 @@ class Vmm(VmResources, Mmds, ConfigViews):
                 os.close(serial_fd)
         else:
             _guest.write_stdout(output)
+            if _guest.echoes_input(boot_args):
+                named_thread("fc_serial_in", _guest.echo_input)
         if wants_exit:  # the guest resets once it has printed, a little later
             self.exit = Exit(0, at=time.monotonic() + _guest.run_time(output))
         else:

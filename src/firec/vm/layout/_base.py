@@ -62,6 +62,19 @@ class Layout(abc.ABC):
         paths inside it, taken from its top.
         """
 
+    @classmethod
+    @abc.abstractmethod
+    def config_directories(cls, jailer: JailSettings | None) -> list[tuple[str, Path]]:
+        """The directories the layout's settings name, with their fields (each must be one)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def check_input_name(cls, field: str, path: Path, taken: dict[str, str]) -> None:
+        """Check that ``path``, a file the VM reads (named by ``field``), fits beside the others.
+
+        ``taken`` is the caller's, kept across the VM's files: their names -> their fields.
+        """
+
     # -- paths ----------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -69,10 +69,31 @@ class JailedLayout(Layout):
     def check_runtime_path(cls, field: str, value: object) -> None:
         """A path inside the jail: any is taken, from the jail's top."""
 
+    @classmethod
+    def config_directories(cls, jailer: JailSettings | None) -> list[tuple[str, Path]]:
+        """The chroot base (``jailer.chroot_base_dir``)."""
+        return [("jailer.chroot_base_dir", jailer.chroot_base_dir)] if jailer is not None else []
+
+    @classmethod
+    def check_input_name(cls, field: str, path: Path, taken: dict[str, str]) -> None:
+        """Refuse a second file of the same name: inside the jail both would be ``/<name>``."""
+        other = taken.setdefault(path.name, field)
+        if other != field:
+            raise ConfigError(
+                field,
+                f"{path.name} is also the file name of {other}: inside the jail "
+                "both would be /" + path.name + "; rename one",
+            )
+
     @property
     def root(self) -> Path:
         """The chroot: what Firecracker sees as ``/``."""
         return self.base / "root"
+
+    @property
+    def chroot_base(self) -> Path:
+        """The jailer's ``--chroot-base-dir``: :attr:`base` is ``<it>/<exec file name>/<id>``."""
+        return self.base.parent.parent
 
     def seen(self, host_path: PathArg) -> str:
         """A path inside the chroot as seen from it; any other file at ``/<its name>``.

@@ -43,6 +43,15 @@ class PlainLayout(Layout):
         """A host path: it must be absolute."""
         absolute_path(field, value)
 
+    @classmethod
+    def config_directories(cls, jailer: JailSettings | None) -> list[tuple[str, Path]]:
+        """None: a plain VM's directories are the config's own (workdir, state_dir)."""
+        return []
+
+    @classmethod
+    def check_input_name(cls, field: str, path: Path, taken: dict[str, str]) -> None:
+        """Any file fits: Firecracker opens each at its own host path."""
+
     def seen(self, host_path: PathArg) -> str:
         """``host_path`` itself."""
         return os.fspath(host_path)

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Protocol
 
 from firec.errors import FirecError, MachineError, NetworkError
-from firec.host.registry.records import VmRecord
-from firec.host.registry.unrecorded import find_unrecorded_vmm
 from firec.vm._launch import cleanup
+from firec.vm._registry.records import VmRecord
+from firec.vm._registry.unrecorded import find_unrecorded_vmm
 from firec.vm.process import ProcessRef, wait_until
 
 __all__ = ["REAP_TIMEOUT", "RecordStore", "kill_vmm", "reap"]

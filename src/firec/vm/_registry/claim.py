@@ -33,9 +33,9 @@ from pathlib import Path
 from firec import _jsonfile
 from firec._statedirs import network_dir, registry_dir
 from firec.errors import FirecError, InUseError, MachineError, StateError
-from firec.host.registry.reaping import reap
-from firec.host.registry.records import VM_RECORD, NetworkInfo, Phase, VmRecord
 from firec.vm._launch import Launch, socket_accepts
+from firec.vm._registry.reaping import reap
+from firec.vm._registry.records import VM_RECORD, NetworkInfo, Phase, VmRecord
 from firec.vm.config import Config
 from firec.vm.jailer import validate_id
 

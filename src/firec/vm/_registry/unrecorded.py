@@ -24,7 +24,8 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
-from firec.host.registry.records import VmRecord
+from firec.vm._registry.records import VmRecord
+from firec.vm.layout import JailedLayout, layout_from_record
 
 __all__ = ["find_unrecorded_vmm"]
 
@@ -58,8 +59,8 @@ def find_unrecorded_vmm(record: VmRecord) -> list[int]:
 
 def _find_by_command_line(record: VmRecord) -> list[int]:
     wanted_id = os.fsencode(record.vm_id)
-    jail_root = Path(record.jail) / "root" if record.jail else None
-    jail_base = Path(record.jail).parent.parent if record.jail else None
+    layout = layout_from_record(Path(record.vm_dir or "/"), record.jail, record.jail_owner)
+    jail = layout if isinstance(layout, JailedLayout) else None
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -72,14 +73,14 @@ def _find_by_command_line(record: VmRecord) -> list[int]:
         flags = dict(itertools.pairwise(argv))
         if flags.get(b"--id") != wanted_id:
             continue
-        if jail_root is None:
+        if jail is None:
             if record.socket and flags.get(b"--api-sock") == os.fsencode(record.socket):
                 found.append(int(entry.name))
-        elif flags.get(b"--chroot-base-dir") == os.fsencode(jail_base or ""):
+        elif flags.get(b"--chroot-base-dir") == os.fsencode(jail.chroot_base):
             found.append(int(entry.name))  # the jailer, before its exec
-        elif flags.get(b"--emulate-chroot") == os.fsencode(jail_root):
+        elif flags.get(b"--emulate-chroot") == os.fsencode(jail.root):
             found.append(int(entry.name))  # firec's emulator, as its emulated jailer ran it
-        elif b"--start-time-us" in flags and _jail_root_of(int(entry.name)) == jail_root:
+        elif b"--start-time-us" in flags and _jail_root_of(int(entry.name)) == jail.root:
             found.append(int(entry.name))  # Firecracker as the jailer exec'd it
     return found
 
