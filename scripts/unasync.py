@@ -30,6 +30,10 @@ PAIRS = [
         (PACKAGE / "vm" / "_async" / name, PACKAGE / "vm" / "_sync" / name)
         for name in ("vmm.py", "lifecycle.py", "snapshots.py", "devices.py", "machine.py")
     ),
+    *(
+        (PACKAGE / "agent" / "_async" / name, PACKAGE / "agent" / "_sync" / name)
+        for name in ("client.py", "files.py", "process.py")
+    ),
 ]
 
 HEADER = (

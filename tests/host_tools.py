@@ -39,6 +39,9 @@ class HostTool:
 
 HOST_TOOLS: dict[str, HostTool] = {
     "cc": HostTool("gcc", "cc"),
+    "musl-gcc": HostTool("musl-tools", "musl-gcc"),
+    "unshare": HostTool("util-linux", "unshare"),
+    "dpkg-deb": HostTool("dpkg", "dpkg-deb"),
     "nft": HostTool("nftables", "nft"),
     "ip": HostTool("iproute2", "ip"),
     "mkfs.ext4": HostTool("e2fsprogs", "mkfs.ext4"),

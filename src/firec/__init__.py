@@ -40,7 +40,7 @@ from firec import _moved
 from firec._lazy import lazy_door
 
 if TYPE_CHECKING:
-    from firec import api, cli, errors, host, images, network, snapshots, testing, vm
+    from firec import agent, api, cli, errors, host, images, network, snapshots, testing, vm
     from firec.api import models, versions
     from firec.api._async.client import AsyncClient
     from firec.api._sync.client import Client
@@ -80,7 +80,18 @@ _HOMES = {
     "Snapshot": "firec.vm.config",
     "Version": "firec.api.versions",
 }
-_SUBPACKAGES = ("api", "cli", "errors", "host", "images", "network", "snapshots", "testing", "vm")
+_SUBPACKAGES = (
+    "agent",
+    "api",
+    "cli",
+    "errors",
+    "host",
+    "images",
+    "network",
+    "snapshots",
+    "testing",
+    "vm",
+)
 
 __all__ = [
     "APIError",
@@ -100,6 +111,7 @@ __all__ = [
     "Snapshot",
     "Version",
     "__version__",
+    "agent",
     "api",
     "cli",
     "errors",

@@ -29,6 +29,12 @@ catches them all::
   :class:`MachineError`); nothing was touched.
 * :class:`StateError`: a state file of firec's (VM or network record, lease)
   cannot be written or read (names the file and the reason).
+* :class:`AgentError`: firec's guest agent refused or failed an operation
+  (carries the agent's own ``code`` and ``message``; see :mod:`firec.agent`);
+  :class:`AgentConnectionError`: the agent could not be reached, or the
+  connection to it broke; :class:`CommandError`: a command run through the
+  agent failed with ``check=True`` (names the command, carries its result);
+  :class:`CommandTimeoutError`: it outlived its timeout and was killed.
 """
 
 from __future__ import annotations
@@ -36,9 +42,14 @@ from __future__ import annotations
 import builtins
 import os
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "APIError",
+    "AgentConnectionError",
+    "AgentError",
+    "CommandError",
+    "CommandTimeoutError",
     "ConfigError",
     "ConnectError",
     "FirecError",
@@ -237,3 +248,87 @@ class SnapshotError(FirecError):
         self.path = path
         self.snapshot_version = snapshot_version
         self.target_version = target_version
+
+
+class AgentError(FirecError):
+    """firec's guest agent refused or failed an operation (see :mod:`firec.agent`).
+
+    Attributes:
+        code: the agent's error code (``"not_found"``, ``"permission"``,
+            ``"outside_root"``, ``"unauthorized"``, ``"bad_request"``...), or
+            ``"protocol"`` when the agent's answer itself was wrong.
+        message: the agent's own explanation, unchanged.
+        op: the operation asked for (``"exec"``, ``"write"``...).
+        target: what it was about (a path, or the command), when there is one.
+    """
+
+    def __init__(self, code: str, message: str, *, op: str = "", target: str = "") -> None:
+        self.code = code
+        self.message = message
+        self.op = op
+        self.target = target
+        where = f"{op} {target}".strip()
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class AgentConnectionError(AgentError):
+    """The agent could not be reached, or the connection to it broke mid-operation.
+
+    ``message`` says which: nothing listening, a refused connection, the
+    guest gone. Waiting for the agent (``wait_ready``) retries these.
+    """
+
+    def __init__(self, message: str, *, op: str = "", target: str = "") -> None:
+        super().__init__("connection", message, op=op, target=target)
+
+
+class CommandError(AgentError):
+    """A command run through the agent failed (``check=True``), or did not start.
+
+    Attributes:
+        command: the command, as the argv list given.
+        result: its :class:`firec.agent.ExecResult` (exit code, stdout, stderr),
+            when it ran.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        message: str,
+        *,
+        result: Any = None,
+        code: str = "command_failed",
+    ) -> None:
+        self.command = list(command)
+        self.result = result
+        super().__init__(code, message, op="exec", target=_shown(command))
+
+
+class CommandTimeoutError(CommandError, builtins.TimeoutError):
+    """A command run through the agent outlived its timeout.
+
+    Attributes:
+        timeout: the timeout, in seconds.
+        killed: the agent killed it (an exec's own timeout); false when only
+            the wait for it gave up (``Process.wait(timeout)``): it still runs.
+    """
+
+    def __init__(
+        self, command: Sequence[str], timeout: float, *, result: Any = None, killed: bool = True
+    ) -> None:
+        self.timeout = timeout
+        self.killed = killed
+        if killed:
+            message = f"timed out after {timeout:g}s and was killed (SIGKILL)"
+        else:
+            message = f"still running after {timeout:g}s"
+        super().__init__(command, message, result=result)
+        self.code = "timeout"
+
+
+def _shown(command: Sequence[str]) -> str:
+    """A command as one line, for messages: ``['sh', '-c', 'exit 1']`` -> ``sh -c 'exit 1'``."""
+    import shlex
+
+    text = shlex.join(command)
+    return text if len(text) <= 200 else text[:197] + "..."

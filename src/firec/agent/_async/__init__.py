@@ -1,0 +1,1 @@
+"""The asyncio source of the agent client (``scripts/unasync.py`` writes ``../_sync``)."""
