@@ -47,13 +47,13 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import filelock
-
+from firec import _lockfile
 from firec.errors import StateError
 
 __all__ = [
@@ -177,30 +177,47 @@ class LockTimeout(StateError):
 class Lock:
     """The lock of the record at ``path``: the file ``<name>.lock`` beside it.
 
-    An advisory lock (``flock``, via :mod:`filelock`) that every firec
-    process takes before changing the record; one :class:`Lock` object can
-    be acquired again by the code that holds it (nested uses of one object
-    do not wait). Its directory must exist.
+    An advisory lock (``flock`` on the whole file, taken by :mod:`firec._lockfile`
+    as :mod:`filelock` takes it) that every firec process takes before changing
+    the record. Within a process, the lock is held per thread: a thread that
+    holds it may acquire it again through the same object (nested uses do not
+    wait; the lock is given back when the outermost use ends), while other
+    threads wait for it as other processes do. Its directory must exist.
     """
 
     def __init__(self, path: Path, *, mode: int = 0o600) -> None:
         self.file = path.with_suffix(".lock")
-        self._lock = filelock.FileLock(self.file, mode=mode)
+        self._mode = mode
+        self._held = threading.local()  # this thread's fd and depth of nested uses
 
     def acquire(self, timeout: float = LOCK_TIMEOUT) -> None:
         """Take the lock, waiting ``timeout`` seconds at most (``-1``: forever).
 
         Raises:
-            LockTimeout: another process held it all that time.
+            LockTimeout: another process (or thread) held it all that time.
+            FileNotFoundError: the lock's directory is missing.
         """
+        held = self._held
+        depth: int = getattr(held, "depth", 0)
+        if depth:
+            held.depth = depth + 1
+            return
         try:
-            self._lock.acquire(timeout=timeout)
-        except filelock.Timeout:
+            held.fd = _lockfile.acquire(self.file, timeout, mode=self._mode)
+        except _lockfile.Timeout:
             raise LockTimeout(self.file, timeout) from None
+        held.depth = 1
 
     def release(self) -> None:
-        """Give the lock back."""
-        self._lock.release()
+        """Give the lock back (once the outermost use in this thread ends)."""
+        held = self._held
+        depth: int = getattr(held, "depth", 0)
+        if depth <= 0:
+            raise RuntimeError(f"the lock {self.file} is not held by this thread")
+        held.depth = depth - 1
+        if depth == 1:
+            fd, held.fd = held.fd, -1
+            _lockfile.release(fd)
 
     @contextlib.contextmanager
     def held(self, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:

@@ -30,7 +30,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from firec import _jsonfile
+from firec import _jsonfile, _lockfile
 from firec._statedirs import network_dir, registry_dir
 from firec.errors import FirecError, InUseError, MachineError, StateError
 from firec.host.registry.reaping import reap
@@ -79,10 +79,13 @@ class Registry:
         Raises:
             MachineError: another process held it for longer than ``timeout``.
         """
-        self._make_dirs()
         lock = _jsonfile.Lock(self.path(vm_id))
         try:
-            lock.acquire(timeout)
+            try:
+                lock.acquire(timeout)
+            except FileNotFoundError:  # no state directory yet
+                self._make_dirs()
+                lock.acquire(timeout)
         except _jsonfile.LockTimeout:
             raise MachineError(
                 f"microVM {vm_id}: another firec process is working on it (lock "
@@ -203,20 +206,21 @@ class Registry:
         (A claim stays atomic even if a process still waits on the removed
         file: the record itself is created in one step that fails if it exists.)
         """
-        lock = _jsonfile.Lock(self.path(vm_id))
-        if self.path(vm_id).exists() or not lock.file.exists():
+        record = self.path(vm_id)
+        lock_file = self.vms_dir / f"{vm_id}.lock"
+        if record.exists():
+            return False
+        try:  # one try, on the file if it is there (none is made)
+            fd = _lockfile.acquire(lock_file, 0, create=False)
+        except (FileNotFoundError, _lockfile.Timeout):
             return False
         try:
-            lock.acquire(timeout=0)
-        except _jsonfile.LockTimeout:
-            return False
-        try:
-            if self.path(vm_id).exists():
+            if record.exists():
                 return False
-            lock.file.unlink(missing_ok=True)
+            lock_file.unlink(missing_ok=True)
             return True
         finally:
-            lock.release()
+            _lockfile.release(fd)
 
 
 # -- a VM this process runs --------------------------------------------------------------------
