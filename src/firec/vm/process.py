@@ -9,6 +9,7 @@ in ``vm._sync.io`` / ``vm._async.io``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -328,6 +329,7 @@ class ExitWatch:
         return None
 
 
+@functools.cache  # a process never outlives its boot
 def boot_id() -> str:
     """This boot's id (``/proc/sys/kernel/random/boot_id``); pids mean nothing across boots."""
     try:
@@ -337,9 +339,13 @@ def boot_id() -> str:
 
 
 def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (OSError, ValueError):
+    try:  # os.open and os.read: half the time of Path.read_text
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            text = os.read(fd, 4096).decode(errors="replace")
+        finally:
+            os.close(fd)
+    except OSError:
         return None
     # the command name (field 2) is in parentheses and may hold spaces or ')'
     return text.rsplit(")", 1)[1].split()

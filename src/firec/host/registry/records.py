@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -172,7 +173,7 @@ class VmRecord:
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             detached=detached,
             config=config.to_dict(),
-            controller=ProcessRef.of(os.getpid()),
+            controller=_this_process(os.getpid()),
             origin=origin,
         )
 
@@ -286,6 +287,12 @@ class VmRecord:
         except _codec.DecodeError as exc:
             raise FirecError(f"not a {RECORD_FORMAT} record: {exc}") from exc
         return record
+
+
+@functools.cache
+def _this_process(pid: int) -> ProcessRef | None:
+    """This process, as records name their controller (read once; by pid: a fork is another)."""
+    return ProcessRef.of(pid)
 
 
 def _command(pid: int) -> str:
