@@ -139,8 +139,7 @@ class Registry:
             InUseError: a VM with this id is already recorded.
             StateError: the record could not be written (nothing is left behind).
         """
-        self._make_dirs()
-        try:
+        try:  # (_jsonfile makes the directory when it is missing)
             _jsonfile.create(self.path(record.vm_id), record.to_dict(), VM_RECORD)
         except FileExistsError:
             raise InUseError(
@@ -153,8 +152,7 @@ class Registry:
         Raises:
             StateError: it could not be written (the previous record is kept).
         """
-        self._make_dirs()
-        _jsonfile.write(self.path(record.vm_id), record.to_dict(), VM_RECORD)
+        _jsonfile.write(self.path(record.vm_id), record.to_dict(), VM_RECORD)  # (and its directory)
 
     def load(self, vm_id: str) -> VmRecord | None:
         """The record of ``vm_id``, or ``None``.
