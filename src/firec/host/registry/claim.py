@@ -35,9 +35,11 @@ from firec._statedirs import network_dir, registry_dir
 from firec.errors import FirecError, InUseError, MachineError, StateError
 from firec.host.registry.reaping import reap
 from firec.host.registry.records import VM_RECORD, NetworkInfo, Phase, VmRecord
+from firec.vm import _codec
 from firec.vm._launch import Launch, socket_accepts
 from firec.vm.config import Config
 from firec.vm.jailer import validate_id
+from firec.vm.process import ProcessRef
 
 __all__ = ["LOCK_TIMEOUT", "Registration", "Registry", "network_state_dir"]
 
@@ -247,6 +249,7 @@ class Registration:
     def __init__(self, registry: Registry, record: VmRecord) -> None:
         self.registry = registry
         self.record = record
+        self._launch: Launch | None = None  # the one the record was claimed with
 
     @classmethod
     def claim(
@@ -257,10 +260,15 @@ class Registration:
         if any(i.network is not None for i in config.network_interfaces):
             record = record.replace(network=NetworkInfo(state_dir=str(network_state_dir(config))))
         registry.claim(record)
-        return cls(registry, record)
+        registration = cls(registry, record)
+        registration._launch = launch
+        return registration
 
     def spawned(self, launch: Launch, pid: int | None, *, attached: Config | None = None) -> None:
         """Record where everything went and the VMM's pid (and the networked config)."""
+        if launch is self._launch and attached is None:  # the claim's: only the pid is new
+            self._save(self.record.with_vmm(ProcessRef.of(pid) if pid is not None else None))
+            return
         record = self.record.with_launch(launch, pid)
         if attached is not None and record.network is not None:
             record = record.replace(
@@ -281,11 +289,17 @@ class Registration:
 
     def release(self) -> None:
         """Forget the VM (once everything it had is gone), unless another process took it over."""
-        with self.registry.lock(self.record.vm_id):
-            try:
-                current = self.registry.load(self.record.vm_id)
+        vm_id = self.record.vm_id
+        mine = _codec.encode(self.record.controller)
+        with self.registry.lock(vm_id):
+            try:  # whose it is needs the JSON only (a whole record takes longer to read)
+                current = _jsonfile.read(self.registry.path(vm_id), VM_RECORD)
             except StateError:
                 return
-            if current is not None and current.controller == self.record.controller:
-                self.registry.remove(self.record.vm_id)
-        self.registry.prune_lock(self.record.vm_id)
+            if current is not None:
+                if current.get("controller") != mine:
+                    return  # another process's now: its lock file stays too
+                self.registry.remove(vm_id)
+            # the lock file goes too, as prune_lock would remove it: whoever waits
+            # on it then locks the file made anew (see firec._lockfile)
+            (self.registry.vms_dir / f"{vm_id}.lock").unlink(missing_ok=True)

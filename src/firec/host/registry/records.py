@@ -273,9 +273,23 @@ class VmRecord:
     # -- JSON ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as JSON-ready data."""
-        data: dict[str, Any] = _codec.encode(self)
+        """The record as JSON-ready data (made once per record: change a copy of it, not it)."""
+        data: dict[str, Any] | None = self.__dict__.get("_json")
+        if data is None:
+            data = _codec.encode(self)
+            self.__dict__["_json"] = data  # not a field: a frozen record may keep it
         return data
+
+    def with_vmm(self, vmm: ProcessRef | None) -> VmRecord:
+        """This record with ``vmm``; its JSON is this one's with that one field changed.
+
+        What the pid update after the spawn writes: :meth:`replace` would check
+        and set all the fields again, and :meth:`to_dict` encode them all again.
+        """
+        data = {**self.to_dict(), "vmm": _codec.encode(vmm)}
+        record = object.__new__(type(self))  # a copy of the fields as they are
+        record.__dict__.update(self.__dict__, vmm=vmm, _json=data)
+        return record
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VmRecord:
