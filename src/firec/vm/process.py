@@ -185,7 +185,7 @@ class VmmThreads:
     def names(self) -> dict[str, str] | None:
         """Every thread, thread id -> name; ``None`` once the process is gone.
 
-        Reading a thread's name costs ~30 us: to follow threads already
+        Reading a thread's name costs ~10 us: to follow threads already
         found, :meth:`exists` is cheaper.
         """
         try:
@@ -193,10 +193,13 @@ class VmmThreads:
         except OSError:
             return None
         names = {}
-        for tid in tids:
-            try:
-                with open(f"{self.task}/{tid}/comm") as comm:
-                    names[tid] = comm.read().rstrip("\n")
+        for tid in tids:  # os.open and os.read: a text file object costs ~5x more, and
+            try:  # ExitWatch.observe() reads them all right after InstanceStart
+                fd = os.open(f"{self.task}/{tid}/comm", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    names[tid] = os.read(fd, 64).decode(errors="replace").rstrip("\n")
+                finally:
+                    os.close(fd)
             except OSError:
                 continue  # that thread just ended
         return names
@@ -284,7 +287,7 @@ class ExitWatch:
         """(whether it is stopping, whether its API thread is there), from its threads.
 
         Once the vCPU threads are known, whether they still exist is one
-        ``stat`` (reading every thread's name costs ~30 us a thread).
+        ``stat`` (reading every thread's name costs ~10 us a thread).
         """
         threads = self._threads
         if not self._vcpus:
