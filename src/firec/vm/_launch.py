@@ -134,7 +134,8 @@ class Launch:
             made.append(self.log_path)
         if self.metrics_is_fifo and self.metrics_path is not None:
             made.append(self.metrics_path)
-        outside = [p for p in made if not p.is_relative_to(self.vm_dir)]
+        inside = os.path.join(self.vm_dir, "")  # (is_relative_to: an exception per path outside)
+        outside = [p for p in made if not os.path.join(p, "").startswith(inside)]
         return [p for p in outside if not self.layout.holds(p)]
 
 
@@ -308,6 +309,12 @@ def socket_accepts(path: Path) -> bool | None:
     False while the VMM has bound it but not yet listens. Never blocks: one
     ``connect``, closed at once.
     """
+    try:  # nothing there yet (a claim, a VMM starting): no socket to make
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        pass  # connect() says what it is
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
         probe.connect(os.fspath(path))
