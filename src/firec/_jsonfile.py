@@ -377,12 +377,22 @@ def read(path: Path, record_format: Format) -> dict[str, Any] | None:
         FormatError: it is not a ``record_format`` record (or not JSON).
         StateError: it cannot be read.
     """
-    try:
-        text = path.read_bytes()
+    try:  # os.open and os.read: half the time of a file object (release reads a record)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise StateError(path, exc) from exc
+    try:
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StateError(path, exc) from exc
+    text = b"".join(chunks)
     try:
         data = json.loads(text)
     except ValueError as exc:
