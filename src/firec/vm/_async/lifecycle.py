@@ -116,7 +116,6 @@ class MachineLifecycle(MachineVmm):
         except BaseException:
             await machine.delete()
             raise
-        machine._check_space()
         return machine
 
     @staticmethod

@@ -138,7 +138,6 @@ class MachineSnapshots(MachineLifecycle):
             await machine.delete()
             raise
         machine._snapshot_base = snapshot
-        machine._check_space()
         return machine
 
     @classmethod

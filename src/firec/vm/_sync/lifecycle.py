@@ -115,7 +115,6 @@ class MachineLifecycle(MachineVmm):
         except BaseException:
             machine.delete()
             raise
-        machine._check_space()
         return machine
 
     @staticmethod

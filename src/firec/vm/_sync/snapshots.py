@@ -137,7 +137,6 @@ class MachineSnapshots(MachineLifecycle):
             machine.delete()
             raise
         machine._snapshot_base = snapshot
-        machine._check_space()
         return machine
 
     @classmethod

@@ -114,6 +114,7 @@ class MachineVmm:
             # write (nothing is lost meanwhile: the pipes keep what the VMM writes)
             self._start_readers(console)
         self._exit_watch()
+        self._check_space()  # while the VMM starts, not after: its files are all there now
         self._wait_ready(deadline, ready_timeout, ask=ask)
 
     def _start_readers(self, console: IO[bytes] | None) -> None:
