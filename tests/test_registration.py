@@ -99,6 +99,14 @@ def test_with_vmm_is_replace_with_that_field(
     assert record.vmm is None and record.to_dict()["vmm"] is None  # the original is untouched
 
 
+def test_a_record_made_with_its_launch_is_the_record_given_it_after(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    launch = plan(config)
+    at_once = VmRecord.new(config, detached=False, origin="x", launch=launch)
+    after = VmRecord.new(config, detached=False, origin="x").with_launch(launch, None)
+    assert at_once == after.replace(created=at_once.created)
+
+
 def test_release_forgets_the_vm_and_its_lock_file(tmp_path: Path, registry: Registry) -> None:
     config = _config(tmp_path)
     registration = Registration.claim(registry, config, plan(config))

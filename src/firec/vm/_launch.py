@@ -303,7 +303,7 @@ def attached(config: Config) -> Launch:
     )
 
 
-def socket_accepts(path: Path) -> bool | None:
+def socket_accepts(path: str | os.PathLike[str]) -> bool | None:
     """Whether the Unix socket at ``path`` takes connections now; None if it does not exist yet.
 
     False while the VMM has bound it but not yet listens. Never blocks: one

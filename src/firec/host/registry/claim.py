@@ -81,22 +81,23 @@ class Registry:
         Raises:
             MachineError: another process held it for longer than ``timeout``.
         """
-        lock = _jsonfile.Lock(self.path(vm_id))
+        # the lock _jsonfile.Lock takes, taken directly: the registry never nests its locks
+        lock_file = os.path.join(self.root, "vms", f"{validate_id(vm_id)}.lock")
         try:
             try:
-                lock.acquire(timeout)
+                fd = _lockfile.acquire(lock_file, timeout)
             except FileNotFoundError:  # no state directory yet
                 self._make_dirs()
-                lock.acquire(timeout)
-        except _jsonfile.LockTimeout:
+                fd = _lockfile.acquire(lock_file, timeout)
+        except _lockfile.Timeout:
             raise MachineError(
                 f"microVM {vm_id}: another firec process is working on it (lock "
-                f"{lock.file} held for more than {timeout:g}s)"
+                f"{lock_file} held for more than {timeout:g}s)"
             ) from None
         try:
             yield
         finally:
-            lock.release()
+            _lockfile.release(fd)
 
     def _make_dirs(self) -> None:
         self.vms_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -123,7 +124,7 @@ class Registry:
                     if holder is not None:
                         raise InUseError(record.vm_id, holder)
                     reap(self, existing)
-                if record.socket is not None and socket_accepts(Path(record.socket)):
+                if record.socket is not None and socket_accepts(record.socket):
                     raise InUseError(
                         record.vm_id, f"a VMM already answers on its API socket {record.socket}"
                     )
@@ -256,7 +257,7 @@ class Registration:
         cls, registry: Registry, config: Config, launch: Launch, *, origin: str | None = None
     ) -> Registration:
         """Record a new VM, refusing an id in use (see :meth:`Registry.claim`)."""
-        record = VmRecord.new(config, detached=False, origin=origin).with_launch(launch, None)
+        record = VmRecord.new(config, detached=False, origin=origin, launch=launch)
         if any(i.network is not None for i in config.network_interfaces):
             record = record.replace(network=NetworkInfo(state_dir=str(network_state_dir(config))))
         registry.claim(record)

@@ -165,8 +165,19 @@ class VmRecord:
     format: str = field(default=RECORD_FORMAT)
 
     @classmethod
-    def new(cls, config: Config, *, detached: bool, origin: str | None = None) -> VmRecord:
-        """The first record of a VM about to be started by this process."""
+    def new(
+        cls,
+        config: Config,
+        *,
+        detached: bool,
+        origin: str | None = None,
+        launch: Launch | None = None,
+    ) -> VmRecord:
+        """The first record of a VM about to be started by this process.
+
+        With ``launch``, it names where everything goes, as :meth:`with_launch`
+        (made in one step: a :meth:`replace` of all the fields costs as much).
+        """
         return cls(
             vm_id=config.vm_id,
             phase=Phase.STARTING,
@@ -175,6 +186,7 @@ class VmRecord:
             config=config.to_dict(),
             controller=_this_process(os.getpid()),
             origin=origin,
+            **(_launch_fields(launch, None) if launch is not None else {}),
         )
 
     def replace(self, **changes: Any) -> VmRecord:
@@ -183,20 +195,7 @@ class VmRecord:
 
     def with_launch(self, launch: Launch, vmm_pid: int | None) -> VmRecord:
         """This record with where ``launch`` put everything, and the VMM's pid."""
-        return self.replace(
-            vmm=ProcessRef.of(vmm_pid) if vmm_pid is not None else None,
-            socket=str(launch.socket_path),
-            vm_dir=str(launch.vm_dir),
-            **launch.layout.record(),  # jail, jail_owner
-            cgroups=tuple(str(c) for c in launch.cgroups),
-            files=tuple(str(p) for p in launch.firec_files()),
-            console=str(launch.console_path) if launch.console_path is not None else None,
-            log=str(launch.log_path),
-            log_is_fifo=launch.log_is_fifo,
-            metrics=str(launch.metrics_path) if launch.metrics_path is not None else None,
-            metrics_is_fifo=launch.metrics_is_fifo,
-            stderr=str(launch.stderr_path),
-        )
+        return self.replace(**_launch_fields(launch, vmm_pid))
 
     @property
     def vm_config(self) -> Config:
@@ -301,6 +300,24 @@ class VmRecord:
         except _codec.DecodeError as exc:
             raise FirecError(f"not a {RECORD_FORMAT} record: {exc}") from exc
         return record
+
+
+def _launch_fields(launch: Launch, vmm_pid: int | None) -> dict[str, Any]:
+    """The fields of a record that say where ``launch`` put everything, and the VMM."""
+    return dict(
+        vmm=ProcessRef.of(vmm_pid) if vmm_pid is not None else None,
+        socket=str(launch.socket_path),
+        vm_dir=str(launch.vm_dir),
+        **launch.layout.record(),  # jail, jail_owner
+        cgroups=tuple(str(c) for c in launch.cgroups),
+        files=tuple(str(p) for p in launch.firec_files()),
+        console=str(launch.console_path) if launch.console_path is not None else None,
+        log=str(launch.log_path),
+        log_is_fifo=launch.log_is_fifo,
+        metrics=str(launch.metrics_path) if launch.metrics_path is not None else None,
+        metrics_is_fifo=launch.metrics_is_fifo,
+        stderr=str(launch.stderr_path),
+    )
 
 
 @functools.cache
