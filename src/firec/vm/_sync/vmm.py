@@ -15,6 +15,7 @@ delete), :mod:`~firec.vm._sync.snapshots` (snapshot, restore, clone) and
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -178,15 +179,18 @@ class MachineVmm:
             status = self._process.exit_status if self._process else None
             if status is not None:
                 raise self._failure("Firecracker exited before its API was ready", status)
-            accepts = socket_accepts(socket_path)  # None: not there yet
-            if accepts:
-                if not ask:
+            if not ask:
+                accepts = socket_accepts(socket_path)  # None: not there yet
+                if accepts:
                     return
-                try:
-                    self.client.get_instance_info(timeout=1.0)
-                    return
-                except TransportError:
-                    pass
+            else:  # no probe connection first: the request's own says whether it listens
+                accepts = os.path.exists(socket_path) or None
+                if accepts:
+                    try:
+                        self.client.get_instance_info(timeout=1.0)
+                        return
+                    except TransportError:
+                        accepts = False  # (refused: bound, not listening yet)
             if time.monotonic() > deadline:
                 raise self._failure(
                     f"Firecracker's API socket {socket_path} was not ready "
