@@ -104,6 +104,8 @@ def _type_only_names() -> dict[str, Any]:
 
 #: The types :func:`encode` returns as they are (not their subclasses: enums, bools).
 _PLAIN = frozenset({str, int, float, bool, type(None)})
+#: What :func:`encode` writes as its ``str()``.
+_AS_STRINGS = (Path, *_IP_TYPES)
 
 _HINTS: dict[type, dict[str, Any]] = {}
 _FIELDS: dict[type, dict[str, dataclasses.Field[Any]]] = {}
@@ -147,13 +149,18 @@ def encode(value: Any) -> Any:
     Raises:
         TypeError: a value of a type it cannot write.
     """
-    if type(value) in _PLAIN:  # most values: at once (a VM record is made on the boot path)
+    kind = type(value)
+    if kind in _PLAIN:  # most values: at once (a VM record is made on the boot path)
         return value
+    if kind is dict:  # (a record's config: JSON already, but for a stray path)
+        return {k if type(k) is str else str(k): encode(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [encode(v) for v in value]
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, bool | int | float | str):
         return value
-    if isinstance(value, (Path, *_IP_TYPES)):
+    if isinstance(value, _AS_STRINGS):
         return str(value)
     if isinstance(value, APIModel):
         return value.to_api()
