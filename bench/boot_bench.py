@@ -36,6 +36,7 @@ from pathlib import Path
 import firec
 from _common import (
     UnixHTTPConnection,
+    host_state_in,
     interleave,
     report,
     request_when_listening,
@@ -199,6 +200,7 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=50)
     args = parser.parse_args()
     workdir = scratch_dir("firec-bb-")
+    state = host_state_in(workdir)
     try:
         binary, name = vmm_binary(workdir)
         kernel = build_test_guest()
@@ -210,7 +212,10 @@ def main() -> None:
         }
         interleave(paths, 1, binary, kernel, workdir)  # warm up: imports, page cache
         timings = interleave(paths, args.rounds, binary, kernel, workdir, shuffle=True)
-        print(f"spawn -> InstanceStart -> first serial byte, {name}, {args.rounds} rounds:")
+        print(
+            f"spawn -> InstanceStart -> first serial byte, {name}, {args.rounds} rounds "
+            f"(host records in {state}):"
+        )
         report(timings, "raw API (http.client)", TARGET)
         elapsed, extra = asyncio.run(concurrent_boots(binary, kernel, workdir, args.concurrent))
         print(

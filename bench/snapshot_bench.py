@@ -32,6 +32,7 @@ from pathlib import Path
 import firec
 from _common import (
     UnixHTTPConnection,
+    host_state_in,
     interleave,
     report,
     request_when_listening,
@@ -161,6 +162,7 @@ def main() -> None:
     parser.add_argument("--clones", type=int, default=10)
     args = parser.parse_args()
     workdir = scratch_dir("firec-sb-")
+    state = host_state_in(workdir)
     try:
         binary, name = vmm_binary(workdir)
         kernel = build_test_guest()
@@ -175,7 +177,7 @@ def main() -> None:
         version = probe(binary).version
         print(
             f"spawn -> snapshot loaded and resumed, {name} {version}, {MEM_MIB} MiB guest, "
-            f"{args.rounds} rounds:"
+            f"{args.rounds} rounds (host records in {state}):"
         )
         report(timings, "raw load+resume (http.client)", TARGET)
         config = config_for(binary, kernel, workdir, "bench-clone")

@@ -102,6 +102,11 @@ def _type_only_names() -> dict[str, Any]:
     return names
 
 
+#: The types :func:`encode` returns as they are (not their subclasses: enums, bools).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+#: What :func:`encode` writes as its ``str()``.
+_AS_STRINGS = (Path, *_IP_TYPES)
+
 _HINTS: dict[type, dict[str, Any]] = {}
 _FIELDS: dict[type, dict[str, dataclasses.Field[Any]]] = {}
 _DEFAULTS: dict[type, dict[str, Any]] = {}
@@ -144,11 +149,18 @@ def encode(value: Any) -> Any:
     Raises:
         TypeError: a value of a type it cannot write.
     """
+    kind = type(value)
+    if kind in _PLAIN:  # most values: at once (a VM record is made on the boot path)
+        return value
+    if kind is dict:  # (a record's config: JSON already, but for a stray path)
+        return {k if type(k) is str else str(k): encode(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [encode(v) for v in value]
     if isinstance(value, enum.Enum):
         return value.value
-    if value is None or isinstance(value, bool | int | float | str):
+    if isinstance(value, bool | int | float | str):
         return value
-    if isinstance(value, (Path, *_IP_TYPES)):
+    if isinstance(value, _AS_STRINGS):
         return str(value)
     if isinstance(value, APIModel):
         return value.to_api()
@@ -180,8 +192,10 @@ def encode_fields(obj: Any, *, omit_defaults: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in _fields(cls):
         value = getattr(obj, name)
-        if name not in defaults or value != defaults[name]:
+        if name not in defaults:
             out[name] = encode(value)
+        elif value is not (default := defaults[name]) and value != default:
+            out[name] = encode(value)  # (most fields hold their very default object)
     return out
 
 

@@ -136,7 +136,8 @@ class Launch:
             made.append(self.metrics_path)
         if self.console.input is not None:
             made.append(self.console.input)
-        outside = [p for p in made if not p.is_relative_to(self.vm_dir)]
+        inside = os.path.join(self.vm_dir, "")  # (is_relative_to: an exception per path outside)
+        outside = [p for p in made if not os.path.join(p, "").startswith(inside)]
         return [p for p in outside if not self.layout.holds(p)]
 
 
@@ -304,12 +305,18 @@ def attached(config: Config) -> Launch:
     )
 
 
-def socket_accepts(path: Path) -> bool | None:
+def socket_accepts(path: str | os.PathLike[str]) -> bool | None:
     """Whether the Unix socket at ``path`` takes connections now; None if it does not exist yet.
 
     False while the VMM has bound it but not yet listens. Never blocks: one
     ``connect``, closed at once.
     """
+    try:  # nothing there yet (a claim, a VMM starting): no socket to make
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        pass  # connect() says what it is
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
         probe.connect(os.fspath(path))

@@ -206,7 +206,7 @@ class ExitWatch:
         """(whether it is stopping, whether its API thread is there), from its threads.
 
         Once the vCPU threads are known, whether they still exist is one
-        ``stat`` (reading every thread's name costs ~30 us a thread).
+        ``stat`` (reading every thread's name costs ~10 us a thread).
         """
         threads = self._threads
         if not self._vcpus:

@@ -44,6 +44,7 @@ Example::
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextlib
 import os
@@ -59,6 +60,7 @@ from firec.vm._follow import (
     LineCallback,
     Opened,
     decode,
+    log,
 )
 
 __all__ = [
@@ -90,9 +92,10 @@ class LineReader(Follower):
             prompt, a terminal's escape sequences, binary data).
 
     :meth:`start` opens the source (raising :class:`~firec.errors.FirecError`
-    if it cannot) and starts the thread. :meth:`stop` returns promptly: it
-    reads what is already there, delivers any partial last line, closes the
-    fds and joins the thread. It may be called from the callback itself.
+    if it cannot) and starts the thread, without waiting for it to run.
+    :meth:`stop` returns promptly: it reads what is already there, delivers
+    any partial last line, closes the fds and joins the thread. It may be
+    called from the callback itself.
 
     Example::
 
@@ -117,7 +120,7 @@ class LineReader(Follower):
         self._wake_lock = threading.Lock()
 
     def start(self) -> None:
-        """Open the source and start the reader thread.
+        """Open the source and start the reader thread (without waiting for it to run).
 
         Raises:
             FirecError: the source cannot be opened (missing path, bad fd),
@@ -135,7 +138,34 @@ class LineReader(Follower):
         self._thread = threading.Thread(
             target=self._run, name=f"firec-lines {opened.name}", daemon=True
         )
-        self._thread.start()
+        # Thread.start() returns once the new thread runs: on a busy host a
+        # scheduler tick later (~4 ms), at times more. A helper waits for that
+        # instead of the caller (a VM's boot goes on; nothing of the source is
+        # lost meanwhile: the thread reads it when it runs).
+        try:
+            _thread.start_new_thread(self._start_thread, ())
+        except BaseException:
+            self._close_unstarted()
+            raise
+
+    def _start_thread(self) -> None:
+        assert self._thread is not None and self._opened is not None
+        try:
+            self._thread.start()
+        except BaseException as exc:  # no thread to read it: the reader ends, as at its end
+            log.error("cannot start a thread to follow %s: %s", self._opened.name, exc)
+            self._close_unstarted()
+
+    def _close_unstarted(self) -> None:
+        """Close what :meth:`start` opened for a thread that never ran; the reader is done."""
+        if self._opened is not None:
+            self._opened.close()
+        with self._wake_lock:
+            for fd in (self._wake_r, self._wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self._wake_r = self._wake_w = -1
+        self._done.set()
 
     def stop(self) -> None:
         """Deliver what is already there, close the source and end the thread.
@@ -150,7 +180,9 @@ class LineReader(Follower):
                 with contextlib.suppress(BlockingIOError):  # already full of wake-ups
                     os.write(self._wake_w, b"x")
         if threading.current_thread() is not self._thread:
-            self._thread.join()
+            self._done.wait()  # (set even when its thread could not start)
+            if self._thread.ident is not None:
+                self._thread.join()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the reader has finished (end of file, or stopped).

@@ -24,7 +24,7 @@ from firec.snapshots.snapshot import PerClone, Snapshot
 from firec.vm._async import io
 from firec.vm._async.lifecycle import MachineLifecycle
 from firec.vm._async.vmm import QUICK_RETRIES, READY_TIMEOUT
-from firec.vm._launch import plan
+from firec.vm._launch import Launch, plan
 from firec.vm._registry.claim import Registration, Registry
 from firec.vm._restore import (
     RestorePlan,
@@ -112,10 +112,19 @@ class MachineSnapshots(MachineLifecycle):
             vsock_override=vsock_override,
             track_dirty_pages=track_dirty_pages,
         )
-        registration = cls._claim(checked.config, registry, f"snapshot:{snapshot.directory}")
+        launch = plan(checked.config)  # for the record and the VMM alike
+        origin = f"snapshot:{snapshot.directory}"
+        registration = cls._claim(checked.config, registry, origin, launch=launch)
         networked = any(i.network is not None for i in checked.config.network_interfaces)
         attach = attach_restore_network if networked else None
-        machine, checked = await cls._own(registration, checked, attach, cls._restoring)
+        claimed = checked
+        machine, checked = await cls._own(
+            registration,
+            checked,
+            attach,
+            # the claim's launch, unless the network set-up changed the config (taps, netns)
+            lambda planned: cls._restoring(planned, launch if planned is claimed else None),
+        )
         try:
             # links, or copies of what a jail's user could not read
             setup = await io.run_blocking(prepare_restore, machine._launch, checked)
@@ -129,13 +138,12 @@ class MachineSnapshots(MachineLifecycle):
             await machine.delete()
             raise
         machine._snapshot_base = snapshot
-        machine._check_space()
         return machine
 
     @classmethod
-    def _restoring(cls, checked: RestorePlan) -> Self:
+    def _restoring(cls, checked: RestorePlan, launch: Launch | None = None) -> Self:
         """A machine for ``checked``'s config, its client told the version that will load it."""
-        launch = plan(checked.config)
+        launch = launch or plan(checked.config)
         client = AsyncClient(
             launch.socket_path,
             version=checked.version,

@@ -30,9 +30,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from firec import _jsonfile
+from firec import _jsonfile, _lockfile
+from firec._proc import ProcessRef
 from firec._statedirs import network_dir, registry_dir
 from firec.errors import FirecError, InUseError, MachineError, StateError
+from firec.vm import _codec
 from firec.vm._launch import Launch, socket_accepts
 from firec.vm._registry.reaping import reap
 from firec.vm._registry.records import VM_RECORD, NetworkInfo, Phase, VmRecord
@@ -79,19 +81,23 @@ class Registry:
         Raises:
             MachineError: another process held it for longer than ``timeout``.
         """
-        self._make_dirs()
-        lock = _jsonfile.Lock(self.path(vm_id))
+        # the lock _jsonfile.Lock takes, taken directly: the registry never nests its locks
+        lock_file = os.path.join(self.root, "vms", f"{validate_id(vm_id)}.lock")
         try:
-            lock.acquire(timeout)
-        except _jsonfile.LockTimeout:
+            try:
+                fd = _lockfile.acquire(lock_file, timeout)
+            except FileNotFoundError:  # no state directory yet
+                self._make_dirs()
+                fd = _lockfile.acquire(lock_file, timeout)
+        except _lockfile.Timeout:
             raise MachineError(
                 f"microVM {vm_id}: another firec process is working on it (lock "
-                f"{lock.file} held for more than {timeout:g}s)"
+                f"{lock_file} held for more than {timeout:g}s)"
             ) from None
         try:
             yield
         finally:
-            lock.release()
+            _lockfile.release(fd)
 
     def _make_dirs(self) -> None:
         self.vms_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -118,7 +124,7 @@ class Registry:
                     if holder is not None:
                         raise InUseError(record.vm_id, holder)
                     reap(self, existing)
-                if record.socket is not None and socket_accepts(Path(record.socket)):
+                if record.socket is not None and socket_accepts(record.socket):
                     raise InUseError(
                         record.vm_id, f"a VMM already answers on its API socket {record.socket}"
                     )
@@ -136,8 +142,7 @@ class Registry:
             InUseError: a VM with this id is already recorded.
             StateError: the record could not be written (nothing is left behind).
         """
-        self._make_dirs()
-        try:
+        try:  # (_jsonfile makes the directory when it is missing)
             _jsonfile.create(self.path(record.vm_id), record.to_dict(), VM_RECORD)
         except FileExistsError:
             raise InUseError(
@@ -150,8 +155,7 @@ class Registry:
         Raises:
             StateError: it could not be written (the previous record is kept).
         """
-        self._make_dirs()
-        _jsonfile.write(self.path(record.vm_id), record.to_dict(), VM_RECORD)
+        _jsonfile.write(self.path(record.vm_id), record.to_dict(), VM_RECORD)  # (and its directory)
 
     def load(self, vm_id: str) -> VmRecord | None:
         """The record of ``vm_id``, or ``None``.
@@ -203,20 +207,21 @@ class Registry:
         (A claim stays atomic even if a process still waits on the removed
         file: the record itself is created in one step that fails if it exists.)
         """
-        lock = _jsonfile.Lock(self.path(vm_id))
-        if self.path(vm_id).exists() or not lock.file.exists():
+        record = self.path(vm_id)
+        lock_file = self.vms_dir / f"{vm_id}.lock"
+        if record.exists():
+            return False
+        try:  # one try, on the file if it is there (none is made)
+            fd = _lockfile.acquire(lock_file, 0, create=False)
+        except (FileNotFoundError, _lockfile.Timeout):
             return False
         try:
-            lock.acquire(timeout=0)
-        except _jsonfile.LockTimeout:
-            return False
-        try:
-            if self.path(vm_id).exists():
+            if record.exists():
                 return False
-            lock.file.unlink(missing_ok=True)
+            lock_file.unlink(missing_ok=True)
             return True
         finally:
-            lock.release()
+            _lockfile.release(fd)
 
 
 # -- a VM this process runs --------------------------------------------------------------------
@@ -245,20 +250,26 @@ class Registration:
     def __init__(self, registry: Registry, record: VmRecord) -> None:
         self.registry = registry
         self.record = record
+        self._launch: Launch | None = None  # the one the record was claimed with
 
     @classmethod
     def claim(
         cls, registry: Registry, config: Config, launch: Launch, *, origin: str | None = None
     ) -> Registration:
         """Record a new VM, refusing an id in use (see :meth:`Registry.claim`)."""
-        record = VmRecord.new(config, detached=False, origin=origin).with_launch(launch, None)
+        record = VmRecord.new(config, detached=False, origin=origin, launch=launch)
         if any(i.network is not None for i in config.network_interfaces):
             record = record.replace(network=NetworkInfo(state_dir=str(network_state_dir(config))))
         registry.claim(record)
-        return cls(registry, record)
+        registration = cls(registry, record)
+        registration._launch = launch
+        return registration
 
     def spawned(self, launch: Launch, pid: int | None, *, attached: Config | None = None) -> None:
         """Record where everything went and the VMM's pid (and the networked config)."""
+        if launch is self._launch and attached is None:  # the claim's: only the pid is new
+            self._save(self.record.with_vmm(ProcessRef.of(pid) if pid is not None else None))
+            return
         record = self.record.with_launch(launch, pid)
         if attached is not None and record.network is not None:
             record = record.replace(
@@ -279,11 +290,17 @@ class Registration:
 
     def release(self) -> None:
         """Forget the VM (once everything it had is gone), unless another process took it over."""
-        with self.registry.lock(self.record.vm_id):
-            try:
-                current = self.registry.load(self.record.vm_id)
+        vm_id = self.record.vm_id
+        mine = _codec.encode(self.record.controller)
+        with self.registry.lock(vm_id):
+            try:  # whose it is needs the JSON only (a whole record takes longer to read)
+                current = _jsonfile.read(self.registry.path(vm_id), VM_RECORD)
             except StateError:
                 return
-            if current is not None and current.controller == self.record.controller:
-                self.registry.remove(self.record.vm_id)
-        self.registry.prune_lock(self.record.vm_id)
+            if current is not None:
+                if current.get("controller") != mine:
+                    return  # another process's now: its lock file stays too
+                self.registry.remove(vm_id)
+            # the lock file goes too, as prune_lock would remove it: whoever waits
+            # on it then locks the file made anew (see firec._lockfile)
+            (self.registry.vms_dir / f"{vm_id}.lock").unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -164,16 +165,28 @@ class VmRecord:
     format: str = field(default=RECORD_FORMAT)
 
     @classmethod
-    def new(cls, config: Config, *, detached: bool, origin: str | None = None) -> VmRecord:
-        """The first record of a VM about to be started by this process."""
+    def new(
+        cls,
+        config: Config,
+        *,
+        detached: bool,
+        origin: str | None = None,
+        launch: Launch | None = None,
+    ) -> VmRecord:
+        """The first record of a VM about to be started by this process.
+
+        With ``launch``, it names where everything goes, as :meth:`with_launch`
+        (made in one step: a :meth:`replace` of all the fields costs as much).
+        """
         return cls(
             vm_id=config.vm_id,
             phase=Phase.STARTING,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             detached=detached,
             config=config.to_dict(),
-            controller=ProcessRef.of(os.getpid()),
+            controller=_this_process(os.getpid()),
             origin=origin,
+            **(_launch_fields(launch, None) if launch is not None else {}),
         )
 
     def replace(self, **changes: Any) -> VmRecord:
@@ -182,20 +195,7 @@ class VmRecord:
 
     def with_launch(self, launch: Launch, vmm_pid: int | None) -> VmRecord:
         """This record with where ``launch`` put everything, and the VMM's pid."""
-        return self.replace(
-            vmm=ProcessRef.of(vmm_pid) if vmm_pid is not None else None,
-            socket=str(launch.socket_path),
-            vm_dir=str(launch.vm_dir),
-            **launch.layout.record(),  # jail, jail_owner
-            cgroups=tuple(str(c) for c in launch.cgroups),
-            files=tuple(str(p) for p in launch.firec_files()),
-            console=str(launch.console_path) if launch.console_path is not None else None,
-            log=str(launch.log_path),
-            log_is_fifo=launch.log_is_fifo,
-            metrics=str(launch.metrics_path) if launch.metrics_path is not None else None,
-            metrics_is_fifo=launch.metrics_is_fifo,
-            stderr=str(launch.stderr_path),
-        )
+        return self.replace(**_launch_fields(launch, vmm_pid))
 
     @property
     def vm_config(self) -> Config:
@@ -272,9 +272,23 @@ class VmRecord:
     # -- JSON ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as JSON-ready data."""
-        data: dict[str, Any] = _codec.encode(self)
+        """The record as JSON-ready data (made once per record: change a copy of it, not it)."""
+        data: dict[str, Any] | None = self.__dict__.get("_json")
+        if data is None:
+            data = _codec.encode(self)
+            self.__dict__["_json"] = data  # not a field: a frozen record may keep it
         return data
+
+    def with_vmm(self, vmm: ProcessRef | None) -> VmRecord:
+        """This record with ``vmm``; its JSON is this one's with that one field changed.
+
+        What the pid update after the spawn writes: :meth:`replace` would check
+        and set all the fields again, and :meth:`to_dict` encode them all again.
+        """
+        data = {**self.to_dict(), "vmm": _codec.encode(vmm)}
+        record = object.__new__(type(self))  # a copy of the fields as they are
+        record.__dict__.update(self.__dict__, vmm=vmm, _json=data)
+        return record
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VmRecord:
@@ -286,6 +300,30 @@ class VmRecord:
         except _codec.DecodeError as exc:
             raise FirecError(f"not a {RECORD_FORMAT} record: {exc}") from exc
         return record
+
+
+def _launch_fields(launch: Launch, vmm_pid: int | None) -> dict[str, Any]:
+    """The fields of a record that say where ``launch`` put everything, and the VMM."""
+    return dict(
+        vmm=ProcessRef.of(vmm_pid) if vmm_pid is not None else None,
+        socket=str(launch.socket_path),
+        vm_dir=str(launch.vm_dir),
+        **launch.layout.record(),  # jail, jail_owner
+        cgroups=tuple(str(c) for c in launch.cgroups),
+        files=tuple(str(p) for p in launch.firec_files()),
+        console=str(launch.console_path) if launch.console_path is not None else None,
+        log=str(launch.log_path),
+        log_is_fifo=launch.log_is_fifo,
+        metrics=str(launch.metrics_path) if launch.metrics_path is not None else None,
+        metrics_is_fifo=launch.metrics_is_fifo,
+        stderr=str(launch.stderr_path),
+    )
+
+
+@functools.cache
+def _this_process(pid: int) -> ProcessRef | None:
+    """This process, as records name their controller (read once; by pid: a fork is another)."""
+    return ProcessRef.of(pid)
 
 
 def _command(pid: int) -> str:

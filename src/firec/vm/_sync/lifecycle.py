@@ -31,6 +31,7 @@ from firec.errors import (
     TransportError,
 )
 from firec.vm._launch import (
+    Launch,
     api_calls,
     attach_network,
     attached,
@@ -97,22 +98,32 @@ class MachineLifecycle(MachineVmm):
         Either way nothing is left behind.
         """
         config.validate()
-        registration = cls._claim(config, registry)
+        launch = plan(config)  # where everything goes: the record names it, the VMM uses it
+        registration = cls._claim(config, registry, launch=launch)
         networked = any(i.network is not None for i in config.network_interfaces)
         attach = attach_network if networked else None
-        machine, _ = cls._own(registration, config, attach, cls)
+        machine, _ = cls._own(
+            registration,
+            config,
+            attach,
+            # the claim's launch, unless the network set-up changed the config (taps, netns)
+            lambda planned: cls(planned, launch=launch if planned is config else None),
+        )
         try:
             prepare(machine._launch)  # links, fifos, small files: no thread needed
             machine._spawn(ready_timeout)
         except BaseException:
             machine.delete()
             raise
-        machine._check_space()
         return machine
 
     @staticmethod
     def _claim(
-        config: Config, registry: Registry | Registration | None, origin: str | None = None
+        config: Config,
+        registry: Registry | Registration | None,
+        origin: str | None = None,
+        *,
+        launch: Launch | None = None,
     ) -> Registration | None:
         """Claim ``config``'s id with a host record (unless ``host_record`` is off)."""
         if isinstance(registry, Registration):
@@ -120,7 +131,8 @@ class MachineLifecycle(MachineVmm):
         if not config.host_record:
             return None
         # a few small files under a lock held for a moment: no thread needed
-        return Registration.claim(registry or Registry(), config, plan(config), origin=origin)
+        launch = launch or plan(config)
+        return Registration.claim(registry or Registry(), config, launch, origin=origin)
 
     @classmethod
     def _own(

@@ -15,9 +15,10 @@ delete), :mod:`~firec.vm._sync.snapshots` (snapshot, restore, clone) and
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from firec.api._sync.client import Client
 from firec.errors import MachineError, TransportError
@@ -101,6 +102,24 @@ class MachineVmm:
         self._process = VmmProcess(popen.pid, popen)
         if self.config.jailer is None:  # Firecracker itself (jailed: found from the socket)
             self.client.vmm_pid = popen.pid
+        deadline = time.monotonic() + ready_timeout
+        try:
+            jailer = self.config.jailer
+            if jailer is not None and jailer.new_pid_ns:
+                self._adopt_from_pidfile(popen, deadline)
+            if self._registration is not None:
+                networked = self.config if self._network is not None else None
+                self._registration.spawned(self._launch, self.pid, attached=networked)
+        finally:
+            # then the readers: a thread starting now would take the GIL from the record's
+            # write (nothing is lost meanwhile: the pipes keep what the VMM writes)
+            self._start_readers(console)
+        self._exit_watch()
+        self._check_space()  # while the VMM starts, not after: its files are all there now
+        self._wait_ready(deadline, ready_timeout, ask=ask)
+
+    def _start_readers(self, console: IO[bytes] | None) -> None:
+        """Start following the console (``console``: its pipe), the log and the metrics."""
         if console is not None:
             wanted = self._launch.console
             if wanted.on_output is not None:
@@ -116,15 +135,6 @@ class MachineVmm:
                 console.close()  # the reader has its own copy
             self._readers.append(self._console_reader)
         self._follow_outputs()
-        deadline = time.monotonic() + ready_timeout
-        jailer = self.config.jailer
-        if jailer is not None and jailer.new_pid_ns:
-            self._adopt_from_pidfile(popen, deadline)
-        if self._registration is not None:
-            networked = self.config if self._network is not None else None
-            self._registration.spawned(self._launch, self.pid, attached=networked)
-        self._exit_watch()
-        self._wait_ready(deadline, ready_timeout, ask=ask)
 
     def _follow_outputs(self) -> None:
         """Forward the log (when the caller chose where it goes) and the metrics."""
@@ -169,15 +179,18 @@ class MachineVmm:
             status = self._process.exit_status if self._process else None
             if status is not None:
                 raise self._failure("Firecracker exited before its API was ready", status)
-            accepts = socket_accepts(socket_path)  # None: not there yet
-            if accepts:
-                if not ask:
+            if not ask:
+                accepts = socket_accepts(socket_path)  # None: not there yet
+                if accepts:
                     return
-                try:
-                    self.client.get_instance_info(timeout=1.0)
-                    return
-                except TransportError:
-                    pass
+            else:  # no probe connection first: the request's own says whether it listens
+                accepts = os.path.exists(socket_path) or None
+                if accepts:
+                    try:
+                        self.client.get_instance_info(timeout=1.0)
+                        return
+                    except TransportError:
+                        accepts = False  # (refused: bound, not listening yet)
             if time.monotonic() > deadline:
                 raise self._failure(
                     f"Firecracker's API socket {socket_path} was not ready "

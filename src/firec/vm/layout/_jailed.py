@@ -132,7 +132,8 @@ class JailedLayout(Layout):
 
     def holds(self, host_path: Path) -> bool:
         """Whether ``host_path`` is in the jail's directory."""
-        return host_path.is_relative_to(self.base)
+        # is_relative_to, without the exception it raises and catches for a path outside
+        return os.path.join(host_path, "").startswith(os.path.join(self.base, ""))
 
     def pidfile(self, exec_file: Path | None = None) -> Path:
         """The jailer's pidfile: ``<root>/<exec file name>.pid``."""
