@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import firec
+from firec.errors import InUseError
 from firec.host.registry import ProcessRef, Registration, Registry, VmRecord
 from firec.vm import _codec
 from firec.vm._launch import plan
@@ -107,9 +109,38 @@ def test_a_record_made_with_its_launch_is_the_record_given_it_after(tmp_path: Pa
     assert at_once == after.replace(created=at_once.created)
 
 
+def test_one_of_many_claims_of_a_new_id_wins(tmp_path: Path, registry: Registry) -> None:
+    """A new id is claimed without its lock: the record's creation alone must decide."""
+    config = _config(tmp_path)
+    launch = plan(config)
+    won: list[Registration] = []
+    lost: list[str] = []
+    start = threading.Barrier(8)
+
+    def claim() -> None:
+        start.wait()
+        try:
+            won.append(Registration.claim(registry, config, launch))
+        except InUseError as exc:
+            lost.append(str(exc))
+
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1 and len(lost) == 7, lost
+    assert all("'vm-1' is in use" in reason for reason in lost)
+    assert registry.load("vm-1") == won[0].record
+    won[0].release()
+    assert list(registry.vms_dir.iterdir()) == []
+
+
 def test_release_forgets_the_vm_and_its_lock_file(tmp_path: Path, registry: Registry) -> None:
     config = _config(tmp_path)
     registration = Registration.claim(registry, config, plan(config))
+    with registry.lock("vm-1"):  # (a new id is claimed without making its lock file)
+        pass
     assert registry.path("vm-1").exists() and (registry.vms_dir / "vm-1.lock").exists()
     registration.release()
     assert not registry.path("vm-1").exists()

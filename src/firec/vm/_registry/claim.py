@@ -105,11 +105,14 @@ class Registry:
     def claim(self, record: VmRecord) -> None:
         """Write the first record of a new VM, unless its id is in use: one atomic step.
 
-        Under the id's lock: a record whose VMM or controller still runs holds
-        the id (:class:`~firec.errors.InUseError`, and nothing is touched); a
-        record of which nothing runs any more is reaped first (what ``firec
-        gc`` would do); a VMM that answers on the new VM's API socket (one
-        started without a record) holds the id too.
+        A record whose VMM or controller still runs holds the id
+        (:class:`~firec.errors.InUseError`, and nothing is touched); a record
+        of which nothing runs any more is reaped first (what ``firec gc``
+        would do), under the id's lock; a VMM that answers on the new VM's API
+        socket (one started without a record) holds the id too. An id without
+        a record needs no lock: the record's creation, which fails when another
+        process made one first, claims it (and the other process's record
+        then says who holds the id, as above).
 
         Raises:
             InUseError: the id is taken.
@@ -117,6 +120,11 @@ class Registry:
             StateError: the record could not be written (nothing is left behind).
         """
         try:
+            if not os.path.lexists(self.path(record.vm_id)):  # the usual case: a new id
+                self._refuse_answering_socket(record)
+                with contextlib.suppress(InUseError):  # recorded meanwhile: see by whom
+                    self.create(record)
+                    return
             with self.lock(record.vm_id):
                 existing = self.load(record.vm_id)
                 if existing is not None:
@@ -124,14 +132,19 @@ class Registry:
                     if holder is not None:
                         raise InUseError(record.vm_id, holder)
                     reap(self, existing)
-                if record.socket is not None and socket_accepts(record.socket):
-                    raise InUseError(
-                        record.vm_id, f"a VMM already answers on its API socket {record.socket}"
-                    )
+                self._refuse_answering_socket(record)
                 self.create(record)
         except BaseException:
             self.prune_lock(record.vm_id)
             raise
+
+    @staticmethod
+    def _refuse_answering_socket(record: VmRecord) -> None:
+        """:class:`~firec.errors.InUseError` if a VMM answers on ``record``'s API socket."""
+        if record.socket is not None and socket_accepts(record.socket):
+            raise InUseError(
+                record.vm_id, f"a VMM already answers on its API socket {record.socket}"
+            )
 
     def create(self, record: VmRecord) -> None:
         """Write the first record of a new VM; refused when its id is taken.
