@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, field
 
@@ -35,13 +36,14 @@ __all__ = [
     "AgentSettings",
     "agent_endpoint",
     "boot_args",
+    "hide_token",
     "new_token",
-    "strip_token",
 ]
 
 #: The kernel arguments the agent reads (their names have a dot: the kernel passes them on).
 PORT_ARG = "firec.agent_port="
 TOKEN_ARG = "firec.agent_token="
+_TOKEN_WORD = re.compile(re.escape(TOKEN_ARG) + r"[A-Za-z0-9._-]+")
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -124,12 +126,14 @@ def agent_endpoint(cmdline: str | None) -> tuple[int, str | None]:
     return port, token
 
 
-def strip_token(cmdline: str) -> str:
-    """``cmdline`` with the agent's token hidden, to be shown or logged.
+def hide_token(text: str) -> str:
+    """``text`` (a command line, a log line) with every agent token in it hidden.
 
-    >>> strip_token("console=ttyS0 firec.agent_token=s3cret")
+    Firecracker logs the API requests it gets, ``PUT /boot-source`` with its
+    command line included; firec hides the token from what it forwards,
+    keeps and shows of those lines.
+
+    >>> hide_token("console=ttyS0 firec.agent_token=s3cret")
     'console=ttyS0 firec.agent_token=***'
     """
-    return " ".join(
-        f"{TOKEN_ARG}***" if word.startswith(TOKEN_ARG) else word for word in cmdline.split()
-    )
+    return _TOKEN_WORD.sub(TOKEN_ARG + "***", text) if TOKEN_ARG in text else text
