@@ -197,9 +197,9 @@ def test_the_token_is_required_and_not_shown(builder: Builder, short_tmp: Path) 
         machine.wait_ready(timeout=10)
         uds = machine.vsock_path
         assert uds is not None
-        with Client(lambda: vsock.connect(uds, DEFAULT_PORT)) as intruder:
-            with pytest.raises(AgentError) as refused:
-                intruder.exec(["true"])
+        intruder = Client(lambda: vsock.connect(uds, DEFAULT_PORT))
+        with intruder, pytest.raises(AgentError) as refused:
+            intruder.exec(["true"])
         assert refused.value.code == "unauthorized"
         assert machine.exec(["true"]).exit_code == 0
         seen = "".join(machine.last_lines(1000))
@@ -234,9 +234,7 @@ def test_an_agentless_guest_times_out_naming_the_vm_and_port(
 def test_exec_in_a_jailed_vm(guest_kernel: Path, short_tmp: Path) -> None:
     emulator = emulator_wrapper(short_tmp)
     builder = (
-        guest_builder("exec-jailed", emulator, guest_kernel, short_tmp)
-        .vsock(3, "/v.sock")
-        .agent()
+        guest_builder("exec-jailed", emulator, guest_kernel, short_tmp).vsock(3, "/v.sock").agent()
     )
     config = in_jail(builder, jailer_wrapper(short_tmp), emulator, short_tmp).build().build()
     jail = config.jail

@@ -209,9 +209,17 @@ class MachineGuest(MachineLifecycle):
                         op="wait_ready",
                     ) from exc
 
-    async def delete(self) -> None:
-        """Close the agent client, then stop the VMM and remove everything (see the lifecycle)."""
+    async def close_agent(self) -> None:
+        """Close the agent client and its connections; the next use makes a new one.
+
+        The VM runs on: this is for a program done with the guest (``firec
+        exec``), and what :meth:`delete` does first.
+        """
         client, self._agent_client = self._agent_client, None
         if client is not None:
             await client.aclose()
+
+    async def delete(self) -> None:
+        """Close the agent client, then stop the VMM and remove everything (see the lifecycle)."""
+        await self.close_agent()
         await super().delete()

@@ -208,9 +208,17 @@ class MachineGuest(MachineLifecycle):
                         op="wait_ready",
                     ) from exc
 
-    def delete(self) -> None:
-        """Close the agent client, then stop the VMM and remove everything (see the lifecycle)."""
+    def close_agent(self) -> None:
+        """Close the agent client and its connections; the next use makes a new one.
+
+        The VM runs on: this is for a program done with the guest (``firec
+        exec``), and what :meth:`delete` does first.
+        """
         client, self._agent_client = self._agent_client, None
         if client is not None:
             client.close()
+
+    def delete(self) -> None:
+        """Close the agent client, then stop the VMM and remove everything (see the lifecycle)."""
+        self.close_agent()
         super().delete()
