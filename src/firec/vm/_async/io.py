@@ -171,3 +171,9 @@ def agent_connector(uds_path: Path, port: int, vm_id: str) -> AgentConnector:
             raise type(exc)(f"microVM {vm_id}: {exc}", socket_path=exc.socket_path) from exc
 
     return connect
+
+
+async def vsock_probe(uds_path: Path, port: int, timeout: float) -> None:
+    """Connect to guest vsock ``port`` within ``timeout`` seconds, then hang up."""
+    _, writer = await vsock.open_connection(uds_path, port, timeout=timeout)
+    writer.close()

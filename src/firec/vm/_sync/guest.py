@@ -51,7 +51,7 @@ from firec.agent._sync.files import Data, Files
 from firec.agent._sync.process import Process
 from firec.agent.results import AgentInfo, ExecResult
 from firec.api import models
-from firec.errors import AgentConnectionError, MachineError
+from firec.errors import AgentConnectionError, MachineError, TransportError
 from firec.vm._sync import io
 from firec.vm._sync.lifecycle import MachineLifecycle
 from firec.vm.guest_agent import agent_endpoint, boot_args
@@ -60,6 +60,8 @@ __all__ = ["MachineGuest"]
 
 #: Seconds between two looks at the VMM while waiting for the agent (has it exited?).
 READY_LOOK = 0.5
+#: Seconds between two attempts, when one failed at once (nothing listens yet).
+READY_RETRY = 0.02
 
 
 class MachineGuest(MachineLifecycle):
@@ -188,25 +190,31 @@ class MachineGuest(MachineLifecycle):
             MachineError: the VMM exited first, or the VM has no vsock device.
         """
         agent = self.agent
+        uds, port = self._launch.vsock_path, self.agent_port
+        assert uds is not None  # the agent client was made
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             try:
-                return agent.wait_ready(max(0.001, min(left, READY_LOOK)))
-            except AgentConnectionError as exc:
+                # a guest that does not answer CONNECT at all (still booting) is given
+                # at most what is left, and the VMM is looked at every READY_LOOK s
+                io.vsock_probe(uds, port, max(0.001, min(left, READY_LOOK)))
+                return agent.wait_ready(max(0.001, left))
+            except (AgentConnectionError, TransportError) as exc:
+                message = exc.message if isinstance(exc, AgentConnectionError) else str(exc)
                 status = self.exit_status
                 if status is not None:
                     raise self._failure(
-                        f"the VMM exited before the guest agent answered on vsock port "
-                        f"{self.agent_port}",
+                        f"the VMM exited before the guest agent answered on vsock port {port}",
                         status,
                     ) from exc
                 if time.monotonic() >= deadline:
                     raise AgentConnectionError(
                         f"microVM {self.vm_id}: the guest agent did not answer on vsock port "
-                        f"{self.agent_port} within {timeout:g}s: {exc.message}",
+                        f"{port} within {timeout:g}s: {message}",
                         op="wait_ready",
                     ) from exc
+                io.sleep(min(READY_RETRY, max(0.0, deadline - time.monotonic())))
 
     def close_agent(self) -> None:
         """Close the agent client and its connections; the next use makes a new one.

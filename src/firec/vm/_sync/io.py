@@ -141,3 +141,8 @@ def agent_connector(uds_path: Path, port: int, vm_id: str) -> AgentConnector:
             raise type(exc)(f"microVM {vm_id}: {exc}", socket_path=exc.socket_path) from exc
 
     return connect
+
+
+def vsock_probe(uds_path: Path, port: int, timeout: float) -> None:
+    """Connect to guest vsock ``port`` within ``timeout`` seconds, then hang up."""
+    vsock.connect(uds_path, port, timeout=timeout).close()
