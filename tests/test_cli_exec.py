@@ -20,6 +20,7 @@ import pytest
 
 from firec.host.registry import Registry
 from firec.testing import emulator_binary
+from firec.vm import Config
 from tests.test_machine_exec import agents_of
 
 ENV_DEFAULTS = {"GREETING": "hi", "PATH": "/usr/local/bin:/usr/bin:/bin"}
@@ -119,8 +120,15 @@ def test_detached_exec_and_cp(firec_cli: Firec, image: Path, short_tmp: Path) ->
     started = firec_cli.run(image, "-d", "--id", "exec-vm", "--", "true")
     assert started.returncode == 0, started.stderr
     assert b"runs on" in started.stderr
-    pid = Registry(firec_cli.state).load("exec-vm").vmm.pid  # type: ignore[union-attr]
+    record = Registry(firec_cli.state).load("exec-vm")
+    assert record is not None and record.vmm is not None
+    pid = record.vmm.pid
+    token = Config.from_dict(record.config).agent.token  # type: ignore[union-attr]
+    assert token is not None and len(token) == 32  # kept in the record, for firec exec
     try:
+        shown = firec_cli("inspect", "exec-vm")
+        assert shown.returncode == 0 and b"firec.agent_token=***" in shown.stdout
+        assert token.encode() not in shown.stdout
         done = firec_cli("exec", "exec-vm", "--", "sh", "-c", "echo $GREETING; pwd; exit 3")
         assert (done.returncode, done.stdout) == (3, b"hi\n/tmp\n")
         moved = firec_cli("exec", "-w", "/", "-e", "GREETING=yo", "exec-vm", "--", "sh", "-c",

@@ -269,3 +269,26 @@ def test_the_guest_layer_examples_run(guest_kernel: Path, tmp_path: Path) -> Non
         )
         assert ran.returncode == 0, ran.stderr
         assert re.findall(r"b'.*'", ran.stdout) == ["b'hello\\n'", "b'hi'"], module.__name__
+
+
+def test_agent_settings_checked_and_kept_as_data(guest_kernel: Path) -> None:
+    import doctest
+
+    from firec.errors import ConfigError
+    from firec.vm import guest_agent
+
+    assert doctest.testmod(guest_agent).failed == 0
+    builder = firec.Config.builder("vm-1", guest_kernel)
+    with pytest.raises(ConfigError, match=r"agent\.port: 0 is not a vsock port"):
+        builder.agent(port=0)
+    with pytest.raises(ConfigError, match=r"agent\.token: must be 1 to 128 letters"):
+        builder.agent(token="two words")
+    config = builder.kernel_args("console=ttyS0").agent(port=5000).build()
+    assert config.agent is not None and config.agent.port == 5000
+    assert config.agent.token is not None and len(config.agent.token) == 32
+    assert builder.agent().build().agent != config.agent  # a token of its own per config
+    assert builder.agent(token=False).build().agent == guest_agent.AgentSettings()
+    assert firec.Config.from_dict(config.to_dict()) == config
+    boot = guest_agent.boot_args(config.kernel_args, config.agent)
+    assert boot == f"console=ttyS0 firec.agent_port=5000 firec.agent_token={config.agent.token}"
+    assert guest_agent.agent_endpoint(boot) == (5000, config.agent.token)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 from firec.agent.protocol import DEFAULT_PORT
 from firec.errors import ConfigError
@@ -37,6 +38,7 @@ __all__ = [
     "agent_endpoint",
     "boot_args",
     "hide_token",
+    "hide_tokens",
     "new_token",
 ]
 
@@ -137,3 +139,23 @@ def hide_token(text: str) -> str:
     'console=ttyS0 firec.agent_token=***'
     """
     return _TOKEN_WORD.sub(TOKEN_ARG + "***", text) if TOKEN_ARG in text else text
+
+
+def hide_tokens(data: Any) -> Any:
+    """JSON-ready ``data`` with every agent token in it hidden: to print a record or a config.
+
+    >>> record = {"agent": {"token": "s3cret"}, "kernel_args": "firec.agent_token=s3cret"}
+    >>> hide_tokens(record)
+    {'agent': {'token': '***'}, 'kernel_args': 'firec.agent_token=***'}
+    """
+    if isinstance(data, str):
+        return hide_token(data)
+    if isinstance(data, list | tuple):
+        return [hide_tokens(item) for item in data]
+    if isinstance(data, dict):
+        hidden = {key: hide_tokens(value) for key, value in data.items()}
+        agent = hidden.get("agent")
+        if isinstance(agent, dict) and agent.get("token"):
+            hidden["agent"] = {**agent, "token": "***"}
+        return hidden
+    return data
