@@ -32,12 +32,14 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from firec.agent.binary import agent_binary
+from firec.errors import FirecError
 from firec.testing.emulator._jail import host_path
 from firec.vm.guest_agent import PORT_ARG, TOKEN_ARG, agent_endpoint
 
@@ -136,7 +138,11 @@ def start(vmm: VmmState) -> None:
     if vmm.vsock is None or not wanted(boot_args):
         return
     console = host_path(vmm.serial_out_path) if vmm.serial_out_path is not None else None
-    vmm.agent = GuestAgent(boot_args, console)
+    try:
+        vmm.agent = GuestAgent(boot_args, console)
+    except (FirecError, OSError) as exc:  # as a guest whose agent fails: it never answers
+        sys.stderr.write(f"firec emulator: the guest's firec-agent did not start: {exc}\n")
+        sys.stderr.flush()
 
 
 def open_for(vmm: VmmState, request: bytes) -> socket.socket | None:

@@ -84,7 +84,8 @@ class MachineGuest(MachineLifecycle):
                 raise MachineError(
                     f"microVM {self.vm_id} has no vsock device, and firec's guest agent is "
                     "reached through one: add one to its config "
-                    "(Builder.vsock(guest_cid, uds_path))"
+                    "(Builder.vsock(guest_cid, uds_path)); a machine from Machine.connect "
+                    "knows no devices: use firec.agent.Client with firec.vm.vsock.connect"
                 )
             port, token = self._agent_endpoint()
             connector = io.agent_connector(uds, port, self.vm_id)
