@@ -54,7 +54,11 @@ class Firec:
         self.state = root / "state"
         self.workdir = root / "vms"
         self.kernel = kernel
-        self.env = {**os.environ, "FIREC_STATE_DIR": str(self.state)}
+        self.env = {
+            **os.environ,
+            "FIREC_STATE_DIR": str(self.state),
+            "XDG_DATA_HOME": str(root / "data"),  # no fetched kernel
+        }
 
     def __call__(
         self, *args: str, stdin: object = subprocess.DEVNULL, timeout: float = 60
@@ -169,3 +173,12 @@ def test_run_refuses_a_command_with_a_kernel(firec_cli: Firec, guest_kernel: Pat
     assert b"go with an IMAGE" in ran.stderr
     no_vm = firec_cli("exec", "nosuch", "--", "true")
     assert no_vm.returncode == 4 and b"nosuch" in no_vm.stderr
+
+
+def test_an_image_is_told_from_a_kernel(firec_cli: Firec, short_tmp: Path) -> None:
+    ext4 = short_tmp / "plain.ext4"
+    ext4.write_bytes(bytes(1080) + b"\x53\xef" + bytes(4096))  # an ext4 superblock's magic
+    ran = firec_cli("run", str(ext4), "--firecracker-bin", str(emulator_binary()))
+    assert ran.returncode == 2
+    assert b"is an image, not a kernel" in ran.stderr and b"firec kernel fetch" in ran.stderr
+    firec_cli.assert_nothing_left()

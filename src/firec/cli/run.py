@@ -194,7 +194,7 @@ def run(
     """
     registry: Registry = ctx.obj
     image = None
-    if kernel is not None and kernel.exists() and not runcmd.is_kernel(kernel):
+    if kernel is not None and runcmd.is_image(kernel, command=bool(command), kernel=kernel_path):
         if rootfs is not None:
             fail(ExitCode.USAGE, f"{kernel} is an image: --rootfs is one too; give one")
         image, rootfs, kernel = kernel, kernel, runcmd.default_kernel(kernel_path, kernel)

@@ -11,8 +11,8 @@ recorded them (:mod:`firec.images.defaults`).
 
 Example::
 
-    >>> is_kernel(Path("/nonexistent"))
-    False
+    >>> is_kernel(Path("/nonexistent")), is_image(Path("/nonexistent"), command=True, kernel=None)
+    (False, False)
 """
 
 from __future__ import annotations
@@ -28,11 +28,21 @@ from firec.cli.start import StartedVm
 from firec.errors import AgentConnectionError, FirecError
 from firec.host.kernels import kernels_dir, read_kernel
 from firec.host.registry import Registry, reap
+from firec.images.defaults import sidecar_path
 from firec.vm.config import Config
 from firec.vm.guest_agent import AgentSettings, new_token
 
-__all__ = ["AGENT_READY_TIMEOUT", "default_kernel", "is_kernel", "run_in_vm", "with_agent"]
+__all__ = [
+    "AGENT_READY_TIMEOUT",
+    "default_kernel",
+    "is_image",
+    "is_kernel",
+    "run_in_vm",
+    "with_agent",
+]
 
+#: Where an ext2/3/4 superblock has its magic number (0xEF53, little-endian).
+_EXT4_MAGIC_AT = 1024 + 56
 #: Seconds a booting guest gets for its agent to answer.
 AGENT_READY_TIMEOUT = 60.0
 
@@ -42,6 +52,26 @@ def is_kernel(path: Path) -> bool:
     try:
         with path.open("rb") as f:
             return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def is_image(path: Path, *, command: bool, kernel: Path | None) -> bool:
+    """Whether ``firec run PATH`` names an image rather than a kernel.
+
+    A file that is no ELF is an image when a command or ``--kernel`` goes with
+    it, when ``firec image build`` recorded it (``<image>.json``), or when it
+    holds an ext4 file system; anything else stays a kernel, for Firecracker
+    to judge.
+    """
+    if not path.is_file() or is_kernel(path):
+        return False
+    if command or kernel is not None or sidecar_path(path).is_file():
+        return True
+    try:
+        with path.open("rb") as f:
+            f.seek(_EXT4_MAGIC_AT)
+            return f.read(2) == b"\x53\xef"
     except OSError:
         return False
 
