@@ -222,7 +222,8 @@ def _documented_names() -> set[str]:
     names: set[str] = set()
     for path in texts:
         text = path.read_text(encoding="utf-8")
-        names.update(re.findall(r"\bfirec(?:\.[A-Za-z_]\w*)+", text))
+        # a name followed by "=" or "-" is a kernel argument (firec.agent_token=T), not Python
+        names.update(re.findall(r"\bfirec(?:\.[A-Za-z_]\w*)+(?![\w=-])", text))
         imports = r"from (firec[\w.]*) import (?:\(([^)]*)\)|([\w, ]+))"
         for module, grouped, inline in re.findall(imports, text):
             for item in (grouped or inline).split(","):
