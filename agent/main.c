@@ -2,7 +2,7 @@
  * files for the host. Arguments, configuration, listening, and a thread per
  * connection.
  *
- *   firec-agent [--init | --service] [--listen vsock:PORT | unix:PATH] [--port N]
+ *   firec-agent [--init | --service] [--listen vsock:PORT | unix:PATH | unix:@NAME] [--port N]
  *               [--token-file FILE] [--root DIR] [--cmdline FILE] [--grace SECONDS]
  *
  * As PID 1 (or with --init) it first does the work of init (init.c). It
@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +50,7 @@ static const char USAGE[] =
     "\n"
     "  --init              do the work of PID 1 (the default when it is PID 1)\n"
     "  --service           never do the work of PID 1\n"
-    "  --listen ADDR       vsock:PORT or unix:PATH (default: vsock on --port)\n"
+    "  --listen ADDR       vsock:PORT, unix:PATH or unix:@NAME (abstract; default: vsock on --port)\n"
     "  --port N            the vsock port (default: kernel argument firec.agent_port=, else %u)\n"
     "  --token-file FILE   refuse connections without this token (default: kernel\n"
     "                      argument firec.agent_token=)\n"
@@ -121,13 +122,20 @@ static int listen_on(const char *addr)
             return -1;
         }
         strcpy(sun.sun_path, path);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-            unlink(path); /* a stale socket of an earlier run */
+        socklen_t len = sizeof sun;
+        if (path[0] == '@') { /* Linux's abstract namespace: no file, gone with the agent */
+            sun.sun_path[0] = '\0';
+            len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+        } else {
+            struct stat st;
+            if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+                unlink(path); /* a stale socket of an earlier run */
+        }
         if ((s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-            bind(s, (struct sockaddr *)&sun, sizeof sun) < 0)
+            bind(s, (struct sockaddr *)&sun, len) < 0)
             return -1;
-        snprintf(g_cfg.unix_path, sizeof g_cfg.unix_path, "%s", path);
+        if (path[0] != '@')
+            snprintf(g_cfg.unix_path, sizeof g_cfg.unix_path, "%s", path);
     } else if (strncmp(addr, "vsock:", 6) == 0) {
         char *end;
         unsigned long port = strtoul(addr + 6, &end, 10);

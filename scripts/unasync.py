@@ -28,7 +28,14 @@ PAIRS = [
     (PACKAGE / "api" / "_async" / "client.py", PACKAGE / "api" / "_sync" / "client.py"),
     *(
         (PACKAGE / "vm" / "_async" / name, PACKAGE / "vm" / "_sync" / name)
-        for name in ("vmm.py", "lifecycle.py", "snapshots.py", "devices.py", "machine.py")
+        for name in (
+            "vmm.py",
+            "lifecycle.py",
+            "snapshots.py",
+            "devices.py",
+            "guest.py",
+            "machine.py",
+        )
     ),
     *(
         (PACKAGE / "agent" / "_async" / name, PACKAGE / "agent" / "_sync" / name)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import typer.exceptions
 
-from firec.cli import attach, follow, hostcmds, manage, run, snapshots
+from firec.cli import attach, follow, guest, hostcmds, manage, run, snapshots
 from firec.cli.imagecmds import image_app
 from firec.cli.kernelcmds import kernel_app
 from firec.cli.output import (
@@ -96,6 +96,8 @@ def options(
 
 
 _add(app, run.run, "run")
+_add(app, guest.exec_command, "exec")
+_add(app, guest.cp, "cp")
 _add(app, manage.ls, "ls")
 _add(app, manage.inspect, "inspect")
 _add(app, manage.stop_command, "stop")

@@ -16,6 +16,7 @@ from firec.cli.runconfig import NETWORK_STATE
 from firec.cli.vms import Summary, VmState, describe, live_state, remove, resolve, stop
 from firec.errors import FirecError
 from firec.host.registry import Registry, VmRecord, reap
+from firec.vm.guest_agent import hide_tokens
 
 __all__ = ["gc", "inspect", "kill", "ls", "pause", "resume", "rm", "stop_command"]
 
@@ -65,7 +66,7 @@ def inspect(ctx: typer.Context, vm: VmArgument) -> None:
     if data["state"] in (VmState.RUNNING, VmState.PAUSED, VmState.NOT_STARTED) and record.socket:
         try:
             with Client(record.socket, timeout=2.0) as client:
-                data["vm_config"] = client.get_vm_config().to_api()
+                data["vm_config"] = hide_tokens(client.get_vm_config().to_api())
         except FirecError as exc:
             data["vm_config_error"] = str(exc)
     print_json(data)

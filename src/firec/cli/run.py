@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from firec.cli import runcmd
 from firec.cli.output import ExitCode, fail
 from firec.cli.readiness import binary_or_doctor, check_jailer_privileges, explain_host
 
@@ -45,8 +46,34 @@ def run(
     ctx: typer.Context,
     kernel: Annotated[
         Path | None,
-        typer.Argument(help="The guest kernel (on x86-64 an uncompressed ELF vmlinux)."),
+        typer.Argument(
+            metavar="KERNEL|IMAGE",
+            help="The guest kernel (on x86-64 an uncompressed ELF vmlinux), or an image "
+            "(a root filesystem, e.g. from firec image build) to boot with --kernel and run "
+            "a command in.",
+        ),
     ] = None,
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[-- CMD ARGS]",
+            help="With an IMAGE: the command to run through the guest agent (default: the "
+            "image's); its output is streamed, firec exits with its status and removes the VM.",
+        ),
+    ] = None,
+    kernel_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--kernel", help="With an IMAGE: the kernel (default: the one firec kernel fetch got)."
+        ),
+    ] = None,
+    interactive: Annotated[
+        bool, typer.Option("--interactive", "-i", help="With a command: pass stdin on.")
+    ] = False,
+    terminal: Annotated[
+        bool,
+        typer.Option("--tty", "-t", help="With a command: a PTY (when stdin is a terminal)."),
+    ] = False,
     test_guest: Annotated[
         bool,
         typer.Option(
@@ -161,8 +188,18 @@ def run(
 
     In the foreground, Ctrl-C stops the VM and removes everything it had. The
     exit status is 0 when Firecracker exited cleanly (the guest powered off).
+    `firec run IMAGE [--kernel K] -- CMD ARGS` boots an image with firec's
+    agent, runs CMD in it with its output here, exits with its status and
+    removes the VM (-d: the VM runs on).
     """
     registry: Registry = ctx.obj
+    image = None
+    if kernel is not None and runcmd.is_image(kernel, command=bool(command), kernel=kernel_path):
+        if rootfs is not None:
+            fail(ExitCode.USAGE, f"{kernel} is an image: --rootfs is one too; give one")
+        image, rootfs, kernel = kernel, kernel, runcmd.default_kernel(kernel_path, kernel)
+    elif kernel_path is not None or command:
+        fail(ExitCode.USAGE, "--kernel and a command go with an IMAGE", "firec run --help")
     if test_guest == (kernel is not None):
         fail(ExitCode.USAGE, "give either a KERNEL or --test-guest", "firec run --help")
     if not math.isfinite(stop_timeout) or stop_timeout < 0:
@@ -204,7 +241,7 @@ def run(
             rootfs=rootfs,
             rootfs_ro=rootfs_ro,
             drives=drive or [],
-            vsock=vsock,
+            vsock=vsock if vsock is not None or image is None else "3",
             log_level=log_level,
             firecracker=firecracker,
             jailer=JailerOptions(
@@ -219,11 +256,13 @@ def run(
             )
             if jailer
             else None,
-            console=not detach,
+            console=not detach and image is None,
             network=NetworkOptions(tuple(net or ()), tuple(publish or ()), tuple(dns or ())),
         )
     except ValidationError as exc:
         raise as_option_error(exc) from None
+    if image is not None:
+        config = runcmd.with_agent(config)
     if jailer:
         check_jailer_privileges()
     try:
@@ -234,6 +273,15 @@ def run(
     except APIError as exc:
         explain_host(exc)
         fail(ExitCode.VM_FAILED, f"microVM {vm_id} did not boot: {exc}")
+    if image is not None and (command or not detach):
+        runcmd.run_in_vm(
+            registry,
+            started,
+            command or [],
+            detach=detach,
+            interactive=interactive,
+            terminal=terminal,
+        )
     detach_or_run_foreground(
         registry, started, detach=detach, as_json=as_json, stop_timeout=stop_timeout
     )

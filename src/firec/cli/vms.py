@@ -13,6 +13,7 @@ from firec.cli.output import ExitCode, fail
 from firec.errors import FirecError
 from firec.host.registry import Registry, VmRecord, reap
 from firec.vm._sync.machine import Machine
+from firec.vm.guest_agent import hide_tokens
 
 __all__ = ["VmState", "describe", "live_state", "remove", "resolve", "stop"]
 
@@ -90,7 +91,7 @@ class Summary:
 
 
 def describe(record: VmRecord, state: VmState | None = None) -> dict[str, Any]:
-    """The VM as JSON-ready data: the record, its live state and mode."""
+    """The VM as JSON-ready data: the record, its live state and mode (agent tokens hidden)."""
     summary = Summary(record, state or live_state(record))
     config = record.config
     machine = config.get("machine", {})
@@ -106,7 +107,7 @@ def describe(record: VmRecord, state: VmState | None = None) -> dict[str, Any]:
         "socket": record.socket,
         "console": record.console,
         "log": record.log,
-        "record": record.to_dict(),
+        "record": hide_tokens(record.to_dict()),
     }
 
 

@@ -25,6 +25,7 @@ from firec.network.interface import Interface
 from firec.vm._checks import bool_value, enum_value, optional_path, path_value, str_value
 from firec.vm._config_checks import check_mmds_data, instance, model
 from firec.vm.builders import DriveBuilder, JailerBuilder, MachineBuilder
+from firec.vm.guest_agent import AgentSettings, check_port, check_token, new_token
 from firec.vm.jailer import JailerConfig
 
 if TYPE_CHECKING:
@@ -137,6 +138,32 @@ class BuilderSetters:
         return self._with(
             vsock=model("vsock", models.Vsock, guest_cid=guest_cid, uds_path=str(path))
         )
+
+    def agent(self, *, port: int | None = None, token: str | bool = True) -> Self:
+        """The guest agent's vsock ``port`` (default 61932) and ``token``, for ``machine.exec``.
+
+        ``token=True`` (the default) makes a random one for this config,
+        ``False`` asks for none, a string is that token. The guest is told
+        both on its kernel command line (``firec.agent_port=``,
+        ``firec.agent_token=``), the machine's agent client uses them
+        (:mod:`firec.vm.guest_agent`). Clones and restored VMs keep their
+        snapshot's. Example::
+
+            >>> from firec.vm import Config
+            >>> config = Config.builder("vm-1", "/k").agent(token="s3cret").build(check_files=False)
+            >>> config.agent
+            AgentSettings(port=61932)
+            >>> config.agent.token
+            's3cret'
+        """
+        if token is True:
+            chosen: str | None = new_token()
+        elif token is False:
+            chosen = None
+        else:
+            chosen = check_token(token)
+        kwargs = {} if port is None else {"port": check_port(port)}
+        return self._with(agent=AgentSettings(token=chosen, **kwargs))
 
     def mmds(
         self,

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from firec.api import models
 from firec.errors import ConfigError
 from firec.vm.config import Config
+from firec.vm.guest_agent import boot_args
 from firec.vm.layout import Layout
 
 __all__ = ["Placed", "api_calls", "boot_source", "config_file", "drives", "pmems", "vsock"]
@@ -75,12 +76,12 @@ def api_calls(launch: Placed) -> list[tuple[str, Any]]:
 
 
 def boot_source(launch: Placed) -> models.BootSource:
-    """The boot source, paths as Firecracker sees them."""
+    """The boot source, paths as Firecracker sees them, the agent's arguments added."""
     config, layout = launch.config, launch.layout
     return models.BootSource(
         kernel_image_path=layout.seen(config.kernel_image),
         initrd_path=layout.seen(config.initrd) if config.initrd is not None else None,
-        boot_args=config.kernel_args,
+        boot_args=boot_args(config.kernel_args, config.agent),
     )
 
 

@@ -73,6 +73,7 @@ from firec.vm._config_checks import (
 from firec.vm._snapshot_config import config_fields
 from firec.vm.binaries import resolve_binary
 from firec.vm.builders import DriveBuilder, JailerBuilder, MachineBuilder
+from firec.vm.guest_agent import AgentSettings
 from firec.vm.jailer import Jail, JailerConfig, validate_id
 from firec.vm.layout import JAILED_SOCKET_PATH, Layout, layout_for, layout_type
 
@@ -158,6 +159,7 @@ class Config:
             what it left if this program is killed (:mod:`firec.host.registry`,
             in ``$FIREC_STATE_DIR``, else ``/run/firec/state`` for root).
             ``False`` opts out: nothing but the API socket then guards the id.
+        agent: the guest agent's port and token (:mod:`firec.vm.guest_agent`).
     """
 
     vm_id: str
@@ -196,6 +198,7 @@ class Config:
     workdir: Path | None = None
     state_dir: Path | None = None
     host_record: bool = True
+    agent: AgentSettings | None = None
 
     @staticmethod
     def builder(

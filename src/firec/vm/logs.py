@@ -63,6 +63,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
+from firec.vm.guest_agent import hide_token
+
 __all__ = [
     "VMM_LOGGER",
     "LogForwarder",
@@ -335,7 +337,8 @@ class LogForwarder:
         self._lock = threading.Lock()
 
     def __call__(self, line: str) -> None:
-        """Take one line (without newline) from Firecracker."""
+        """Take one line (without newline) from Firecracker (a guest agent's token hidden)."""
+        line = hide_token(line)
         if self._other is not None:
             self._take_mixed(line, self._other)
             return

@@ -57,6 +57,9 @@ Around it
 * :mod:`._guest`: the simulated test guest (serial output, reset; with
   ``firec.echo-input`` it echoes its serial input, which the real one never reads);
 * :mod:`._vsock`: the vsock device's host side, and a guest that uses it;
+* :mod:`._agent`: the guest's firec-agent, the real one as a host process, when
+  the kernel command line names it (``init=.../firec-agent``, or the agent's
+  ``firec.agent_token=`` / ``firec.agent_port=``), reached through the vsock device;
 * :mod:`._snapshot`: snapshot state and memory files; :mod:`._uffd`: the
   ``Uffd`` memory backend;
 * :mod:`._log` and :mod:`._metrics`: Firecracker's logger and metrics;

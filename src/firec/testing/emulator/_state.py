@@ -11,15 +11,23 @@ from __future__ import annotations
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from firec.testing.emulator._log import Logger
 from firec.testing.emulator._metrics import Metrics
 from firec.testing.emulator._release import Release
 
-__all__ = ["NOT_STARTED", "PAUSED", "RUNNING", "Exit", "VmmState"]
+__all__ = ["NOT_STARTED", "PAUSED", "RUNNING", "Agent", "Exit", "VmmState"]
 
 NOT_STARTED, RUNNING, PAUSED = "Not started", "Running", "Paused"
+
+
+class Agent(Protocol):
+    """The guest's firec-agent, as the vsock device reaches it (:class:`._agent.GuestAgent`)."""
+
+    port: int
+
+    def connect(self) -> socket.socket | None: ...
 
 
 @dataclass
@@ -66,6 +74,7 @@ class VmmState:
     metrics_configured: bool = False
     exit: Exit | None = None
     vsock_socket: socket.socket | None = None
+    agent: Agent | None = None  # the guest's firec-agent, a host process (._agent)
     vcpus: list[threading.Thread] = field(default_factory=list)
     vcpus_finish: threading.Event = field(default_factory=threading.Event)
 

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from . import _guest, _snapshot, _uffd, _vsock
+from . import _agent, _guest, _snapshot, _uffd, _vsock
 from ._errors import ActionError, action_error, os_error
 from ._jail import host_path
 from ._mmds import Mmds
@@ -159,6 +159,7 @@ class Vmm(VmResources, Mmds, ConfigViews):
             self.exit = Exit(0, at=time.monotonic() + _guest.run_time(output))
         else:
             _vsock.guest_boot(self)
+            _agent.start(self)
         self.metrics.write()
 
     def pause(self) -> None:
@@ -222,6 +223,17 @@ class Vmm(VmResources, Mmds, ConfigViews):
                 ) from None
             raise ActionError(f"Load microVM snapshot error: {exc.legacy}") from None
         _snapshot.restore(self, saved, cfg)
+        if self.vsock is not None:  # Firecracker binds the device's socket anew
+            try:
+                self.set_vsock(
+                    {"guest_cid": self.vsock["guest_cid"], "uds_path": self.vsock["uds_path"]}
+                )
+            except ActionError as exc:
+                self.exit = Exit(1 if self.rel.modern else 152, "Loading snapshot failed.")
+                raise ActionError(
+                    f"Load snapshot error: Failed to restore from snapshot: {exc}"
+                ) from None
+            _agent.start(self)  # a guest's agent runs on, in each clone its own
         self.start_vcpus()
         if cfg.get("resume_vm"):
             self.resume()

@@ -15,9 +15,11 @@ connection, and the emulated guest takes two more command-line tokens
   :data:`CONNECT_PATIENCE` seconds while nothing listens there yet), sends
   ``firec-guest: vsock PORT\\n`` (:func:`greeting`) and echoes what comes back.
 
-A guest with neither token behaves like one without a vsock driver: a host
-``CONNECT`` gets no answer at all, which is what real Firecracker does with
-firec's tiny guest. Before boot and while paused a ``CONNECT`` waits, unanswered.
+A guest that runs firec's agent (:mod:`._agent`) answers a ``CONNECT`` to
+the agent's port with the agent. A guest with none of these behaves like one
+without a vsock driver: a host ``CONNECT`` gets no answer at all, which is
+what real Firecracker does with firec's tiny guest. Before boot and while
+paused a ``CONNECT`` waits, unanswered.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from firec.testing.emulator import _agent
 from firec.testing.emulator._jail import host_path
 
 if TYPE_CHECKING:
@@ -105,6 +108,12 @@ def _host_connection(vmm: VmmState, conn: socket.socket) -> None:
         try:
             request = _read_request(conn)
             _wait_running(vmm)
+            agent = _agent.open_for(vmm, request)
+            if agent is not None:  # the guest's firec-agent (._agent)
+                with agent:
+                    conn.sendall(f"OK {next(_ports)}\n".encode())
+                    _agent.pump(conn, agent)
+                return
             listening = _ports_of(_boot_args(vmm), LISTEN_TOKEN)
             if not listening and not _ports_of(_boot_args(vmm), CONNECT_TOKEN):
                 _drain(conn)  # no vsock driver in the guest: nobody ever answers

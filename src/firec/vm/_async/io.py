@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import ParamSpec, TypeAlias, TypeVar
 
+from firec.errors import TransportError
 from firec.vm import vsock
 from firec.vm._waiting import PRIMITIVES, open_pidfd, plan_pause
 from firec.vm.streams import AsyncLineReader
@@ -29,6 +30,10 @@ __all__ = [*PRIMITIVES]
 VsockConnection: TypeAlias = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 #: A listener for guest connections to a host vsock port.
 VsockListener: TypeAlias = vsock.AsyncVsockListener
+#: What opens one connection to the guest agent (:data:`firec.agent._async.io.Connector`).
+AgentConnector: TypeAlias = Callable[[], Awaitable[VsockConnection]]
+#: The agent's frames are up to 1 MiB: a reader's buffer holds a few.
+AGENT_LIMIT = 4 << 20
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -151,3 +156,24 @@ async def vsock_connect(uds_path: Path, port: int, timeout: float | None) -> Vso
 async def vsock_listen(uds_path: Path, port: int, owner: tuple[int, int] | None) -> VsockListener:
     """Listen for guest connections to host ``port`` (see :func:`firec.vm.vsock.open_listener`)."""
     return await vsock.open_listener(uds_path, port, owner=owner)
+
+
+def agent_connector(uds_path: Path, port: int, vm_id: str) -> AgentConnector:
+    """A connector of :class:`firec.agent.AsyncClient` to the agent on guest vsock ``port``.
+
+    Its errors name the microVM besides the port and the socket.
+    """
+
+    async def connect() -> VsockConnection:
+        try:
+            return await vsock.open_connection(uds_path, port, limit=AGENT_LIMIT)
+        except TransportError as exc:
+            raise type(exc)(f"microVM {vm_id}: {exc}", socket_path=exc.socket_path) from exc
+
+    return connect
+
+
+async def vsock_probe(uds_path: Path, port: int, timeout: float) -> None:
+    """Connect to guest vsock ``port`` within ``timeout`` seconds, then hang up."""
+    _, writer = await vsock.open_connection(uds_path, port, timeout=timeout)
+    writer.close()

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 # The machine is built in layers, each a module of its own: vmm.py (the VMM
 # process, its spawn and its facts), lifecycle.py (create, connect, boot, stop,
-# delete), snapshots.py (snapshot, restore, clone) and devices.py (vsock,
-# drives and metrics at runtime). The tunables stay importable from here.
+# delete), snapshots.py (snapshot, restore, clone), devices.py (vsock,
+# drives and metrics at runtime) and guest.py (exec, spawn, files through the
+# guest agent). The tunables stay importable from here.
 from firec.vm._async.devices import MachineDevices
+from firec.vm._async.guest import MachineGuest
 from firec.vm._async.snapshots import MachineSnapshots
 from firec.vm._async.vmm import EXIT_GRACE as EXIT_GRACE
 from firec.vm._async.vmm import QUICK_RETRIES as QUICK_RETRIES
@@ -47,7 +49,7 @@ from firec.vm._async.vmm import WAIT_LOOK as WAIT_LOOK
 __all__ = ["AsyncMachine"]
 
 
-class AsyncMachine(MachineSnapshots, MachineDevices):
+class AsyncMachine(MachineGuest, MachineSnapshots, MachineDevices):
     """One microVM and its VMM process.
 
     Make one with :meth:`create` (spawn a new VMM) or :meth:`connect` (attach

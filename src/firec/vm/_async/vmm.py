@@ -28,6 +28,7 @@ from firec.vm._async import io
 from firec.vm._launch import Launch, full_outputs, plan, socket_accepts, spawn
 from firec.vm._registry.claim import Registration
 from firec.vm.config import Config
+from firec.vm.guest_agent import hide_token
 from firec.vm.logs import LogForwarder
 from firec.vm.metrics import MetricsForwarder
 from firec.vm.process import ExitStatus, ExitWatch, VmmProcess
@@ -304,9 +305,12 @@ class MachineVmm:
         return self._launch
 
     def last_lines(self, n: int = TAIL_LINES) -> list[str]:
-        """Firecracker's last lines: the last ``n`` of its log, its stderr and the console."""
+        """Firecracker's last lines: the last ``n`` of its log, its stderr and the console.
+
+        A guest agent's token in them is hidden (:func:`firec.vm.guest_agent.hide_token`).
+        """
         lines: list[str] = self._log.recent(n) if self._launch.log_is_fifo and self._log else []
         for path in (self._launch.log_path, self._launch.stderr_path, self._launch.console_path):
             if path is not None and path.is_file():
                 lines += tail_lines(path, n)
-        return lines
+        return [hide_token(line) for line in lines]  # Firecracker logs its boot source

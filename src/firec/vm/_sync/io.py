@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ParamSpec, TypeAlias, TypeVar
 
+from firec.errors import TransportError
 from firec.vm import vsock
 from firec.vm._waiting import PRIMITIVES, open_pidfd, plan_pause
 from firec.vm.streams import LineReader
@@ -30,6 +31,8 @@ __all__ = [*PRIMITIVES]
 VsockConnection: TypeAlias = socket.socket
 #: A listener for guest connections to a host vsock port.
 VsockListener: TypeAlias = vsock.VsockListener
+#: What opens one connection to the guest agent (:data:`firec.agent._sync.io.Connector`).
+AgentConnector: TypeAlias = Callable[[], VsockConnection]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -123,3 +126,23 @@ def vsock_connect(uds_path: Path, port: int, timeout: float | None) -> VsockConn
 def vsock_listen(uds_path: Path, port: int, owner: tuple[int, int] | None) -> VsockListener:
     """Listen for guest connections to host vsock ``port`` (see :func:`firec.vm.vsock.listen`)."""
     return vsock.listen(uds_path, port, owner=owner)
+
+
+def agent_connector(uds_path: Path, port: int, vm_id: str) -> AgentConnector:
+    """A connector of :class:`firec.agent.Client` to the agent on guest vsock ``port``.
+
+    Its errors name the microVM besides the port and the socket.
+    """
+
+    def connect() -> VsockConnection:
+        try:
+            return vsock.connect(uds_path, port)
+        except TransportError as exc:
+            raise type(exc)(f"microVM {vm_id}: {exc}", socket_path=exc.socket_path) from exc
+
+    return connect
+
+
+def vsock_probe(uds_path: Path, port: int, timeout: float) -> None:
+    """Connect to guest vsock ``port`` within ``timeout`` seconds, then hang up."""
+    vsock.connect(uds_path, port, timeout=timeout).close()
