@@ -701,7 +701,7 @@ def test_a_full_workdir_is_said_not_silently_lost(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Firecracker drops what it cannot write: firec warns, naming the files lost."""
-    monkeypatch.setattr(firec.vm._sync.lifecycle, "SPACE_LOOK", 0.0)  # state() looks every time
+    monkeypatch.setattr("firec.vm._sync.lifecycle.SPACE_LOOK", 0.0)  # state() looks every time
     with small_tmpfs(short_tmp / "small") as small:
         config = (
             guest_builder(None, vmm_binary, guest_kernel, small)
