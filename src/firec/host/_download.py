@@ -20,7 +20,8 @@ import contextlib
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -155,3 +156,34 @@ def replace_dir(staging: Path, target: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_replaceable(target: Path, ours: Callable[[str], bool], refusal: str) -> None:
+    """Refuse to write over ``target`` unless it is missing, or a directory of files ``ours`` names.
+
+    Raises:
+        FirecError: ``refusal`` (it exists and is something else), or it cannot be read.
+    """
+    if not target.exists() and not target.is_symlink():
+        return
+    try:
+        names = {p.name for p in target.iterdir()} if target.is_dir() else None
+    except OSError as exc:
+        raise FirecError(f"cannot read {target}: {exc.strerror or exc}") from exc
+    if target.is_symlink() or names is None or not all(ours(n) for n in names):
+        raise FirecError(f"{target} exists and {refusal}")
+
+
+def staging_dir(target: Path) -> Path:
+    """A new directory beside ``target`` to make its next content in (see :func:`replace_dir`).
+
+    Raises:
+        FirecError: it cannot be made.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(
+            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+        )
+    except OSError as exc:
+        raise FirecError(f"cannot create {target}: {exc.strerror or exc}") from exc

@@ -41,14 +41,21 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import httpx
 
 from firec.errors import FirecError, ValidationError
-from firec.host._download import Hints, download, read_small, replace_dir, verify_sha256
+from firec.host._download import (
+    Hints,
+    check_replaceable,
+    download,
+    read_small,
+    replace_dir,
+    staging_dir,
+    verify_sha256,
+)
 from firec.host._download import client as download_client
 from firec.vm.binaries import (
     RELEASE_RECORD,
@@ -143,16 +150,14 @@ def install_firecracker(
     ):
         return existing
 
-    _check_replaceable(target)
+    check_replaceable(
+        target,
+        lambda n: n in ("firecracker", "jailer", RELEASE_RECORD),
+        "is not a firec install of Firecracker; give a new or empty directory to install into",
+    )
     name = f"firecracker-{version}-{arch}.tgz"
     archive_url = f"{base_url.rstrip('/')}/{version}/{name}"
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(
-            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-        )
-    except OSError as exc:
-        raise FirecError(f"cannot create {target}: {exc.strerror or exc}") from exc
+    staging = staging_dir(target)
     try:
         with download_client() as client:
             expected = sha256.lower() if sha256 else _published_sha256(client, archive_url, name)
@@ -222,19 +227,3 @@ def _extract_binaries(archive: Path, staging: Path, version: str, arch: str, url
     missing = [name for name, installed in wanted.items() if not (staging / installed).exists()]
     if missing:
         raise FirecError(f"{url}: the archive lacks {', '.join(missing)}")
-
-
-def _check_replaceable(target: Path) -> None:
-    """Refuse to install over anything but nothing, or a (possibly broken) firec install."""
-    if not target.exists() and not target.is_symlink():
-        return
-    ours = {"firecracker", "jailer", RELEASE_RECORD}
-    try:
-        names = {p.name for p in target.iterdir()} if target.is_dir() else None
-    except OSError as exc:
-        raise FirecError(f"cannot read {target}: {exc.strerror or exc}") from exc
-    if target.is_symlink() or names is None or not names <= ours:
-        raise FirecError(
-            f"{target} exists and is not a firec install of Firecracker; "
-            "give a new or empty directory to install into"
-        )

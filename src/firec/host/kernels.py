@@ -34,14 +34,21 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from firec.errors import FirecError, ValidationError
 from firec.host import debian
-from firec.host._download import Hints, client, download, replace_dir, verify_sha256
+from firec.host._download import (
+    Hints,
+    check_replaceable,
+    client,
+    download,
+    replace_dir,
+    staging_dir,
+    verify_sha256,
+)
 from firec.images.deb import extract_deb_files
 from firec.images.kernel import extract_vmlinux
 from firec.vm.binaries import data_dir
@@ -227,14 +234,12 @@ def _fetch(
     existing = read_kernel(target)
     if existing is not None and existing.sha256 == sha256:
         return existing
-    _check_replaceable(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(
-            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-        )
-    except OSError as exc:
-        raise FirecError(f"cannot create {target}: {exc.strerror or exc}") from exc
+    check_replaceable(
+        target,
+        lambda n: n in ("vmlinux", KERNEL_RECORD) or n.startswith("config-"),
+        "is not a kernel firec fetched; give a new or empty directory (--dest)",
+    )
+    staging = staging_dir(target)
     try:
         download_path = staging / "download"
         actual = download(
@@ -296,21 +301,3 @@ def _unpack(download_path: Path, staging: Path, url: str) -> Path | None:
         configs[0].rename(config)
     shutil.rmtree(unpacked)
     return config
-
-
-def _check_replaceable(target: Path) -> None:
-    """Refuse to write over anything but nothing, or a (possibly broken) fetched kernel."""
-    if not target.exists() and not target.is_symlink():
-        return
-    try:
-        names = {p.name for p in target.iterdir()} if target.is_dir() else None
-    except OSError as exc:
-        raise FirecError(f"cannot read {target}: {exc.strerror or exc}") from exc
-    ours = names is not None and all(
-        n in ("vmlinux", KERNEL_RECORD) or n.startswith("config-") for n in names
-    )
-    if target.is_symlink() or not ours:
-        raise FirecError(
-            f"{target} exists and is not a kernel firec fetched; give a new or empty directory "
-            "(--dest)"
-        )
