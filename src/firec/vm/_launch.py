@@ -410,11 +410,22 @@ def prepare(launch: Launch) -> None:
         layout.write_file(launch.metadata_path, json.dumps(dict(config.mmds_data)))
 
 
-def spawn(launch: Launch) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
+def console_pipe(launch: Launch) -> tuple[int, int] | None:
+    """The pipe the VMM's console goes through to a callback, ``(read end, write end)``.
+
+    ``None`` unless the console goes to a callback. Made before the VMM, so
+    that its reader runs before the VMM does (see :func:`spawn`).
+    """
+    if launch.console.kind is not ConsoleKind.CALLBACK:
+        return None
+    return os.pipe2(os.O_CLOEXEC)
+
+
+def spawn(launch: Launch, console_out: int | None = None) -> subprocess.Popen[bytes]:
     """Start the VMM process.
 
-    Returns the process and, when the console goes to a callback, the pipe
-    to read it from (the caller owns it).
+    ``console_out``: the write end of the :func:`console_pipe`, when the
+    console goes to a callback (the caller still owns it and closes it).
     """
     console = launch.console
     stdout: Any
@@ -430,7 +441,8 @@ def spawn(launch: Launch) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
         stdout = open(console.path, "ab")  # noqa: SIM115 - handed to the child, closed below
         opened.append(stdout)
     elif console.kind is ConsoleKind.CALLBACK:
-        stdout = subprocess.PIPE
+        assert console_out is not None, "a callback console's pipe (console_pipe)"
+        stdout = console_out
     elif console.kind is ConsoleKind.TERMINAL:
         stdout = None
     else:
@@ -464,7 +476,7 @@ def spawn(launch: Launch) -> tuple[subprocess.Popen[bytes], IO[bytes] | None]:
             handle.close()
         if netns_fd is not None:
             os.close(netns_fd)
-    return process, process.stdout
+    return process
 
 
 def _setns_into(fd: int) -> Callable[[], None]:

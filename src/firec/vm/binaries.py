@@ -18,6 +18,11 @@ when the binary is nowhere or not executable. :mod:`firec.host.checks`
 (``firec doctor``) and :mod:`firec.host.install` (``firec install``) use
 these, so the doctor reports exactly the binary a microVM would run.
 
+:func:`remember_version` keeps, for this process, the version a binary's API
+answered with, by the file's identity (device, inode, size, mtime): a second
+microVM of the same binary then needs no ``GET /`` before its first request
+(:func:`remembered_version`); a binary replaced on disk is asked again.
+
 Example::
 
     >>> from pathlib import Path
@@ -39,6 +44,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from firec.api.versions import Version
 from firec.errors import ConfigError, ValidationError
 
 __all__ = [
@@ -52,6 +58,8 @@ __all__ = [
     "normalize_arch",
     "read_release",
     "release_version_key",
+    "remember_version",
+    "remembered_version",
     "resolve_binary",
 ]
 
@@ -218,3 +226,36 @@ def resolve_binary(explicit: Path | None, name: str) -> Path:
     if not os.access(candidate, os.X_OK) or not candidate.is_file():
         raise ConfigError(name, f"{candidate} is not an executable file")
     return candidate
+
+
+#: The versions binaries answered with in this process, by file identity.
+_answered: dict[tuple[str, int, int, int, int], Version] = {}
+
+
+def _identity(path: Path) -> tuple[str, int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.fspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def remember_version(path: Path, version: Version) -> None:
+    """Note that the Firecracker binary ``path`` answered with ``version`` (this process only)."""
+    identity = _identity(path)
+    if identity is not None:
+        _answered[identity] = version
+
+
+def remembered_version(path: Path) -> Version | None:
+    """The version the binary ``path``, as it is on disk now, answered with before, if it did.
+
+    >>> from firec.api.versions import Version
+    >>> remember_version(Path("/bin/sh"), Version.parse("1.14.2"))
+    >>> str(remembered_version(Path("/bin/sh")))
+    '1.14.2'
+    >>> remembered_version(Path("/nowhere")) is None
+    True
+    """
+    identity = _identity(path)
+    return _answered.get(identity) if identity is not None else None

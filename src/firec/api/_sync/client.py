@@ -143,6 +143,11 @@ class Client(Endpoints):
         self._closed = False
         self._urls: dict[str, httpx.URL] = {}
 
+    @property
+    def known_version(self) -> Version | None:
+        """The connected Firecracker's version, once known (given, or told by an answer)."""
+        return self._version
+
     def _learn(self, version: Version) -> None:
         """Remember the connected version (refusing one before 1.0)."""
         check_supported(version)
