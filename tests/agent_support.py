@@ -3,20 +3,27 @@
 * :func:`agent_path`: the built agent (built here, once, if the install did not);
 * :func:`run_agent`: the agent as a plain service on a Unix socket, stopped
   and checked (socket removed) at the end;
-* :func:`busybox_rootfs`: a root filesystem made of Debian's busybox-static
-  package (``.ci/run`` caches the .deb) plus the agent;
+* :func:`busybox_rootfs`: the root filesystem ``firec image build`` makes of a
+  ``docker save`` tarball of Debian's busybox-static (``.ci/run`` caches the
+  .deb), the agent installed as init;
 * :func:`run_pid1`: the agent as PID 1 of new PID, mount, UTS and network
   namespaces, chrooted into such a root, reachable on a Unix socket in it;
-* :func:`peak_rss`: a process's peak resident memory.
+* :func:`peak_rss`: a process's peak resident memory;
+* :func:`stream_a_gib`: a 1 GiB file up through an agent and back, in bounded memory.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import select
 import shutil
 import signal
 import subprocess
+import sys
+import tarfile
+import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from firec.agent import Client, agent_binary
+from firec.agent import Client, agent_binary, protocol
 from firec.errors import FirecError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +128,70 @@ def peak_rss(pid: int) -> int:
     raise AssertionError(f"no VmHWM for pid {pid}")
 
 
+#: Uploads and downloads a file through an agent; prints how much its peak memory grew.
+GIB_CLIENT = textwrap.dedent(
+    """
+    import resource, sys
+    from firec.agent import Client
+    socket_path, token, source, remote, back = sys.argv[1:]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with Client.unix(socket_path, token=token or None) as client:
+        client.files.upload(source, remote)
+        client.files.download(remote, back)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print((after - before) * 1024)
+    """
+)
+
+
+def stream_a_gib(
+    socket: Path, token: str | None, agent_pid: int, directory: Path, remote: str
+) -> None:
+    """Upload a 1 GiB file to ``remote`` through the agent and download it back, then check.
+
+    The file (sparse on the host, with data at both ends and in the middle)
+    arrives whole both ways, while the client (a process of its own) grows by
+    a few frames at most and the agent (``agent_pid``) peaks under 16 MiB:
+    neither ever holds the file.
+    """
+    size = 1 << 30
+    source, back = directory / "big.bin", directory / "back.bin"
+    with open(source, "wb") as f:
+        f.write(b"head")
+        f.seek(size // 2)
+        f.write(b"middle")
+        f.seek(size - 4)
+        f.write(b"tail")
+    try:
+        result = subprocess.run(
+            [
+                *(sys.executable, "-c", GIB_CLIENT, str(socket), token or ""),
+                *(str(source), remote, str(back)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        client_growth = int(result.stdout.strip())
+        agent_peak = peak_rss(agent_pid)
+        assert back.stat().st_size == size
+        with open(back, "rb") as f:
+            assert f.read(4) == b"head"
+            f.seek(size // 2)
+            assert f.read(6) == b"middle"
+            f.seek(size - 4)
+            assert f.read(4) == b"tail"
+    finally:
+        source.unlink(missing_ok=True)
+        back.unlink(missing_ok=True)
+    # a frame is 1 MiB: both ends hold a few of them, never the file
+    assert protocol.MAX_FRAME == 1 << 20
+    assert client_growth < 48 * 1024 * 1024, f"the client grew by {client_growth} bytes"
+    assert agent_peak < 16 * 1024 * 1024, f"the agent peaked at {agent_peak} bytes"
+
+
 def busybox_deb() -> Path:
     """Debian's busybox-static package, as ``.ci/run`` caches it (fetched here if it did not)."""
     found = sorted(DEB_CACHE.glob("busybox-static_*.deb"))
@@ -141,27 +212,84 @@ def busybox_deb() -> Path:
     return found[-1]
 
 
+#: Where ``firec image build`` installs the agent, and boots it from as init.
+AGENT_IN_IMAGE = "/.firec/firec-agent"
+
+
 def busybox_rootfs(binary: Path, directory: Path) -> Path:
-    """A root filesystem: busybox-static unpacked, its applets linked, the agent in /sbin."""
-    root = directory / "rootfs"
-    subprocess.run(["dpkg-deb", "-x", str(busybox_deb()), str(root)], check=True)
-    busybox = root / "bin" / "busybox"
+    """A root filesystem as a guest boots it: what ``firec image build`` made of an image.
+
+    The image is a ``docker save`` tarball of Debian's busybox-static (its
+    applets linked, a ``tester`` user with a home of its own); ``firec image
+    build`` (the command line, as users run it) makes an ext4 image of it with
+    the agent ``binary`` as init, and the image's tree is copied out with
+    ``debugfs rdump`` (owners and modes kept): the directory returned is that
+    image's root, the agent at :data:`AGENT_IN_IMAGE`.
+    """
+    tree = directory / "tree"
+    subprocess.run(["dpkg-deb", "-x", str(busybox_deb()), str(tree)], check=True)
+    busybox = tree / "bin" / "busybox"
     applets = subprocess.run(
         [str(busybox), "--list"], capture_output=True, text=True, check=True
     ).stdout.split()
     for applet in applets:
-        link = root / "bin" / applet
+        link = tree / "bin" / applet
         if not link.exists():
             link.symlink_to("busybox")
     for name in ("sbin", "etc", "root", "home/tester", "proc", "sys", "dev", "run", "tmp"):
-        (root / name).mkdir(parents=True, exist_ok=True)
-    os.chown(root / "home" / "tester", 1000, 1000)
-    shutil.copy2(binary, root / "sbin" / "firec-agent")
-    (root / "etc" / "passwd").write_text(
+        (tree / name).mkdir(parents=True, exist_ok=True)
+    os.chown(tree / "home" / "tester", 1000, 1000)
+    (tree / "etc" / "passwd").write_text(
         "root:x:0:0:root:/root:/bin/sh\ntester:x:1000:1000:tester:/home/tester:/bin/sh\n"
     )
-    (root / "etc" / "group").write_text("root:x:0:\ntester:x:1000:\nextra:x:2000:tester\n")
+    (tree / "etc" / "group").write_text("root:x:0:\ntester:x:1000:\nextra:x:2000:tester\n")
+    saved = _docker_save(tree, directory / "busybox.tar")
+    image = directory / "busybox.ext4"
+    built = subprocess.run(
+        [
+            *(sys.executable, "-m", "firec.cli", "image", "build", str(saved), str(image)),
+            *("--agent", str(binary), "--size", "64M"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    root = directory / "rootfs"
+    root.mkdir()
+    subprocess.run(
+        ["debugfs", "-R", f"rdump / {root}", str(image)], capture_output=True, check=True
+    )
+    image.unlink()  # the tree is what runs; the image is no longer needed
     return root
+
+
+def _docker_save(tree: Path, path: Path) -> Path:
+    """``tree`` as the one layer of a ``docker save`` tarball with a busybox config."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as tar:
+        for entry in sorted(tree.iterdir()):
+            tar.add(entry, arcname=entry.name)
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": ["sh"], "Env": ["PATH=/bin:/sbin"], "WorkingDir": "/root"},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }
+    ).encode()
+    members = {
+        "config.json": config,
+        "layer/layer.tar": layer.getvalue(),
+        "manifest.json": json.dumps(
+            [{"Config": "config.json", "RepoTags": ["busybox:test"], "Layers": ["layer/layer.tar"]}]
+        ).encode(),
+    }
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
 
 
 @dataclass
@@ -209,7 +337,7 @@ def run_pid1(
     sock = root / "agent.sock"
     sock.unlink(missing_ok=True)
     inner = (
-        f'ip tuntap add eth0 mode tap && {before} exec chroot "$0" /sbin/firec-agent '
+        f'ip tuntap add eth0 mode tap && {before} exec chroot "$0" {AGENT_IN_IMAGE} '
         f"--listen unix:/agent.sock --cmdline /cmdline --grace 1 {args}"
     )
     process = subprocess.Popen(

@@ -5,17 +5,15 @@ from __future__ import annotations
 import io
 import os
 import subprocess
-import sys
 import tarfile
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from firec.agent import Client, protocol
+from firec.agent import Client
 from firec.errors import AgentError
-from tests.agent_support import RunningAgent, agent_path, peak_rss, run_agent
+from tests.agent_support import RunningAgent, agent_path, run_agent, stream_a_gib
 
 
 @pytest.fixture(scope="module")
@@ -268,59 +266,10 @@ def test_a_token_is_required_when_set(agent_bin: Path, tmp_path: Path) -> None:
             assert c.exec(["echo", "in"]).stdout == b"in\n"
 
 
-CLIENT_SCRIPT = textwrap.dedent(
-    """
-    import os, resource, sys
-    from firec.agent import Client
-    socket_path, source, remote, back = sys.argv[1:]
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with Client.unix(socket_path) as client:
-        client.files.upload(source, remote)
-        client.files.download(remote, back)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print((after - before) * 1024)
-    """
-)
-
-
 def test_a_1gib_file_streams_through_with_bounded_memory(
     agent: RunningAgent, tmp_path: Path
 ) -> None:
-    size = 1 << 30
-    source = tmp_path / "big.bin"
-    with open(source, "wb") as f:  # sparse, with data at both ends and in the middle
-        f.write(b"head")
-        f.seek(size // 2)
-        f.write(b"middle")
-        f.seek(size - 4)
-        f.write(b"tail")
-    remote, back = tmp_path / "in-guest.bin", tmp_path / "back.bin"
-    result = subprocess.run(
-        [sys.executable, "-c", CLIENT_SCRIPT, *map(str, (agent.socket, source, remote, back))],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    client_growth = int(result.stdout.strip())
-    agent_peak = peak_rss(agent.process.pid)
-    try:
-        for path in (remote, back):
-            assert path.stat().st_size == size
-            with open(path, "rb") as f:
-                assert f.read(4) == b"head"
-                f.seek(size // 2)
-                assert f.read(6) == b"middle"
-                f.seek(size - 4)
-                assert f.read(4) == b"tail"
-    finally:
-        for path in (source, remote, back):
-            path.unlink(missing_ok=True)
-    # a frame is 1 MiB: both ends hold a few of them, never the file
-    assert client_growth < 48 * 1024 * 1024, f"the client grew by {client_growth} bytes"
-    assert agent_peak < 16 * 1024 * 1024, f"the agent peaked at {agent_peak} bytes"
-    assert protocol.MAX_FRAME == 1 << 20
+    stream_a_gib(agent.socket, None, agent.process.pid, tmp_path, str(tmp_path / "in-guest.bin"))
 
 
 def test_a_very_deep_tree_goes_both_ways(client: Client, tmp_path: Path) -> None:

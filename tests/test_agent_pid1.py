@@ -11,6 +11,7 @@ ends the namespace (the kernel kills its init with SIGHUP).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -23,7 +24,15 @@ import pytest
 
 from firec.agent import Client
 from firec.errors import AgentError
-from tests.agent_support import TOKEN, Pid1, agent_path, busybox_rootfs, run_pid1
+from tests.agent_support import (
+    AGENT_IN_IMAGE,
+    TOKEN,
+    Pid1,
+    agent_path,
+    busybox_rootfs,
+    run_pid1,
+    stream_a_gib,
+)
 
 pytestmark = [
     pytest.mark.needs_tool("unshare", "dpkg-deb", "ip"),
@@ -65,7 +74,8 @@ def _states(client: Client) -> dict[int, str]:
 
 def test_it_is_pid_1_with_its_mounts(client: Client) -> None:
     assert client.version().pid1
-    assert client.exec(["cat", "/proc/1/cmdline"]).stdout.split(b"\0")[0] == b"/sbin/firec-agent"
+    init_argv = client.exec(["cat", "/proc/1/cmdline"]).stdout.split(b"\0")
+    assert init_argv[0] == AGENT_IN_IMAGE.encode()
     mounts = {
         (fields[1], fields[2])
         for fields in (
@@ -140,6 +150,23 @@ def test_exec_pty_and_files_work_inside(client: Client, tmp_path: Path) -> None:
     client.exec(["sh", "-c", "mkdir -p /tmp/made && echo inside > /tmp/made/x"], check=True)
     client.files.download("/tmp/made", tmp_path / "made")
     assert (tmp_path / "made" / "x").read_bytes() == b"inside\n"
+
+
+def test_the_root_is_the_image_firec_built(client: Client, rootfs: Path) -> None:
+    """What ``firec image build`` made of the docker save tarball is what runs."""
+    record = json.loads(client.files.read("/.firec/image.json"))
+    assert record["cmd"] == ["sh"] and record["working_dir"] == "/root"
+    assert client.files.stat("/home/tester").uid == 1000  # the layer's owners are kept
+    assert client.exec(["busybox", "true"]).exit_code == 0
+
+
+def test_a_1gib_file_streams_through_pid_1_with_bounded_memory(
+    init: Pid1, client: Client, rootfs: Path, tmp_path: Path
+) -> None:
+    try:
+        stream_a_gib(init.socket, init.token, init.agent_pid, tmp_path, "/root/big.bin")
+    finally:
+        (rootfs / "root" / "big.bin").unlink(missing_ok=True)
 
 
 def test_shutdown_ends_every_process_and_the_namespace(init: Pid1, client: Client) -> None:
