@@ -236,6 +236,39 @@ def test_an_agentless_guest_times_out_naming_the_vm_and_port(
             machine.exec(["true"])
 
 
+def test_a_machine_connected_by_its_id_reaches_its_agent(machine: firec.Machine) -> None:
+    """The host record gives the connected machine the VM's config: its agent, its vsock."""
+    connected = firec.Machine.connect(machine.vm_id)
+    try:
+        assert connected.config.agent == machine.config.agent  # the token too
+        assert connected.vsock_path == machine.vsock_path
+        assert connected.exec(["echo", "from", "afar"]).stdout == b"from afar\n"
+        connected.files.write("/tmp/from-afar.txt", b"written by the connected machine")
+        assert machine.files.read("/tmp/from-afar.txt") == b"written by the connected machine"
+    finally:
+        connected.close_agent()
+        connected.client.close()
+    assert machine.exec(["true"]).exit_code == 0  # the maker's machine is as it was
+    # by its socket, a machine knows only the API: the error says what to do
+    bare = firec.Machine.connect(machine.socket_path)
+    try:
+        with pytest.raises(MachineError, match="no vsock device"):
+            bare.exec(["true"])
+    finally:
+        bare.client.close()
+
+
+async def test_an_async_machine_connected_by_its_id_reaches_its_agent(
+    machine: firec.Machine,
+) -> None:
+    connected = await firec.AsyncMachine.connect(machine.vm_id)
+    try:
+        assert (await connected.exec(["echo", "async"])).stdout == b"async\n"
+    finally:
+        await connected.close_agent()
+        await connected.client.aclose()
+
+
 def test_exec_in_a_jailed_vm(guest_kernel: Path, short_tmp: Path) -> None:
     emulator = emulator_wrapper(short_tmp)
     builder = (
@@ -249,6 +282,13 @@ def test_exec_in_a_jailed_vm(guest_kernel: Path, short_tmp: Path) -> None:
         machine.wait_ready(timeout=10)
         assert machine.vsock_path == jail.root / "v.sock"
         assert machine.exec(["id", "-u"]).stdout == b"1234\n"  # the jail's user runs it
+        connected = firec.Machine.connect(config.vm_id)  # by its id: the jail is known
+        try:
+            assert connected.vsock_path == jail.root / "v.sock"
+            assert connected.exec(["echo", "jailed"]).stdout == b"jailed\n"
+        finally:
+            connected.close_agent()
+            connected.client.close()
     assert not jail.base.exists()
 
 

@@ -168,7 +168,7 @@ def _running_machine(registry: Registry, vm: str) -> Machine:
     state = live_state(record)
     if state is not VmState.RUNNING:
         fail(ExitCode.WRONG_STATE, f"microVM {record.vm_id} is {state.value}")
-    return attach(record)
+    return attach(registry, record)
 
 
 def exec_command(

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from firec.api._sync.client import Client
 from firec.cli.attach import detached_console
 from firec.cli.output import ExitCode, fail, out, print_json
 from firec.cli.start import detach_or_run_foreground, new_vm_id, start_vm
@@ -19,7 +18,6 @@ from firec.snapshots.snapshot import Snapshot
 from firec.vm._sync.machine import Machine
 from firec.vm.config import Config, runtime_dir
 from firec.vm.console import Console
-from firec.vm.process import VmmProcess
 
 __all__ = ["clone", "restore", "snapshot"]
 
@@ -45,21 +43,16 @@ StopTimeoutOption = Annotated[
 ]
 
 
-def attach(record: VmRecord) -> Machine:
+def attach(registry: Registry, record: VmRecord) -> Machine:
     """A :class:`~firec.Machine` for a recorded, running VM, with all its launch facts.
 
-    Unlike :meth:`~firec.Machine.connect` it knows the VM's config, jail and
-    files (from the record), so that snapshots name the right host paths.
+    :meth:`Machine.connect <firec.Machine.connect>` by the record's id: the
+    machine knows the VM's config, jail and files (from the record), so that
+    snapshots name the right host paths and its agent is reached.
     """
     if record.socket is None or record.vmm is None:
         fail(ExitCode.WRONG_STATE, f"microVM {record.vm_id} has not started")
-    launch = record.launch()
-    return Machine(
-        launch.config,
-        launch=launch,
-        client=Client(record.socket),
-        process=VmmProcess(record.vmm.pid),
-    )
+    return Machine.connect(record.vm_id, registry=registry)
 
 
 def _running(record: VmRecord) -> VmState:
@@ -83,7 +76,7 @@ def snapshot(
     record = resolve(registry, vm)
     with registry.lock(record.vm_id):
         state = _running(record)
-        machine = attach(record)
+        machine = attach(registry, record)
         try:
             taken = machine.snapshot(directory, resume=state is VmState.RUNNING and not keep_paused)
         finally:
@@ -224,7 +217,7 @@ def clone(
 
     def make(config: Config, registration: Registration) -> Machine:
         with registry.lock(source.vm_id):
-            machine = attach(source)
+            machine = attach(registry, source)
             try:
                 resume = live_state(source) is VmState.RUNNING
                 snap = machine.snapshot(config.vm_dir / "snapshot", resume=resume)

@@ -41,6 +41,7 @@ from firec.vm._launch import (
     prepare,
 )
 from firec.vm._registry.claim import Registration, Registry
+from firec.vm._registry.records import VmRecord
 from firec.vm._sync import io
 from firec.vm._sync.vmm import (
     EXIT_GRACE,
@@ -175,30 +176,54 @@ class MachineLifecycle(MachineVmm):
         *,
         pid: int | None = None,
         timeout: float = READY_TIMEOUT,
+        registry: Registry | None = None,
     ) -> Self:
         """Attach to a VMM that is already running, by its API socket or its vm id.
 
-        An id is looked up where firec puts sockets: ``<runtime dir>/<id>/``
-        for plain VMs, ``/srv/jailer/*/<id>/root/run/`` for jailed ones.
-        ``pid`` is found from the process table when not given. :meth:`delete`
-        on a connected machine stops the VMM but removes only its socket:
-        firec did not make the rest.
+        An id that firec recorded on this host (the host record ``create``
+        writes, in ``registry``, by default
+        :class:`~firec.host.registry.Registry`'s own directory) gives a machine
+        that knows the VM's config, files and jail as its maker did: its guest
+        agent (:meth:`exec`, :attr:`files`), snapshots and devices work as on
+        the machine that created it. Otherwise the id is looked up where firec
+        puts sockets (``<runtime dir>/<id>/`` for plain VMs,
+        ``/srv/jailer/*/<id>/root/run/`` for jailed ones) and the machine
+        knows only the API: ``pid`` is found from the process table when not
+        given. Either way :meth:`delete` stops the VMM but removes only its
+        socket: whoever made the VM (or ``firec rm`` / ``firec gc``) removes
+        the rest.
+
+        Example::
+
+            machine = Machine.connect("web-1")  # from `firec run -d`
+            print((machine.exec(["uname", "-r"])).stdout)
         """
-        socket_path = find_socket(target)
-        client = Client(socket_path, timeout=timeout)
+        record = _running_record(target, registry)
+        if record is not None:
+            launch = record.launch()
+            config = launch.config
+            client = Client(
+                launch.socket_path, timeout=timeout, max_payload_size=config.max_payload_size
+            )
+            pid = record.vmm.pid if record.vmm is not None else None
+        else:
+            socket_path = find_socket(target)
+            client = Client(socket_path, timeout=timeout)
         try:
             info = client.get_instance_info()  # refuses a Firecracker before 1.0
         except FirecError:
             client.close()
             raise
-        config = Config(vm_id=info.id, kernel_image=Path("/"), socket_path=socket_path)
-        pid = pid or find_vmm_pid(os.fspath(socket_path))
+        if record is None:
+            config = Config(vm_id=info.id, kernel_image=Path("/"), socket_path=socket_path)
+            launch = attached(config)
+            pid = pid or find_vmm_pid(os.fspath(socket_path))
+            if pid is not None:  # its --http-api-max-payload-size, when it was given one
+                limit = payload_limit_in_args(process_args(pid))
+                client.max_payload_size = limit if limit is not None else DEFAULT_MAX_PAYLOAD_SIZE
         client.vmm_pid = pid
-        if pid is not None:  # its --http-api-max-payload-size, when it was given one
-            limit = payload_limit_in_args(process_args(pid))
-            client.max_payload_size = limit if limit is not None else DEFAULT_MAX_PAYLOAD_SIZE
         process = VmmProcess(pid) if pid is not None else None
-        return cls(config, launch=attached(config), client=client, process=process)
+        return cls(config, launch=launch, client=client, process=process)
 
     # -- booting ---------------------------------------------------------------------
 
@@ -429,3 +454,17 @@ class MachineLifecycle(MachineVmm):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.vm_id} pid={self.pid}>"
+
+
+def _running_record(target: str | os.PathLike[str], registry: Registry | None) -> VmRecord | None:
+    """The host record of ``target`` when it is the id of a recorded VM whose VMM runs."""
+    name = os.fspath(target)
+    if os.sep in name or not name or name.startswith("."):
+        return None  # a path
+    try:
+        record = (registry or Registry()).load(name)
+    except FirecError:  # not an id firec would take, or an unreadable record
+        return None
+    if record is None or record.socket is None or record.vmm is None or not record.vmm.alive():
+        return None
+    return record
