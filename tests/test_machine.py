@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import stat
 import threading
@@ -43,6 +44,27 @@ def builder(vmm_binary: Path, guest_kernel: Path, short_tmp: Path) -> firec.vm.c
 
 
 # -- booting -------------------------------------------------------------------------
+
+
+def test_a_binary_heard_from_is_ready_without_asking_its_version_again(
+    builder: firec.vm.config.Builder, vmm_binary: Path, tmp_path: Path
+) -> None:
+    binary = tmp_path / "vmm"
+    shutil.copy2(vmm_binary, binary)
+    builder = builder.firecracker_binary(binary)
+    with firec.Machine.create(builder.build()) as first:
+        heard = first.client.known_version
+        assert heard is not None
+    # the next machine of that binary knows it before it spawns, and boots as well
+    assert firec.Machine(builder.build()).client.known_version == heard
+    with firec.Machine.create(builder.build()) as second:
+        assert second.client.known_version == heard
+        second.start()
+        assert second.state() is MachineState.RUNNING
+    # a binary changed on disk is asked again
+    mtime = binary.stat().st_mtime_ns + 1_000_000_000
+    os.utime(binary, ns=(mtime, mtime))
+    assert firec.Machine(builder.build()).client.known_version is None
 
 
 def test_boot_print_and_clean_exit(builder: firec.vm.config.Builder) -> None:
