@@ -41,6 +41,7 @@ PAIRS = [
         (PACKAGE / "agent" / "_async" / name, PACKAGE / "agent" / "_sync" / name)
         for name in ("client.py", "files.py", "process.py")
     ),
+    (PACKAGE / "pool" / "_async" / "pool.py", PACKAGE / "pool" / "_sync" / "pool.py"),
 ]
 
 HEADER = (
@@ -63,6 +64,7 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bawait ", ""),
     (r"\bAsyncClient\b", "Client"),
     (r"\bAsyncMachine\b", "Machine"),
+    (r"\bAsyncPool\b", "Pool"),
     (r"\bAsyncUnixSocketTransport\b", "UnixSocketTransport"),
     (r"\bAsyncLineReader\b", "LineReader"),
     (r"\._async\b", "._sync"),

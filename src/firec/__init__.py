@@ -17,7 +17,8 @@ A microVM's whole life, in the shape of the ``firec`` Rust crate::
         machine.shutdown()
     # everything the VM needed is gone again
 
-:class:`AsyncMachine` is the asyncio twin.
+:class:`AsyncMachine` is the asyncio twin. :class:`Pool` (and :class:`AsyncPool`)
+keep microVMs restored from a snapshot ready, and hand each out once.
 
 The low-level clients speak every endpoint of the Firecracker API, typed,
 and refuse what the connected Firecracker version lacks::
@@ -40,12 +41,14 @@ from firec import _moved
 from firec._lazy import lazy_door
 
 if TYPE_CHECKING:
-    from firec import agent, api, cli, errors, host, images, network, snapshots, testing, vm
+    from firec import agent, api, cli, errors, host, images, network, pool, snapshots, testing, vm
     from firec.api import models, versions
     from firec.api._async.client import AsyncClient
     from firec.api._sync.client import Client
     from firec.api.versions import Version
     from firec.errors import APIError, FirecError
+    from firec.pool._async.pool import AsyncPool
+    from firec.pool._sync.pool import Pool
     from firec.snapshots.snapshot import Snapshot
     from firec.vm._async.machine import AsyncMachine
     from firec.vm._sync.machine import Machine
@@ -64,6 +67,7 @@ _HOMES = {
     "APIError": "firec.errors",
     "AsyncClient": "firec.api._async.client",
     "AsyncMachine": "firec.vm._async.machine",
+    "AsyncPool": "firec.pool._async.pool",
     "BootMethod": "firec.vm.config",
     "Builder": "firec.vm.config",
     "Client": "firec.api._sync.client",
@@ -75,6 +79,7 @@ _HOMES = {
     "JailerMode": "firec.vm.jailer",
     "Machine": "firec.vm._sync.machine",
     "MachineState": "firec.vm.state",
+    "Pool": "firec.pool._sync.pool",
     # firec.Snapshot is firec.snapshots.Snapshot, reached through vm.config: the room that
     # teaches Snapshot.config() to build a Config (snapshots may not import vm).
     "Snapshot": "firec.vm.config",
@@ -88,6 +93,7 @@ _SUBPACKAGES = (
     "host",
     "images",
     "network",
+    "pool",
     "snapshots",
     "testing",
     "vm",
@@ -97,6 +103,7 @@ __all__ = [
     "APIError",
     "AsyncClient",
     "AsyncMachine",
+    "AsyncPool",
     "BootMethod",
     "Builder",
     "Client",
@@ -108,6 +115,7 @@ __all__ = [
     "JailerMode",
     "Machine",
     "MachineState",
+    "Pool",
     "Snapshot",
     "Version",
     "__version__",
@@ -119,6 +127,7 @@ __all__ = [
     "images",
     "models",
     "network",
+    "pool",
     "snapshots",
     "testing",
     "versions",

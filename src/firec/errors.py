@@ -35,6 +35,9 @@ catches them all::
   connection to it broke; :class:`CommandError`: a command run through the
   agent failed with ``check=True`` (names the command, carries its result);
   :class:`CommandTimeoutError`: it outlived its timeout and was killed.
+* :class:`PoolError`: a pool of microVMs could not hand one out;
+  :class:`PoolEmptyError`: none was ready, and the caller chose not to
+  restore one now (see :mod:`firec.pool`).
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ __all__ = [
     "InUseError",
     "MachineError",
     "NetworkError",
+    "PoolEmptyError",
+    "PoolError",
     "SnapshotError",
     "StateError",
     "TimeoutError",
@@ -332,3 +337,12 @@ def _shown(command: Sequence[str]) -> str:
 
     text = shlex.join(command)
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+class PoolError(FirecError):
+    """A pool of microVMs (:class:`firec.Pool`) could not hand one out."""
+
+
+class PoolEmptyError(PoolError):
+    """No VM was ready and the caller chose not to restore one now (``when_empty="fail"``),
+    or none became ready within the acquire's timeout (``"wait"``)."""

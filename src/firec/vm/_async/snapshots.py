@@ -36,6 +36,7 @@ from firec.vm._restore import (
 )
 from firec.vm._snapshot_target import SnapshotTarget
 from firec.vm.config import Config
+from firec.vm.fork import Fork
 from firec.vm.state import MachineState
 
 if TYPE_CHECKING:
@@ -188,6 +189,68 @@ class MachineSnapshots(MachineLifecycle):
             failures += [r for r in undone if isinstance(r, BaseException)]
             raise first_failure(failures, n)
         return started
+
+    async def fork(
+        self,
+        n: int = 1,
+        *,
+        config: Config | None = None,
+        configure: Callable[[int, Config], Config] | None = None,
+        network_overrides: PerClone | None = None,
+        vsock_override: str | Callable[[int], str] | None = None,
+        **restore: Any,
+    ) -> Fork[Self]:
+        """Branch this running microVM: ``n`` children restored from its state now.
+
+        The VM is paused, snapshotted (a full snapshot, into its own
+        directory), resumed, and ``n`` children are restored from that
+        snapshot as :meth:`clone` restores them: each a VM of its own (id
+        ``<vm_id>-fork<k>-<i>``, socket, directory, jail), sharing the memory
+        file without copying it. A child of a VM with a vsock device that is
+        not jailed needs a socket of its own: ``vsock_override`` (Firecracker
+        1.16+) is then given one in this VM's directory unless the caller
+        names it; a child of a VM with network interfaces needs taps of its
+        own (``network_overrides`` with ``{i}``, or ``configure``). Example::
+
+            fork = await machine.fork(2)
+            print(f"paused {fork.paused_for * 1000:.1f} ms")
+            for child in fork.children:
+                await child.delete()
+
+        If one child fails, the others are deleted and :meth:`clone`'s error
+        is raised; this VM runs on either way.
+
+        Raises:
+            MachineError: this VM is not running.
+        """
+        started = time.perf_counter()
+        state = await self.state()
+        if state is not MachineState.RUNNING:
+            raise self._failure(f"a fork needs a running VM, and it is {state}", None)
+        self._forks += 1
+        name = f"fork{self._forks}"
+        taken = await self.snapshot(self._launch.vm_dir / "forks" / name, resume=True)
+        paused_for = time.perf_counter() - started
+        if config is None:
+            config = Config.from_snapshot(taken, f"{self.vm_id}-{name}").replace(
+                firecracker_binary=self.config.firecracker_binary,
+                jailer=self.config.jailer,
+                workdir=self.config.workdir,
+                host_record=self.config.host_record,
+            )
+        plain = self.config.jailer is None
+        if vsock_override is None and self._launch.vsock_path is not None and plain:
+            vsock_override = str(self._launch.vm_dir / "forks" / f"{name}-{{i}}.vsock")
+        children = await self.clone(
+            taken,
+            n,
+            config,
+            configure=configure,
+            network_overrides=network_overrides,
+            vsock_override=vsock_override,
+            **restore,
+        )
+        return Fork(children, taken, paused_for, time.perf_counter() - started)
 
     async def _load(self, params: models.SnapshotLoadParams, deadline: float) -> None:
         """``PUT /snapshot/load`` as soon as the socket accepts (it may refuse for a moment)."""

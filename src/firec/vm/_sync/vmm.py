@@ -103,6 +103,7 @@ class MachineVmm:
         self._vsock_listeners: list[io.VsockListener] = []
         self._forwarded: dict[int, Any] = {}
         self._snapshot_base: Snapshot | None = None  # what a diff snapshot applies to
+        self._forks = 0  # how many times this VM was forked (names its fork snapshots)
         self._uffd: UffdHandler | None = None  # firec's page-fault handler of a Uffd restore
         self._registration: Registration | None = None  # its host record (Config.host_record)
         self._full: set[Path] = set()  # output files on a full filesystem, already warned of

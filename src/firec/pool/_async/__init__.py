@@ -1,0 +1,1 @@
+"""The asyncio source of the pool and its waits (``scripts/unasync.py`` writes ``../_sync``)."""
