@@ -358,3 +358,45 @@ def test_plain_pooled_vms_get_their_own_vsock_by_override(
             one.delete()
             two.delete()
     assert_pool_gone("p-vsock", short_tmp)
+
+
+def test_the_memory_budget_bounds_the_pool(
+    snapshot: Snapshot, short_tmp: Path, pool_config: Callable[[str], firec.Config]
+) -> None:
+    budget = 2 * snapshot.memory_size  # 2 VMs of the 3 asked for fit
+    pool = firec.Pool(snapshot, size=3, config=pool_config("p-budget2"), memory_budget=budget)
+    try:
+        with pytest.raises(PoolEmptyError, match="2 of 3 VMs ready"):
+            pool.start(timeout=3)
+        time.sleep(0.3)
+        assert len(pool) == 2 and len(pool_vmms("p-budget2")) == 2
+        vm = pool.acquire(when_empty="fail")  # a hit; the refill stays within the budget
+        vm.delete()
+        until(lambda: len(pool) == 2, "the refill replaces it")
+    finally:
+        pool.close()
+    assert_pool_gone("p-budget2", short_tmp)
+
+
+def test_failed_restores_are_counted_named_and_retried(
+    snapshot: Snapshot, short_tmp: Path, pool_config: Callable[[str], firec.Config]
+) -> None:
+    memory = snapshot.memory_file
+    hidden = memory.with_name("memory.hidden")
+    pool = firec.Pool(snapshot, size=1, config=pool_config("p-fail"))
+    memory.rename(hidden)  # every restore now fails before it spawns anything
+    try:
+        with pytest.raises(PoolEmptyError, match=r"0 of 1 VMs ready .*SnapshotError"):
+            pool.start(timeout=1)
+        assert pool.stats.failures >= 1 and "SnapshotError" in (pool.stats.last_error or "")
+        with pytest.raises(firec.errors.SnapshotError):
+            pool.acquire()  # restored for the caller: the error is the caller's
+        hidden.rename(memory)  # the refill retries, and recovers
+        until(lambda: len(pool) == 1, "the refill recovers")
+        with pool.acquire() as vm:
+            assert vm.state() is MachineState.RUNNING
+    finally:
+        if hidden.exists():
+            hidden.rename(memory)
+        pool.close()
+    assert_pool_gone("p-fail", short_tmp)
