@@ -22,6 +22,7 @@ Target: ``acquire()`` at most 1 ms at the median.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import time
 import uuid
@@ -73,6 +74,13 @@ def main() -> None:
     parser.add_argument("--clones", type=int, default=50)
     args = parser.parse_args()
     workdir = scratch_dir("firec-pool-")
+    try:
+        run(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> None:
     state = host_state_in(workdir)
     binary, name = vmm_binary(workdir)
     base = (
