@@ -27,6 +27,7 @@ from firec.api.versions import Version
 from firec.errors import ConfigError, MachineError, SnapshotError, UnsupportedError
 from firec.snapshots._sparse import data_extents
 from firec.snapshots.snapshot import MANIFEST, Snapshot
+from firec.snapshots.uffd import UffdHandler
 from firec.testing.guest import BOOT_LINE
 from firec.vm.config import Config
 from firec.vm.state import MachineState
@@ -399,6 +400,34 @@ def test_uffd_restore_serves_pages_and_keeps_running(
     assert not socket_path.exists()
     assert_nothing_left(launch, restored.pid)
     assert fingerprint(snap) == before
+
+
+def test_one_uffd_handler_serves_every_clone(
+    builder: firec.Builder, short_tmp: Path, version: Version
+) -> None:
+    if version < Version(1, 1, 0):
+        pytest.skip(f"the Uffd backend needs Firecracker 1.1; this one is {version}")
+    snap = take(builder, short_tmp / "snap")
+    config = builder.build().replace(vm_id="ushare")
+    with UffdHandler(short_tmp / "u.sock", snap.memory_file, clients=None) as handler:
+        clones = firec.Machine.clone(snap, 3, config, backend="Uffd", uffd_handler=handler)
+        try:
+            assert handler.peers_served == 3
+            assert len({c.pid for c in clones}) == 3  # three Firecrackers, one handler
+            deadline = time.monotonic() + 5
+            while handler.pages_served < 3 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert handler.pages_served >= 3  # every clone's first touches
+            clones[0].delete()  # one goes: the others are served on
+            clones[1].pause()
+            clones[1].resume()
+            assert clones[2].state() is MachineState.RUNNING
+            assert handler.error is None and handler._thread is not None
+            assert handler._thread.is_alive()
+        finally:
+            for clone in clones:
+                clone.delete()
+    assert not (short_tmp / "u.sock").exists()
 
 
 # -- diff snapshots ------------------------------------------------------------------------------

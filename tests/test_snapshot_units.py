@@ -381,6 +381,39 @@ def test_handler_serves_pages_from_the_memory_file(tmp_path: Path) -> None:
         os.close(uffd)
 
 
+def test_one_handler_serves_many_guests(tmp_path: Path) -> None:
+    pages = 16
+    content = _memory_file(tmp_path / "memory", pages)
+    size = pages * PAGE
+    guests = []  # (userfaultfd, address) of each "Firecracker"
+    try:
+        with UffdHandler(tmp_path / "uffd.sock", tmp_path / "memory", clients=None) as handler:
+            conns = []
+            for _ in range(3):
+                uffd, address = open_userfaultfd(), map_anonymous(size)
+                guests.append((uffd, address))
+                register(uffd, address, size)
+                region = [GuestRegion(address, size, 0)]
+                conns.append(send_handshake(tmp_path / "uffd.sock", region, uffd))
+            _wait_for(lambda: handler.peers_served == 3)
+            assert handler.peers_served == 3
+            for number, (_, address) in enumerate(guests):  # each its own copy of the page
+                page = number + 5
+                got = _read_in_thread(address + page * PAGE, 8)
+                assert got == content[page * PAGE : page * PAGE + 8]
+            _wait_for(lambda: handler.pages_served >= 3)
+            assert handler.pages_served == 3 and handler.error is None
+            for conn in conns:
+                conn.close()
+        assert not (tmp_path / "uffd.sock").exists()
+    finally:
+        for uffd, address in guests:
+            unmap(address, size)
+            os.close(uffd)
+    with pytest.raises(ValueError, match="at least 1"):
+        UffdHandler(tmp_path / "other.sock", tmp_path / "memory", clients=0)
+
+
 def test_handler_reads_every_handshake_shape(tmp_path: Path) -> None:
     shapes = [
         {"base_host_virt_addr": 4096, "size": 8192, "offset": 0},  # 1.1

@@ -44,7 +44,9 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -74,6 +76,17 @@ __all__ = [
 ]
 
 
+@dataclass
+class _Peer:
+    """One Firecracker the handler serves: its userfaultfd, memory and process."""
+
+    uffd: int
+    regions: list[GuestRegion]
+    pid: int | None
+    pidfd: int  # readable once that Firecracker exits (-1 when it could not be opened)
+    removed: list[tuple[int, int]] = field(default_factory=list)  # (start, end) the balloon gave
+
+
 class UffdHandler:
     """A page-fault handler serving guest memory from a snapshot's memory file.
 
@@ -82,18 +95,33 @@ class UffdHandler:
     :meth:`close` or until Firecracker goes away). Use it as a context manager,
     or call :meth:`close`.
 
+    One handler can serve many clones of a snapshot (``clients=None``, or a
+    number): one thread and one mapping of the memory file for all of them,
+    each Firecracker connecting when its restore loads the snapshot (give the
+    handler as ``uffd_handler`` to each restore, or to :meth:`Machine.clone
+    <firec.Machine.clone>`). Each clone still gets its own copy of every page
+    it touches (the pages go into its anonymous memory); what is shared is the
+    handler. Example::
+
+        with UffdHandler("/run/snap-uffd.sock", snap.memory_file, clients=None) as handler:
+            clones = Machine.clone(snap, 10, backend="Uffd", uffd_handler=handler)
+
     Args:
         socket_path: the Unix socket to listen on (Firecracker's ``backend_path``;
             in a jail, its host path).
         memory_file: the snapshot's memory file (only read).
         owner: ``(uid, gid)`` to give the socket to (a jailed Firecracker's user).
-        connect_timeout: seconds to wait for Firecracker's handshake.
+        connect_timeout: seconds to wait for the first Firecracker's handshake
+            (with ``clients=1``; a handler for many waits until closed).
+        clients: how many Firecrackers it serves: it stops once they have all
+            come and gone; ``None``: any number, until :meth:`close`.
 
     Attributes:
-        pages_served: pages copied from the memory file so far.
+        pages_served: pages copied from the memory file so far (all clients).
         zero_pages: pages served as zeros (after a balloon removed them).
-        regions: the guest memory regions of the handshake.
-        peer_pid: Firecracker's process id (``SO_PEERCRED``).
+        peers_served: how many Firecrackers have connected so far.
+        regions: the guest memory regions of the first handshake.
+        peer_pid: the first Firecracker's process id (``SO_PEERCRED``).
         error: what stopped the handler, if it failed.
     """
 
@@ -104,16 +132,23 @@ class UffdHandler:
         *,
         owner: tuple[int, int] | None = None,
         connect_timeout: float = 30.0,
+        clients: int | None = 1,
     ) -> None:
+        if clients is not None and clients < 1:
+            raise ValueError(f"clients must be at least 1 (or None), not {clients}")
         self.socket_path = Path(socket_path)
         self.memory_file = Path(memory_file)
         self.connect_timeout = connect_timeout
+        self.clients = clients
         self.pages_served = 0
         self.zero_pages = 0
+        self.peers_served = 0
         self.regions: list[GuestRegion] = []
         self.peer_pid: int | None = None
         self.error: BaseException | None = None
-        self._removed: list[tuple[int, int]] = []
+        self._removed: list[tuple[int, int]] = []  # the first peer's (see _Peer.removed)
+        self._peers: dict[int, _Peer] = {}  # by userfaultfd and by pidfd
+        self._source = (0, 0)  # the memory file's mapping: (address, size)
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop_read, self._stop_write = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -124,7 +159,7 @@ class UffdHandler:
             self._listener.bind(os.fspath(self.socket_path))
             if owner is not None:
                 os.chown(self.socket_path, *owner)
-            self._listener.listen(1)
+            self._listener.listen(1 if clients == 1 else 64)
         except BaseException:
             self._release()
             raise
@@ -139,111 +174,151 @@ class UffdHandler:
         return self
 
     def wait_connected(self, timeout: float | None = None) -> bool:
-        """Wait until Firecracker's handshake arrived; ``False`` on timeout."""
+        """Wait until a (the first) Firecracker's handshake arrived; ``False`` on timeout."""
         return self._connected.wait(timeout)
 
     @property
     def connected(self) -> bool:
-        """Whether Firecracker's handshake arrived."""
+        """Whether a Firecracker's handshake arrived."""
         return self._connected.is_set()
 
     def serve(self) -> None:
-        """Accept Firecracker, take the handshake and serve page faults (blocking).
+        """Accept Firecrackers, take their handshakes and serve page faults (blocking).
 
-        Returns when :meth:`close` is called or Firecracker exits; a failure
-        is kept in :attr:`error`.
+        Returns when :meth:`close` is called, or once every client has come
+        and gone; a failure is kept in :attr:`error`.
         """
-        uffd = -1
-        address, size = 0, 0
         try:
-            conn = self._accept()
-            if conn is None:
-                return
-            with conn:
-                self.regions, uffd = receive_handshake(conn, self.connect_timeout)
-                self.peer_pid = _peer_pid(conn)
-            size = os.fstat(self._memory_fd).st_size
-            needed = max(r.offset + r.size for r in self.regions)
-            if size < needed:
-                raise UffdError(
-                    f"{self.memory_file} has {size} bytes; the guest memory needs {needed}"
-                )
-            address = _kernel.map_file(self._memory_fd, size, str(self.memory_file))
-            self._connected.set()
-            self._loop(uffd, address)
+            self._serve()
         except BaseException as exc:  # kept for the owner: a thread cannot raise to it
             self.error = exc
         finally:
-            if uffd >= 0:
-                os.close(uffd)
+            for fd in list(self._peers):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._peers.clear()
+            address, size = self._source
             if address:
                 unmap(address, size)
+            self._source = (0, 0)
 
-    def _accept(self) -> socket.socket | None:
+    def _serve(self) -> None:
         listener = self._listener.fileno()
-        ready = select.select([listener, self._stop_read], [], [], self.connect_timeout)[0]
-        if self._stop_read in ready:
-            return None
-        if not ready:
-            raise UffdError(
-                f"Firecracker did not connect to {self.socket_path} "
-                f"within {self.connect_timeout:g}s"
-            )
-        conn, _ = self._listener.accept()
-        return conn
-
-    def _loop(self, uffd: int, source: int) -> None:
         poller = select.poll()
-        poller.register(uffd, select.POLLIN)
+        poller.register(listener, select.POLLIN)
         poller.register(self._stop_read, select.POLLIN)
-        peer = -1
-        if self.peer_pid is not None:
-            with contextlib.suppress(OSError):
-                peer = os.pidfd_open(self.peer_pid)  # readable once Firecracker exits
-                poller.register(peer, select.POLLIN)
+        listening, started = True, time.monotonic()
+        while listening or self._peers:
+            timeout = None
+            if self.clients == 1 and not self.peers_served:
+                left = self.connect_timeout - (time.monotonic() - started)
+                if left <= 0:
+                    raise UffdError(
+                        f"Firecracker did not connect to {self.socket_path} "
+                        f"within {self.connect_timeout:g}s"
+                    )
+                timeout = max(1, round(left * 1000))
+            for fd, events in poller.poll(timeout):
+                if fd == self._stop_read:
+                    return
+                if fd == listener:
+                    self._take_peer(poller)
+                    if self.clients is not None and self.peers_served >= self.clients:
+                        poller.unregister(listener)
+                        listening = False
+                    continue
+                peer = self._peers.get(fd)
+                if peer is None:
+                    continue  # dropped earlier in this round
+                gone = fd != peer.uffd or bool(
+                    events & (select.POLLERR | select.POLLHUP | select.POLLNVAL)
+                )
+                if not gone:
+                    try:
+                        gone = not self._serve_peer(peer)
+                    except UffdError as exc:  # that guest's memory cannot be served: it
+                        self.error = exc  # waits, killable; the others are served on
+                        gone = True
+                if gone:
+                    self._drop(peer, poller)
+
+    def _take_peer(self, poller: select.poll) -> None:
+        """Accept a Firecracker, take its handshake, and serve it from now on."""
+        conn, _ = self._listener.accept()
+        with conn:
+            regions, uffd = receive_handshake(conn, self.connect_timeout)
+            pid = _peer_pid(conn)
         try:
-            self._serve_events(poller, uffd, source, peer)
-        finally:
-            if peer >= 0:
-                os.close(peer)
+            self._map_source(regions)
+            pidfd = -1
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    pidfd = os.pidfd_open(pid)
+        except BaseException:
+            os.close(uffd)
+            raise
+        peer = _Peer(uffd, regions, pid, pidfd)
+        if not self.peers_served:
+            self.regions, self.peer_pid, self._removed = regions, pid, peer.removed
+        self.peers_served += 1
+        self._peers[uffd] = peer
+        poller.register(uffd, select.POLLIN)
+        if pidfd >= 0:
+            self._peers[pidfd] = peer
+            poller.register(pidfd, select.POLLIN)
+        self._connected.set()
 
-    def _serve_events(self, poller: select.poll, uffd: int, source: int, peer: int) -> None:
-        while True:
-            for fd, events in poller.poll():
-                if fd in (self._stop_read, peer):
-                    return
-                if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
-                    return  # Firecracker is gone
-            try:
-                data = os.read(uffd, _kernel.MSG_SIZE * 64)
-            except BlockingIOError:
-                continue
-            if not data:
-                return
-            size = _kernel.MSG_SIZE
-            for start in range(0, len(data) - size + 1, size):
-                if not self._handle(uffd, source, data[start : start + size]):
-                    return
+    def _map_source(self, regions: list[GuestRegion]) -> None:
+        """Map the memory file (once), refusing one too short for ``regions``."""
+        size = os.fstat(self._memory_fd).st_size
+        needed = max(r.offset + r.size for r in regions)
+        if size < needed:
+            raise UffdError(f"{self.memory_file} has {size} bytes; the guest memory needs {needed}")
+        if not self._source[0]:
+            address = _kernel.map_file(self._memory_fd, size, str(self.memory_file))
+            self._source = (address, size)
 
-    def _handle(self, uffd: int, source: int, message: bytes) -> bool:
+    def _drop(self, peer: _Peer, poller: select.poll) -> None:
+        """Stop serving ``peer`` (its Firecracker exited, or its userfaultfd failed)."""
+        for fd in (peer.uffd, peer.pidfd):
+            if fd >= 0 and self._peers.pop(fd, None) is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    poller.unregister(fd)
+                os.close(fd)
+
+    def _serve_peer(self, peer: _Peer) -> bool:
+        """Answer what ``peer``'s userfaultfd holds; ``False`` once that Firecracker is gone."""
+        try:
+            data = os.read(peer.uffd, _kernel.MSG_SIZE * 64)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        size = _kernel.MSG_SIZE
+        for start in range(0, len(data) - size + 1, size):
+            if not self._handle(peer, data[start : start + size]):
+                return False
+        return True
+
+    def _handle(self, peer: _Peer, message: bytes) -> bool:
         event = message[0]
         first, second = struct.unpack_from("QQ", message, 8)
         if event == _kernel.UFFD_EVENT_REMOVE:  # (start, end) the balloon gave back
-            self._removed.append((first, second))
+            peer.removed.append((first, second))
             return True
         if event == _kernel.UFFD_EVENT_UNMAP:
             return True
         if event != _kernel.UFFD_EVENT_PAGEFAULT:
             return True
         address = second  # (flags, address)
-        region = next((r for r in self.regions if r.contains(address)), None)
+        region = next((r for r in peer.regions if r.contains(address)), None)
         if region is None:
             raise UffdError(f"page fault at {address:#x}, outside every guest memory region")
         page = address & ~(region.page_size - 1)
-        if any(start <= page < end for start, end in self._removed):
-            return self._zero(uffd, page, region.page_size)
-        src = source + region.offset + (page - region.base_host_virt_addr)
-        return self._copy(uffd, page, src, region.page_size)
+        if any(start <= page < end for start, end in peer.removed):
+            return self._zero(peer.uffd, page, region.page_size)
+        src = self._source[0] + region.offset + (page - region.base_host_virt_addr)
+        return self._copy(peer.uffd, page, src, region.page_size)
 
     def _copy(self, uffd: int, page: int, src: int, length: int) -> bool:
         while True:
