@@ -9,7 +9,8 @@ named by FIRECRACKER_BIN), with firec's tiny test guest (``--mem`` MiB):
 * a cold ``Machine.restore`` of the same snapshot (with resume), and a cold
   boot (``Machine.create`` + ``start``, until InstanceStart is answered);
 * ``machine.fork(1)`` of a running guest: how long the parent was paused,
-  and the time until the child ran;
+  and the time until the child ran, with full snapshots, and with the diff
+  snapshots of a guest that tracks dirty pages (its forks after the first);
 * the host memory of ``--clones`` clones of the snapshot (each restored with
   the File backend, which maps the memory file privately): the sum of their
   VMMs' proportional set sizes (Pss), against one guest's memory.
@@ -115,12 +116,23 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
             cold.start()
             boot.append(time.perf_counter() - started)
 
-    paused, child_in = [], []
-    with booted(fresh(base)) as parent:
+    paused, child_in, diff_paused, diff_child_in = [], [], [], []
+    with booted(fresh(base)) as parent:  # no dirty page tracking: full snapshots
         for _ in range(5):
             fork = parent.fork(1)
             paused.append(fork.paused_for)
             child_in.append(fork.children_in)
+            for child in fork.children:
+                child.delete()
+    tracking = fresh(base).replace(
+        machine=base.machine.model_copy(update={"track_dirty_pages": True})
+    )
+    with booted(tracking) as parent:  # after its first fork, diff snapshots
+        for number in range(6):
+            fork = parent.fork(1)
+            if number:
+                diff_paused.append(fork.paused_for)
+                diff_child_in.append(fork.children_in)
             for child in fork.children:
                 child.delete()
 
@@ -140,7 +152,10 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
         f"  pool: hits {stats.hits}, misses {stats.misses}, refill median "
         f"{(stats.refill_latency or 0) * 1e3:.1f} ms, failures {stats.failures}"
     )
-    print(f"  fork(1): parent paused {ms(paused)}; child running after {ms(child_in)}")
+    print(f"  fork(1), full snapshot: parent paused {ms(paused)}")
+    print(f"                          child running after {ms(child_in)}")
+    print(f"  fork(1), diff snapshot: parent paused {ms(diff_paused)}")
+    print(f"                          child running after {ms(diff_child_in)}")
     print(
         f"  {args.clones} clones: {total / 1024:.1f} MiB of host memory (Pss) for "
         f"{args.clones * args.mem} MiB of guest memory"

@@ -20,6 +20,7 @@ import pytest
 import firec
 import firec.network as fn
 from firec._proc import ProcessRef
+from firec.api.models import SnapshotType
 from firec.api.versions import Version
 from firec.errors import PoolEmptyError, ValidationError
 from firec.host.registry import Registry
@@ -400,3 +401,22 @@ def test_failed_restores_are_counted_named_and_retried(
             hidden.rename(memory)
         pool.close()
     assert_pool_gone("p-fail", short_tmp)
+
+
+def test_later_forks_of_a_vm_that_tracks_dirty_pages_write_only_those(
+    builder: firec.Builder,
+) -> None:
+    config = builder.machine_cfg().track_dirty_pages(True).build().build()
+    with firec.Machine.create(config) as parent:
+        parent.start()
+        assert BOOT_LINE in console_text(parent, BOOT_LINE)
+        forks = [parent.fork(1) for _ in range(3)]
+        try:
+            assert [f.diff for f in forks] == [False, True, True]  # the first has no base
+            for fork in forks:
+                assert fork.snapshot is not None and fork.snapshot.type is SnapshotType.FULL
+                assert fork.children[0].state() is MachineState.RUNNING
+            assert parent.state() is MachineState.RUNNING
+        finally:
+            for fork in forks:
+                fork.children[0].delete()

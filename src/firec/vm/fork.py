@@ -30,9 +30,12 @@ class Fork(Generic[M]):
             running on their mapped memory).
         paused_for: seconds the parent was paused (its snapshot being taken).
         children_in: seconds from the fork's start until every child ran.
+        diff: whether the parent's pause wrote only the pages it changed since
+            its previous snapshot (the children's snapshot was merged after).
     """
 
     children: list[M]
     snapshot: Snapshot | None
     paused_for: float
     children_in: float
+    diff: bool = False

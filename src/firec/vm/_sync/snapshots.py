@@ -201,15 +201,21 @@ class MachineSnapshots(MachineLifecycle):
     ) -> Fork[Self]:
         """Branch this running microVM: ``n`` children restored from its state now.
 
-        The VM is paused, snapshotted (a full snapshot, into its own
-        directory), resumed, and ``n`` children are restored from that
-        snapshot as :meth:`clone` restores them: each a VM of its own (id
+        The VM is paused, snapshotted (into its own directory), resumed, and
+        ``n`` children are restored from that snapshot as :meth:`clone`
+        restores them: each a VM of its own (id
         ``<vm_id>-fork<k>-<i>``, socket, directory, jail), sharing the memory
         file without copying it. A child of a VM with a vsock device that is
         not jailed needs a socket of its own: ``vsock_override`` (Firecracker
         1.16+) is then given one in this VM's directory unless the caller
         names it; a child of a VM with network interfaces needs taps of its
-        own (``network_overrides`` with ``{i}``, or ``configure``). Example::
+        own (``network_overrides`` with ``{i}``, or ``configure``).
+
+        The first fork takes a full snapshot. A VM that tracks dirty pages
+        (``track_dirty_pages`` in its machine config) is paused for later
+        forks only while Firecracker writes the pages it changed since (a diff
+        snapshot); the full memory file the children need is merged after it
+        runs on. Example::
 
             fork = machine.fork(2)
             print(f"paused {fork.paused_for * 1000:.1f} ms")
@@ -228,8 +234,15 @@ class MachineSnapshots(MachineLifecycle):
             raise self._failure(f"a fork needs a running VM, and it is {state}", None)
         self._forks += 1
         name = f"fork{self._forks}"
-        taken = self.snapshot(self._launch.vm_dir / "forks" / name, resume=True)
+        forks = self._launch.vm_dir / "forks"
+        # after a first snapshot, a VM that tracks dirty pages writes only those: a
+        # short pause; the children's full memory file is merged after it resumes
+        diff = self._snapshot_base is not None and bool(self.config.machine.track_dirty_pages)
+        taken = self.snapshot(forks / name, diff=diff, resume=True)
         paused_for = time.perf_counter() - started
+        if diff:
+            taken = io.run_blocking(taken.flatten, forks / f"{name}-full")
+            self._snapshot_base = taken  # the next diff applies to this merged state
         if config is None:
             config = Config.from_snapshot(taken, f"{self.vm_id}-{name}").replace(
                 firecracker_binary=self.config.firecracker_binary,
@@ -249,7 +262,7 @@ class MachineSnapshots(MachineLifecycle):
             vsock_override=vsock_override,
             **restore,
         )
-        return Fork(children, taken, paused_for, time.perf_counter() - started)
+        return Fork(children, taken, paused_for, time.perf_counter() - started, diff=diff)
 
     def _load(self, params: models.SnapshotLoadParams, deadline: float) -> None:
         """``PUT /snapshot/load`` as soon as the socket accepts (it may refuse for a moment)."""
