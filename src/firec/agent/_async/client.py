@@ -181,33 +181,51 @@ class AsyncClient:
         """One operation: ``message``, then ``send``'s chunks (ended by an empty frame), or
         the agent's data frames to ``receive``; the agent's (last) reply."""
         request = protocol.encode_control(message)
+        channel, _, first = await self._send_request(request, answer=True, send=send)
+        assert first is not None
+        kind, payload = first
+        try:
+            if kind != Kind.CONTROL:
+                raise AgentError("protocol", f"the agent answered {op} with a {kind.name} frame")
+            reply = protocol.decode_control(payload)
+            if receive is not None and reply.get("ok") is True:
+                reply = await self._receive(channel, receive, op) or reply
+        except BaseException:
+            await channel.close()
+            raise
+        await self._release(channel)
+        return protocol.check_reply(reply, op=op, target=target)
+
+    async def _send_request(
+        self, request: bytes, *, answer: bool, send: Iterable[bytes] | None = None
+    ) -> tuple[Channel, bool, tuple[Kind, Payload] | None]:
+        """Send ``request`` (then ``send``'s chunks, ended by an empty frame) on a pooled
+        connection, and hear the first frame of the answer when ``answer``: the connection,
+        whether it was used before, and that frame (None without ``answer``).
+
+        A reused connection found dead before the agent answered (it died while idle: the
+        agent never saw the request) is closed and the request sent once more on a fresh
+        one, unless data frames were sent; on any other failure the connection is closed
+        and the error raised.
+        """
         for attempt in range(2):
             channel, reused = await self._acquire()
-            answered = False
             try:
                 await channel.send_raw(request)
                 if send is not None:
                     for piece in send:
                         await channel.send(Kind.DATA, piece)
                     await channel.send(Kind.DATA)
-                kind, payload = await channel.recv()
-                answered = True
-                if kind != Kind.CONTROL:
-                    why = f"the agent answered {op} with a {kind.name} frame"
-                    raise AgentError("protocol", why)
-                reply = protocol.decode_control(payload)
-                if receive is not None and reply.get("ok") is True:
-                    reply = await self._receive(channel, receive, op) or reply
+                first = await channel.recv() if answer else None
             except AgentConnectionError:
                 await channel.close()
-                if reused and not answered and send is None and attempt == 0:
+                if reused and send is None and attempt == 0:
                     continue  # a connection that died while idle: the agent never saw this
                 raise
             except BaseException:
                 await channel.close()
                 raise
-            await self._release(channel)
-            return protocol.check_reply(reply, op=op, target=target)
+            return channel, reused, first
         raise AssertionError("unreachable")
 
     async def _receive(
@@ -237,19 +255,7 @@ class AsyncClient:
         """Send an exec that is not answered until it ends: its process, at once, and
         whether its connection was used before."""
         request = protocol.encode_control(message)
-        for attempt in range(2):
-            channel, reused = await self._acquire()
-            try:
-                await channel.send_raw(request)
-            except AgentConnectionError:
-                await channel.close()
-                if reused and attempt == 0:
-                    continue
-                raise
-            except BaseException:
-                await channel.close()
-                raise
-            break
+        channel, reused, _ = await self._send_request(request, answer=False)
         stdin = bool(message["stdin"])
         process = Process(
             channel, shown, 0, stdin_open=stdin, timeout=timeout, release=self._release
@@ -260,20 +266,9 @@ class AsyncClient:
         self, shown: tuple[str, ...], message: dict[str, Any], timeout: float | None
     ) -> Process:
         request = protocol.encode_control(message)
-        for attempt in range(2):
-            channel, reused = await self._acquire()
-            try:
-                await channel.send_raw(request)
-                kind, payload = await channel.recv()
-            except AgentConnectionError:
-                await channel.close()
-                if reused and attempt == 0:
-                    continue
-                raise
-            except BaseException:
-                await channel.close()
-                raise
-            break
+        channel, _, first = await self._send_request(request, answer=True)
+        assert first is not None
+        kind, payload = first
         reply = protocol.decode_control(payload) if kind == Kind.CONTROL else {}
         if reply.get("ok") is not True:
             if message["stdin"] and kind == Kind.CONTROL:
