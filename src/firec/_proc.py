@@ -4,7 +4,8 @@ The ground floor's view of processes, for every room above it: the API
 client watches a Firecracker's VMM thread (:class:`VmmThreadWatch`, for the
 requests Firecracker 1.0 to 1.3 lose) and finds who serves a socket
 (:func:`socket_peer_pid`); network records and host records name their
-processes (:class:`ProcessRef`, with :func:`boot_id`). :mod:`firec.vm.process`
+processes (:class:`ProcessRef`, with :func:`boot_id`); the registry and a
+connecting machine find a VMM by its arguments (:func:`command_lines`). :mod:`firec.vm.process`
 builds the VMM's process and its exit watch on these, and exports them all.
 
 Example::
@@ -22,7 +23,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ __all__ = [
     "VmmThreadWatch",
     "VmmThreads",
     "boot_id",
+    "command_lines",
     "socket_peer_pid",
     "wait_until",
 ]
@@ -186,6 +188,37 @@ class ProcessRef:
         """Whether the process is gone from the process table (not even a zombie)."""
         fields = _stat_fields(self.pid)
         return fields is None or len(fields) < 20 or int(fields[19]) != self.start
+
+
+def command_lines(*, skip_self: bool = False) -> Iterator[tuple[int, list[bytes]]]:
+    """Every process's pid and arguments (``/proc/<pid>/cmdline``, as bytes), pid by pid.
+
+    A process that ends while it is read is left out, and so is one whose
+    arguments cannot be read; a kernel thread's are empty. With
+    ``skip_self``, this process is left out too.
+
+    Example::
+
+        >>> import os, sys
+        >>> mine = dict(command_lines())[os.getpid()]
+        >>> mine == [os.fsencode(arg) for arg in sys.orig_argv]
+        True
+        >>> os.getpid() in dict(command_lines(skip_self=True))
+        False
+    """
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if skip_self and pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue  # it ended, or is not ours to read
+        yield pid, raw.removesuffix(b"\0").split(b"\0") if raw else []
 
 
 def wait_until(done: Callable[[], bool], timeout: float) -> bool:

@@ -27,6 +27,7 @@ from firec._proc import (
     VmmThreadWatch,
     _kill,
     boot_id,
+    command_lines,
     socket_peer_pid,
     wait_until,
 )
@@ -264,15 +265,8 @@ def process_args(pid: int) -> list[str]:
 def find_vmm_pid(socket_path: str) -> int | None:
     """The pid of the VMM started with ``--api-sock socket_path``, from the process table."""
     wanted = os.fsencode(socket_path)
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
+    for pid, argv in command_lines():
         for flag, value in itertools.pairwise(argv):
             if flag == b"--api-sock" and value == wanted:
-                return int(entry.name)
+                return pid
     return None

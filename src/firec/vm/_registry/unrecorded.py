@@ -24,6 +24,7 @@ import struct
 from collections.abc import Sequence
 from pathlib import Path
 
+from firec._proc import command_lines
 from firec.vm._registry.records import VmRecord
 from firec.vm.layout import JailedLayout, layout_from_record
 
@@ -62,26 +63,19 @@ def _find_by_command_line(record: VmRecord) -> list[int]:
     layout = layout_from_record(Path(record.vm_dir or "/"), record.jail, record.jail_owner)
     jail = layout if isinstance(layout, JailedLayout) else None
     found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
+    for pid, argv in command_lines(skip_self=True):
         flags = dict(itertools.pairwise(argv))
         if flags.get(b"--id") != wanted_id:
             continue
         if jail is None:
             if record.socket and flags.get(b"--api-sock") == os.fsencode(record.socket):
-                found.append(int(entry.name))
+                found.append(pid)
         elif flags.get(b"--chroot-base-dir") == os.fsencode(jail.chroot_base):
-            found.append(int(entry.name))  # the jailer, before its exec
+            found.append(pid)  # the jailer, before its exec
         elif flags.get(b"--emulate-chroot") == os.fsencode(jail.root):
-            found.append(int(entry.name))  # firec's emulator, as its emulated jailer ran it
-        elif b"--start-time-us" in flags and _jail_root_of(int(entry.name)) == jail.root:
-            found.append(int(entry.name))  # Firecracker as the jailer exec'd it
+            found.append(pid)  # firec's emulator, as its emulated jailer ran it
+        elif b"--start-time-us" in argv and _jail_root_of(pid) == jail.root:
+            found.append(pid)  # Firecracker as the jailer exec'd it
     return found
 
 
