@@ -1,12 +1,19 @@
 """What the benchmarks share: the VMM to run, a bare HTTP client over AF_UNIX, interleaved rounds.
 
+The boot and snapshot benchmarks share their guest too: its kernel arguments
+and machine (:data:`BOOT_ARGS`, :data:`MACHINE`), firec's config of it
+(:func:`sdk_config`), and the raw path's spawn (:func:`raw_vmm`), API boot
+(:func:`raw_api_boot`) and config file (:func:`write_config_file`).
+
 The bench scripts run as ``python bench/<name>.py``, which puts this directory
 first on ``sys.path``: they import this module as ``_common``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import json
 import os
 import random
 import socket
@@ -15,14 +22,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import firec
+
+if TYPE_CHECKING:
+    from firec.vm.console import Console
 
 #: Seconds a VMM gets to create its API socket.
 SOCKET_TIMEOUT = 10.0
 #: Seconds over which the start of each run is spread at random (longer than a
 #: kernel timer tick at any HZ >= 100); see :func:`interleave`.
 PHASE_SPREAD = 0.010
+#: The test guest's kernel arguments (its console on the serial port) and machine, on every path.
+BOOT_ARGS = "console=ttyS0"
+MACHINE = {"vcpu_count": 1, "mem_size_mib": 64}
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -110,6 +126,97 @@ def request_when_listening(
     response = connection.getresponse()
     response.read()
     return response
+
+
+def sdk_config(
+    binary: str,
+    kernel: Path,
+    workdir: Path,
+    *,
+    vm_id: str | None = None,
+    console: Console | None = None,
+    boot_method: str = "api",
+) -> firec.Config:
+    """firec's config of the test guest (:data:`BOOT_ARGS`, :data:`MACHINE`) on ``binary``.
+
+    Its VM directories go under ``workdir``; ``vm_id`` None is a random id.
+    """
+    builder = (
+        firec.Config.builder(vm_id, kernel)
+        .kernel_args(BOOT_ARGS)
+        .firecracker_binary(binary)
+        .workdir(workdir / "vms")
+        .boot_method(boot_method)
+    )
+    if console is not None:
+        builder = builder.console(console)
+    return (
+        builder.machine_cfg()
+        .vcpu_count(MACHINE["vcpu_count"])
+        .mem_size_mib(MACHINE["mem_size_mib"])
+        .build()
+        .build()
+    )
+
+
+@contextlib.contextmanager
+def raw_vmm(
+    binary: str,
+    workdir: Path,
+    name: str,
+    *args: str,
+    stdin: int | None = None,
+    stdout: int = subprocess.PIPE,
+) -> Iterator[tuple[subprocess.Popen[bytes], Path, float]]:
+    """Spawn the VMM as the raw paths do, and kill it at the end.
+
+    Its API socket and log are ``<name>.sock`` and ``<name>.log`` in
+    ``workdir``, then come ``args``. Gives the process, its socket and when it
+    was spawned (:func:`time.perf_counter`, read just before). At the end it
+    is killed and reaped, and its socket removed.
+    """
+    sock, log = workdir / f"{name}.sock", workdir / f"{name}.log"
+    log.touch()
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [binary, "--api-sock", str(sock), "--log-path", str(log), *args],
+        stdin=stdin,
+        stdout=stdout,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield process, sock, started
+    finally:
+        process.kill()
+        process.wait()
+        sock.unlink(missing_ok=True)
+
+
+def raw_api_boot(process: subprocess.Popen[bytes], sock: Path, kernel: Path) -> None:
+    """Boot the test guest over the API with the bare client: machine, boot source, start."""
+    wait_for_socket(sock, process)
+    connection = UnixHTTPConnection(str(sock))
+    for path, body in (
+        ("/machine-config", MACHINE),
+        ("/boot-source", {"kernel_image_path": str(kernel), "boot_args": BOOT_ARGS}),
+        ("/actions", {"action_type": "InstanceStart"}),
+    ):
+        response = request_when_listening(connection, "PUT", path, json.dumps(body))
+        assert response.status == 204, (path, response.status)
+
+
+def write_config_file(path: Path, kernel: Path) -> Path:
+    """Write the test guest's ``--config-file`` to ``path``; ``path``."""
+    path.write_text(
+        json.dumps(
+            {
+                "boot-source": {"kernel_image_path": str(kernel), "boot_args": BOOT_ARGS},
+                "machine-config": MACHINE,
+                "drives": [],
+            }
+        )
+    )
+    return path
 
 
 def interleave(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import select
 import shutil
@@ -35,20 +34,20 @@ from pathlib import Path
 
 import firec
 from _common import (
-    UnixHTTPConnection,
     host_state_in,
     interleave,
+    raw_api_boot,
+    raw_vmm,
     report,
-    request_when_listening,
     scratch_dir,
+    sdk_config,
     vmm_binary,
-    wait_for_socket,
+    write_config_file,
 )
 from firec.testing.guest import build_test_guest
 from firec.vm.console import Console
 
 TARGET = 1.10
-BOOT_ARGS = "console=ttyS0"
 
 
 def first_byte(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
@@ -59,78 +58,28 @@ def first_byte(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
 
 
 def raw_api(binary: str, kernel: Path, workdir: Path) -> float:
-    sock, log = workdir / "raw.sock", workdir / "raw.log"
-    log.touch()
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [binary, "--api-sock", str(sock), "--log-path", str(log)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_socket(sock, process)
-        connection = UnixHTTPConnection(str(sock))
-        for path, body in (
-            ("/machine-config", {"vcpu_count": 1, "mem_size_mib": 64}),
-            ("/boot-source", {"kernel_image_path": str(kernel), "boot_args": BOOT_ARGS}),
-            ("/actions", {"action_type": "InstanceStart"}),
-        ):
-            response = request_when_listening(connection, "PUT", path, json.dumps(body))
-            assert response.status == 204, (path, response.status)
+    with raw_vmm(binary, workdir, "raw") as (process, sock, started):
+        raw_api_boot(process, sock, kernel)
         first_byte(process)
         return time.perf_counter() - started
-    finally:
-        process.kill()
-        process.wait()
-        sock.unlink(missing_ok=True)
 
 
 def raw_config_file(binary: str, kernel: Path, workdir: Path) -> float:
-    sock, log, config = workdir / "cf.sock", workdir / "cf.log", workdir / "cf.json"
-    log.touch()
-    config.write_text(
-        json.dumps(
-            {
-                "boot-source": {"kernel_image_path": str(kernel), "boot_args": BOOT_ARGS},
-                "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
-                "drives": [],
-            }
-        )
-    )
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [binary, "--api-sock", str(sock), "--log-path", str(log), "--config-file", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    config = write_config_file(workdir / "cf.json", kernel)
+    with raw_vmm(binary, workdir, "cf", "--config-file", str(config)) as (process, _, started):
         first_byte(process)
         return time.perf_counter() - started
-    finally:
-        process.kill()
-        process.wait()
-        sock.unlink(missing_ok=True)
 
 
-def sdk_config(
+def stream_config(
     binary: str, kernel: Path, workdir: Path, on_output: Callable[[bytes], object]
 ) -> firec.Config:
-    return (
-        firec.Config.builder(None, kernel)
-        .kernel_args(BOOT_ARGS)
-        .firecracker_binary(binary)
-        .workdir(workdir / "vms")
-        .console(Console.stream(on_output))
-        .machine_cfg()
-        .mem_size_mib(64)
-        .build()
-        .build()
-    )
+    return sdk_config(binary, kernel, workdir, console=Console.stream(on_output))
 
 
 def sdk(binary: str, kernel: Path, workdir: Path) -> float:
     printed = threading.Event()
-    config = sdk_config(binary, kernel, workdir, lambda data: printed.set())
+    config = stream_config(binary, kernel, workdir, lambda data: printed.set())
     started = time.perf_counter()
     with firec.Machine.create(config) as machine:
         machine.start()
@@ -146,7 +95,7 @@ LOOP = asyncio.new_event_loop()
 def sdk_async(binary: str, kernel: Path, workdir: Path) -> float:
     async def boot() -> float:
         printed = asyncio.Event()
-        config = sdk_config(binary, kernel, workdir, lambda data: printed.set())
+        config = stream_config(binary, kernel, workdir, lambda data: printed.set())
         started = time.perf_counter()
         machine = await firec.AsyncMachine.create(config)
         async with machine:
@@ -178,7 +127,7 @@ async def concurrent_boots(
 
     printed: set[int] = set()
     configs = [
-        sdk_config(binary, kernel, workdir, on_output(i)).replace(vm_id=f"bench-{i}")
+        stream_config(binary, kernel, workdir, on_output(i)).replace(vm_id=f"bench-{i}")
         for i in range(count)
     ]
     threads = threading.active_count()

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import select
 import shutil
@@ -43,20 +42,20 @@ from pathlib import Path
 
 import firec
 from _common import (
-    UnixHTTPConnection,
     host_state_in,
     interleave,
+    raw_api_boot,
+    raw_vmm,
     report,
-    request_when_listening,
     scratch_dir,
+    sdk_config,
     vmm_binary,
-    wait_for_socket,
+    write_config_file,
 )
 from firec.testing.guest import BOOT_LINE, build_test_guest
+from firec.vm.console import Console
 
 TARGET = 1.10
-BOOT_ARGS = "console=ttyS0"
-MACHINE = {"vcpu_count": 1, "mem_size_mib": 64}
 #: The baselines' labels.
 RAW_API = "raw API (http.client)"
 RAW_CONFIG_FILE = "raw --config-file"
@@ -87,73 +86,15 @@ def line_from_stdout(process: subprocess.Popen[bytes]) -> float:
 
 
 def raw_api(binary: str, kernel: Path, workdir: Path) -> float:
-    sock, log = workdir / "raw.sock", workdir / "raw.log"
-    log.touch()
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [binary, "--api-sock", str(sock), "--log-path", str(log)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_socket(sock, process)
-        connection = UnixHTTPConnection(str(sock))
-        for path, body in (
-            ("/machine-config", MACHINE),
-            ("/boot-source", {"kernel_image_path": str(kernel), "boot_args": BOOT_ARGS}),
-            ("/actions", {"action_type": "InstanceStart"}),
-        ):
-            response = request_when_listening(connection, "PUT", path, json.dumps(body))
-            assert response.status == 204, (path, response.status)
+    with raw_vmm(binary, workdir, "raw") as (process, sock, started):
+        raw_api_boot(process, sock, kernel)
         return line_from_stdout(process) - started
-    finally:
-        process.kill()
-        process.wait()
-        sock.unlink(missing_ok=True)
 
 
 def raw_config_file(binary: str, kernel: Path, workdir: Path) -> float:
-    sock, log, config = workdir / "cf.sock", workdir / "cf.log", workdir / "cf.json"
-    log.touch()
-    config.write_text(
-        json.dumps(
-            {
-                "boot-source": {"kernel_image_path": str(kernel), "boot_args": BOOT_ARGS},
-                "machine-config": MACHINE,
-                "drives": [],
-            }
-        )
-    )
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [binary, "--api-sock", str(sock), "--log-path", str(log), "--config-file", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    config = write_config_file(workdir / "cf.json", kernel)
+    with raw_vmm(binary, workdir, "cf", "--config-file", str(config)) as (process, _, started):
         return line_from_stdout(process) - started
-    finally:
-        process.kill()
-        process.wait()
-        sock.unlink(missing_ok=True)
-
-
-def sdk_config(
-    binary: str, kernel: Path, workdir: Path, on_line: Callable[[str], object], boot_method: str
-) -> firec.Config:
-    return (
-        firec.Config.builder(None, kernel)
-        .kernel_args(BOOT_ARGS)
-        .firecracker_binary(binary)
-        .workdir(workdir / "vms")
-        .boot_method(boot_method)
-        .console(firec.Console.callback(on_line))
-        .machine_cfg()
-        .vcpu_count(MACHINE["vcpu_count"])
-        .mem_size_mib(MACHINE["mem_size_mib"])
-        .build()
-        .build()
-    )
 
 
 class FirstLine:
@@ -180,7 +121,9 @@ def sdk(boot_method: str) -> Run:
     def run(binary: str, kernel: Path, workdir: Path) -> float:
         event = threading.Event()
         seen = FirstLine(event)
-        config = sdk_config(binary, kernel, workdir, seen, boot_method)
+        config = sdk_config(
+            binary, kernel, workdir, console=Console.callback(seen), boot_method=boot_method
+        )
         started = time.perf_counter()
         with firec.Machine.create(config) as machine:
             machine.start()
@@ -200,7 +143,9 @@ def sdk_async(boot_method: str) -> Run:
         async def boot() -> float:
             event = asyncio.Event()
             seen = FirstLine(event)
-            config = sdk_config(binary, kernel, workdir, seen, boot_method)
+            config = sdk_config(
+                binary, kernel, workdir, console=Console.callback(seen), boot_method=boot_method
+            )
             started = time.perf_counter()
             machine = await firec.AsyncMachine.create(config)
             async with machine:

@@ -31,12 +31,15 @@ from pathlib import Path
 
 import firec
 from _common import (
+    MACHINE,
     UnixHTTPConnection,
     host_state_in,
     interleave,
+    raw_vmm,
     report,
     request_when_listening,
     scratch_dir,
+    sdk_config,
     vmm_binary,
     wait_for_socket,
 )
@@ -49,45 +52,24 @@ from firec.vm.state import MachineState
 TARGET = 1.10
 #: Seconds between two measurements: the previous VM's teardown must not slow the next.
 SETTLE = 0.05
-MEM_MIB = 64
-
-
-def config_for(binary: str, kernel: Path, workdir: Path, vm_id: str | None = None) -> firec.Config:
-    return (
-        firec.Config.builder(vm_id, kernel)
-        .kernel_args("console=ttyS0")
-        .firecracker_binary(binary)
-        .workdir(workdir / "vms")
-        .machine_cfg()
-        .mem_size_mib(MEM_MIB)
-        .build()
-        .build()
-    )
+MEM_MIB = MACHINE["mem_size_mib"]
 
 
 def take_snapshot(binary: str, kernel: Path, workdir: Path) -> Snapshot:
-    with firec.Machine.create(config_for(binary, kernel, workdir)) as machine:
+    with firec.Machine.create(sdk_config(binary, kernel, workdir)) as machine:
         machine.start()
         return machine.snapshot(workdir / "snap")
 
 
 def raw(binary: str, snap: Snapshot, workdir: Path) -> float:
-    sock, log = workdir / "raw.sock", workdir / "raw.log"
-    log.touch()
     body: dict[str, object] = {"snapshot_path": str(snap.state_file), "resume_vm": True}
     if probe(binary).version >= Version(1, 1, 0):
         body["mem_backend"] = {"backend_type": "File", "backend_path": str(snap.memory_file)}
     else:
         body["mem_file_path"] = str(snap.memory_file)
     payload = json.dumps(body)
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [binary, "--api-sock", str(sock), "--log-path", str(log)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    quiet = subprocess.DEVNULL
+    with raw_vmm(binary, workdir, "raw", stdin=quiet, stdout=quiet) as (process, sock, started):
         wait_for_socket(sock, process)
         connection = UnixHTTPConnection(str(sock))
         response = request_when_listening(connection, "PUT", "/snapshot/load", payload)
@@ -95,14 +77,10 @@ def raw(binary: str, snap: Snapshot, workdir: Path) -> float:
         assert response.status == 204, response.status
         connection.close()
         return elapsed
-    finally:
-        process.kill()
-        process.wait()
-        sock.unlink(missing_ok=True)
 
 
 def sdk(binary: str, snap: Snapshot, workdir: Path) -> float:
-    config = config_for(binary, snap.kernel_image or Path("/"), workdir, "bench-restore")
+    config = sdk_config(binary, snap.kernel_image or Path("/"), workdir, vm_id="bench-restore")
     started = time.perf_counter()
     machine = firec.Machine.restore(snap, config)
     elapsed = time.perf_counter() - started
@@ -116,7 +94,7 @@ LOOP = asyncio.new_event_loop()
 
 
 def sdk_async(binary: str, snap: Snapshot, workdir: Path) -> float:
-    config = config_for(binary, snap.kernel_image or Path("/"), workdir, "bench-arestore")
+    config = sdk_config(binary, snap.kernel_image or Path("/"), workdir, vm_id="bench-arestore")
 
     async def restore() -> float:
         started = time.perf_counter()
@@ -180,7 +158,7 @@ def main() -> None:
             f"{args.rounds} rounds (host records in {state}):"
         )
         report(timings, "raw load+resume (http.client)", TARGET)
-        config = config_for(binary, kernel, workdir, "bench-clone")
+        config = sdk_config(binary, kernel, workdir, vm_id="bench-clone")
         for label, clone in (("aclone (one loop)", clones_async), ("clone (sync)", clones_sync)):
             walls = [clone(snap, config, args.clones) for _ in range(3)]
             print(
