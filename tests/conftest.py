@@ -4,6 +4,10 @@ Every test that takes the ``vmm`` fixture runs twice: against the emulator
 (``[emulator]``), and against the binary named by ``FIRECRACKER_BIN``
 (``[firecracker]``), which skips with a reason when the variable is unset.
 ``JAILER_BIN`` names the jailer for the jailed tests.
+
+The guest agent's tests share ``agent_bin`` (the agent binary), ``agent``
+(one running as a service on a Unix socket, ``tests/agent_support.py``) and
+``client`` (a client of it); a test module may define its own instead.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from pathlib import Path
 import pytest
 
 import firec
+from firec.agent import Client
 from firec.vm._launch import socket_accepts
 from tests import host_tools
+from tests.agent_support import RunningAgent, agent_path, run_agent
 from tests.host_tools import pytest_configure, pytest_runtest_setup
 from tests.support import (
     emulator_wrapper,
@@ -213,3 +219,23 @@ def jailer_binary(backend: str, short_tmp: Path) -> Path:
     if backend == "firecracker":
         return require_jailer()
     return jailer_wrapper(short_tmp)
+
+
+@pytest.fixture(scope="module")
+def agent_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The guest agent's binary (built once per module if the install did not)."""
+    return agent_path(tmp_path_factory)
+
+
+@pytest.fixture
+def agent(agent_bin: Path, tmp_path: Path) -> Iterator[RunningAgent]:
+    """The agent as a service on a Unix socket in ``tmp_path``, stopped after the test."""
+    with run_agent(agent_bin, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def client(agent: RunningAgent) -> Iterator[Client]:
+    """A client of :func:`agent`, closed after the test."""
+    with agent.client() as c:
+        yield c

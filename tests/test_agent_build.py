@@ -15,14 +15,9 @@ import pytest
 from firec.agent import agent_binary
 from firec.agent._build import MAX_SIZE, BuildError, build_agent
 from firec.errors import FirecError
-from tests.agent_support import ROOT, agent_path
+from tests.agent_support import ROOT
 
 PT_INTERP, PT_DYNAMIC = 3, 2
-
-
-@pytest.fixture(scope="module")
-def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return agent_path(tmp_path_factory)
 
 
 def _program_headers(path: Path) -> list[int]:
@@ -40,13 +35,13 @@ def _assert_static_and_small(path: Path) -> None:
     assert path.stat().st_size <= MAX_SIZE, f"{path.stat().st_size} bytes: over 1 MiB"
 
 
-def test_the_agent_is_static_small_and_says_its_version(binary: Path) -> None:
-    _assert_static_and_small(binary)
-    result = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
+def test_the_agent_is_static_small_and_says_its_version(agent_bin: Path) -> None:
+    _assert_static_and_small(agent_bin)
+    result = subprocess.run([agent_bin, "--version"], capture_output=True, text=True, check=True)
     assert result.stdout == "firec-agent 0.1.0 (protocol 1)\n"
     assert (
         "--listen ADDR"
-        in subprocess.run([binary, "--help"], capture_output=True, text=True, check=True).stdout
+        in subprocess.run([agent_bin, "--help"], capture_output=True, text=True, check=True).stdout
     )
 
 
@@ -61,9 +56,9 @@ def test_the_agent_is_static_small_and_says_its_version(binary: Path) -> None:
         (["--token-file", "/no/such/token"], "--token-file /no/such/token: No such file"),
     ],
 )
-def test_bad_arguments_exit_2_saying_why(binary: Path, args: list[str], says: str) -> None:
+def test_bad_arguments_exit_2_saying_why(agent_bin: Path, args: list[str], says: str) -> None:
     result = subprocess.run(
-        [binary, "--service", *args], capture_output=True, text=True, timeout=10, check=False
+        [agent_bin, "--service", *args], capture_output=True, text=True, timeout=10, check=False
     )
     assert result.returncode == 2
     assert says in result.stderr
@@ -119,10 +114,10 @@ def test_a_compiler_that_fails_says_so(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_agent_binary_finds_it_or_says_how_to_get_it(
-    binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agent_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FIREC_AGENT_BIN", str(binary))
-    assert agent_binary() == binary
+    monkeypatch.setenv("FIREC_AGENT_BIN", str(agent_bin))
+    assert agent_binary() == agent_bin
     monkeypatch.setenv("FIREC_AGENT_BIN", str(tmp_path / "nothing"))
     with pytest.raises(FirecError, match=r"FIREC_AGENT_BIN=.*no executable firec-agent there"):
         agent_binary()
@@ -140,9 +135,9 @@ def test_built_binaries_are_not_committed() -> None:
     ["firec.agent.protocol", "firec.agent.results", "firec.agent.binary", "firec.errors"],
 )
 def test_the_docstring_examples_run(
-    module: str, binary: Path, monkeypatch: pytest.MonkeyPatch
+    module: str, agent_bin: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FIREC_AGENT_BIN", str(binary))
+    monkeypatch.setenv("FIREC_AGENT_BIN", str(agent_bin))
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 or module == "firec.errors"
     assert result.failed == 0

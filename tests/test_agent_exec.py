@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,24 +13,7 @@ import pytest
 
 from firec.agent import AsyncClient, Client
 from firec.errors import CommandError, CommandTimeoutError
-from tests.agent_support import RunningAgent, agent_path, run_agent
-
-
-@pytest.fixture(scope="module")
-def agent_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return agent_path(tmp_path_factory)
-
-
-@pytest.fixture
-def agent(agent_bin: Path, tmp_path: Path) -> Iterator[RunningAgent]:
-    with run_agent(agent_bin, tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-def client(agent: RunningAgent) -> Iterator[Client]:
-    with agent.client() as c:
-        yield c
+from tests.agent_support import RunningAgent
 
 
 def _running(marker: str) -> bool:

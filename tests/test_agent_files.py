@@ -13,24 +13,7 @@ import pytest
 
 from firec.agent import Client
 from firec.errors import AgentError
-from tests.agent_support import RunningAgent, agent_path, run_agent, stream_a_gib
-
-
-@pytest.fixture(scope="module")
-def agent_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return agent_path(tmp_path_factory)
-
-
-@pytest.fixture
-def agent(agent_bin: Path, tmp_path: Path) -> Iterator[RunningAgent]:
-    with run_agent(agent_bin, tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-def client(agent: RunningAgent) -> Iterator[Client]:
-    with agent.client() as c:
-        yield c
+from tests.agent_support import RunningAgent, run_agent, stream_a_gib
 
 
 def _tree(root: Path) -> dict[str, object]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 from firec.agent import Client, protocol
 from firec.agent.protocol import FrameDecoder, Kind
 from firec.errors import AgentError
-from tests.agent_support import RunningAgent, agent_path, run_agent
+from tests.agent_support import RunningAgent
 
 # ---- the codec ----
 
@@ -68,17 +67,6 @@ def test_hello_carries_the_version_and_token() -> None:
 
 
 # ---- on the wire ----
-
-
-@pytest.fixture(scope="module")
-def agent_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return agent_path(tmp_path_factory)
-
-
-@pytest.fixture
-def agent(agent_bin: Path, tmp_path: Path) -> Iterator[RunningAgent]:
-    with run_agent(agent_bin, tmp_path) as running:
-        yield running
 
 
 class Raw:
