@@ -15,7 +15,7 @@ from firec.cli.output import ExitCode, err, fail, out, print_json, table
 from firec.cli.runconfig import NETWORK_STATE
 from firec.cli.vms import Summary, VmState, describe, live_state, remove, resolve, stop
 from firec.errors import FirecError
-from firec.host.registry import Registry, VmRecord, reap
+from firec.host.registry import Registry, reap_abandoned
 from firec.vm.guest_agent import hide_tokens
 
 __all__ = ["gc", "inspect", "kill", "ls", "pause", "resume", "rm", "stop_command"]
@@ -147,15 +147,6 @@ def rm(
         out.print(record.vm_id)
 
 
-def _reason(record: VmRecord) -> str | None:
-    """Why ``gc`` would reap the VM, or ``None`` to leave it."""
-    if record.stale():
-        return "its VMM exited" if record.vmm is not None else "it never started"
-    if record.abandoned():
-        return f"its controller (pid {record.controller.pid if record.controller else '?'}) died"
-    return None
-
-
 def gc(
     ctx: typer.Context,
     dry_run: Annotated[
@@ -171,23 +162,10 @@ def gc(
     """
     registry: Registry = ctx.obj
     reaped: list[dict[str, Any]] = []
-    failed = False
-    for record in registry.records():
-        if _reason(record) is None:
-            continue
-        entry: dict[str, Any] = {"id": record.vm_id}
-        try:
-            with registry.lock(record.vm_id, timeout=5.0):
-                current = registry.load(record.vm_id)
-                reason = _reason(current) if current is not None else None
-                if current is None or reason is None:
-                    continue
-                entry["reason"] = reason
-                entry["done"] = [] if dry_run else reap(registry, current)
-        except FirecError as exc:
-            entry["error"] = str(exc)
-            failed = True
-        reaped.append(entry)
+    for entry in reap_abandoned(registry, dry_run=dry_run):
+        item: dict[str, Any] = {"id": entry.vm_id, "reason": entry.reason}
+        item.update({"error": entry.error} if entry.error else {"done": entry.done})
+        reaped.append(item)
     if not dry_run:
         reaped += _reap_orphan_networks(registry, ctx.meta.get(NETWORK_STATE))
         registry.prune_locks()
@@ -201,7 +179,7 @@ def gc(
         out.print(table(["ID", "WHY", "WHAT WAS DONE" if not dry_run else "WOULD REAP"], rows))
     else:
         err.print("[dim]nothing to reap[/]")
-    if failed or any("error" in e for e in reaped):
+    if any("error" in e for e in reaped):
         raise typer.Exit(int(ExitCode.ERROR))
 
 

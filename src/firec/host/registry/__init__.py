@@ -38,7 +38,8 @@ importable from here:
 * ``claim``: the records of a directory, each id claimed under its lock
   (:class:`Registry`), and the record of a VM this process runs
   (:class:`Registration`);
-* ``reaping``: removing a VM and all it had (:func:`reap`, :func:`kill_vmm`);
+* ``reaping``: removing a VM and all it had (:func:`reap`, :func:`kill_vmm`), and
+  every VM ``firec gc`` would (:func:`reap_abandoned`);
 * ``unrecorded``: finding a VMM whose pid was never recorded
   (:func:`find_unrecorded_vmm`).
 
@@ -58,7 +59,7 @@ from __future__ import annotations
 from firec._proc import ProcessRef, boot_id
 from firec._statedirs import registry_dir as state_dir
 from firec.vm._registry.claim import Registration, Registry, network_state_dir
-from firec.vm._registry.reaping import kill_vmm, reap
+from firec.vm._registry.reaping import Reaped, kill_vmm, reap, reap_abandoned, reap_reason
 from firec.vm._registry.records import RECORD_FORMAT, NetworkInfo, Phase, VmRecord
 from firec.vm._registry.unrecorded import find_unrecorded_vmm
 
@@ -67,6 +68,7 @@ __all__ = [
     "NetworkInfo",
     "Phase",
     "ProcessRef",
+    "Reaped",
     "Registration",
     "Registry",
     "VmRecord",
@@ -75,5 +77,7 @@ __all__ = [
     "kill_vmm",
     "network_state_dir",
     "reap",
+    "reap_abandoned",
+    "reap_reason",
     "state_dir",
 ]

@@ -19,6 +19,9 @@ Example::
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -28,7 +31,15 @@ from firec.vm._registry.records import VmRecord
 from firec.vm._registry.unrecorded import find_unrecorded_vmm
 from firec.vm.process import ProcessRef, wait_until
 
-__all__ = ["REAP_TIMEOUT", "RecordStore", "kill_vmm", "reap"]
+__all__ = [
+    "REAP_TIMEOUT",
+    "Reaped",
+    "RecordStore",
+    "kill_vmm",
+    "reap",
+    "reap_abandoned",
+    "reap_reason",
+]
 
 #: Seconds to wait for a killed VMM to be reaped, and its cgroups to be free.
 REAP_TIMEOUT = 3.0
@@ -112,3 +123,69 @@ def reap(registry: RecordStore, record: VmRecord) -> list[str]:
     registry.remove(record.vm_id)
     done.append("forgot it")
     return done
+
+
+class Registry(RecordStore, Protocol):
+    """What :func:`reap_abandoned` uses of a :class:`~firec.host.registry.Registry`."""
+
+    def records(self) -> list[VmRecord]:
+        """Every record."""
+        ...
+
+    def load(self, vm_id: str) -> VmRecord | None:
+        """The record of ``vm_id``, if there is one."""
+        ...
+
+    def lock(self, vm_id: str, timeout: float = ...) -> AbstractContextManager[None]:
+        """Hold ``vm_id``'s lock."""
+        ...
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """One VM :func:`reap_abandoned` reaped (or would reap, or failed to).
+
+    Attributes:
+        vm_id: the VM.
+        reason: why it was reaped (:func:`reap_reason`).
+        done: what was done, for people (empty for a dry run).
+        error: why reaping failed, if it did (its record is kept).
+    """
+
+    vm_id: str
+    reason: str
+    done: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def reap_reason(record: VmRecord) -> str | None:
+    """Why ``firec gc`` reaps the VM of ``record``, or ``None`` to leave it."""
+    if record.stale():
+        return "its VMM exited" if record.vmm is not None else "it never started"
+    if record.abandoned():
+        return f"its controller (pid {record.controller.pid if record.controller else '?'}) died"
+    return None
+
+
+def reap_abandoned(registry: Registry, *, dry_run: bool = False) -> list[Reaped]:
+    """Reap every VM of ``registry`` whose VMM exited, or whose controller died while it needed one.
+
+    Each is judged again under its lock, then reaped (:func:`reap`); running
+    detached VMs are left alone. With ``dry_run`` nothing is done.
+    """
+    return list(_reap_each(registry, dry_run))
+
+
+def _reap_each(registry: Registry, dry_run: bool) -> Iterator[Reaped]:
+    for record in registry.records():
+        if reap_reason(record) is None:
+            continue
+        try:
+            with registry.lock(record.vm_id, timeout=5.0):
+                current = registry.load(record.vm_id)
+                reason = reap_reason(current) if current is not None else None
+                if current is None or reason is None:
+                    continue
+                yield Reaped(record.vm_id, reason, [] if dry_run else reap(registry, current))
+        except FirecError as exc:
+            yield Reaped(record.vm_id, reap_reason(record) or "", error=str(exc))
