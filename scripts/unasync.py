@@ -42,6 +42,10 @@ PAIRS = [
         for name in ("client.py", "files.py", "process.py")
     ),
     (PACKAGE / "pool" / "_async" / "pool.py", PACKAGE / "pool" / "_sync" / "pool.py"),
+    *(
+        (PACKAGE / "cluster" / "_async" / name, PACKAGE / "cluster" / "_sync" / name)
+        for name in ("remote.py", "cluster.py")
+    ),
 ]
 
 HEADER = (
@@ -65,6 +69,9 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncClient\b", "Client"),
     (r"\bAsyncMachine\b", "Machine"),
     (r"\bAsyncPool\b", "Pool"),
+    (r"\bAsyncCluster\b", "Cluster"),
+    (r"\bAsyncRemoteMachine\b", "RemoteMachine"),
+    (r"\bAsyncRemoteFiles\b", "RemoteFiles"),
     (r"\bAsyncUnixSocketTransport\b", "UnixSocketTransport"),
     (r"\bAsyncLineReader\b", "LineReader"),
     (r"\._async\b", "._sync"),

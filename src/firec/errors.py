@@ -38,6 +38,10 @@ catches them all::
 * :class:`PoolError`: a pool of microVMs could not hand one out;
   :class:`PoolEmptyError`: none was ready, and the caller chose not to
   restore one now (see :mod:`firec.pool`).
+* :class:`ClusterError`: a cluster of hosts (:mod:`firec.cluster`) failed;
+  :class:`NoFitError`: no host can take a VM (says what was asked for and
+  what each host has free, or which rule refused it); :class:`HostLostError`:
+  the host of a VM died (its actor or its node), the VM is lost.
 """
 
 from __future__ import annotations
@@ -51,14 +55,17 @@ __all__ = [
     "APIError",
     "AgentConnectionError",
     "AgentError",
+    "ClusterError",
     "CommandError",
     "CommandTimeoutError",
     "ConfigError",
     "ConnectError",
     "FirecError",
+    "HostLostError",
     "InUseError",
     "MachineError",
     "NetworkError",
+    "NoFitError",
     "PoolEmptyError",
     "PoolError",
     "SnapshotError",
@@ -71,7 +78,27 @@ __all__ = [
 
 
 class FirecError(Exception):
-    """Base class of every error raised by firec."""
+    """Base class of every error raised by firec.
+
+    Every one pickles with its attributes (across processes: Ray, multiprocessing)::
+
+        >>> import pickle
+        >>> error = pickle.loads(pickle.dumps(InUseError("vm1", "pid 7")))
+        >>> error.vm_id, str(error) == str(InUseError("vm1", "pid 7"))
+        ('vm1', True)
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt from its message and attributes, not by calling __init__
+        # again (whose parameters differ from the message it passed on)
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[FirecError], args: tuple[Any, ...], state: dict[str, Any]) -> FirecError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class TransportError(FirecError):
@@ -346,3 +373,37 @@ class PoolError(FirecError):
 class PoolEmptyError(PoolError):
     """No VM was ready and the caller chose not to restore one now (``when_empty="fail"``),
     or none became ready within the acquire's timeout (``"wait"``)."""
+
+
+class ClusterError(FirecError):
+    """A cluster of hosts (:mod:`firec.cluster`) could not do what was asked."""
+
+
+class NoFitError(ClusterError):
+    """No host can take a VM: all are full, unusable, or refused by a rule.
+
+    Attributes:
+        asked: what was asked for, for people.
+        hosts: each host's name, and why it was not chosen (with what it has free).
+    """
+
+    def __init__(self, asked: str, hosts: dict[str, str]) -> None:
+        lines = "".join(f"\n  {name}: {why}" for name, why in sorted(hosts.items()))
+        super().__init__(f"no host can take {asked}:" + (lines or " the cluster has no host"))
+        self.asked = asked
+        self.hosts = hosts
+
+
+class HostLostError(ClusterError):
+    """The host of a VM died (its host actor or its whole node): the VM is lost.
+
+    Attributes:
+        host: the host's name.
+        vm_id: the VM, when one was being asked about.
+    """
+
+    def __init__(self, host: str, vm_id: str = "", cause: str = "") -> None:
+        what = f"microVM {vm_id} is lost: its host {host} died" if vm_id else f"host {host} died"
+        super().__init__(what + (f" ({cause})" if cause else ""))
+        self.host = host
+        self.vm_id = vm_id
