@@ -79,12 +79,15 @@ def snapshot_refusal(snapshot: ClusterSnapshot, host: HostInfo) -> str | None:
         return "its Firecracker version is unknown"
     found = Version.parse(host.firecracker_version)
     written = Version.parse(host.snapshot_format) if host.snapshot_format else None
-    return incompatibility(
+    why = incompatibility(
         Version.parse(snapshot.firecracker_version),
         Version.parse(snapshot.snapshot_format),
         found,
         written,
     )
+    if why is None:
+        return None
+    return f"Firecracker {found} here, {snapshot.firecracker_version} took it: {why}"
 
 
 def why_not(request: Request, host: HostInfo) -> str | None:

@@ -257,6 +257,24 @@ class AsyncCluster:
                 self._took(name, snapshot.vcpus, snapshot.memory_mib)
         return started
 
+    async def get(self, vm_id: str, host: str | None = None) -> AsyncRemoteMachine:
+        """A handle on VM ``vm_id`` (on ``host``, if several hosts have one), made by any driver.
+
+        Raises:
+            ClusterError: no host has it, or several do and ``host`` is not given.
+            HostLostError: its host died.
+        """
+        found = [v for v in await self.ls() if v.vm_id == vm_id and host in (None, v.host)]
+        if not found:
+            raise ClusterError(f"no host of the cluster has a microVM {vm_id}")
+        if len(found) > 1:
+            hosts = ", ".join(v.host for v in found)
+            raise ClusterError(f"microVM {vm_id} is on several hosts ({hosts}): name one")
+        info = found[0]
+        if info.state is VmState.LOST:
+            raise HostLostError(info.host, vm_id)
+        return AsyncRemoteMachine(self, info, self._handles[info.host])
+
     # -- the whole cluster -------------------------------------------------
 
     async def ls(self) -> list[VmInfo]:

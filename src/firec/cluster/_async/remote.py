@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from firec.cluster._async import io
 from firec.cluster._errors import actor_died
@@ -23,16 +23,28 @@ from firec.errors import HostLostError
 
 if TYPE_CHECKING:
     from firec.agent.results import ExecResult, FileInfo
-    from firec.cluster._async.cluster import AsyncCluster
-    from firec.cluster.snapshots import ClusterSnapshot
+    from firec.cluster.snapshots import ClusterSnapshot, SnapshotStore
     from firec.vm.metrics import MetricsSnapshot
     from firec.vm.process import ExitStatus
 
 __all__ = ["AsyncRemoteFiles", "AsyncRemoteMachine"]
 
 
+class Owner(Protocol):
+    """What a remote VM tells the cluster that made it (:class:`~firec.cluster.AsyncCluster`)."""
+
+    @property
+    def store(self) -> SnapshotStore:
+        """Where its snapshots go."""
+        ...
+
+    def _host_died(self, name: str, why: str) -> None: ...
+
+    def _released(self, machine: AsyncRemoteMachine) -> None: ...
+
+
 class AsyncRemoteMachine:
-    """A microVM running on a host of the cluster (made by :meth:`AsyncCluster.create`).
+    """A microVM on a host of the cluster (made by :meth:`firec.cluster.AsyncCluster.create`).
 
     As an async context manager, it is deleted when the block ends. Example::
 
@@ -46,7 +58,7 @@ class AsyncRemoteMachine:
         node_id: that host's Ray node.
     """
 
-    def __init__(self, cluster: AsyncCluster, info: VmInfo, handle: Any) -> None:
+    def __init__(self, cluster: Owner, info: VmInfo, handle: Any) -> None:
         self.vm_id = info.vm_id
         self.host = info.host
         self.node_id = info.node_id
@@ -119,7 +131,7 @@ class AsyncRemoteMachine:
         """Take a full snapshot into the cluster's store, as ``name`` (default: a new one).
 
         The VM is paused for it, and resumed after unless ``resume=False``.
-        Restore it anywhere it can be with :meth:`AsyncCluster.restore`.
+        Restore it anywhere it can be with :meth:`firec.cluster.AsyncCluster.restore`.
         """
         if self._lost:
             raise HostLostError(self.host, self.vm_id, self._lost)

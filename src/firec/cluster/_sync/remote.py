@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from firec.cluster._errors import actor_died
 from firec.cluster._sync import io
@@ -25,16 +25,28 @@ from firec.errors import HostLostError
 
 if TYPE_CHECKING:
     from firec.agent.results import ExecResult, FileInfo
-    from firec.cluster._sync.cluster import Cluster
-    from firec.cluster.snapshots import ClusterSnapshot
+    from firec.cluster.snapshots import ClusterSnapshot, SnapshotStore
     from firec.vm.metrics import MetricsSnapshot
     from firec.vm.process import ExitStatus
 
 __all__ = ["RemoteFiles", "RemoteMachine"]
 
 
+class Owner(Protocol):
+    """What a remote VM tells the cluster that made it (:class:`~firec.cluster.Cluster`)."""
+
+    @property
+    def store(self) -> SnapshotStore:
+        """Where its snapshots go."""
+        ...
+
+    def _host_died(self, name: str, why: str) -> None: ...
+
+    def _released(self, machine: RemoteMachine) -> None: ...
+
+
 class RemoteMachine:
-    """A microVM running on a host of the cluster (made by :meth:`Cluster.create`).
+    """A microVM on a host of the cluster (made by :meth:`firec.cluster.Cluster.create`).
 
     As a context manager, it is deleted when the block ends. Example::
 
@@ -48,7 +60,7 @@ class RemoteMachine:
         node_id: that host's Ray node.
     """
 
-    def __init__(self, cluster: Cluster, info: VmInfo, handle: Any) -> None:
+    def __init__(self, cluster: Owner, info: VmInfo, handle: Any) -> None:
         self.vm_id = info.vm_id
         self.host = info.host
         self.node_id = info.node_id
@@ -121,7 +133,7 @@ class RemoteMachine:
         """Take a full snapshot into the cluster's store, as ``name`` (default: a new one).
 
         The VM is paused for it, and resumed after unless ``resume=False``.
-        Restore it anywhere it can be with :meth:`Cluster.restore`.
+        Restore it anywhere it can be with :meth:`firec.cluster.Cluster.restore`.
         """
         if self._lost:
             raise HostLostError(self.host, self.vm_id, self._lost)
