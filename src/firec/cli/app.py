@@ -13,6 +13,7 @@ import typer
 import typer.exceptions
 
 from firec.cli import attach, follow, guest, hostcmds, manage, run, snapshots
+from firec.cli.clustercmds import cluster_app
 from firec.cli.imagecmds import image_app
 from firec.cli.kernelcmds import kernel_app
 from firec.cli.output import (
@@ -116,11 +117,14 @@ _add(app, manage.gc, "gc")
 _add(app, hostcmds.doctor, "doctor")
 _add(app, hostcmds.install_command, "install")
 _add(app, hostcmds.version, "version")
-for _command in image_app.registered_commands + kernel_app.registered_commands:
+for _command in (
+    image_app.registered_commands + kernel_app.registered_commands + cluster_app.registered_commands
+):
     assert _command.callback is not None
     _command.callback = handle_errors(_command.callback)
 app.add_typer(image_app, name="image")
 app.add_typer(kernel_app, name="kernel")
+app.add_typer(cluster_app, name="cluster")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

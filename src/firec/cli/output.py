@@ -22,7 +22,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from firec.errors import ConfigError, InUseError, MachineError, TimeoutError, ValidationError
+from firec.errors import (
+    ConfigError,
+    InUseError,
+    MachineError,
+    NoFitError,
+    TimeoutError,
+    ValidationError,
+)
 
 __all__ = [
     "DEBUG_ENV",
@@ -69,7 +76,8 @@ class ExitCode(enum.IntEnum):
       (unknown option, missing kernel file, bad size, ambiguous VM id).
     * ``HOST_NOT_READY`` (3): this host, or this user, lacks something
       required (no Firecracker; no usable ``/dev/kvm``, even when it is why
-      the VM did not boot; root for ``--jailer``): the message says the fix.
+      the VM did not boot; root for ``--jailer``; no host of a cluster can
+      take the VM): the message says the fix, or what each host has free.
     * ``NO_SUCH_VM`` (4): no microVM has that id.
     * ``WRONG_STATE`` (5): the VM is not in a state that allows it (``rm`` of a
       running VM without ``-f``, ``pause`` of one that exited, an id taken).
@@ -114,6 +122,8 @@ def exit_code_of(exc: BaseException) -> ExitCode:
         return ExitCode.USAGE
     if isinstance(exc, InUseError):
         return ExitCode.WRONG_STATE
+    if isinstance(exc, NoFitError):
+        return ExitCode.HOST_NOT_READY
     if isinstance(exc, TimeoutError):
         return ExitCode.TIMEOUT
     if isinstance(exc, MachineError) and exc.exit_code is not None:
