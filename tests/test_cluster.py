@@ -511,3 +511,22 @@ async def test_the_async_cluster_restores_from_a_shared_directory_as_it_is(
     # leaving the block deleted the clone
     async with await AsyncCluster.connect(namespace=namespace) as c:
         assert [v for v in await c.ls() if v.vm_id == clone.vm_id] == []
+
+
+def test_the_examples_in_the_cluster_docstrings_run() -> None:
+    import doctest
+    import importlib
+
+    for name in ("firec.cluster.hosts", "firec.cluster.placement", "firec.cluster.snapshots"):
+        result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+        assert result.attempted and not result.failed, name
+
+
+def test_without_ray_the_command_line_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from firec.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    assert main(["cluster", "hosts"]) == 3
+    assert "pip install 'firec[ray]'" in capsys.readouterr().err

@@ -17,7 +17,7 @@ A settings file::
     max_vms = 200
     firecracker = "/usr/local/bin/firecracker"
     jailer = "/usr/local/bin/jailer"
-    state_dir = "/run/firec/state"        # host records; network state in network/
+    state_dir = "/run/firec/state/cluster"   # host records; network state in network/
     runtime_dir = "/run/firec"            # sockets, consoles (Config.workdir)
     snapshot_dir = "/var/lib/firec/snapshots"
     [labels]
@@ -109,8 +109,10 @@ class HostSettings:
         max_vms: at most this many VMs at once (default: no limit).
         labels: what ``cluster.create(..., labels=...)`` selects hosts by.
         firecracker, jailer: the executables a VM uses when its config names none.
-        state_dir: the host registry (``firec ls`` / ``firec gc --state-dir``);
-            its ``network/`` subdirectory holds network state.
+        state_dir: the host's registry of its VMs (default: the ``cluster/``
+            subdirectory of firec's registry, so that a host reaps only what
+            hosts made; ``firec --state-dir DIR ls`` lists them); its
+            ``network/`` subdirectory holds their network state.
         runtime_dir: VMs' sockets and consoles (their ``Config.workdir``).
         snapshot_dir: snapshots taken here, and copies brought from other hosts.
         cpu: what the host says of its CPU (default: ``/proc/cpuinfo``); give
@@ -182,7 +184,7 @@ class HostSettings:
         from firec._statedirs import network_dir, registry_dir
         from firec.vm.config import runtime_dir
 
-        state_dir = self.state_dir or registry_dir()
+        state_dir = self.state_dir or registry_dir() / "cluster"
         return replace(
             self,
             name=self.name or node_id[:8],
