@@ -92,6 +92,9 @@ class SimulatedCluster:
         )
 
     def config(self, vm_id: str | None = None, vcpus: int = 1) -> firec.Config:
+        return self.builder(vm_id, vcpus).build()
+
+    def builder(self, vm_id: str | None = None, vcpus: int = 1) -> firec.Builder:
         return (
             firec.Config.builder(vm_id, self.kernel)
             .machine_cfg()
@@ -99,7 +102,6 @@ class SimulatedCluster:
             .vcpu_count(vcpus)
             .build()
             .kernel_args("console=ttyS0")
-            .build()
         )
 
     def left_behind(self) -> list[str]:
@@ -139,6 +141,8 @@ def simulated(
         head_node_args={
             "num_cpus": 0,
             "include_dashboard": False,
+            # a dead node is noticed in about a second, not Ray's default of 15 or more
+            "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3},
             "env_vars": {"FIREC_HOST_CONFIG": str(head)},
         },
     )
@@ -150,7 +154,7 @@ def simulated(
         yield sim
         with firec.cluster.connect(namespace=f"firec-test-{request.param}") as c:
             c.stop_hosts()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while sim.left_behind() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert sim.left_behind() == []
@@ -394,6 +398,53 @@ def test_a_remote_error_is_firecs_own(cluster: Any, simulated: SimulatedCluster)
             vm.exec(["true"])
 
 
+def test_exec_and_files_reach_the_guest_agent_of_a_remote_vm(
+    cluster: Any, simulated: SimulatedCluster, request: pytest.FixtureRequest
+) -> None:
+    if "emulator" not in request.node.callspec.id:
+        pytest.skip(
+            "no guest user space boots on this host's KVM: the agent runs behind the emulator"
+        )
+    config = (
+        simulated.builder("cl-exec").vsock(3, simulated.base / "cl-exec.v.sock").agent().build()
+    )
+    with cluster.create(config, host="b") as vm:
+        vm.start()
+        vm.wait_ready(10)
+        result = vm.exec(["sh", "-c", "echo out; echo err >&2; exit 3"])
+        assert (result.exit_code, result.stdout, result.stderr) == (3, b"out\n", b"err\n")
+        target = simulated.base / "cl-exec.txt"
+        assert vm.files.write(target, b"remote bytes") == 12
+        assert vm.files.read(target) == b"remote bytes" and vm.files.exists(target)
+        vm.files.remove(target)
+        assert not vm.files.exists(target)
+        with pytest.raises(firec.errors.CommandError, match="false"):
+            vm.exec(["false"], check=True)
+
+
+def test_a_killed_host_actor_loses_its_vms_and_its_successor_reaps_them(
+    cluster: Any, simulated: SimulatedCluster
+) -> None:
+    from firec.cluster import _ray
+
+    vm = cluster.create(simulated.config("cl-on-b"), host="b")
+    vm.start()
+    [node_id] = [h.node_id for h in cluster.hosts() if h.name == "b"]
+    namespace = ray.get_runtime_context().namespace
+    ray.kill(ray.get_actor(_ray.host_name(node_id), namespace=namespace), no_restart=True)
+    deadline = time.monotonic() + 30  # ray.kill is asynchronous: the actor dies in a moment
+    while vm.state() != VmState.LOST and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert vm.state() == VmState.LOST
+    record = simulated.base / "b" / "state" / "vms" / "cl-on-b.json"
+    assert record.exists()  # its VMM runs on, with nobody to own it...
+    hosts = {h.name: h for h in cluster.hosts()}  # ...until a new host actor starts on the node
+    assert hosts["b"].usable and hosts["b"].vms == 0
+    assert not record.exists()
+    assert [v for v in cluster.ls() if v.host == "b"] == []
+    vm.delete()
+
+
 _DRIVER = """
 import os, signal, sys, firec, firec.cluster, ray
 from pathlib import Path
@@ -422,7 +473,7 @@ def test_what_a_killed_driver_left_is_reaped_and_detached_vms_stay(
     )
     assert run.returncode == -signal.SIGKILL and "made" in run.stdout, run.stderr[-2000:]
     # hosts notice a gone driver by themselves within a second or two; gc() looks at once
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         cluster.gc()
         if "cl-orphan" not in {v.vm_id for v in cluster.ls()}:
@@ -457,7 +508,7 @@ def test_a_dead_node_loses_its_vms_and_the_others_keep_serving(
     vm.delete()  # a lost VM is forgotten
     # the node comes back: its new host reaps what the dead one left
     simulated.add_host("c")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         hosts = {h.name: h for h in cluster.hosts()}
         if "c" in hosts and hosts["c"].usable:
@@ -530,3 +581,24 @@ def test_without_ray_the_command_line_names_the_extra(
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     assert main(["cluster", "hosts"]) == 3
     assert "pip install 'firec[ray]'" in capsys.readouterr().err
+
+
+async def test_creates_made_at_once_fill_every_host_and_then_no_more(
+    simulated: SimulatedCluster,
+) -> None:
+    from firec.cluster import AsyncCluster
+
+    namespace = ray.get_runtime_context().namespace
+    async with await AsyncCluster.connect(namespace=namespace) as c:
+        hosts = [h for h in await c.hosts() if h.usable]
+        room = {h.name: min(h.vcpus_free, h.memory_mib_free // MEM_MIB) for h in hosts}
+        room["b"] = min(room["b"], 2)
+        assert room == {"a": 4, "b": 2, "c": 4}  # b: its limit of 2 VMs
+        made = await asyncio.gather(*(c.create(simulated.config()) for _ in range(10)))
+        try:
+            placed = {name: sum(vm.host == name for vm in made) for name in room}
+            assert placed == room
+            with pytest.raises(NoFitError, match="a: only 0 vCPUs"):
+                await c.create(simulated.config())
+        finally:
+            await asyncio.gather(*(vm.delete() for vm in made))

@@ -38,6 +38,8 @@ log = logging.getLogger("firec.cluster")
 
 #: How often a host asks whether the drivers owning its VMs are still there (seconds).
 LINK_CHECK = 1.0
+#: How long news for the book waits to go with other news (seconds).
+BOOK_DELAY = 0.05
 #: How long a driver's link may take to answer before the next look.
 LINK_TIMEOUT = 10.0
 
@@ -104,6 +106,7 @@ class Host:
         self.has_jailer = self._jailer()
         self._watch: asyncio.Task[None] | None = None
         self._book: Any = None
+        self._book_news: list[tuple[Any, ...]] = []
         self.reaped = self._reap_left_overs() if not self.reason else []
         book = self._the_book()
         if book is not None:  # what the book had of this host's VMs was reaped above
@@ -179,6 +182,9 @@ class Host:
         if held.machine is not None:
             with contextlib.suppress(FirecError):
                 state = VmState(str((await held.machine.state()).value))
+        return self._vm_info_as(held, state)
+
+    def _vm_info_as(self, held: _Held, state: VmState) -> VmInfo:
         return VmInfo(
             vm_id=held.vm_id,
             host=self.name,
@@ -264,10 +270,24 @@ class Host:
         return config.replace(**changes) if changes else config
 
     def _announce(self, held: _Held) -> None:
-        """Tell the book of a VM (without waiting for it)."""
+        """Tell the book of a new VM (soon, with other news: see :meth:`_tell_book`)."""
+        self._tell_book(("put", self.name, self.node_id, held.vm_id, held.vcpus, held.memory_mib))
+
+    def _tell_book(self, change: tuple[Any, ...]) -> None:
+        """Queue ``change`` for the book; what is queued goes in one call, after a moment.
+
+        Not on the way of the answer: a call costs the loop some CPU, and the
+        book need not know at once (it matters only once a host has died).
+        """
+        self._book_news.append(change)
+        if len(self._book_news) == 1:
+            asyncio.get_running_loop().call_later(BOOK_DELAY, self._send_book_news)
+
+    def _send_book_news(self) -> None:
+        news, self._book_news = self._book_news, []
         book = self._the_book()
-        if book is not None:
-            book.put.remote(self.name, self.node_id, held.vm_id, held.vcpus, held.memory_mib)
+        if book is not None and news:
+            book.apply.remote(news)
 
     def _the_book(self) -> Any:
         if self._book is None:
@@ -280,7 +300,7 @@ class Host:
     async def create(self, config: dict[str, Any], owner: str, detached: bool) -> VmInfo:
         """Create a VM of ``config`` (:meth:`firec.Config.to_dict`) for driver ``owner``."""
         from firec.vm._async.machine import AsyncMachine
-        from firec.vm.config import Config
+        from firec.vm.config import BootMethod, Config
 
         self._usable()
         cfg = self._adopt(Config.from_dict(config))
@@ -294,7 +314,8 @@ class Host:
             del self.held[cfg.vm_id]
             raise
         self._announce(held)
-        return await self._vm_info(held)
+        booted = cfg.boot_method is BootMethod.CONFIG_FILE  # it boots as it is created
+        return self._vm_info_as(held, VmState.RUNNING if booted else VmState.NOT_STARTED)
 
     async def restore(
         self,
@@ -328,7 +349,7 @@ class Host:
                 self.held[machine.vm_id] = self.held.pop(h.vm_id)
                 h.vm_id = machine.vm_id
             self._announce(h)
-        return [await self._vm_info(h) for h in held]
+        return [self._vm_info_as(h, VmState.RUNNING) for h in held]  # clones are resumed
 
     async def _bring(self, snapshot: ClusterSnapshot, store: SnapshotStore, origin: Any) -> Path:
         if snapshot.host == self.name:
@@ -404,9 +425,7 @@ class Host:
             await machine.delete()
         finally:
             self.held.pop(vm_id, None)
-            book = self._the_book()
-            if book is not None:
-                book.drop.remote(self.name, vm_id)
+            self._tell_book(("drop", self.name, vm_id))
 
     async def stop(self) -> list[str]:
         """Delete every VM of this host (before the actor is ended); their ids."""
@@ -498,6 +517,17 @@ class Book:
 
     def __init__(self) -> None:
         self.entries: dict[tuple[str, str], tuple[str, int, int]] = {}
+
+    def apply(self, changes: list[tuple[Any, ...]]) -> None:
+        """Apply hosts' news in order.
+
+        Each is ``("put", host, node, vm, vcpus, MiB)`` or ``("drop", host, vm)``.
+        """
+        for kind, *args in changes:
+            if kind == "put":
+                self.put(*args)
+            elif kind == "drop":
+                self.drop(*args)
 
     def put(self, host: str, node_id: str, vm_id: str, vcpus: int, memory_mib: int) -> None:
         """A VM was made on ``host``."""

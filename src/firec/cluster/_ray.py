@@ -4,7 +4,8 @@
   ``firec-host-<node id>`` in the cluster's namespace, detached (it
   outlives the driver that started it: other drivers use it too), pinned to
   its node with a hard node-affinity strategy, ``num_cpus=0``;
-* the book (:func:`book`): one detached actor, preferably on the head node;
+* the book (:func:`book`): one detached actor, on the head node (it must
+  outlive any KVM host's node, whose VMs it lists when that node dies);
 * a link per driver (:func:`new_link`): not detached, so Ray ends it with
   its driver, which is how hosts learn a driver is gone.
 """
@@ -84,14 +85,14 @@ def host_actors(namespace: str) -> dict[str, Any]:
 
 
 def book(namespace: str) -> Any:
-    """The cluster's book (started, on the head node if it can, where there is none)."""
+    """The cluster's book (started on the head node where there is none)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     book_class = _actor_classes()[1]
     head = [n["NodeID"] for n in alive_nodes() if "node:__internal_head__" in n["Resources"]]
     options: dict[str, Any] = {}
     if head:
-        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head[0], soft=True)
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head[0], soft=False)
     return book_class.options(
         name=BOOK_NAME,
         namespace=namespace,

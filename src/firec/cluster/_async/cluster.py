@@ -7,6 +7,7 @@ This file is the one source of both flavours: ``scripts/unasync.py`` writes
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,10 @@ from firec.cluster.snapshots import ClusterSnapshot, CopyFromHost, SnapshotStore
 from firec.errors import ClusterError, HostLostError, NoFitError
 
 __all__ = ["AsyncCluster"]
+
+#: How old (seconds) the driver's view of the hosts may be before a VM that
+#: fits nowhere in it makes it look again.
+VIEW_TTL = 1.0
 
 
 class AsyncCluster:
@@ -68,6 +73,7 @@ class AsyncCluster:
         self._handles: dict[str, Any] = {}
         self._view: dict[str, HostInfo] = {}
         self._mine: dict[tuple[str, str], AsyncRemoteMachine] = {}
+        self._seen_at = 0.0
         self._closed = False
 
     @classmethod
@@ -123,6 +129,7 @@ class AsyncCluster:
                 view[name] = HostInfo(name=name, node_id=node_id, usable=False, reason=why)
         await io.get_all(registered)
         self._view, self._handles = view, named
+        self._seen_at = time.monotonic()
         return sorted(view.values(), key=lambda h: h.name)
 
     def _host_died(self, name: str, why: str) -> None:
@@ -135,13 +142,17 @@ class AsyncCluster:
     def _released(self, machine: AsyncRemoteMachine) -> None:
         """A VM of this driver was deleted: its room is free again."""
         self._mine.pop((machine.host, machine.vm_id), None)
-        info = self._view.get(machine.host)
+        self._give_back(machine.host, machine.vcpus, machine.memory_mib)
+
+    def _give_back(self, host: str, vcpus: int, memory_mib: int) -> None:
+        """One VM of ``vcpus`` and ``memory_mib`` less on ``host``, in our view."""
+        info = self._view.get(host)
         if info is not None:
-            self._view[machine.host] = dataclasses.replace(
+            self._view[host] = dataclasses.replace(
                 info,
                 vms=info.vms - 1,
-                vcpus_free=info.vcpus_free + machine.vcpus,
-                memory_mib_free=info.memory_mib_free + machine.memory_mib,
+                vcpus_free=info.vcpus_free + vcpus,
+                memory_mib_free=info.memory_mib_free + memory_mib,
             )
 
     def _took(self, host: str, vcpus: int, memory_mib: int) -> None:
@@ -176,24 +187,33 @@ class AsyncCluster:
             labels=dict(labels or {}),
         )
         data = config.to_dict()
-        for attempt in range(2):
-            chosen = place(request, list(self._view.values()))
+        refused: dict[str, str] = {}
+        looked_again = False
+        while True:
+            try:
+                chosen = place(request, [h for h in self._view.values() if h.name not in refused])
+            except NoFitError as exc:
+                if not looked_again and time.monotonic() - self._seen_at > VIEW_TTL:
+                    looked_again = True  # our view may be old: others may have made room
+                    await self.hosts()
+                    continue
+                raise NoFitError(request.describe(), {**exc.hosts, **refused}) from None
+            # held in our view now, so that creates running beside this one go elsewhere
+            self._took(chosen.name, request.vcpus, request.memory_mib)
             handle = self._handles[chosen.name]
             try:
                 info: VmInfo = await io.get(handle.create.remote(data, self.owner, detached))
-            except NoFitError:
-                if attempt:
-                    raise
-                await self.hosts()  # our view was behind: look again
-                continue
             except Exception as exc:
-                if not actor_died(exc) or attempt:
-                    raise
-                self._host_died(chosen.name, type(exc).__name__)
-                continue
-            self._took(chosen.name, request.vcpus, request.memory_mib)
+                self._give_back(chosen.name, request.vcpus, request.memory_mib)
+                if isinstance(exc, NoFitError):  # another driver took the room: the next host
+                    refused[chosen.name] = exc.hosts.get(chosen.name, str(exc))
+                    continue
+                if actor_died(exc):
+                    self._host_died(chosen.name, type(exc).__name__)
+                    refused[chosen.name] = f"it died: {type(exc).__name__}"
+                    continue
+                raise
             return self._remote(info, handle)
-        raise ClusterError("unreachable")  # pragma: no cover
 
     def _remote(self, info: VmInfo, handle: Any) -> AsyncRemoteMachine:
         remote = AsyncRemoteMachine(self, info, handle)
@@ -230,6 +250,7 @@ class AsyncCluster:
         shares: dict[str, int] = {}
         for chosen in place_many(request, n, list(self._view.values())):
             shares[chosen.name] = shares.get(chosen.name, 0) + 1
+            self._took(chosen.name, request.vcpus, request.memory_mib)
         origin = self._handles.get(snapshot.host)
         if origin is None and not self.store.shared and set(shares) != {snapshot.host}:
             raise HostLostError(snapshot.host, cause=f"it holds snapshot {snapshot.name}")
@@ -251,10 +272,10 @@ class AsyncCluster:
             await io.get_all([m._handle.delete.remote(m.vm_id) for m in started])
             for m in started:
                 self._mine.pop((m.host, m.vm_id), None)
+            for name, count in shares.items():
+                for _ in range(count):
+                    self._give_back(name, request.vcpus, request.memory_mib)
             raise failures[0]
-        for name, count in shares.items():
-            for _ in range(count):
-                self._took(name, snapshot.vcpus, snapshot.memory_mib)
         return started
 
     async def get(self, vm_id: str, host: str | None = None) -> AsyncRemoteMachine:
@@ -291,7 +312,14 @@ class AsyncCluster:
             else:
                 self._host_died(name, type(answer).__name__)
         found = [info for infos in live.values() for info in infos]
-        for host, node_id, vm_id, vcpus, memory_mib in booked:
+        # the VMs of dead hosts: those the book knows, and this driver's own (news
+        # reaches the book a moment after a VM is made)
+        booked += [
+            (m.host, m.node_id, m.vm_id, m.vcpus, m.memory_mib)
+            for m in self._mine.values()
+            if m.host not in live
+        ]
+        for host, node_id, vm_id, vcpus, memory_mib in dict.fromkeys(booked):
             if host not in live:
                 found.append(
                     VmInfo(

@@ -138,7 +138,9 @@ async def wait_pid(
         loop.remove_reader(pidfd)
         os.close(pidfd)
     if popen is not None:
-        popen.wait()
+        # off the loop: reaping is the kernel's work, and can take long on a busy
+        # host (its /proc dentries pruned), while every other VM of the loop waits
+        await asyncio.to_thread(popen.wait)
     return True
 
 
