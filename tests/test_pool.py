@@ -420,3 +420,26 @@ def test_later_forks_of_a_vm_that_tracks_dirty_pages_write_only_those(
         finally:
             for fork in forks:
                 fork.children[0].delete()
+
+
+def test_the_counters_lose_no_count_to_threads() -> None:
+    import threading
+
+    from firec.pool.stats import Counters
+
+    counters = Counters()
+
+    def count() -> None:
+        for _ in range(20_000):
+            counters.add("hits")
+            counters.add("restoring")
+            counters.add("restoring", -1)
+
+    threads = [threading.Thread(target=count) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (counters.hits, counters.restoring) == (160_000, 0)
+    counters.failed("OSError: boom")
+    assert counters.snapshot(idle=0).failures == 1 and counters.last_error == "OSError: boom"

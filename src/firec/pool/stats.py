@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import statistics
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -65,20 +66,37 @@ class PoolStats:
 
 
 class Counters:
-    """The running figures behind :class:`PoolStats` (one pool's; no locking needed:
-    each counter is changed by one side only, or by ``+=`` under the GIL)."""
+    """The running figures behind :class:`PoolStats`, changed under a lock.
+
+    A blocking :class:`~firec.pool.Pool` changes them from its callers'
+    threads and its refill thread at once (``+=`` on an attribute is not
+    atomic between threads).
+    """
 
     def __init__(self) -> None:
         self.handed_out = self.hits = self.misses = self.failures = self.replaced = 0
+        self.restoring = 0
         self.latencies: deque[float] = deque(maxlen=100)
         self.last_error: str | None = None
+        self._lock = threading.Lock()
 
-    def snapshot(self, idle: int, restoring: int) -> PoolStats:
-        """The figures now, with the pool's ``idle`` and ``restoring`` counts."""
+    def add(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``name``."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def failed(self, error: str) -> None:
+        """Count a failed restore, and remember why."""
+        with self._lock:
+            self.failures += 1
+            self.last_error = error
+
+    def snapshot(self, idle: int) -> PoolStats:
+        """The figures now, with the pool's ``idle`` count."""
         latencies = list(self.latencies)
         return PoolStats(
             idle=idle,
-            restoring=restoring,
+            restoring=self.restoring,
             handed_out=self.handed_out,
             hits=self.hits,
             misses=self.misses,

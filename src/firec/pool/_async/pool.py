@@ -156,7 +156,6 @@ class AsyncPool:
         self._restore = restore
         self._idle: deque[AsyncMachine] = deque()
         self._dead: list[AsyncMachine] = []  # found dead when taken: the refill deletes them
-        self._restoring = 0
         self._numbers = itertools.count()
         self._counters = Counters()
         self._wanted = io.Signal()  # the refill should look again
@@ -269,12 +268,12 @@ class AsyncPool:
         policy = self.when_empty if when_empty is None else WhenEmpty(when_empty)
         machine = self._take()
         if machine is not None:
-            self._counters.hits += 1
+            self._counters.add("hits")
             return await self._hand_out(machine)
-        self._counters.misses += 1
+        self._counters.add("misses")
         if policy is WhenEmpty.FAIL:
             raise PoolEmptyError(
-                f"pool {self._prefix}: no VM is ready ({self._restoring} being restored)"
+                f"pool {self._prefix}: no VM is ready ({self._counters.restoring} being restored)"
             )
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -299,7 +298,7 @@ class AsyncPool:
     @property
     def stats(self) -> PoolStats:
         """The pool's figures now (:class:`~firec.pool.PoolStats`)."""
-        return self._counters.snapshot(len(self._idle), self._restoring)
+        return self._counters.snapshot(len(self._idle))
 
     def __len__(self) -> int:
         """How many VMs are ready."""
@@ -337,12 +336,12 @@ class AsyncPool:
             self._wanted.set()  # one fewer: the refill restores another
             if _running(machine):
                 return machine
-            self._counters.replaced += 1
+            self._counters.add("replaced")
             self._dead.append(machine)
         return None
 
     async def _hand_out(self, machine: AsyncMachine) -> AsyncMachine:
-        self._counters.handed_out += 1
+        self._counters.add("handed_out")
         if self._on_acquire is not None:
             try:
                 await io.call(self._on_acquire, machine)
@@ -355,7 +354,7 @@ class AsyncPool:
 
     def _has_room(self) -> bool:
         """Whether one more VM fits in ``max_size`` and the memory budget."""
-        held = len(self._idle) + self._restoring
+        held = len(self._idle) + self._counters.restoring
         if held >= self.max_size:
             return False
         if self.memory_budget is None:
@@ -392,7 +391,7 @@ class AsyncPool:
         """Restore the next VM, with its identity; counted while it is being restored."""
         number = next(self._numbers)
         config = self._config_for(number)
-        self._restoring += 1
+        self._counters.add("restoring")
         started = time.monotonic()
         try:
             override = self._vsock_override
@@ -409,11 +408,10 @@ class AsyncPool:
                 await machine.delete()
                 raise
         except Exception as exc:
-            self._counters.failures += 1
-            self._counters.last_error = f"{type(exc).__name__}: {exc}"
+            self._counters.failed(f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            self._restoring -= 1
+            self._counters.add("restoring", -1)
         self._counters.latencies.append(time.monotonic() - started)
         return machine
 
@@ -445,7 +443,7 @@ class AsyncPool:
                 self._idle.remove(machine)
             except ValueError:
                 continue  # handed out meanwhile: its caller has it now
-            self._counters.replaced += 1
+            self._counters.add("replaced")
             _log.warning("pool %s: %s stopped answering; replaced", self._prefix, machine.vm_id)
             await self._discard(machine)
 

@@ -155,7 +155,6 @@ class Pool:
         self._restore = restore
         self._idle: deque[Machine] = deque()
         self._dead: list[Machine] = []  # found dead when taken: the refill deletes them
-        self._restoring = 0
         self._numbers = itertools.count()
         self._counters = Counters()
         self._wanted = io.Signal()  # the refill should look again
@@ -268,12 +267,12 @@ class Pool:
         policy = self.when_empty if when_empty is None else WhenEmpty(when_empty)
         machine = self._take()
         if machine is not None:
-            self._counters.hits += 1
+            self._counters.add("hits")
             return self._hand_out(machine)
-        self._counters.misses += 1
+        self._counters.add("misses")
         if policy is WhenEmpty.FAIL:
             raise PoolEmptyError(
-                f"pool {self._prefix}: no VM is ready ({self._restoring} being restored)"
+                f"pool {self._prefix}: no VM is ready ({self._counters.restoring} being restored)"
             )
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -298,7 +297,7 @@ class Pool:
     @property
     def stats(self) -> PoolStats:
         """The pool's figures now (:class:`~firec.pool.PoolStats`)."""
-        return self._counters.snapshot(len(self._idle), self._restoring)
+        return self._counters.snapshot(len(self._idle))
 
     def __len__(self) -> int:
         """How many VMs are ready."""
@@ -336,12 +335,12 @@ class Pool:
             self._wanted.set()  # one fewer: the refill restores another
             if _running(machine):
                 return machine
-            self._counters.replaced += 1
+            self._counters.add("replaced")
             self._dead.append(machine)
         return None
 
     def _hand_out(self, machine: Machine) -> Machine:
-        self._counters.handed_out += 1
+        self._counters.add("handed_out")
         if self._on_acquire is not None:
             try:
                 io.call(self._on_acquire, machine)
@@ -354,7 +353,7 @@ class Pool:
 
     def _has_room(self) -> bool:
         """Whether one more VM fits in ``max_size`` and the memory budget."""
-        held = len(self._idle) + self._restoring
+        held = len(self._idle) + self._counters.restoring
         if held >= self.max_size:
             return False
         if self.memory_budget is None:
@@ -391,7 +390,7 @@ class Pool:
         """Restore the next VM, with its identity; counted while it is being restored."""
         number = next(self._numbers)
         config = self._config_for(number)
-        self._restoring += 1
+        self._counters.add("restoring")
         started = time.monotonic()
         try:
             override = self._vsock_override
@@ -408,11 +407,10 @@ class Pool:
                 machine.delete()
                 raise
         except Exception as exc:
-            self._counters.failures += 1
-            self._counters.last_error = f"{type(exc).__name__}: {exc}"
+            self._counters.failed(f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            self._restoring -= 1
+            self._counters.add("restoring", -1)
         self._counters.latencies.append(time.monotonic() - started)
         return machine
 
@@ -444,7 +442,7 @@ class Pool:
                 self._idle.remove(machine)
             except ValueError:
                 continue  # handed out meanwhile: its caller has it now
-            self._counters.replaced += 1
+            self._counters.add("replaced")
             _log.warning("pool %s: %s stopped answering; replaced", self._prefix, machine.vm_id)
             self._discard(machine)
 
