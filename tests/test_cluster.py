@@ -602,3 +602,18 @@ async def test_creates_made_at_once_fill_every_host_and_then_no_more(
                 await c.create(simulated.config())
         finally:
             await asyncio.gather(*(vm.delete() for vm in made))
+
+
+async def test_two_deletes_of_one_vm_at_once_both_end_when_it_is_gone(
+    simulated: SimulatedCluster,
+) -> None:
+    from firec.cluster import AsyncCluster
+
+    namespace = ray.get_runtime_context().namespace
+    async with await AsyncCluster.connect(namespace=namespace) as c:
+        vm = await c.create(simulated.config("cl-twice-deleted"), host="a")
+        await vm.start()
+        other = await c.get("cl-twice-deleted")
+        await asyncio.gather(vm.delete(), other.delete())
+        assert [v for v in await c.ls() if v.vm_id == "cl-twice-deleted"] == []
+        assert not (simulated.base / "a" / "state" / "vms" / "cl-twice-deleted.json").exists()

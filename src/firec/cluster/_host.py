@@ -77,6 +77,7 @@ class _Held:
     owner: str
     detached: bool
     machine: Any = None
+    deleting: asyncio.Task[None] | None = None
 
 
 class Host:
@@ -419,8 +420,18 @@ class Host:
         self.held[vm_id].detached = True
 
     async def delete(self, vm_id: str) -> None:
-        """Stop VM ``vm_id`` and remove everything it had."""
+        """Stop VM ``vm_id`` and remove everything it had.
+
+        A delete already under way (a driver's, and the reaping of its gone
+        owner's VMs, say) is waited for, not started again.
+        """
         machine = self._machine(vm_id)
+        held = self.held[vm_id]
+        if held.deleting is None:
+            held.deleting = asyncio.get_running_loop().create_task(self._delete(vm_id, machine))
+        await asyncio.shield(held.deleting)
+
+    async def _delete(self, vm_id: str, machine: Any) -> None:
         try:
             await machine.delete()
         finally:
