@@ -147,29 +147,25 @@ class Paths:
     async def through_cluster(self) -> Life:
         host = self.hosts[next(self.turn) % len(self.hosts)] if self.turns else None
         config = self.config.replace(vm_id=f"c-{uuid.uuid4().hex[:12]}")
-        t0 = time.perf_counter()
-        vm = await self.cluster.create(config, host=host)
-        try:
-            t1 = time.perf_counter()
-            await vm.start()
-            t2 = time.perf_counter()
-        finally:
-            await vm.delete()
-        t3 = time.perf_counter()
-        return t1 - t0, t2 - t1, t3 - t2
+        return await timed_life(lambda: self.cluster.create(config, host=host))
 
     async def local(self) -> Life:
         config = self.local_config.replace(vm_id=f"l-{uuid.uuid4().hex[:12]}")
-        t0 = time.perf_counter()
-        machine = await firec.AsyncMachine.create(config)
-        try:
-            t1 = time.perf_counter()
-            await machine.start()
-            t2 = time.perf_counter()
-        finally:
-            await machine.delete()
-        t3 = time.perf_counter()
-        return t1 - t0, t2 - t1, t3 - t2
+        return await timed_life(lambda: firec.AsyncMachine.create(config))
+
+
+async def timed_life(create: Callable[[], Awaitable[Any]]) -> Life:
+    """How long ``create()``, then ``start()`` and ``delete()`` of what it made, took."""
+    t0 = time.perf_counter()
+    vm = await create()
+    try:
+        t1 = time.perf_counter()
+        await vm.start()
+        t2 = time.perf_counter()
+    finally:
+        await vm.delete()
+    t3 = time.perf_counter()
+    return t1 - t0, t2 - t1, t3 - t2
 
 
 async def batch(life: Callable[[], Awaitable[Life]], count: int, width: int) -> list[Life]:
