@@ -32,6 +32,7 @@ from firec.cluster.hosts import CpuInfo, HostInfo, HostSettings, VmState
 from firec.cluster.placement import Request, place, place_many, snapshot_refusal
 from firec.cluster.snapshots import ClusterSnapshot, CopyFromHost, describe_file
 from firec.errors import ClusterError, ConfigError, HostLostError, NoFitError, SnapshotError
+from firec.host.registry import Registry, reap_abandoned
 from tests.conftest import BACKENDS, vmm_command
 from tests.support import emulator_wrapper, firecracker_bin
 
@@ -161,6 +162,9 @@ def simulated(
     finally:
         ray.shutdown()
         cluster.shutdown()
+        # after a failure above: the hosts are gone, so whatever they left is abandoned
+        for name in HOSTS:
+            reap_abandoned(Registry(base / name / "state"))
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
