@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -48,17 +48,11 @@ def _cluster(address: str | None, namespace: str) -> Iterator[Cluster]:
     from firec import cluster
 
     try:
-        import ray  # noqa: F401
-    except ImportError:
-        fail(ExitCode.HOST_NOT_READY, "firec cluster needs Ray", "pip install 'firec[ray]'")
-    with cluster.connect(address, namespace=namespace) as c:
+        connected = cluster.connect(address, namespace=namespace)
+    except ImportError as exc:  # connect names the extra that brings Ray
+        fail(ExitCode.HOST_NOT_READY, str(exc))
+    with connected as c:
         yield c
-
-
-def _plain(value: Any) -> Any:
-    """A dataclass as JSON-ready values."""
-    data = dataclasses.asdict(value)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()}
 
 
 @cluster_app.command("hosts", epilog=EPILOG)
@@ -71,7 +65,7 @@ def hosts(
     with _cluster(address, namespace) as c:
         found = c.hosts()
     if as_json:
-        print_json([_plain(h) for h in found])
+        print_json([dataclasses.asdict(h) for h in found])
         return
     rows = [
         [
@@ -100,7 +94,7 @@ def ls(
     with _cluster(address, namespace) as c:
         vms = c.ls()
     if as_json:
-        print_json([_plain(v) for v in vms])
+        print_json([dataclasses.asdict(v) for v in vms])
         return
     rows = [
         [
@@ -198,7 +192,7 @@ def gc(
     with _cluster(address, namespace) as c:
         reaped = c.gc()
     if as_json:
-        print_json([_plain(v) for v in reaped])
+        print_json([dataclasses.asdict(v) for v in reaped])
         return
     for v in reaped:
         out.print(f"{v.vm_id}\t{v.host}")

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from firec.cluster._async import io
 from firec.cluster.hosts import HostInfo, HostSettings, VmInfo, VmState
 from firec.cluster.snapshots import ClusterSnapshot, FileDescription, SnapshotStore, describe_file
 from firec.errors import ClusterError, FirecError, NoFitError
@@ -108,7 +109,8 @@ class Host:
         self._watch: asyncio.Task[None] | None = None
         self._book: Any = None
         self._book_news: list[tuple[Any, ...]] = []
-        self.reaped = self._reap_left_overs() if not self.reason else []
+        if not self.reason:
+            self._reap_left_overs()
         book = self._the_book()
         if book is not None:  # what the book had of this host's VMs was reaped above
             book.forget_host.remote(self.name)
@@ -143,11 +145,15 @@ class Host:
         except FirecError:
             return False
 
-    def _reap_left_overs(self) -> list[str]:
+    def _reap_left_overs(self) -> None:
         """Reap VMs an earlier host actor of this node left (their controller died)."""
         from firec.host.registry import reap_abandoned
 
-        return [entry.vm_id for entry in reap_abandoned(self.registry) if not entry.error]
+        for entry in reap_abandoned(self.registry):
+            if entry.error:
+                log.warning("host %s: could not reap %s: %s", self.name, entry.vm_id, entry.error)
+            else:
+                log.info("host %s: reaped %s (%s)", self.name, entry.vm_id, entry.reason)
 
     def _report(self) -> HostInfo:
         s = self.settings
@@ -217,7 +223,7 @@ class Host:
         reaped: list[VmInfo] = []
         for owner, link in list(self.links.items()):
             try:
-                await asyncio.wait_for(_answer(link.ping.remote()), LINK_TIMEOUT)
+                await asyncio.wait_for(io.get(link.ping.remote()), LINK_TIMEOUT)
             except RayActorError:
                 reaped += await self.release_owner(owner)
             except TimeoutError:
@@ -344,11 +350,8 @@ class Host:
             for i in ids:
                 self.held.pop(i, None)
             raise
-        for h, machine in zip(held, machines, strict=True):
+        for h, machine in zip(held, machines, strict=True):  # clone named them <base>-<i>
             h.machine = machine
-            if machine.vm_id != h.vm_id:  # clone names them <base>-<i>, as asked
-                self.held[machine.vm_id] = self.held.pop(h.vm_id)
-                h.vm_id = machine.vm_id
             self._announce(h)
         return [self._vm_info_as(h, VmState.RUNNING) for h in held]  # clones are resumed
 
@@ -359,14 +362,14 @@ class Host:
             return await store.bring(snapshot, self._snapshot_dir(), _nothing, _no_read)
 
         async def describe() -> list[FileDescription]:
-            result: list[FileDescription] = await origin.describe_snapshot.remote(
-                str(snapshot.directory)
+            result: list[FileDescription] = await io.get(
+                origin.describe_snapshot.remote(str(snapshot.directory))
             )
             return result
 
         async def read(name: str, offset: int, length: int) -> bytes:
-            data: bytes = await origin.read_chunk.remote(
-                str(snapshot.directory), name, offset, length
+            data: bytes = await io.get(
+                origin.read_chunk.remote(str(snapshot.directory), name, offset, length)
             )
             return data
 
@@ -501,11 +504,6 @@ class Host:
                 return f.read(length)
 
         return await asyncio.to_thread(read)
-
-
-async def _answer(ref: Any) -> Any:
-    """What an actor call answers (an :class:`ray.ObjectRef` awaited)."""
-    return await ref
 
 
 async def _nothing() -> list[FileDescription]:
