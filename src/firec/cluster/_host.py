@@ -236,7 +236,7 @@ class Host:
         mine = [h for h in self.held.values() if h.owner == owner and not h.detached]
         infos = [await self._vm_info(h) for h in mine]
         for held in mine:
-            with contextlib.suppress(FirecError, KeyError):
+            with contextlib.suppress(FirecError):
                 await self.delete(held.vm_id)
         return infos
 
@@ -426,10 +426,14 @@ class Host:
         """Stop VM ``vm_id`` and remove everything it had.
 
         A delete already under way (a driver's, and the reaping of its gone
-        owner's VMs, say) is waited for, not started again.
+        owner's VMs, say) is waited for, not started again; a VM already gone
+        (deleted by another call) is left so, as :meth:`firec.AsyncMachine.delete`
+        is safe to call twice.
         """
-        machine = self._machine(vm_id)
-        held = self.held[vm_id]
+        held = self.held.get(vm_id)
+        if held is None:
+            return
+        machine = self._machine(vm_id)  # refuses one still being made
         if held.deleting is None:
             held.deleting = asyncio.get_running_loop().create_task(self._delete(vm_id, machine))
         await asyncio.shield(held.deleting)
