@@ -8,6 +8,7 @@
  * exec.c    exec: processes, pipes, PTYs; exec_request.c reads the request
  * files.c   file operations, paths confined to --root
  * tar_out.c a directory sent as a tar stream; tar_in.c one extracted
+ * identity.c a restored guest's own clock, random seed, hostname and MACs
  *
  * The protocol is described in docs/agent-protocol.md.
  */
@@ -146,6 +147,9 @@ void stat_json(struct jw *w, const char *name, const struct stat *st, const char
 /* ---- tar_out.c, tar_in.c ---- */
 int op_read_tar(struct conn *c, struct jval *req);
 int op_write_tar(struct conn *c, struct jval *req);
+
+/* ---- identity.c ---- */
+int op_identity(struct conn *c, struct jval *req);
 
 /* ---- reaper.c ---- */
 struct child {

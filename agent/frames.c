@@ -21,6 +21,7 @@
 static const char *const CAPABILITIES[] = {
     "exec", "pty", "signal", "resize", "timeout", "write", "read", "stat", "list",
     "mkdir", "remove", "chmod", "read_tar", "write_tar", "health", "version", "shutdown",
+    "identity",
 };
 
 static int fill(struct conn *c, size_t need)
@@ -318,7 +319,7 @@ static const struct op OPS[] = {
     {"stat", op_stat},         {"list", op_list},         {"mkdir", op_mkdir},
     {"remove", op_remove},     {"chmod", op_chmod},       {"read_tar", op_read_tar},
     {"write_tar", op_write_tar}, {"health", op_health_},  {"version", op_version_},
-    {"shutdown", op_shutdown_},
+    {"shutdown", op_shutdown_}, {"identity", op_identity},
 };
 
 /* One frame between operations: 0 to go on, -1 to close. */
@@ -355,7 +356,7 @@ static int one_request(struct conn *c)
             r = send_error(c, "unknown_op",
                            "unknown operation '%.100s'; this agent (%s, protocol %d) knows exec, "
                            "write, read, stat, list, mkdir, remove, chmod, read_tar, write_tar, "
-                           "health, version and shutdown",
+                           "health, version, shutdown and identity",
                            op, AGENT_VERSION, PROTOCOL_VERSION);
     }
     arena_free(a);

@@ -132,7 +132,13 @@ def test_built_binaries_are_not_committed() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["firec.agent.protocol", "firec.agent.results", "firec.agent.binary", "firec.errors"],
+    [
+        "firec.agent.protocol",
+        "firec.agent.results",
+        "firec.agent.binary",
+        "firec.agent.identity",
+        "firec.errors",
+    ],
 )
 def test_the_docstring_examples_run(
     module: str, agent_bin: Path, monkeypatch: pytest.MonkeyPatch

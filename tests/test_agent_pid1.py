@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from firec.agent import Client
+from firec.agent import Client, GuestIdentity
 from firec.errors import AgentError
+from firec.network.mac import derive_mac
 from tests.agent_support import (
     AGENT_IN_IMAGE,
     TOKEN,
@@ -102,6 +103,36 @@ def test_hostname_and_network_from_the_kernel_command_line(client: Client) -> No
     assert "UP" in client.exec(["ip", "link", "show", "eth0"]).stdout.decode()
     assert "default via 10.0.2.1 dev eth0" in client.exec(["ip", "route"]).stdout.decode()
     assert client.files.read("/etc/resolv.conf") == b"nameserver 10.0.2.3\n"
+
+
+def test_identity_gives_a_restored_guest_its_own_hostname_mac_and_seed(client: Client) -> None:
+    mac = derive_mac("guest-two", "eth0")
+    identity = GuestIdentity(hostname="guest-two", macs={"eth0": mac}, seed=os.urandom(32))
+    # no time: the clock is not namespaced, and this one is the host's
+    assert client.set_identity(identity) == ("seed", "hostname", "mac eth0")
+    assert client.exec(["hostname"]).stdout == b"guest-two\n"
+    assert client.files.read("/sys/class/net/eth0/address").decode().strip() == mac
+    # the interface was taken down for the change: it is up again, with its address and
+    # the default route it had
+    assert "UP" in client.exec(["ip", "link", "show", "eth0"]).stdout.decode()
+    assert "inet 10.0.2.15/24" in client.exec(["ip", "-4", "addr", "show"]).stdout.decode()
+    assert "default via 10.0.2.1 dev eth0" in client.exec(["ip", "route"]).stdout.decode()
+
+
+def test_identity_names_what_it_could_not_apply_and_refuses_bad_members(client: Client) -> None:
+    with pytest.raises(AgentError) as caught:
+        client.set_identity(GuestIdentity(macs={"eth9": derive_mac("guest-two", "eth9")}))
+    assert "eth9" in caught.value.message and "No such device" in caught.value.message
+    for bad, field in (
+        ({"macs": {"eth0": "01:00:5e:00:00:01"}}, "macs"),  # multicast
+        ({"seed": "abc"}, "seed"),
+        ({"hostname": ""}, "hostname"),
+        ({"time": -1}, "time"),
+    ):
+        with pytest.raises(AgentError) as caught:
+            client._call({"op": "identity", **bad}, op="identity", target="")
+        assert caught.value.code == "bad_request" and field in caught.value.message
+    assert client.exec(["hostname"]).stdout == b"guest-one\n"  # nothing applied
 
 
 def test_the_kernel_argument_token_is_required(init: Pid1) -> None:

@@ -343,6 +343,7 @@ def test_the_lookup_and_the_layout_need_nothing_of_firec_host(module: str) -> No
         "firec.vm._access",
         "firec.vm._config_checks",
         "firec.vm._config_builder",
+        "firec.vm.guest_agent",
     ],
 )
 def test_the_examples_run(name: str) -> None:

@@ -28,10 +28,12 @@ from firec.errors import (
     CommandTimeoutError,
     MachineError,
 )
+from firec.network import Interface
+from firec.network.mac import derive_mac
 from firec.testing import emulator_binary
 from firec.vm import vsock
 from firec.vm.config import Builder
-from tests.support import emulator_wrapper, guest_builder, in_jail, jailer_wrapper
+from tests.support import console_text, emulator_wrapper, guest_builder, in_jail, jailer_wrapper
 
 
 def agents_of(emulator_pid: int) -> list[int]:
@@ -187,6 +189,51 @@ def test_restore_and_three_clones_each_answer_on_their_own(
     for pid in pids:
         assert pid is not None
         assert_agents_end(pid)
+
+
+def assert_own_identity(machines: list[firec.Machine]) -> None:
+    """Each machine's guest agent was given its own hostname (its id), MAC and seed."""
+    macs = set()
+    for machine in machines:
+        mac = machine.config.network_interfaces[0].guest_mac
+        assert mac == derive_mac(machine.vm_id, "eth0")
+        macs.add(mac)
+        # the emulator's agent is a service: it logs what a guest's init would apply
+        said = f"hostname {machine.vm_id}, eth0 {mac}, seed of 32 bytes, the time"
+        assert said in console_text(machine, said)
+    assert len(macs) == len(machines)
+
+
+def test_clones_and_pooled_vms_each_get_their_own_identity(
+    builder: Builder, short_tmp: Path
+) -> None:
+    config = builder.add_network_interface(Interface("eth0", "tap-ident")).build()
+    with firec.Machine.create(config) as original:
+        original.start()
+        original.wait_ready(timeout=10)
+        snap = original.snapshot(short_tmp / "snap")
+    assert snap.boot_args is not None and "firec.agent_token=" in snap.boot_args
+    clones = firec.Machine.clone(snap, 2, vsock_override=str(short_tmp / "c{i}.sock"))
+    try:
+        assert_own_identity(clones)
+        assert clones[0].exec(["echo", "ok"]).stdout == b"ok\n"
+    finally:
+        for clone in clones:
+            clone.delete()
+    pool_config = config.replace(vm_id="ident-pool")
+    with firec.Pool(
+        snap, size=2, config=pool_config, vsock_override=str(short_tmp / "p{i}.sock")
+    ) as pool:
+        one, two = pool.acquire(), pool.acquire()
+        try:
+            assert_own_identity([one, two])
+        finally:
+            one.delete()
+            two.delete()
+    with firec.Machine.restore(snap) as restored:  # one restore keeps the snapshot's identity
+        assert restored.config.network_interfaces[0].guest_mac == snap.vm_config[
+            "network-interfaces"
+        ][0].get("guest_mac")
 
 
 def test_the_token_is_required_and_not_shown(builder: Builder, short_tmp: Path) -> None:

@@ -15,6 +15,9 @@ files over a small framed protocol (``docs/agent-protocol.md``).
   written by hand);
 * :mod:`firec.agent.results`: :class:`ExecResult`, :class:`FileInfo`,
   :class:`AgentInfo`;
+* :class:`GuestIdentity` (:mod:`firec.agent.identity`): what makes a guest
+  restored from a snapshot a machine of its own (clock, random seed,
+  hostname, MACs), sent with the client's ``set_identity``;
 * :func:`agent_binary`: where the built agent is (:mod:`firec.agent.binary`).
 
 A client is given a *connector*, a callable that opens one connection: a
@@ -50,12 +53,13 @@ from typing import TYPE_CHECKING
 from firec._lazy import lazy_door
 
 if TYPE_CHECKING:
-    from firec.agent import binary, protocol, results
+    from firec.agent import binary, identity, protocol, results
     from firec.agent._async.client import AsyncClient
     from firec.agent._async.process import Process as AsyncProcess
     from firec.agent._sync.client import Client
     from firec.agent._sync.process import Process
     from firec.agent.binary import agent_binary
+    from firec.agent.identity import GuestIdentity
     from firec.agent.protocol import DEFAULT_PORT, PROTOCOL_VERSION
     from firec.agent.results import AgentInfo, ExecResult, FileInfo
 
@@ -68,9 +72,11 @@ __all__ = [
     "Client",
     "ExecResult",
     "FileInfo",
+    "GuestIdentity",
     "Process",
     "agent_binary",
     "binary",
+    "identity",
     "protocol",
     "results",
 ]
@@ -84,11 +90,12 @@ _door, _dir = lazy_door(
         "AgentInfo": "firec.agent.results",
         "ExecResult": "firec.agent.results",
         "FileInfo": "firec.agent.results",
+        "GuestIdentity": "firec.agent.identity",
         "DEFAULT_PORT": "firec.agent.protocol",
         "PROTOCOL_VERSION": "firec.agent.protocol",
         "agent_binary": "firec.agent.binary",
     },
-    submodules=("binary", "protocol", "results"),
+    submodules=("binary", "identity", "protocol", "results"),
 )
 
 

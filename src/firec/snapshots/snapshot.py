@@ -237,6 +237,13 @@ class Snapshot:
         return self.vm_config
 
     @property
+    def boot_args(self) -> str | None:
+        """The kernel command line the guest was booted with."""
+        boot = self._vm_config.get("boot-source") or {}
+        args = boot.get("boot_args")
+        return str(args) if args is not None else None
+
+    @property
     def mem_size_mib(self) -> int:
         """The guest memory size, in MiB."""
         machine = self._vm_config.get("machine-config") or {}

@@ -24,11 +24,14 @@ from typing import TYPE_CHECKING, Any
 from firec.api import models
 from firec.api.versions import Version, check_supported, has_field
 from firec.errors import ConfigError, SnapshotError, UnsupportedError
+from firec.network.interface import CNINetwork
+from firec.network.mac import derive_mac
 from firec.snapshots._format import probe
 from firec.snapshots.snapshot import PerClone, Snapshot
 from firec.snapshots.uffd import UffdHandler
 from firec.vm._launch import Launch, attach_network
 from firec.vm.config import Config
+from firec.vm.guest_agent import runs_agent
 
 if TYPE_CHECKING:
     from firec.network import VMNetwork
@@ -448,6 +451,26 @@ def _per_clone(value: PerClone | None, index: int) -> dict[str, str] | None:
     return {key: template.format(i=index) for key, template in value.items()}
 
 
+def own_macs(snapshot: Snapshot, config: Config) -> Config:
+    """``config`` with each interface's guest MAC derived from the VM's id, when the
+    snapshot's guest runs firec's agent; else ``config`` as it is.
+
+    A restored guest keeps the snapshot's MACs whatever the config says; its
+    agent sets the config's (``renew_identity``), so only then may the config
+    say another. A CNI interface keeps the MAC of the CNI interface.
+    """
+    if not runs_agent(snapshot.boot_args):
+        return config
+    return config.replace(
+        network_interfaces=tuple(
+            i
+            if isinstance(i.network, CNINetwork)
+            else dataclasses.replace(i, guest_mac=derive_mac(config.vm_id, i.iface_id))
+            for i in config.network_interfaces
+        )
+    )
+
+
 def clone_plans(
     snapshot: Snapshot,
     n: int,
@@ -463,6 +486,7 @@ def clone_plans(
     result = []
     for i in range(n):
         clone_config = base.replace(vm_id=f"{base.vm_id[: 64 - len(str(i)) - 1]}-{i}")
+        clone_config = own_macs(snapshot, clone_config)
         if configure is not None:
             clone_config = configure(i, clone_config)
         vsock = vsock_override(i) if callable(vsock_override) else vsock_override

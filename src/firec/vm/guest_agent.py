@@ -40,6 +40,7 @@ __all__ = [
     "hide_token",
     "hide_tokens",
     "new_token",
+    "runs_agent",
 ]
 
 #: The kernel arguments the agent reads (their names have a dot: the kernel passes them on).
@@ -126,6 +127,22 @@ def agent_endpoint(cmdline: str | None) -> tuple[int, str | None]:
         elif word.startswith(TOKEN_ARG) and word[len(TOKEN_ARG) :]:
             token = word[len(TOKEN_ARG) :]
     return port, token
+
+
+def runs_agent(cmdline: str | None) -> bool:
+    """Whether a guest booted with ``cmdline`` runs firec's agent: ``init=`` a path ending
+    in ``/firec-agent`` (an image firec built), or one of the agent's own arguments (a
+    config with ``Builder.agent(...)``).
+
+    >>> runs_agent("console=ttyS0 init=/sbin/firec-agent"), runs_agent("console=ttyS0")
+    (True, False)
+    """
+    for word in (cmdline or "").split():
+        if word.startswith("init=") and word.endswith("/firec-agent"):
+            return True
+        if word.startswith((TOKEN_ARG, PORT_ARG)):
+            return True
+    return False
 
 
 def hide_token(text: str) -> str:

@@ -24,6 +24,7 @@ from firec.agent import protocol
 from firec.agent._async.files import Data, Files, chunks
 from firec.agent._async.io import Channel, Connector, both, unix_connector
 from firec.agent._async.process import Process
+from firec.agent.identity import GuestIdentity
 from firec.agent.protocol import Kind, Payload
 from firec.agent.results import AgentInfo, ExecResult
 from firec.errors import AgentConnectionError, AgentError, CommandError
@@ -415,6 +416,22 @@ class AsyncClient:
                         op="wait_ready",
                     ) from exc
             await asyncio.sleep(interval)
+
+    async def set_identity(self, identity: GuestIdentity) -> tuple[str, ...]:
+        """Tell the guest who it is now: clock, random seed, hostname, MACs (``identity``).
+
+        What a VM restored from a snapshot needs before code runs in it (see
+        :mod:`firec.agent.identity`). Returns what the agent applied
+        (``"time"``, ``"seed"``, ``"hostname"``, ``"mac eth0"``...): all of
+        it as the guest's init; nothing as a service (firec's emulator),
+        which only logs what it was given.
+
+        Raises:
+            AgentError: the agent refused a member (``bad_request``) or could
+                not apply one (its message says which, and why).
+        """
+        reply = await self._call(identity.request(), op="identity", target="")
+        return tuple(str(item) for item in reply.get("applied", ()))
 
     async def shutdown(self) -> None:
         """Ask the agent to end: as the guest's init, it ends every process, syncs and ends

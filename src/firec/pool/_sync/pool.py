@@ -16,7 +16,11 @@ twin (its refill is one thread).
 Each VM is a machine of its own: its own id, API socket, VM directory (and
 jail), vsock socket (jailed, or ``vsock_override`` on Firecracker 1.16+), its
 own network plan's tap, namespace and address (``network``), its own MMDS
-document (``mmds``). Example::
+document (``mmds``). A guest that runs firec's agent is also given its own
+identity before it is ready (:meth:`~firec.Machine.renew_identity`: the
+clock now, a fresh random seed for its kernel, its id as hostname, MACs
+derived from its id), so that no two VMs of a pool share random state or a
+MAC. Example::
 
     import firec
 
@@ -47,6 +51,7 @@ from firec.errors import FirecError, MachineError, PoolEmptyError, ValidationErr
 from firec.pool._sync import io
 from firec.pool.stats import Counters, PoolStats, WhenEmpty
 from firec.snapshots.snapshot import Snapshot
+from firec.vm._restore import own_macs
 from firec.vm._sync.machine import Machine
 from firec.vm.config import Config
 from firec.vm.console import Console
@@ -403,6 +408,8 @@ class Pool:
             try:
                 if self._mmds is not None:
                     machine.client.put_mmds(self._mmds(number, machine.vm_id))
+                if machine.runs_agent:
+                    machine.renew_identity()
             except BaseException:
                 machine.delete()
                 raise
@@ -415,7 +422,7 @@ class Pool:
         return machine
 
     def _config_for(self, number: int) -> Config:
-        config = self._base.replace(vm_id=f"{self._prefix}-{number}")
+        config = own_macs(self.snapshot, self._base.replace(vm_id=f"{self._prefix}-{number}"))
         if self._network is not None:
             plan = self._network
             config = config.replace(

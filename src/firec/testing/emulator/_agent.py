@@ -8,7 +8,7 @@ socket to it: the host's client goes through the same code as with real
 Firecracker (:mod:`firec.vm.vsock`'s handshake, then the agent's protocol).
 
 The guest runs the agent when the VM has a vsock device and its kernel
-command line names the agent (:func:`wanted`): ``init=`` a path ending in
+command line names the agent (:func:`~firec.vm.guest_agent.runs_agent`): ``init=`` a path ending in
 ``/firec-agent`` (as ``firec run`` boots an image firec built), or one of
 the agent's own arguments, ``firec.agent_token=`` or ``firec.agent_port=``
 (as a config with ``Builder.agent(...)`` has). It starts at
@@ -41,27 +41,17 @@ from typing import TYPE_CHECKING
 from firec.agent.binary import agent_binary
 from firec.errors import FirecError
 from firec.testing.emulator._jail import host_path
-from firec.vm.guest_agent import PORT_ARG, TOKEN_ARG, agent_endpoint
+from firec.vm.guest_agent import agent_endpoint, runs_agent
 
 if TYPE_CHECKING:
     from firec.testing.emulator._state import VmmState
 
-__all__ = ["GuestAgent", "open_for", "pump", "start", "wanted"]
+__all__ = ["GuestAgent", "open_for", "pump", "start"]
 
 #: Seconds a host connection waits for a starting agent to listen (a guest still booting).
 LISTEN_PATIENCE = 5.0
 _PR_SET_PDEATHSIG = 1
 _names = itertools.count()
-
-
-def wanted(boot_args: str) -> bool:
-    """Whether a guest booted with ``boot_args`` runs firec's agent."""
-    for word in boot_args.split():
-        if word.startswith("init=") and word.endswith("/firec-agent"):
-            return True
-        if word.startswith((TOKEN_ARG, PORT_ARG)):
-            return True
-    return False
 
 
 class GuestAgent:
@@ -135,7 +125,7 @@ def start(vmm: VmmState) -> None:
     emulator (the parent-death signal is the forking thread's).
     """
     boot_args = str((vmm.boot_source or {}).get("boot_args") or "")
-    if vmm.vsock is None or not wanted(boot_args):
+    if vmm.vsock is None or not runs_agent(boot_args):
         return
     console = host_path(vmm.serial_out_path) if vmm.serial_out_path is not None else None
     try:

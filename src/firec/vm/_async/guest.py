@@ -50,12 +50,12 @@ from collections.abc import Mapping, Sequence
 from firec.agent._async.client import AsyncClient as AgentClient
 from firec.agent._async.files import Data, Files
 from firec.agent._async.process import Process
+from firec.agent.identity import GuestIdentity
 from firec.agent.results import AgentInfo, ExecResult
-from firec.api import models
-from firec.errors import AgentConnectionError, MachineError, TransportError
+from firec.errors import AgentConnectionError, MachineError, TransportError, ValidationError
 from firec.vm._async import io
 from firec.vm._async.lifecycle import MachineLifecycle
-from firec.vm.guest_agent import agent_endpoint, boot_args
+from firec.vm.guest_agent import agent_endpoint, boot_args, runs_agent
 
 __all__ = ["MachineGuest"]
 
@@ -97,14 +97,53 @@ class MachineGuest(MachineLifecycle):
         """The guest's vsock port the agent listens on (as the guest was booted)."""
         return self._agent_endpoint()[0]
 
+    @property
+    def runs_agent(self) -> bool:
+        """Whether the guest was booted to run firec's agent (its command line says so)."""
+        return runs_agent(self._guest_cmdline())
+
     def _agent_endpoint(self) -> tuple[int, str | None]:
         """The agent's port and token on the command line the guest booted with."""
-        snapshot = self._snapshot_base  # restored from it, or taken of this very guest
-        if snapshot is not None:
-            boot = models.FullVmConfiguration.from_api(snapshot.vm_config).boot_source
-            if boot is not None and boot.boot_args is not None:
-                return agent_endpoint(boot.boot_args)
-        return agent_endpoint(boot_args(self.config.kernel_args, self.config.agent))
+        return agent_endpoint(self._guest_cmdline())
+
+    def _guest_cmdline(self) -> str | None:
+        """The kernel command line the guest booted with: the snapshot's it was restored from
+        (or one taken of this very guest), else its config's."""
+        snapshot = self._snapshot_base
+        if snapshot is not None and snapshot.boot_args is not None:
+            return snapshot.boot_args
+        return boot_args(self.config.kernel_args, self.config.agent)
+
+    async def renew_identity(self, hostname: str | None = None) -> tuple[str, ...]:
+        """Make the guest a machine of its own: the clock now, a fresh random seed, a hostname
+        and its config's MACs, through the agent (:class:`~firec.agent.GuestIdentity`).
+
+        A VM restored from a snapshot shares the snapshot's clock, kernel
+        random state, hostname and MACs with every other VM restored from it;
+        clones, forks and pooled VMs whose guest runs the agent are renewed so
+        as they start. The hostname is ``hostname``, else the VM's id (when it
+        is a valid hostname); the guest's ``eth<i>`` gets the ``guest_mac`` of
+        the config's i-th network interface (Firecracker adds them to the
+        guest in that order). Returns what the agent applied: everything as
+        the guest's init, nothing as a service (firec's emulator).
+
+        Raises:
+            AgentError: the agent could not apply a member (its message says which).
+            AgentConnectionError: the agent did not answer.
+            MachineError: the VM has no vsock device.
+        """
+        macs = {
+            f"eth{i}": interface.guest_mac
+            for i, interface in enumerate(self.config.network_interfaces)
+            if interface.guest_mac
+        }
+        try:
+            identity = GuestIdentity.fresh(hostname or self.vm_id, macs)
+        except ValidationError:
+            if hostname is not None:
+                raise
+            identity = GuestIdentity.fresh(None, macs)  # an id that is no hostname
+        return await self.agent.set_identity(identity)
 
     async def exec(
         self,

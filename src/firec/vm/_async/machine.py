@@ -31,11 +31,11 @@ from __future__ import annotations
 
 # The machine is built in layers, each a module of its own: vmm.py (the VMM
 # process, its spawn and its facts), lifecycle.py (create, connect, boot, stop,
-# delete), snapshots.py (snapshot, restore, clone), devices.py (vsock,
-# drives and metrics at runtime) and guest.py (exec, spawn, files through the
-# guest agent). The tunables stay importable from here.
+# delete), guest.py (exec, spawn, files, identity through the guest agent) on
+# it, snapshots.py (snapshot, restore, clone, fork: clones get their identity
+# from the guest layer) on that, and devices.py (vsock, drives and metrics at
+# runtime). The tunables stay importable from here.
 from firec.vm._async.devices import MachineDevices
-from firec.vm._async.guest import MachineGuest
 from firec.vm._async.snapshots import MachineSnapshots
 from firec.vm._async.vmm import EXIT_GRACE as EXIT_GRACE
 from firec.vm._async.vmm import QUICK_RETRIES as QUICK_RETRIES
@@ -49,7 +49,7 @@ from firec.vm._async.vmm import WAIT_LOOK as WAIT_LOOK
 __all__ = ["AsyncMachine"]
 
 
-class AsyncMachine(MachineGuest, MachineSnapshots, MachineDevices):
+class AsyncMachine(MachineSnapshots, MachineDevices):
     """One microVM and its VMM process.
 
     Make one with :meth:`create` (spawn a new VMM) or :meth:`connect` (attach

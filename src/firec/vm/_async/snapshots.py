@@ -22,7 +22,7 @@ from firec.api._async.client import AsyncClient
 from firec.errors import APIError, ConnectError, SnapshotError
 from firec.snapshots.snapshot import PerClone, Snapshot
 from firec.vm._async import io
-from firec.vm._async.lifecycle import MachineLifecycle
+from firec.vm._async.guest import MachineGuest
 from firec.vm._async.vmm import QUICK_RETRIES, READY_TIMEOUT
 from firec.vm._launch import Launch, plan
 from firec.vm._registry.claim import Registration, Registry
@@ -37,6 +37,7 @@ from firec.vm._restore import (
 from firec.vm._snapshot_target import SnapshotTarget
 from firec.vm.config import Config
 from firec.vm.fork import Fork
+from firec.vm.guest_agent import runs_agent
 from firec.vm.state import MachineState
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["MachineSnapshots"]
 
 
-class MachineSnapshots(MachineLifecycle):
+class MachineSnapshots(MachineGuest):
     """A microVM's snapshots, and new VMs from them: a layer of :class:`firec.AsyncMachine`."""
 
     @classmethod
@@ -171,7 +172,10 @@ class MachineSnapshots(MachineLifecycle):
         config)`` may change each clone's config (another disk, log...);
         ``network_overrides`` maps interfaces to taps, e.g. ``{"eth0":
         "tap-clone{i}"}``; ``vsock_override`` is a socket path (with ``{i}``).
-        Other keyword arguments go to :meth:`restore`. If one clone fails, the
+        Other keyword arguments go to :meth:`restore`. A clone of a guest that
+        runs firec's agent is given its own identity as it starts
+        (:meth:`renew_identity`: the clock, a fresh random seed, its id as
+        hostname, MACs derived from its id). If one clone fails, the
         ones already started are stopped and deleted, and the first error is
         raised. Example::
 
@@ -184,6 +188,9 @@ class MachineSnapshots(MachineLifecycle):
         )
         started = [r for r in results if isinstance(r, cls)]
         failures = [r for r in results if isinstance(r, BaseException)]
+        if not failures and restore.get("resume", True) and runs_agent(snapshot.boot_args):
+            renewed = await io.gather(*(machine.renew_identity for machine in started))
+            failures = [r for r in renewed if isinstance(r, BaseException)]
         if failures:
             undone = await io.gather(*(machine.delete for machine in started))
             failures += [r for r in undone if isinstance(r, BaseException)]

@@ -30,11 +30,11 @@ from __future__ import annotations
 
 # The machine is built in layers, each a module of its own: vmm.py (the VMM
 # process, its spawn and its facts), lifecycle.py (create, connect, boot, stop,
-# delete), snapshots.py (snapshot, restore, clone), devices.py (vsock,
-# drives and metrics at runtime) and guest.py (exec, spawn, files through the
-# guest agent). The tunables stay importable from here.
+# delete), guest.py (exec, spawn, files, identity through the guest agent) on
+# it, snapshots.py (snapshot, restore, clone, fork: clones get their identity
+# from the guest layer) on that, and devices.py (vsock, drives and metrics at
+# runtime). The tunables stay importable from here.
 from firec.vm._sync.devices import MachineDevices
-from firec.vm._sync.guest import MachineGuest
 from firec.vm._sync.snapshots import MachineSnapshots
 from firec.vm._sync.vmm import EXIT_GRACE as EXIT_GRACE
 from firec.vm._sync.vmm import QUICK_RETRIES as QUICK_RETRIES
@@ -48,7 +48,7 @@ from firec.vm._sync.vmm import WAIT_LOOK as WAIT_LOOK
 __all__ = ["Machine"]
 
 
-class Machine(MachineGuest, MachineSnapshots, MachineDevices):
+class Machine(MachineSnapshots, MachineDevices):
     """One microVM and its VMM process.
 
     Make one with :meth:`create` (spawn a new VMM) or :meth:`connect` (attach
