@@ -394,6 +394,28 @@ def test_a_snapshot_moves_to_another_host_through_the_copy_store(
             vm.delete()
 
 
+def test_a_view_made_stale_by_another_driver_is_looked_at_again(
+    cluster: Any, simulated: SimulatedCluster
+) -> None:
+    from firec.cluster._async.cluster import VIEW_TTL
+
+    with cluster.create(simulated.config("cl-stale"), host="b") as vm:
+        vm.start()
+        snap = vm.snapshot("cl-stale-base")
+    namespace = ray.get_runtime_context().namespace
+    with firec.cluster.connect(namespace=namespace) as other:
+        taken = [other.create(simulated.config(), host="b") for _ in range(2)]  # b's limit
+        seen = {h.name: h for h in cluster.hosts()}
+        assert seen["b"].vms == 2
+        for vm in taken:
+            vm.delete()
+    time.sleep(VIEW_TTL + 0.1)
+    # our view says b is full; b has room again: both placements look again and find it
+    [clone] = cluster.restore(snap, 1, host="b")
+    with clone, cluster.create(simulated.config(), host="b") as made:
+        assert (clone.host, made.host) == ("b", "b")
+
+
 def test_a_remote_error_is_firecs_own(cluster: Any, simulated: SimulatedCluster) -> None:
     with cluster.create(simulated.config("cl-twice"), host="a") as vm:
         with pytest.raises(ClusterError, match="host a already has a microVM cl-twice"):

@@ -195,9 +195,8 @@ class Cluster:
             try:
                 chosen = place(request, [h for h in self._view.values() if h.name not in refused])
             except NoFitError as exc:
-                if not looked_again and time.monotonic() - self._seen_at > VIEW_TTL:
-                    looked_again = True  # our view may be old: others may have made room
-                    self.hosts()
+                if not looked_again and self._looked_again():
+                    looked_again = True
                     continue
                 raise NoFitError(request.describe(), {**exc.hosts, **refused}) from None
             # held in our view now, so that creates running beside this one go elsewhere
@@ -216,6 +215,14 @@ class Cluster:
                     continue
                 raise
             return self._remote(info, handle)
+
+    def _looked_again(self) -> bool:
+        """Whether our view was older than :data:`VIEW_TTL` and is now looked at again
+        (a placement that found no room: other drivers may have made some since)."""
+        if time.monotonic() - self._seen_at <= VIEW_TTL:
+            return False
+        self.hosts()
+        return True
 
     def _remote(self, info: VmInfo, handle: Any) -> RemoteMachine:
         remote = RemoteMachine(self, info, handle)
@@ -249,8 +256,14 @@ class Cluster:
             labels=dict(labels or {}),
             snapshot=snapshot,
         )
+        try:
+            placed = place_many(request, n, list(self._view.values()))
+        except NoFitError:
+            if not self._looked_again():
+                raise
+            placed = place_many(request, n, list(self._view.values()))
         shares: dict[str, int] = {}
-        for chosen in place_many(request, n, list(self._view.values())):
+        for chosen in placed:
             shares[chosen.name] = shares.get(chosen.name, 0) + 1
             self._took(chosen.name, request.vcpus, request.memory_mib)
         origin = self._handles.get(snapshot.host)
