@@ -239,13 +239,14 @@ class HostInfo:
     jailer: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
 
-    def taking(self, vcpus: int, memory_mib: int) -> HostInfo:
-        """This report, with one more VM of ``vcpus`` and ``memory_mib`` on it."""
+    def taking(self, vcpus: int, memory_mib: int, count: int = 1) -> HostInfo:
+        """This report, with ``count`` more VMs of ``vcpus`` and ``memory_mib`` each on it
+        (fewer, when ``count`` is negative: VMs gone)."""
         return replace(
             self,
-            vms=self.vms + 1,
-            vcpus_free=self.vcpus_free - vcpus,
-            memory_mib_free=self.memory_mib_free - memory_mib,
+            vms=self.vms + count,
+            vcpus_free=self.vcpus_free - count * vcpus,
+            memory_mib_free=self.memory_mib_free - count * memory_mib,
         )
 
     def free(self) -> str:

@@ -144,22 +144,13 @@ class Cluster:
     def _released(self, machine: RemoteMachine) -> None:
         """A VM of this driver was deleted: its room is free again."""
         self._mine.pop((machine.host, machine.vm_id), None)
-        self._give_back(machine.host, machine.vcpus, machine.memory_mib)
+        self._took(machine.host, machine.vcpus, machine.memory_mib, -1)
 
-    def _give_back(self, host: str, vcpus: int, memory_mib: int) -> None:
-        """One VM of ``vcpus`` and ``memory_mib`` less on ``host``, in our view."""
-        info = self._view.get(host)
-        if info is not None:
-            self._view[host] = dataclasses.replace(
-                info,
-                vms=info.vms - 1,
-                vcpus_free=info.vcpus_free + vcpus,
-                memory_mib_free=info.memory_mib_free + memory_mib,
-            )
-
-    def _took(self, host: str, vcpus: int, memory_mib: int) -> None:
+    def _took(self, host: str, vcpus: int, memory_mib: int, count: int = 1) -> None:
+        """``count`` more VMs of ``vcpus`` and ``memory_mib`` on ``host`` in our view (fewer,
+        when negative)."""
         if host in self._view:
-            self._view[host] = self._view[host].taking(vcpus, memory_mib)
+            self._view[host] = self._view[host].taking(vcpus, memory_mib, count)
 
     # -- making VMs --------------------------------------------------------
 
@@ -205,7 +196,7 @@ class Cluster:
             try:
                 info: VmInfo = io.get(handle.create.remote(data, self.owner, detached))
             except Exception as exc:
-                self._give_back(chosen.name, request.vcpus, request.memory_mib)
+                self._took(chosen.name, request.vcpus, request.memory_mib, -1)
                 if isinstance(exc, NoFitError):  # another driver took the room: the next host
                     refused[chosen.name] = exc.hosts.get(chosen.name, str(exc))
                     continue
@@ -288,8 +279,7 @@ class Cluster:
             for m in started:
                 self._mine.pop((m.host, m.vm_id), None)
             for name, count in shares.items():
-                for _ in range(count):
-                    self._give_back(name, request.vcpus, request.memory_mib)
+                self._took(name, request.vcpus, request.memory_mib, -count)
             raise failures[0]
         return started
 
