@@ -174,7 +174,9 @@ class MachineSnapshots(MachineGuest):
         Other keyword arguments go to :meth:`restore`. A clone of a guest that
         runs firec's agent is given its own identity as it starts
         (:meth:`renew_identity`: the clock, a fresh random seed, its id as
-        hostname, MACs derived from its id). If one clone fails, the
+        hostname, MACs derived from its id; one restored paused, with
+        ``resume=False``, gets it from :meth:`renew_identity` once resumed: its
+        config already names those MACs). If one clone fails, the
         ones already started are stopped and deleted, and the first error is
         raised. Example::
 
