@@ -236,6 +236,7 @@ int op_identity(struct conn *c, struct jval *req)
     }
     int err = 0;
     const char *what = NULL;
+    char failed[64]; /* the step and the interface that failed */
     if (id.has_time) {
         if (clock_settime(CLOCK_REALTIME, &id.time) < 0)
             err = errno, what = "set the clock";
@@ -270,7 +271,6 @@ int op_identity(struct conn *c, struct jval *req)
     int s = what || !id.nmacs ? -1 : socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (!what && id.nmacs && s < 0)
         err = errno, what = "open a socket for the interfaces";
-    static char failed[64];
     for (size_t i = 0; !what && i < id.nmacs; i++) {
         const char *step;
         char item[8 + IFNAMSIZ];
