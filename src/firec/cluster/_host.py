@@ -391,8 +391,13 @@ class Host:
             raise ClusterError(f"host {self.name} has no microVM {vm_id}")
         return held.machine
 
-    async def call(self, vm_id: str, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run one of :data:`OPERATIONS` on VM ``vm_id``; its result."""
+    async def call(self, vm_id: str, op: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run one of :data:`OPERATIONS` on VM ``vm_id`` with ``args`` and ``kwargs``; its result.
+
+        The operation's arguments are the call's own, not a tuple and a dict:
+        Ray sends each argument of an actor call on its own, and an operation
+        without arguments (``state``, ``start``) then sends just two.
+        """
         if op not in OPERATIONS:
             raise ClusterError(f"{op!r} cannot be called on a remote microVM")
         if op == "console_lines":

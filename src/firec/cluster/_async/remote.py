@@ -76,7 +76,7 @@ class AsyncRemoteMachine:
         if self._lost:
             raise HostLostError(self.host, self.vm_id, self._lost)
         try:
-            return await io.get(self._handle.call.remote(self.vm_id, op, args, kwargs))
+            return await io.get(self._handle.call.remote(self.vm_id, op, *args, **kwargs))
         except Exception as exc:
             if actor_died(exc):
                 self._lose(exc)

@@ -78,7 +78,7 @@ class RemoteMachine:
         if self._lost:
             raise HostLostError(self.host, self.vm_id, self._lost)
         try:
-            return io.get(self._handle.call.remote(self.vm_id, op, args, kwargs))
+            return io.get(self._handle.call.remote(self.vm_id, op, *args, **kwargs))
         except Exception as exc:
             if actor_died(exc):
                 self._lose(exc)
