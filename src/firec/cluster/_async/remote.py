@@ -102,7 +102,7 @@ class AsyncRemoteMachine:
     async def state(self) -> VmState:
         """Its state: Firecracker's, ``Exited``, or ``Lost`` once its host died (for good)."""
         try:
-            state: VmState = await self._call("state")
+            state = VmState(await self._call("state"))  # its host answers the value
         except HostLostError:
             return VmState.LOST
         return state

@@ -104,7 +104,7 @@ class RemoteMachine:
     def state(self) -> VmState:
         """Its state: Firecracker's, ``Exited``, or ``Lost`` once its host died (for good)."""
         try:
-            state: VmState = self._call("state")
+            state = VmState(self._call("state"))  # its host answers the value
         except HostLostError:
             return VmState.LOST
         return state
