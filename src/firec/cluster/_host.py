@@ -391,8 +391,15 @@ class Host:
             raise ClusterError(f"host {self.name} has no microVM {vm_id}")
         return held.machine
 
-    async def call(self, vm_id: str, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Run one of :data:`OPERATIONS` on VM ``vm_id``; its result."""
+    async def call(self, vm_id: str, op: str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run one of :data:`OPERATIONS` on VM ``vm_id`` with ``args`` and ``kwargs``; its result.
+
+        The operation's arguments are the call's own, not a tuple and a dict:
+        Ray sends each argument of an actor call on its own, and an operation
+        without arguments (``state``, ``start``) then sends just two. ``state``
+        answers the :class:`VmState`'s value, a plain string, which Ray sends
+        without pickling it (the driver makes it a :class:`VmState` again).
+        """
         if op not in OPERATIONS:
             raise ClusterError(f"{op!r} cannot be called on a remote microVM")
         if op == "console_lines":
@@ -404,7 +411,7 @@ class Host:
         if asyncio.iscoroutine(result):
             result = await result
         if op == "state":
-            return VmState(str(result.value))
+            return VmState(str(result.value)).value
         return result
 
     def _console_lines(self, vm_id: str, n: int) -> list[str]:

@@ -76,7 +76,7 @@ class AsyncRemoteMachine:
         if self._lost:
             raise HostLostError(self.host, self.vm_id, self._lost)
         try:
-            return await io.get(self._handle.call.remote(self.vm_id, op, args, kwargs))
+            return await io.get(self._handle.call.remote(self.vm_id, op, *args, **kwargs))
         except Exception as exc:
             if actor_died(exc):
                 self._lose(exc)
@@ -102,7 +102,7 @@ class AsyncRemoteMachine:
     async def state(self) -> VmState:
         """Its state: Firecracker's, ``Exited``, or ``Lost`` once its host died (for good)."""
         try:
-            state: VmState = await self._call("state")
+            state = VmState(await self._call("state"))  # its host answers the value
         except HostLostError:
             return VmState.LOST
         return state

@@ -78,7 +78,7 @@ class RemoteMachine:
         if self._lost:
             raise HostLostError(self.host, self.vm_id, self._lost)
         try:
-            return io.get(self._handle.call.remote(self.vm_id, op, args, kwargs))
+            return io.get(self._handle.call.remote(self.vm_id, op, *args, **kwargs))
         except Exception as exc:
             if actor_died(exc):
                 self._lose(exc)
@@ -104,7 +104,7 @@ class RemoteMachine:
     def state(self) -> VmState:
         """Its state: Firecracker's, ``Exited``, or ``Lost`` once its host died (for good)."""
         try:
-            state: VmState = self._call("state")
+            state = VmState(self._call("state"))  # its host answers the value
         except HostLostError:
             return VmState.LOST
         return state
