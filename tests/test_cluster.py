@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -75,6 +76,13 @@ def _toml(name: str, base: Path, binary: Path, emulated: bool, spec: dict[str, A
     return path
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 @dataclass
 class SimulatedCluster:
     """A Ray cluster of simulated hosts, and what each keeps where."""
@@ -84,6 +92,7 @@ class SimulatedCluster:
     nodes: dict[str, Any]
     settings: dict[str, Path]
     kernel: Path
+    client_port: int  # Ray Client's server on the head (ray://)
 
     def add_host(self, name: str) -> None:
         self.nodes[name] = self.ray.add_node(
@@ -137,17 +146,27 @@ def simulated(
     settings = {n: _toml(n, base, binary, emulated, spec) for n, spec in HOSTS.items()}
     head = base / "head.toml"
     head.write_text('name = "head"\nfirecracker = "/nonexistent/firecracker"\n')
+    client_port = _free_port()
+    # a client gone without closing keeps its session (and driver) for this many seconds
+    # (Ray's default: 30); read by the client server that the head starts from our env
+    grace = os.environ.get("RAY_CLIENT_RECONNECT_GRACE_PERIOD")
+    os.environ["RAY_CLIENT_RECONNECT_GRACE_PERIOD"] = "2"
     cluster = cluster_utils.Cluster(
         initialize_head=True,
         head_node_args={
             "num_cpus": 0,
             "include_dashboard": False,
+            "ray_client_server_port": client_port,
             # a dead node is noticed in about a second, not Ray's default of 15 or more
             "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 3},
             "env_vars": {"FIREC_HOST_CONFIG": str(head)},
         },
     )
-    sim = SimulatedCluster(cluster, base, {}, settings, guest_kernel)
+    if grace is None:
+        del os.environ["RAY_CLIENT_RECONNECT_GRACE_PERIOD"]
+    else:
+        os.environ["RAY_CLIENT_RECONNECT_GRACE_PERIOD"] = grace
+    sim = SimulatedCluster(cluster, base, {}, settings, guest_kernel, client_port)
     try:
         for name in HOSTS:
             sim.add_host(name)
@@ -511,6 +530,45 @@ def test_what_a_killed_driver_left_is_reaped_and_detached_vms_stay(
     kept = cluster.get("cl-kept")
     assert kept.state() == VmState.RUNNING
     kept.delete()
+
+
+_CLIENT_DRIVER = """
+import os, sys, firec, firec.cluster
+from pathlib import Path
+c = firec.cluster.connect(sys.argv[1], namespace=sys.argv[2])
+def config(i):
+    return (firec.Config.builder(i, Path(sys.argv[3])).machine_cfg().mem_size_mib(128)
+            .build().kernel_args("console=ttyS0").build())
+vm = c.create(config("cl-client"), host="a")
+vm.start()
+print(vm.state().value, sorted(v.vm_id for v in c.ls()), flush=True)
+c.create(config("cl-client-kept"), host="a", detached=True).start()
+os._exit(0)  # gone without closing
+"""
+
+
+def test_a_driver_through_ray_client_runs_vms_and_what_it_left_is_reaped(
+    cluster: Any, simulated: SimulatedCluster
+) -> None:
+    pytest.importorskip("grpc", reason="Ray Client needs ray[client]")
+    namespace = ray.get_runtime_context().namespace
+    address = f"ray://127.0.0.1:{simulated.client_port}"
+    run = subprocess.run(
+        [sys.executable, "-c", _CLIENT_DRIVER, address, namespace, str(simulated.kernel)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("Running ") and "'cl-client'" in run.stdout
+    # the client's driver lives in Ray Client's server on the head, which ends it when
+    # the client has not come back within the grace period: then its VMs are deleted
+    deadline = time.monotonic() + 60
+    while "cl-client" in {v.vm_id for v in cluster.ls()} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = {v.vm_id: v for v in cluster.ls()}
+    assert "cl-client" not in left and left["cl-client-kept"].detached
+    cluster.get("cl-client-kept").delete()
 
 
 def test_a_dead_node_loses_its_vms_and_the_others_keep_serving(
