@@ -230,6 +230,39 @@ def _snapshot(**fields: Any) -> ClusterSnapshot:
     return ClusterSnapshot(**(values | fields))
 
 
+def test_joining_through_ray_client_tries_again_when_its_server_fails_a_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from firec.cluster import _ray
+
+    calls: list[str | None] = []
+    failures = iter([2, 3, 1])  # sessions failing before one starts, per join below
+
+    def init(address: str | None = None, **options: Any) -> None:
+        calls.append(address)
+        if left[0]:
+            left[0] -= 1
+            raise ConnectionAbortedError(
+                "Initialization failure from server:\nRuntimeError: "
+                "Starting Ray client server failed. See ..."
+            )
+
+    left = [next(failures)]
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    assert _ray.join("ray://head:10001", "ns") and len(calls) == 3
+    left[0] = next(failures)
+    with pytest.raises(ConnectionAbortedError) as caught:  # three failures: given up, said why
+        _ray.join("ray://head:10001", "ns")
+    assert "tried 3 times" in "\n".join(caught.value.__notes__)
+    calls.clear()
+    left[0] = next(failures)
+    with pytest.raises(ConnectionAbortedError):  # not through Ray Client: not tried again
+        _ray.join("head:6379", "ns")
+    assert calls == ["head:6379"]
+
+
 def test_placement_packs_the_tightest_host_and_keeps_to_labels_and_limits() -> None:
     big, small = _host("big"), _host("small", memory_mib_free=512, labels={"gpu": "no"})
     assert place(Request(1, 256), [big, small]).name == "small"

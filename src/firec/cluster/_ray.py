@@ -14,16 +14,23 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Any
 
 from firec.cluster._host import BOOK_NAME, Book, Host, Link
 
 __all__ = ["book", "end", "host_actors", "join", "new_link"]
 
+_log = logging.getLogger("firec.cluster")
+
 #: The Ray namespace firec's actors live in, unless the caller names another.
 NAMESPACE = "firec"
 #: An async actor's concurrent calls: enough for hundreds of VMs per host.
 MAX_CONCURRENCY = 1000
+#: Attempts at joining through Ray Client (``ray://``): its server on the head fails to start
+#: a client's session now and then (a fork race in Ray's proxier, ray-project/ray#63202).
+CLIENT_ATTEMPTS = 3
+_CLIENT_START_FAILED = "Starting Ray client server failed"
 #: Every firec actor: no CPU of Ray's (VMs are counted by the host), never restarted.
 _ALWAYS: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0}
 
@@ -46,10 +53,29 @@ def join(address: str | None, namespace: str) -> bool:
 
     if ray.is_initialized():
         return False
-    ray.init(
-        address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING
-    )
-    return True
+    through_client = (address or os.environ.get("RAY_ADDRESS", "")).startswith("ray://")
+    attempt = 1
+    while True:
+        try:
+            ray.init(
+                address=address,
+                namespace=namespace,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+            return True
+        except ConnectionAbortedError as exc:
+            if not through_client or _CLIENT_START_FAILED not in str(exc):
+                raise
+            if attempt == CLIENT_ATTEMPTS:
+                exc.add_note(
+                    f"firec tried {CLIENT_ATTEMPTS} times: Ray Client's server on the head "
+                    "failed to start a session each time (ray-project/ray#63202)"
+                )
+                raise
+            _log.warning("Ray Client's server failed to start a session; trying again")
+            ray.shutdown()
+            attempt += 1
 
 
 def alive_nodes() -> list[dict[str, Any]]:
