@@ -173,6 +173,9 @@ void init_system(void);  /* mounts: PID 1 only */
 void init_network(void); /* hostname, lo, eth0: PID 1 only */
 void shutdown_system(void) __attribute__((noreturn));
 void read_cmdline(const char *file);
+struct in_addr;
+/* Add the default route via gw on dev (one already there is fine): 0, or -1 with errno. */
+int add_default_route(int s, const char *dev, struct in_addr gw);
 /* The value of kernel argument `key=` (copied into out), or NULL. */
 const char *cmdline_arg(const char *key, char *out, size_t outlen);
 

@@ -156,19 +156,6 @@ static int default_gateway(const char *dev, struct in_addr *gw)
     return found;
 }
 
-static int add_default_route(int s, const char *dev, struct in_addr gw)
-{
-    struct rtentry rt = {0};
-    struct sockaddr_in *dst = (struct sockaddr_in *)&rt.rt_dst;
-    struct sockaddr_in *mask = (struct sockaddr_in *)&rt.rt_genmask;
-    struct sockaddr_in *via = (struct sockaddr_in *)&rt.rt_gateway;
-    dst->sin_family = mask->sin_family = via->sin_family = AF_INET;
-    via->sin_addr = gw;
-    rt.rt_flags = RTF_UP | RTF_GATEWAY;
-    rt.rt_dev = (char *)dev;
-    return ioctl(s, SIOCADDRT, &rt) < 0 && errno != EEXIST ? -1 : 0;
-}
-
 /* Give dev the address mac: down, the change, up again as it was. 0, or -1 with errno and
  * what failed in *step. */
 static int set_mac(int s, const char *dev, const unsigned char mac[6], const char **step)

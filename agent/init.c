@@ -105,20 +105,27 @@ static int if_set(int s, unsigned long req, const char *dev, const char *dotted)
     return ioctl(s, req, &ifr);
 }
 
-static int default_route(int s, const char *dev, const char *gw)
+int add_default_route(int s, const char *dev, struct in_addr gw)
 {
     struct rtentry rt = {0};
     struct sockaddr_in *dst = (struct sockaddr_in *)&rt.rt_dst;
     struct sockaddr_in *mask = (struct sockaddr_in *)&rt.rt_genmask;
     struct sockaddr_in *via = (struct sockaddr_in *)&rt.rt_gateway;
     dst->sin_family = mask->sin_family = via->sin_family = AF_INET;
-    if (inet_pton(AF_INET, gw, &via->sin_addr) != 1) {
-        errno = EINVAL;
-        return -1;
-    }
+    via->sin_addr = gw;
     rt.rt_flags = RTF_UP | RTF_GATEWAY;
     rt.rt_dev = (char *)dev;
     return ioctl(s, SIOCADDRT, &rt) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+static int default_route(int s, const char *dev, const char *gw)
+{
+    struct in_addr via;
+    if (inet_pton(AF_INET, gw, &via) != 1) {
+        errno = EINVAL;
+        return -1;
+    }
+    return add_default_route(s, dev, via);
 }
 
 struct netconf {
