@@ -33,12 +33,22 @@ from dataclasses import dataclass, field
 from firec.errors import ValidationError
 from firec.network.mac import validate_mac
 
-__all__ = ["SEED_BYTES", "GuestIdentity"]
+__all__ = ["SEED_BYTES", "GuestIdentity", "is_hostname"]
 
 #: Bytes of the random seed each guest is given (256 bits, credited to its kernel's pool).
 SEED_BYTES = 32
 _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,62}[A-Za-z0-9])?")
 _IFNAME = re.compile(r"[^/\s]{1,15}")
+
+
+def is_hostname(name: str) -> bool:
+    """Whether ``name`` can be a guest's hostname: 1 to 64 letters, digits, ``-`` or ``.``,
+    starting and ending with a letter or digit.
+
+    >>> is_hostname("sandbox-7"), is_hostname("-x"), is_hostname("a_b")
+    (True, False, False)
+    """
+    return bool(_HOSTNAME.fullmatch(name))
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,7 @@ class GuestIdentity:
     time: float | None = None
 
     def __post_init__(self) -> None:
-        if self.hostname is not None and not _HOSTNAME.fullmatch(self.hostname):
+        if self.hostname is not None and not is_hostname(self.hostname):
             raise ValidationError(
                 "hostname",
                 f"{self.hostname!r} is not a hostname: 1 to 64 letters, digits, '-' or '.'",

@@ -49,9 +49,9 @@ from collections.abc import Mapping, Sequence
 from firec.agent._sync.client import Client as AgentClient
 from firec.agent._sync.files import Data, Files
 from firec.agent._sync.process import Process
-from firec.agent.identity import GuestIdentity
+from firec.agent.identity import GuestIdentity, is_hostname
 from firec.agent.results import AgentInfo, ExecResult
-from firec.errors import AgentConnectionError, MachineError, TransportError, ValidationError
+from firec.errors import AgentConnectionError, MachineError, TransportError
 from firec.vm._sync import io
 from firec.vm._sync.lifecycle import MachineLifecycle
 from firec.vm.guest_agent import agent_endpoint, boot_args, runs_agent
@@ -136,13 +136,9 @@ class MachineGuest(MachineLifecycle):
             for i, interface in enumerate(self.config.network_interfaces)
             if interface.guest_mac
         }
-        try:
-            identity = GuestIdentity.fresh(hostname or self.vm_id, macs)
-        except ValidationError:
-            if hostname is not None:
-                raise
-            identity = GuestIdentity.fresh(None, macs)  # an id that is no hostname
-        return self.agent.set_identity(identity)
+        if not hostname and is_hostname(self.vm_id):
+            hostname = self.vm_id
+        return self.agent.set_identity(GuestIdentity.fresh(hostname, macs))
 
     def exec(
         self,
