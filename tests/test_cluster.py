@@ -147,10 +147,6 @@ def simulated(
     head = base / "head.toml"
     head.write_text('name = "head"\nfirecracker = "/nonexistent/firecracker"\n')
     client_port = _free_port()
-    # a client gone without closing keeps its session (and driver) for this many seconds
-    # (Ray's default: 30); read by the client server that the head starts from our env
-    grace = os.environ.get("RAY_CLIENT_RECONNECT_GRACE_PERIOD")
-    os.environ["RAY_CLIENT_RECONNECT_GRACE_PERIOD"] = "2"
     cluster = cluster_utils.Cluster(
         initialize_head=True,
         head_node_args={
@@ -162,10 +158,6 @@ def simulated(
             "env_vars": {"FIREC_HOST_CONFIG": str(head)},
         },
     )
-    if grace is None:
-        del os.environ["RAY_CLIENT_RECONNECT_GRACE_PERIOD"]
-    else:
-        os.environ["RAY_CLIENT_RECONNECT_GRACE_PERIOD"] = grace
     sim = SimulatedCluster(cluster, base, {}, settings, guest_kernel, client_port)
     try:
         for name in HOSTS:
@@ -591,6 +583,9 @@ def test_a_driver_through_ray_client_runs_vms_and_what_it_left_is_reaped(
         capture_output=True,
         text=True,
         timeout=120,
+        # a client gone without closing keeps its session (and driver) this many seconds
+        # (Ray's default: 30); the client says so to the server when it connects
+        env={**os.environ, "RAY_CLIENT_RECONNECT_GRACE_PERIOD": "2"},
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.startswith("Running ") and "'cl-client'" in run.stdout
