@@ -384,6 +384,30 @@ def test_a_vm_is_created_started_seen_and_deleted(
     assert not (simulated.base / "a" / "state" / "vms" / "cl-one.json").exists()
 
 
+def test_run_boots_in_one_call_and_a_vm_that_fails_to_boot_is_not_left(
+    cluster: Any, simulated: SimulatedCluster
+) -> None:
+    with cluster.run(simulated.config("cl-run"), host="a") as vm:
+        assert (vm.host, vm.state()) == ("a", VmState.RUNNING)
+        [listed] = [v for v in cluster.ls() if v.vm_id == "cl-run"]
+        assert listed.state == VmState.RUNNING
+    assert [v for v in cluster.ls() if v.vm_id == "cl-run"] == []
+
+    free = {h.name: h.vcpus_free for h in cluster.hosts()}
+    not_a_kernel = simulated.base / "not-a-kernel"
+    not_a_kernel.write_bytes(b"this is not an ELF file\n" * 100)
+    config = simulated.config("cl-no-boot").replace(kernel_image=not_a_kernel)
+    with pytest.raises(firec.errors.APIError) as caught:
+        cluster.run(config, host="a")
+    assert caught.value.fault_message  # Firecracker's own words on the kernel
+    assert [v for v in cluster.ls() if v.vm_id == "cl-no-boot"] == []
+    assert {h.name: h.vcpus_free for h in cluster.hosts()} == free
+    assert simulated.left_behind() == []
+    # the id is free again on host a: nothing of the first try is held there
+    with cluster.run(simulated.config("cl-no-boot"), host="a") as vm:
+        assert vm.state() == VmState.RUNNING
+
+
 def test_vms_are_packed_by_size_labels_and_limits(
     cluster: Any, simulated: SimulatedCluster
 ) -> None:

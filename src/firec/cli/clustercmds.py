@@ -156,12 +156,7 @@ def run(
         builder = builder.add_drive("rootfs", rootfs.absolute()).is_root_device(True).build()
     config = builder.build(check_files=False)  # the files are on the hosts, which check them
     with _cluster(address, namespace) as c:
-        vm = c.create(config, host=host, labels=labels, detached=True)
-        try:
-            vm.start()
-        except BaseException:
-            vm.delete()
-            raise
+        vm = c.run(config, host=host, labels=labels, detached=True)
     if as_json:
         print_json({"id": vm.vm_id, "host": vm.host})
     else:

@@ -7,8 +7,9 @@ Ray is the scheduler and the wire; firec adds no RPC layer of its own.
   (:mod:`._host`: it owns that node's microVMs through
   :class:`firec.AsyncMachine`, pinned to its node, and reports capacity);
 * :class:`Cluster` / :class:`AsyncCluster` (``_sync/cluster.py`` is
-  generated from ``_async/cluster.py``): ``hosts()``, ``create(config)``,
-  ``restore(snapshot, n)``, ``ls()``, ``gc()``;
+  generated from ``_async/cluster.py``): ``hosts()``, ``run(config)`` (a
+  VM created and booted in one call), ``create(config)``, ``restore(snapshot, n)``,
+  ``ls()``, ``gc()``;
 * :class:`RemoteMachine` / :class:`AsyncRemoteMachine`: a VM on a host:
   start, pause, resume, state, snapshot, wait, console lines, metrics,
   exec and files through the guest agent, delete;
@@ -25,8 +26,7 @@ Example::
     >>> import firec
     >>> from firec import cluster
     >>> with cluster.connect() as c:                    # doctest: +SKIP
-    ...     vm = c.create(firec.Config.builder("vm1", "/srv/vmlinux").build())
-    ...     vm.start()
+    ...     vm = c.run(firec.Config.builder("vm1", "/srv/vmlinux").build())
     ...     [(v.vm_id, v.host, v.state) for v in c.ls()]
     [('vm1', 'kvm-07', 'Running')]
 """

@@ -324,6 +324,28 @@ class Host:
         booted = cfg.boot_method is BootMethod.CONFIG_FILE  # it boots as it is created
         return self._vm_info_as(held, VmState.RUNNING if booted else VmState.NOT_STARTED)
 
+    async def run(self, config: dict[str, Any], owner: str, detached: bool) -> VmInfo:
+        """Create a VM of ``config`` and boot it: :meth:`create` and ``start`` in one call.
+
+        A VM that fails to boot is deleted before its error is raised, so that
+        nothing of it is left for the driver to clean up (or to lose, if the
+        driver dies first).
+        """
+        info = await self.create(config, owner, detached)
+        if info.state is VmState.RUNNING:  # booted from a config file as it was created
+            return info
+        try:
+            await self.held[info.vm_id].machine.start()
+        except BaseException:
+            try:
+                await self.delete(info.vm_id)
+            except Exception as exc:  # the boot's error is the one the driver needs
+                log.warning(
+                    "host %s: deleting %s after its failed boot: %s", self.name, info.vm_id, exc
+                )
+            raise
+        return replace(info, state=VmState.RUNNING)
+
     async def restore(
         self,
         snapshot: ClusterSnapshot,

@@ -44,12 +44,12 @@ class Owner(Protocol):
 
 
 class AsyncRemoteMachine:
-    """A microVM on a host of the cluster (made by :meth:`firec.cluster.AsyncCluster.create`).
+    """A microVM on a host of the cluster (made by :meth:`firec.cluster.AsyncCluster.run` or
+    :meth:`~firec.cluster.AsyncCluster.create`).
 
     As an async context manager, it is deleted when the block ends. Example::
 
-        async with await cluster.create(config) as vm:
-            await vm.start()
+        async with await cluster.run(config) as vm:
             print(vm.host, await vm.state())
 
     Attributes:

@@ -46,12 +46,12 @@ class Owner(Protocol):
 
 
 class RemoteMachine:
-    """A microVM on a host of the cluster (made by :meth:`firec.cluster.Cluster.create`).
+    """A microVM on a host of the cluster (made by :meth:`firec.cluster.Cluster.run` or
+    :meth:`~firec.cluster.Cluster.create`).
 
     As a context manager, it is deleted when the block ends. Example::
 
-        with cluster.create(config) as vm:
-            vm.start()
+        with cluster.run(config) as vm:
             print(vm.host, vm.state())
 
     Attributes:
