@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -239,3 +240,23 @@ def client(agent: RunningAgent) -> Iterator[Client]:
     """A client of :func:`agent`, closed after the test."""
     with agent.client() as c:
         yield c
+
+
+@pytest.fixture
+def held_reaper(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """firec's reaper of exited VMMs (``firec.vm._reaping``) waits for the returned event
+    before it reaps anything: what waits for a reap would then hang."""
+    from firec.vm import _reaping
+
+    release = threading.Event()
+    reap = _reaping._reap
+
+    def held(pidfd: int) -> None:
+        release.wait(30)
+        reap(pidfd)
+
+    monkeypatch.setattr(_reaping, "_reap", held)
+    try:
+        yield release
+    finally:
+        release.set()

@@ -16,6 +16,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -846,3 +847,41 @@ def test_bad_payload_limits_are_config_errors(
     with pytest.raises(ConfigError) as caught:
         config.validate()
     assert caught.value.field == field
+
+
+def test_delete_does_not_wait_for_the_kernel_to_reap_the_vmm(
+    builder: firec.vm.config.Builder, held_reaper: threading.Event
+) -> None:
+    # Reaping (the kernel releasing the exited task and its /proc entries) was seen
+    # to take seconds on a busy host: delete goes on once the VMM has exited.
+    machine = firec.Machine.create(builder.kernel_args("console=ttyS0").build())
+    pid = machine.pid
+    assert pid is not None
+    machine.start()
+    done = threading.Event()
+    threading.Thread(target=lambda: (machine.delete(), done.set()), daemon=True).start()
+    assert done.wait(20), "delete waited for the reap"
+    _assert_deleted_and_reaped_once_let(machine, pid, held_reaper)
+
+
+async def test_async_delete_does_not_wait_for_the_kernel_to_reap_the_vmm(
+    builder: firec.vm.config.Builder, held_reaper: threading.Event
+) -> None:
+    machine = await firec.AsyncMachine.create(builder.kernel_args("console=ttyS0").build())
+    pid = machine.pid
+    assert pid is not None
+    await machine.start()
+    await asyncio.wait_for(machine.delete(), 20)
+    _assert_deleted_and_reaped_once_let(machine, pid, held_reaper)
+
+
+def _assert_deleted_and_reaped_once_let(machine: Any, pid: int, reaper: threading.Event) -> None:
+    assert zombie(pid) and Path(f"/proc/{pid}").exists()  # exited, not reaped yet
+    status = machine.exit_status
+    assert status is not None and status.signal == signal.SIGKILL
+    assert_nothing_left(machine.launch, pid)
+    reaper.set()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not Path(f"/proc/{pid}").exists(), "the reaper did not reap the VMM"

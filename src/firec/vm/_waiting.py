@@ -26,6 +26,7 @@ import subprocess
 from pathlib import Path
 
 from firec.vm import _pathwatch
+from firec.vm._reaping import exit_code
 
 __all__ = ["MAX_PAUSE", "MIN_PAUSE", "PRIMITIVES", "YIELD_ONLY", "open_pidfd", "plan_pause"]
 
@@ -72,14 +73,15 @@ def plan_pause(
 def open_pidfd(pid: int, popen: subprocess.Popen[bytes] | None = None) -> int | None:
     """A pidfd to wait on for process ``pid``, or ``None`` when it has exited already.
 
-    ``popen``, when the process is our child, is reaped once it has exited,
-    so that its ``returncode`` is set. The caller closes the pidfd.
+    ``popen``, when the process is our child, reads as done once it has
+    exited (:func:`firec.vm._reaping.exit_code`: its ``returncode`` is set, and
+    it is reaped on a thread of its own). The caller closes the pidfd.
     """
-    if popen is not None and popen.poll() is not None:
+    if popen is not None and exit_code(popen) is not None:
         return None
     try:
         return os.pidfd_open(pid)
     except ProcessLookupError:
         if popen is not None:
-            popen.wait()
+            exit_code(popen)
         return None

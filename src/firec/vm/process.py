@@ -31,6 +31,7 @@ from firec._proc import (
     socket_peer_pid,
     wait_until,
 )
+from firec.vm._reaping import exit_code
 
 _log = logging.getLogger("firec.machine")
 
@@ -130,7 +131,7 @@ class VmmProcess:
 
     def _status(self) -> ExitStatus | None:
         if self.popen is not None:
-            code = self.popen.poll()
+            code = exit_code(self.popen)
             return ExitStatus.from_returncode(code) if code is not None else None
         if self._ref is None or not self._ref.alive():
             if self._ended_because is not None:

@@ -21,6 +21,7 @@ from typing import ParamSpec, TypeAlias, TypeVar
 
 from firec.errors import TransportError
 from firec.vm import vsock
+from firec.vm._reaping import exit_code
 from firec.vm._waiting import PRIMITIVES, open_pidfd, plan_pause
 from firec.vm.streams import AsyncLineReader
 
@@ -116,8 +117,10 @@ async def wait_pid(
 ) -> bool:
     """Wait until process ``pid`` has exited; ``False`` if ``timeout`` passed first.
 
-    ``popen``, when the process is our child, is reaped so that its
-    ``returncode`` is set.
+    ``popen``, when the process is our child, reads as done once it has
+    exited (its ``returncode`` set); it is reaped on a thread of its own, never
+    waited for here (:mod:`firec.vm._reaping`: reaping can take the kernel
+    seconds on a busy host).
     """
     pidfd = open_pidfd(pid, popen)
     if pidfd is None:
@@ -138,9 +141,7 @@ async def wait_pid(
         loop.remove_reader(pidfd)
         os.close(pidfd)
     if popen is not None:
-        # off the loop: reaping is the kernel's work, and can take long on a busy
-        # host (its /proc dentries pruned), while every other VM of the loop waits
-        await asyncio.to_thread(popen.wait)
+        exit_code(popen)
     return True
 
 

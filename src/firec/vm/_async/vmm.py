@@ -27,6 +27,7 @@ from firec.errors import ConfigError, MachineError, TransportError
 from firec.snapshots.snapshot import Snapshot
 from firec.vm._async import io
 from firec.vm._launch import Launch, console_pipe, full_outputs, plan, socket_accepts, spawn
+from firec.vm._reaping import exit_code
 from firec.vm._registry.claim import Registration
 from firec.vm.binaries import remember_version, remembered_version
 from firec.vm.config import Config
@@ -187,7 +188,7 @@ class MachineVmm:
                 self._process = VmmProcess(int(pidfile.read_text()))
                 await io.wait_pid(jailer.pid, max(0.0, deadline - time.monotonic()), jailer)
                 return
-            code = jailer.poll()
+            code = exit_code(jailer)
             if code not in (None, 0) or time.monotonic() > deadline:
                 raise self._failure(
                     f"the jailer wrote no pidfile ({pidfile})",

@@ -22,6 +22,7 @@ from typing import ParamSpec, TypeAlias, TypeVar
 
 from firec.errors import TransportError
 from firec.vm import vsock
+from firec.vm._reaping import exit_code
 from firec.vm._waiting import PRIMITIVES, open_pidfd, plan_pause
 from firec.vm.streams import LineReader
 
@@ -98,8 +99,10 @@ def run_blocking(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
 def wait_pid(pid: int, timeout: float | None, popen: subprocess.Popen[bytes] | None = None) -> bool:
     """Wait until process ``pid`` has exited; ``False`` if ``timeout`` passed first.
 
-    ``popen``, when the process is our child, is reaped so that its
-    ``returncode`` is set.
+    ``popen``, when the process is our child, reads as done once it has
+    exited (its ``returncode`` set); it is reaped on a thread of its own, never
+    waited for here (:mod:`firec.vm._reaping`: reaping can take the kernel
+    seconds on a busy host).
     """
     pidfd = open_pidfd(pid, popen)
     if pidfd is None:
@@ -109,7 +112,7 @@ def wait_pid(pid: int, timeout: float | None, popen: subprocess.Popen[bytes] | N
     finally:
         os.close(pidfd)
     if exited and popen is not None:
-        popen.wait()
+        exit_code(popen)
     return exited
 
 
