@@ -8,14 +8,13 @@
  * "env" does not set them).
  */
 #define _GNU_SOURCE
-#include <grp.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "exec.h"
+#include "users.h"
 
 extern char **environ;
 
@@ -123,26 +122,29 @@ int parse_request(struct jval *req, struct request *r, char *msg, size_t msglen)
         snprintf(msg, msglen, "\"uid\" and \"gid\" must be integers from 0 to 4294967294");
         return -1;
     }
-    struct passwd *pw = NULL;
+    struct user found, *pw = NULL; /* the user, when /etc/passwd has it */
     if (user) {
         char *end;
         unsigned long n = strtoul(user, &end, 10);
-        pw = *user && *end == '\0' ? getpwuid((uid_t)n) : getpwnam(user);
-        if (!pw && !(*user && *end == '\0')) {
+        int numeric = *user && *end == '\0';
+        if ((numeric ? user_by_uid((uid_t)n, &found) : user_by_name(user, &found)) == 1)
+            pw = &found;
+        if (!pw && !numeric) {
             snprintf(msg, msglen, "no user '%.100s' in the guest's /etc/passwd", user);
             return -1;
         }
         if (uid < 0)
-            uid = pw ? (long long)pw->pw_uid : (long long)n;
-    } else if (uid >= 0) {
-        pw = getpwuid((uid_t)uid);
+            uid = pw ? (long long)pw->uid : (long long)n;
+    } else if (uid >= 0 && user_by_uid((uid_t)uid, &found) == 1) {
+        pw = &found;
     }
     if (uid >= 0 || gid >= 0) {
         r->set_ids = 1;
         r->uid = uid >= 0 ? (uid_t)uid : getuid();
-        r->gid = gid >= 0 ? (gid_t)gid : pw ? pw->pw_gid : (uid >= 0 ? 0 : getgid());
-        r->ngroups = MAX_GROUPS;
-        if (!pw || gid >= 0 || getgrouplist(pw->pw_name, r->gid, r->groups, &r->ngroups) < 0) {
+        r->gid = gid >= 0 ? (gid_t)gid : pw ? pw->gid : (uid >= 0 ? 0 : getgid());
+        if (pw && gid < 0) {
+            r->ngroups = user_groups(pw->name, r->gid, r->groups, MAX_GROUPS);
+        } else {
             r->groups[0] = r->gid;
             r->ngroups = 1;
         }
@@ -165,8 +167,8 @@ int parse_request(struct jval *req, struct request *r, char *msg, size_t msglen)
         return -1;
     }
     if (pw && user && /* the user's own, unless "env" says otherwise below */
-        (env_set(&r->envp, &n, "HOME", 4, pw->pw_dir) < 0 ||
-         env_set(&r->envp, &n, "USER", 4, pw->pw_name) < 0))
+        (env_set(&r->envp, &n, "HOME", 4, pw->home) < 0 ||
+         env_set(&r->envp, &n, "USER", 4, pw->name) < 0))
         goto oom;
     for (struct jval *e = env ? env->child : NULL; e; e = e->next) {
         if ((e->type != J_STR && e->type != J_NULL) || !*e->key || strchr(e->key, '=') ||

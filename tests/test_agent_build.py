@@ -15,7 +15,7 @@ import pytest
 from firec.agent import agent_binary
 from firec.agent._build import MAX_SIZE, BuildError, build_agent
 from firec.errors import FirecError
-from tests.agent_support import ROOT
+from tests.agent_support import ROOT, run_agent
 
 PT_INTERP, PT_DYNAMIC = 3, 2
 
@@ -92,6 +92,11 @@ def test_the_gcc_fallback_builds_a_static_agent_too(tmp_path: Path) -> None:
     _assert_static_and_small(out)
     version = subprocess.run([out, "--version"], capture_output=True, text=True, check=True)
     assert "protocol 1" in version.stdout
+    # users by name: the agent reads /etc/passwd and /etc/group itself (glibc's lookups
+    # would load NSS modules into the static binary, which died on the first name)
+    with run_agent(out, tmp_path) as agent, agent.client() as client:
+        assert client.exec(["id", "-un"], user="nobody").stdout == b"nobody\n"
+        assert client.exec(["id", "-u"], user="root").stdout == b"0\n"
 
 
 def test_no_compiler_is_a_clear_error_naming_the_package(
