@@ -92,6 +92,8 @@ def test_boot_park_pause_resume_and_stop(builder: firec.vm.config.Builder) -> No
         machine.start()
         assert machine.state() is MachineState.RUNNING
         assert BOOT_LINE in console_text(machine, BOOT_LINE)
+        assert BOOT_LINE in machine.console_lines()
+        assert machine.console_lines(1) == machine.console_lines()[-1:]
         machine.pause()
         assert machine.state() is MachineState.PAUSED
         machine.resume()

@@ -424,8 +424,6 @@ class Host:
         """
         if op not in OPERATIONS:
             raise ClusterError(f"{op!r} cannot be called on a remote microVM")
-        if op == "console_lines":
-            return self._console_lines(vm_id, *args)
         target = self._machine(vm_id)
         for part in op.split("."):
             target = getattr(target, part)
@@ -435,16 +433,6 @@ class Host:
         if op == "state":
             return VmState(str(result.value)).value
         return result
-
-    def _console_lines(self, vm_id: str, n: int) -> list[str]:
-        """The last ``n`` lines of the VM's serial console (when it goes to a file)."""
-        from firec.vm.guest_agent import hide_token
-        from firec.vm.streams import tail_lines
-
-        path = self._machine(vm_id).console_path
-        if path is None or not path.is_file():
-            return []
-        return [hide_token(line) for line in tail_lines(path, n)]
 
     async def detach(self, vm_id: str) -> None:
         """Let VM ``vm_id`` outlive the driver that made it."""

@@ -332,7 +332,18 @@ class MachineVmm:
         A guest agent's token in them is hidden (:func:`firec.vm.guest_agent.hide_token`).
         """
         lines: list[str] = self._log.recent(n) if self._launch.log_is_fifo and self._log else []
-        for path in (self._launch.log_path, self._launch.stderr_path, self._launch.console_path):
+        for path in (self._launch.log_path, self._launch.stderr_path):
             if path is not None and path.is_file():
                 lines += tail_lines(path, n)
-        return [hide_token(line) for line in lines]  # Firecracker logs its boot source
+        return [hide_token(line) for line in lines] + self.console_lines(n)
+
+    def console_lines(self, n: int = TAIL_LINES) -> list[str]:
+        """The last ``n`` lines of the guest's serial console, when it goes to a file (else none).
+
+        A guest agent's token in them is hidden (the agent's is on the kernel
+        command line, which a guest may print).
+        """
+        path = self._launch.console_path
+        if path is None or not path.is_file():
+            return []
+        return [hide_token(line) for line in tail_lines(path, n)]
